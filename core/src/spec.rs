@@ -1,0 +1,427 @@
+//! The wafer spec: every hardware number the simulator uses, in one serialisable
+//! struct, with the `wse3` and `wse2` presets.
+//!
+//! Where each preset value comes from (or that it is an assumption) is recorded in
+//! `docs/hardware.md`. A TOML file may name a preset as `base` and override any
+//! field of it; unknown fields are rejected so a typo never passes silently.
+
+use crate::dtype::DType;
+use crate::error::{CoreError, Result};
+use crate::units::Bytes;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaferSpec {
+    pub name: String,
+    /// Core clock; converts cycles to seconds.
+    pub clock_hz: f64,
+    pub fabric: FabricSpec,
+    pub pe: PeSpec,
+    pub simd: SimdSpec,
+    pub router: RouterSpec,
+    pub precision: PrecisionSpec,
+    pub cost: CostSpec,
+    pub system: SystemSpec,
+}
+
+/// The rectangle of PEs a program can use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FabricSpec {
+    pub width_pes: u32,
+    pub height_pes: u32,
+}
+
+/// One processing element: its private memory and memory ports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeSpec {
+    pub sram_bytes: u64,
+    pub sram_banks: u32,
+    /// SRAM kept back for code, task state and runtime buffers (not for data).
+    pub reserve_bytes: u64,
+    pub mem_reads_per_cycle: u32,
+    pub mem_writes_per_cycle: u32,
+    pub mem_port_bits: u32,
+}
+
+/// SIMD throughput of one PE's compute engine, in element operations per cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimdSpec {
+    /// fp16 x fp16 + fp16 fused multiply-accumulate (`@fmach`).
+    pub fp16_fmac: u32,
+    /// fp16 x fp16 accumulated into fp32 (`@fmachs`).
+    pub fp16_fmac_fp32_acc: u32,
+    pub fp16_add: u32,
+    pub fp16_mul: u32,
+    pub fp32_add: u32,
+    pub fp32_mul: u32,
+    pub fp32_fmac: u32,
+    pub fp16_max: u32,
+    pub fp32_max: u32,
+    /// fp16 <-> fp32 conversion.
+    pub convert: u32,
+}
+
+/// The router beside each PE and the links between routers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSpec {
+    /// N, S, E, W and the ramp to the PE's own compute engine.
+    pub ports: u32,
+    pub colors: u32,
+    pub wavelet_bits: u32,
+    /// Latency for a wavelet to cross one link in hardware.
+    pub hop_latency_cycles: f64,
+    /// Latency between a PE's compute engine and its own router (each way).
+    pub ramp_latency_cycles: f64,
+    pub input_queue_depths: Vec<u32>,
+    pub output_queue_depths: Vec<u32>,
+}
+
+/// Number formats the wafer computes in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecisionSpec {
+    pub weight_dtype: DType,
+    pub activation_dtype: DType,
+    pub accumulate_dtype: DType,
+}
+
+/// Parameters of the cost model that are not read off a datasheet: fitted to
+/// `shared/calibration.md` or labeled assumptions in `docs/hardware.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostSpec {
+    /// A software relay stage: a PE receives a wavelet, and a task re-sends it.
+    pub relay_stage_cycles: f64,
+    /// One dependent receive -> reduce -> send level of a reduction tree.
+    pub reduce_level_cycles: f64,
+    /// Launching and synchronising one communication phase.
+    pub phase_overhead_cycles: f64,
+    /// Starting one compute task on a PE.
+    pub task_overhead_cycles: f64,
+    /// Loop and address overhead per element of a vector instruction's inner loop.
+    pub loop_overhead_cycles_per_element: f64,
+}
+
+/// Links between wafers in a multi-system pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSpec {
+    pub offwafer_bandwidth_bytes_per_s: f64,
+    pub offwafer_latency_s: f64,
+}
+
+impl WaferSpec {
+    /// The names `preset` accepts.
+    pub const PRESETS: [&'static str; 2] = ["wse3", "wse2"];
+
+    pub fn preset(name: &str) -> Result<WaferSpec> {
+        match name.to_ascii_lowercase().as_str() {
+            "wse3" | "wse-3" | "cs3" | "cs-3" => Ok(wse3()),
+            "wse2" | "wse-2" | "cs2" | "cs-2" => Ok(wse2()),
+            _ => Err(CoreError::UnknownPreset(name.to_string())),
+        }
+    }
+
+    /// Parses a TOML spec. The file may set `base = "wse3"` (or `"wse2"`) and then
+    /// override any subset of fields; without `base` it must give every field.
+    /// `source_name` names the file in error messages.
+    pub fn from_toml_str(text: &str, source_name: &str) -> Result<WaferSpec> {
+        let parse_err = |message: String| CoreError::SpecParse {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let mut table: toml::Table = text.parse().map_err(|e| parse_err(format!("{e}")))?;
+        let merged = match table.remove("base") {
+            Some(toml::Value::String(base)) => {
+                let base_spec = WaferSpec::preset(&base)?;
+                let mut base_table = toml::Table::try_from(&base_spec)
+                    .map_err(|e| parse_err(format!("cannot serialise preset: {e}")))?;
+                merge_tables(&mut base_table, table, "")
+                    .map_err(|m| parse_err(format!("override of {m}")))?;
+                base_table
+            }
+            Some(other) => {
+                return Err(parse_err(format!(
+                    "field `base`: expected a preset name string, found {}",
+                    other.type_str()
+                )))
+            }
+            None => table,
+        };
+        let spec: WaferSpec = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.message().to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).expect("a WaferSpec always serialises to TOML")
+    }
+
+    pub fn sram_per_pe(&self) -> Bytes {
+        Bytes(self.pe.sram_bytes)
+    }
+
+    pub fn pes(&self) -> u64 {
+        self.fabric.width_pes as u64 * self.fabric.height_pes as u64
+    }
+
+    pub fn wafer_sram(&self) -> Bytes {
+        Bytes(self.pe.sram_bytes * self.pes())
+    }
+
+    /// Rejects values no machine could have (zero sizes, negative latencies, ...).
+    pub fn validate(&self) -> Result<()> {
+        fn positive(field: &str, v: f64) -> Result<()> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(CoreError::InvalidSpec {
+                    field: field.into(),
+                    problem: format!("expected a positive finite number, found {v}"),
+                })
+            }
+        }
+        fn non_negative(field: &str, v: f64) -> Result<()> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(CoreError::InvalidSpec {
+                    field: field.into(),
+                    problem: format!("expected a non-negative finite number, found {v}"),
+                })
+            }
+        }
+        fn nonzero(field: &str, v: u64) -> Result<()> {
+            if v > 0 {
+                Ok(())
+            } else {
+                Err(CoreError::InvalidSpec {
+                    field: field.into(),
+                    problem: "expected at least 1, found 0".into(),
+                })
+            }
+        }
+        positive("clock_hz", self.clock_hz)?;
+        nonzero("fabric.width_pes", self.fabric.width_pes as u64)?;
+        nonzero("fabric.height_pes", self.fabric.height_pes as u64)?;
+        nonzero("pe.sram_bytes", self.pe.sram_bytes)?;
+        nonzero("pe.sram_banks", self.pe.sram_banks as u64)?;
+        if self.pe.reserve_bytes >= self.pe.sram_bytes {
+            return Err(CoreError::InvalidSpec {
+                field: "pe.reserve_bytes".into(),
+                problem: format!(
+                    "reserve of {} bytes leaves no data memory in a {}-byte PE",
+                    self.pe.reserve_bytes, self.pe.sram_bytes
+                ),
+            });
+        }
+        nonzero("pe.mem_reads_per_cycle", self.pe.mem_reads_per_cycle as u64)?;
+        nonzero(
+            "pe.mem_writes_per_cycle",
+            self.pe.mem_writes_per_cycle as u64,
+        )?;
+        nonzero("pe.mem_port_bits", self.pe.mem_port_bits as u64)?;
+        let s = &self.simd;
+        for (field, v) in [
+            ("simd.fp16_fmac", s.fp16_fmac),
+            ("simd.fp16_fmac_fp32_acc", s.fp16_fmac_fp32_acc),
+            ("simd.fp16_add", s.fp16_add),
+            ("simd.fp16_mul", s.fp16_mul),
+            ("simd.fp32_add", s.fp32_add),
+            ("simd.fp32_mul", s.fp32_mul),
+            ("simd.fp32_fmac", s.fp32_fmac),
+            ("simd.fp16_max", s.fp16_max),
+            ("simd.fp32_max", s.fp32_max),
+            ("simd.convert", s.convert),
+        ] {
+            nonzero(field, v as u64)?;
+        }
+        nonzero("router.ports", self.router.ports as u64)?;
+        nonzero("router.colors", self.router.colors as u64)?;
+        if self.router.wavelet_bits != 32 && self.router.wavelet_bits != 64 {
+            return Err(CoreError::InvalidSpec {
+                field: "router.wavelet_bits".into(),
+                problem: format!("expected 32 or 64, found {}", self.router.wavelet_bits),
+            });
+        }
+        non_negative("router.hop_latency_cycles", self.router.hop_latency_cycles)?;
+        non_negative(
+            "router.ramp_latency_cycles",
+            self.router.ramp_latency_cycles,
+        )?;
+        let c = &self.cost;
+        non_negative("cost.relay_stage_cycles", c.relay_stage_cycles)?;
+        non_negative("cost.reduce_level_cycles", c.reduce_level_cycles)?;
+        non_negative("cost.phase_overhead_cycles", c.phase_overhead_cycles)?;
+        non_negative("cost.task_overhead_cycles", c.task_overhead_cycles)?;
+        non_negative(
+            "cost.loop_overhead_cycles_per_element",
+            c.loop_overhead_cycles_per_element,
+        )?;
+        positive(
+            "system.offwafer_bandwidth_bytes_per_s",
+            self.system.offwafer_bandwidth_bytes_per_s,
+        )?;
+        non_negative("system.offwafer_latency_s", self.system.offwafer_latency_s)?;
+        Ok(())
+    }
+}
+
+/// Deep-merges `over` into `base`; a key that `base` lacks is an error naming its path.
+fn merge_tables(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), String> {
+    for (key, value) in over {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o, &path)?,
+            (Some(slot), v) => *slot = v,
+            (None, _) => return Err(format!("unknown field `{path}`")),
+        }
+    }
+    Ok(())
+}
+
+/// Cerebras WSE-3 (CS-3). Sources and assumptions: `docs/hardware.md`.
+pub fn wse3() -> WaferSpec {
+    WaferSpec {
+        name: "wse3".into(),
+        clock_hz: 1.1e9,
+        fabric: FabricSpec {
+            width_pes: 762,
+            height_pes: 1172,
+        },
+        pe: PeSpec {
+            sram_bytes: 48 * 1024,
+            sram_banks: 8,
+            reserve_bytes: 8 * 1024,
+            mem_reads_per_cycle: 2,
+            mem_writes_per_cycle: 1,
+            mem_port_bits: 32,
+        },
+        simd: SimdSpec {
+            fp16_fmac: 8,
+            fp16_fmac_fp32_acc: 4,
+            fp16_add: 8,
+            fp16_mul: 8,
+            fp32_add: 4,
+            fp32_mul: 4,
+            fp32_fmac: 1,
+            fp16_max: 8,
+            fp32_max: 4,
+            convert: 4,
+        },
+        router: RouterSpec {
+            ports: 5,
+            colors: 16,
+            wavelet_bits: 32,
+            hop_latency_cycles: 1.0,
+            ramp_latency_cycles: 2.0,
+            input_queue_depths: vec![8, 8, 4, 4, 4, 4, 4, 4],
+            output_queue_depths: vec![8; 8],
+        },
+        precision: PrecisionSpec {
+            weight_dtype: DType::F16,
+            activation_dtype: DType::F16,
+            accumulate_dtype: DType::F32,
+        },
+        cost: CostSpec {
+            relay_stage_cycles: 5.0,
+            reduce_level_cycles: 5.0,
+            phase_overhead_cycles: 0.0,
+            task_overhead_cycles: 0.0,
+            loop_overhead_cycles_per_element: 0.0,
+        },
+        system: SystemSpec {
+            offwafer_bandwidth_bytes_per_s: 150e9,
+            offwafer_latency_s: 1e-6,
+        },
+    }
+}
+
+/// Cerebras WSE-2 (CS-2). Sources and assumptions: `docs/hardware.md`.
+pub fn wse2() -> WaferSpec {
+    let mut spec = wse3();
+    spec.name = "wse2".into();
+    spec.fabric = FabricSpec {
+        width_pes: 757,
+        height_pes: 996,
+    };
+    spec.simd = SimdSpec {
+        fp16_fmac: 4,
+        fp16_fmac_fp32_acc: 2,
+        fp16_add: 4,
+        fp16_mul: 4,
+        fp32_add: 2,
+        fp32_mul: 2,
+        fp32_fmac: 1,
+        fp16_max: 1,
+        fp32_max: 2,
+        convert: 1,
+    };
+    spec.router.colors = 24;
+    spec.router.input_queue_depths = vec![6, 6, 4, 4, 2, 2, 2, 2];
+    spec.router.output_queue_depths = vec![2, 2, 6, 6, 2, 2];
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_round_trip_through_toml() {
+        for name in WaferSpec::PRESETS {
+            let spec = WaferSpec::preset(name).unwrap();
+            spec.validate().unwrap();
+            let text = spec.to_toml_string();
+            let back = WaferSpec::from_toml_str(&text, "round-trip").unwrap();
+            assert_eq!(spec, back);
+        }
+        assert_eq!(wse3().pes(), 762 * 1172);
+    }
+
+    #[test]
+    fn toml_overrides_a_preset() {
+        let spec = WaferSpec::from_toml_str(
+            "base = \"wse3\"\nclock_hz = 0.85e9\n[router]\nhop_latency_cycles = 2.0\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(spec.clock_hz, 0.85e9);
+        assert_eq!(spec.router.hop_latency_cycles, 2.0);
+        assert_eq!(spec.pe.sram_bytes, 49_152);
+    }
+
+    #[test]
+    fn bad_toml_is_rejected_with_the_field_named() {
+        let err = WaferSpec::from_toml_str("base = \"wse3\"\n[router]\nhops = 2\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("router.hops"), "{err}");
+        let err = WaferSpec::from_toml_str("base = \"wse3\"\n[fabric]\nwidth_pes = 0\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fabric.width_pes"), "{err}");
+        let err = WaferSpec::from_toml_str("base = \"wse9\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wse9"), "{err}");
+        let err = WaferSpec::from_toml_str("clock_hz = 1.0\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml") && err.contains("missing field"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! Transformer models for the wafer simulator: configs and shape presets, weight
+//! files (safetensors, GGUF import), the tokenizer, the dense reference forward
+//! pass, placement of a model onto the mesh, and its lowering to mesh programs.
+//!
+//! Architecture invariant: this crate and the CLI are the only places that read
+//! files or the network; `core`, `kernels` and `sim` stay pure.
+
+pub mod config;
+
+pub use config::{ModelConfig, RopeScaling};

@@ -1,0 +1,10 @@
+//! `wafer fetch`.
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    bail!("`wafer fetch` is not built yet")
+}

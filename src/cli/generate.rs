@@ -1,0 +1,10 @@
+//! `wafer generate`.
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    bail!("`wafer generate` is not built yet")
+}

@@ -1,0 +1,10 @@
+//! `wafer hw`.
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    bail!("`wafer hw` is not built yet")
+}

@@ -1,0 +1,62 @@
+//! `wafer`: generate text with a real model, and see what it would cost on a
+//! simulated Cerebras wafer. Each subcommand lives in its own module under `cli/`.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "wafer",
+    version,
+    about = "A simulator of the Cerebras wafer-scale inference core"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text with a model (reference CPU engine, or executed on the simulated mesh).
+    Generate(cli::generate::Args),
+    /// Download the default model (SmolLM2-135M-Instruct) into the cache.
+    Fetch(cli::fetch::Args),
+    /// Convert a GGUF file into a Hugging Face-style model directory.
+    Convert(cli::convert::Args),
+    /// Show hardware specs.
+    Hw(cli::hw::Args),
+    /// List the model shape presets.
+    Models(cli::models::Args),
+    /// Place a model onto the wafer and account for every PE's SRAM.
+    Place(cli::place::Args),
+    /// Estimate decode and prefill cycles from shapes alone.
+    Estimate(cli::estimate::Args),
+    /// Estimate one kernel (GEMV, GEMM, shift, allreduce) on one region.
+    Kernel(cli::kernel::Args),
+    /// Sweep the estimate over region sizes, contexts or spec fields.
+    Sweep(cli::sweep::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Fetch(a) => cli::fetch::run(a),
+        Command::Convert(a) => cli::convert::run(a),
+        Command::Hw(a) => cli::hw::run(a),
+        Command::Models(a) => cli::models::run(a),
+        Command::Place(a) => cli::place::run(a),
+        Command::Estimate(a) => cli::estimate::run(a),
+        Command::Kernel(a) => cli::kernel::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
