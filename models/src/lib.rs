@@ -6,5 +6,7 @@
 //! files or the network; `core`, `kernels` and `sim` stay pure.
 
 pub mod config;
+pub mod fetch;
+pub mod presets;
 
 pub use config::{ModelConfig, RopeScaling};
