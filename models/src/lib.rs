@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod fetch;
+pub mod layout;
 pub mod presets;
 
 pub use config::{ModelConfig, RopeScaling};
