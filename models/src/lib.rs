@@ -6,8 +6,10 @@
 //! files or the network; `core`, `kernels` and `sim` stay pure.
 
 pub mod config;
+pub mod draw;
 pub mod fetch;
 pub mod layout;
+pub mod placement;
 pub mod presets;
 
 pub use config::{ModelConfig, RopeScaling};
