@@ -361,11 +361,11 @@ pub fn wse3() -> WaferSpec {
 /// each value's plausibility are in `docs/cost-model.md`).
 pub fn wse3_cost() -> CostSpec {
     CostSpec {
-        relay_stage_cycles: 76.0,
-        relay_cycles_per_wavelet: 1.45,
-        reduce_level_cycles: 7.2,
-        phase_overhead_cycles: 45.0,
-        task_overhead_cycles: 41.5,
+        relay_stage_cycles: 77.0,
+        relay_cycles_per_wavelet: 1.8,
+        reduce_level_cycles: 8.5,
+        phase_overhead_cycles: 21.6,
+        task_overhead_cycles: 39.8,
         loop_overhead_cycles_per_element: 0.0,
         transcendental_cycles_per_element: 8.0,
     }
