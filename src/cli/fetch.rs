@@ -7,6 +7,9 @@ pub struct Args {
     /// Download and convert again even if the model is already cached.
     #[arg(long)]
     force: bool,
+    /// Print the cached GGUF file's path on stdout instead of the model directory.
+    #[arg(long)]
+    gguf: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -16,7 +19,11 @@ pub fn run(args: Args) -> Result<()> {
         wafer_models::fetch::cached_gguf_path().display()
     );
     eprintln!("model: {}", dir.display());
-    // The directory alone on stdout, so scripts can use `$(wafer fetch)`.
-    println!("{}", dir.display());
+    // One path alone on stdout, so scripts can use `$(wafer fetch)`.
+    if args.gguf {
+        println!("{}", wafer_models::fetch::cached_gguf_path().display());
+    } else {
+        println!("{}", dir.display());
+    }
     Ok(())
 }
