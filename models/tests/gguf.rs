@@ -130,12 +130,12 @@ mod writer {
             out.extend(offset.to_le_bytes());
             offset = (offset + t.data.len() as u64).next_multiple_of(alignment);
         }
-        while out.len() as u64 % alignment != 0 {
+        while !(out.len() as u64).is_multiple_of(alignment) {
             out.push(0);
         }
         for t in tensors {
             out.extend(&t.data);
-            while out.len() as u64 % alignment != 0 {
+            while !(out.len() as u64).is_multiple_of(alignment) {
                 out.push(0);
             }
         }
@@ -654,10 +654,12 @@ fn tiny_model_converts_to_hf_layout() {
     }
 }
 
+/// A change applied to the tiny model's metadata and tensors before writing it.
+type EditModel = dyn Fn(&mut Vec<(&'static str, Meta)>, &mut Vec<Tensor>);
+
 #[test]
 fn converter_rejects_models_that_disagree_with_their_metadata() {
-    let check = |edit: &dyn Fn(&mut Vec<(&'static str, Meta)>, &mut Vec<Tensor>),
-                 needles: &[&str]| {
+    let check = |edit: &EditModel, needles: &[&str]| {
         let tmp = tempfile::tempdir().unwrap();
         let mut meta = tiny_meta();
         let mut tensors = tiny_model(false).gguf;
@@ -880,7 +882,7 @@ fn one_tensor(dims: &[u64], ty: u32, offset: u64, data_len: usize) -> Vec<u8> {
     }
     b.extend(ty.to_le_bytes());
     b.extend(offset.to_le_bytes());
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend(vec![0u8; data_len]);
