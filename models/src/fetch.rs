@@ -94,9 +94,15 @@ pub fn fetch_into(home: &Path, force: bool) -> Result<PathBuf> {
         gguf.display(),
         dir.display()
     );
-    crate::convert::convert_gguf(&gguf, &dir)
-        .with_context(|| format!("cannot convert the default model from {}", gguf.display()))?;
-    Ok(dir)
+    match crate::convert::convert_gguf(&gguf, &dir) {
+        Ok(_) => Ok(dir),
+        // Another wafer process finished the same conversion first.
+        Err(_) if is_complete(&dir) => Ok(dir),
+        Err(e) => Err(e.context(format!(
+            "cannot convert the default model from {}",
+            gguf.display()
+        ))),
+    }
 }
 
 fn ensure_gguf(home: &Path, force: bool) -> Result<PathBuf> {

