@@ -630,7 +630,11 @@ fn tiny_model_converts_to_hf_layout() {
         for ((name, shape, values), w) in got.iter().zip(want) {
             assert_eq!(name, &w.name);
             assert_eq!(shape, &w.shape, "{name}");
-            assert_eq!(values, &w.values, "{name}");
+            let first_diff = values.iter().zip(&w.values).position(|(a, b)| a != b);
+            assert_eq!(
+                first_diff, None,
+                "{name}: values differ first at element {first_diff:?}"
+            );
         }
         assert_eq!(got.iter().any(|t| t.0 == "lm_head.weight"), untied);
 
