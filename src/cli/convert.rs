@@ -27,3 +27,29 @@ pub fn run(args: Args) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_gguf_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gguf = tmp.path().join("missing.gguf");
+        let out = tmp.path().join("out");
+        let err = run(Args {
+            gguf,
+            out: out.clone(),
+        })
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("missing.gguf") && msg.contains("cannot read the file"),
+            "{msg}"
+        );
+        assert!(
+            !out.exists(),
+            "no output directory is created for a failed conversion"
+        );
+    }
+}

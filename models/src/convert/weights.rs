@@ -215,7 +215,10 @@ pub fn plan<'a>(g: &'a GgufFile, p: &LlamaParams) -> Result<Vec<PlannedTensor<'a
 /// j in {0, 1}). `values` is row-major with `row_len` values per row.
 pub fn unpermute_rows(values: &[f32], heads: usize, row_len: usize) -> Result<Vec<f32>> {
     let rows = values.len() / row_len.max(1);
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 || rows * row_len != values.len()
+    if heads == 0
+        || !rows.is_multiple_of(heads)
+        || !(rows / heads).is_multiple_of(2)
+        || rows * row_len != values.len()
     {
         bail!(
             "cannot un-permute {rows} rows of {row_len} into {heads} heads: rows must split into heads of even size"

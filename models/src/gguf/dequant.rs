@@ -29,7 +29,7 @@ pub fn dequantize(
     }
     let block_len = ty.block_len() as usize;
     let block_bytes = ty.block_bytes() as usize;
-    if n_elements % block_len != 0 || src.len() != n_elements / block_len * block_bytes {
+    if !n_elements.is_multiple_of(block_len) || src.len() != n_elements / block_len * block_bytes {
         return Err(GgufErrorKind::BadShape {
             tensor: tensor.to_string(),
             reason: format!(
