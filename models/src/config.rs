@@ -165,17 +165,21 @@ impl ModelConfig {
                 bail!("config: `{field}` must be at least 1, found 0");
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             bail!(
                 "config: `num_attention_heads` {} is not a multiple of `num_key_value_heads` {}",
                 self.num_attention_heads,
                 self.num_key_value_heads
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!("config: `head_dim` {} must be even for RoPE", self.head_dim);
         }
-        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.rms_norm_eps) || !positive(self.rope_theta) {
             bail!("config: `rms_norm_eps` and `rope_theta` must be positive");
         }
         Ok(())

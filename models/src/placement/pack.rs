@@ -197,7 +197,10 @@ fn block_region(grid: Grid, slot: u64, k: u64, m: u64) -> Region {
     // Even slot-rows run west to east, odd ones east to west.
     let col0 = if row % 2 == 0 { pos } else { cols - pos - k };
     Region::new(
-        PeCoord::new((col0 * grid.slot_w as u64) as u32, (row * grid.slot_h as u64) as u32),
+        PeCoord::new(
+            (col0 * grid.slot_w as u64) as u32,
+            (row * grid.slot_h as u64) as u32,
+        ),
         RegionShape {
             width: (k * grid.slot_w as u64) as u32,
             height: (m * grid.slot_h as u64) as u32,

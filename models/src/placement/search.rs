@@ -117,7 +117,8 @@ pub fn place(
                     .copied()
                     .filter(|g| wafers_needed(&ctx, *g, t) == Ok(n))
                     .collect();
-                let (g, tm) = best_on(&ctx, &candidates, n).expect("a grid that fits at t fits at 0");
+                let (g, tm) =
+                    best_on(&ctx, &candidates, n).expect("a grid that fits at t fits at 0");
                 (g, n, tm)
             }
             None => return Err(unit_too_large(&ctx, &grids, t)),
@@ -143,7 +144,9 @@ pub fn place(
         advice: None,
     };
     if !placement.fits() {
-        let overflow = placement.first_overflow().expect("a placement that does not fit overflows");
+        let overflow = placement
+            .first_overflow()
+            .expect("a placement that does not fit overflows");
         let wafers_needed = smallest_wafers(&ctx, &grids, t).map(|(_, n)| n);
         let auto_region = if opts.region.is_some() {
             best_on(&ctx, &auto_grids(fabric, units.len()), wafers)
@@ -283,8 +286,12 @@ fn unit_too_large(ctx: &Ctx, grids: &[Grid], t: u64) -> PlaceError {
         .filter_map(|g| max_context_on(ctx, *g, MAX_WAFERS))
         .max()
     {
-        Some(tm) if tm > 0 => format!("The longest context any placement holds is {tm} tokens: try --context {tm}."),
-        _ => "No context fits: the weights alone overflow; try a spec with more SRAM per PE.".into(),
+        Some(tm) if tm > 0 => {
+            format!("The longest context any placement holds is {tm} tokens: try --context {tm}.")
+        }
+        _ => {
+            "No context fits: the weights alone overflow; try a spec with more SRAM per PE.".into()
+        }
     };
     PlaceError::UnitTooLarge {
         item: super::describe_items(&unit),
