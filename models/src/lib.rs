@@ -6,8 +6,14 @@
 //! files or the network; `core`, `kernels` and `sim` stay pure.
 
 pub mod config;
+pub mod engine;
 pub mod fetch;
+pub mod generate;
 pub mod layout;
 pub mod presets;
+pub mod reference;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
