@@ -189,7 +189,7 @@ fn layer_forward(
     v_cache.extend_from_slice(v.as_slice().expect("contiguous"));
 
     let attn = attention(c, q.view(), k_cache, v_cache, start);
-    let o = linear(&w.o_proj, None, attn.view());
+    let o = linear(&w.o_proj, w.o_bias.as_deref(), attn.view());
     *h += &o;
 
     let x = rms_norm_rows(h, &w.post_attention_layernorm, c.rms_norm_eps);

@@ -25,6 +25,8 @@ pub struct LayerWeights {
     pub q_bias: Option<Vec<f32>>,
     pub k_bias: Option<Vec<f32>>,
     pub v_bias: Option<Vec<f32>>,
+    /// Llama's `attention_bias` also biases o_proj; Qwen2's does not.
+    pub o_bias: Option<Vec<f32>>,
     pub post_attention_layernorm: Vec<f32>,
     pub gate_proj: Matrix,
     pub up_proj: Matrix,
@@ -120,6 +122,10 @@ impl LlamaWeights {
                 q_bias: bias("q_proj", q)?,
                 k_bias: bias("k_proj", kv)?,
                 v_bias: bias("v_proj", kv)?,
+                o_bias: match format!("{p}.self_attn.o_proj.bias") {
+                    name if c.attention_bias && files.contains(&name) => Some(vector(&name, d)?),
+                    _ => None,
+                },
                 post_attention_layernorm: vector(
                     &format!("{p}.post_attention_layernorm.weight"),
                     d,
