@@ -51,13 +51,13 @@ pub struct Args {
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Sample only among the K most likely tokens.
     #[arg(long)]
     top_k: Option<usize>,
     /// Sample only among the most likely tokens whose probabilities sum to P.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f32,
     /// Random seed for sampling (default: a fresh one, printed in the summary).
     #[arg(long)]
