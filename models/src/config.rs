@@ -126,8 +126,11 @@ impl ModelConfig {
             None | Some(serde_json::Value::Null) => RopeScaling::Default,
             Some(v) => parse_rope_scaling(&v)?,
         };
+        if raw.mlp_bias == Some(true) {
+            bail!("config.json: `mlp_bias` = true is not supported (Llama-family MLPs have no biases)");
+        }
         let config = ModelConfig {
-            model_type: raw.model_type.unwrap_or_else(|| "llama".into()),
+            model_type: raw.model_type.clone().unwrap_or_else(|| "llama".into()),
             vocab_size: need(raw.vocab_size, "vocab_size")?,
             hidden_size,
             intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
@@ -140,7 +143,10 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            attention_bias: raw.attention_bias.unwrap_or(false),
+            // Qwen2 configs carry no `attention_bias` field: their q/k/v projections always have biases.
+            attention_bias: raw
+                .attention_bias
+                .unwrap_or(raw.model_type.as_deref() == Some("qwen2")),
             bos_token_id: token_ids(raw.bos_token_id.as_ref(), "bos_token_id")?
                 .into_iter()
                 .next(),

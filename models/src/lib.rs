@@ -10,8 +10,14 @@ pub mod convert;
 pub mod draw;
 pub mod fetch;
 pub mod gguf;
+pub mod engine;
+pub mod generate;
 pub mod layout;
 pub mod placement;
 pub mod presets;
+pub mod reference;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
