@@ -99,7 +99,12 @@ pub fn render(p: &Placement, title: &str) -> Result<RgbImage> {
         let (bx, by) = (cx + pw + gap, cy + 22);
         fill_rect(&mut img, ax, ay, pw, ph, IDLE);
         fill_rect(&mut img, bx, by, pw, ph, IDLE);
-        for (ri, r) in p.regions.iter().enumerate().filter(|(_, r)| r.wafer == wafer) {
+        for (ri, r) in p
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.wafer == wafer)
+        {
             let x0 = (r.region.origin.x as f64 * scale).round() as u32;
             let y0 = (r.region.origin.y as f64 * scale).round() as u32;
             let x1 = ((r.region.origin.x + r.region.width()) as f64 * scale).round() as u32;
@@ -144,13 +149,29 @@ pub fn render(p: &Placement, title: &str) -> Result<RgbImage> {
     // Legend: region colours.
     let ly = height - legend_h + 8;
     let lx = gap;
-    text(&mut img, &font, 14.0, lx as i32, ly as i32, "Regions (left panels):", BLACK);
+    text(
+        &mut img,
+        &font,
+        14.0,
+        lx as i32,
+        ly as i32,
+        "Regions (left panels):",
+        BLACK,
+    );
     let mut x = lx;
     let sy = ly + 24;
     for (colour, label) in [(EMBED, "embedding"), (HEAD, "LM head"), (IDLE, "idle PEs")] {
         fill_rect(&mut img, x, sy, 16, 16, colour);
         outline(&mut img, x, sy, 16, 16, BLACK);
-        text(&mut img, &font, 13.0, (x + 22) as i32, sy as i32, label, BLACK);
+        text(
+            &mut img,
+            &font,
+            13.0,
+            (x + 22) as i32,
+            sy as i32,
+            label,
+            BLACK,
+        );
         x += 40 + text_width(&font, 13.0, label) as u32;
     }
     let bar_w = 260u32;
@@ -158,10 +179,26 @@ pub fn render(p: &Placement, title: &str) -> Result<RgbImage> {
         let c = layer_colour(i as f64 / (bar_w - 1) as f64);
         fill_rect(&mut img, x + i, sy, 1, 16, c);
     }
-    text(&mut img, &font, 13.0, x as i32, (sy + 20) as i32, "layer 0", BLACK);
+    text(
+        &mut img,
+        &font,
+        13.0,
+        x as i32,
+        (sy + 20) as i32,
+        "layer 0",
+        BLACK,
+    );
     let last = format!("layer {}", layers - 1);
     let lw = text_width(&font, 13.0, &last) as u32;
-    text(&mut img, &font, 13.0, (x + bar_w - lw) as i32, (sy + 20) as i32, &last, BLACK);
+    text(
+        &mut img,
+        &font,
+        13.0,
+        (x + bar_w - lw) as i32,
+        (sy + 20) as i32,
+        &last,
+        BLACK,
+    );
     text(
         &mut img,
         &font,
@@ -186,7 +223,14 @@ pub fn render(p: &Placement, title: &str) -> Result<RgbImage> {
     let hx = lx + text_width(&font, 14.0, "SRAM used per PE (right panels), KB:") as u32 + 12;
     let bar_w = 320u32;
     for i in 0..bar_w {
-        fill_rect(&mut img, hx + i, hy, 1, 16, heat(i as f64 / (bar_w - 1) as f64));
+        fill_rect(
+            &mut img,
+            hx + i,
+            hy,
+            1,
+            16,
+            heat(i as f64 / (bar_w - 1) as f64),
+        );
     }
     outline(&mut img, hx, hy, bar_w, 16, BLACK);
     let kb = p.sizes.sram as f64 / 1024.0;
@@ -194,15 +238,39 @@ pub fn render(p: &Placement, title: &str) -> Result<RgbImage> {
         let label = format!("{:.0}", kb * k as f64 / 4.0);
         let tx = hx + bar_w * k / 4;
         let tw = text_width(&font, 12.0, &label) as u32;
-        text(&mut img, &font, 12.0, tx.saturating_sub(tw / 2) as i32, (hy + 18) as i32, &label, BLACK);
+        text(
+            &mut img,
+            &font,
+            12.0,
+            tx.saturating_sub(tw / 2) as i32,
+            (hy + 18) as i32,
+            &label,
+            BLACK,
+        );
     }
     let ox = hx + bar_w + 24;
     fill_rect(&mut img, ox, hy, 16, 16, OVER);
-    text(&mut img, &font, 13.0, (ox + 22) as i32, hy as i32, "over capacity", BLACK);
+    text(
+        &mut img,
+        &font,
+        13.0,
+        (ox + 22) as i32,
+        hy as i32,
+        "over capacity",
+        BLACK,
+    );
     let ix = ox + 40 + text_width(&font, 13.0, "over capacity") as u32;
     fill_rect(&mut img, ix, hy, 16, 16, IDLE);
     outline(&mut img, ix, hy, 16, 16, BLACK);
-    text(&mut img, &font, 13.0, (ix + 22) as i32, hy as i32, "idle PE", BLACK);
+    text(
+        &mut img,
+        &font,
+        13.0,
+        (ix + 22) as i32,
+        hy as i32,
+        "idle PE",
+        BLACK,
+    );
     Ok(img)
 }
 
@@ -335,9 +403,8 @@ fn text(img: &mut RgbImage, font: &FontRef, size: f32, x: i32, y: i32, s: &str, 
                     return;
                 }
                 let bg = *img.get_pixel(px as u32, py as u32);
-                let mix = |k: usize| {
-                    (bg[k] as f32 * (1.0 - cov) + colour[k] as f32 * cov).round() as u8
-                };
+                let mix =
+                    |k: usize| (bg[k] as f32 * (1.0 - cov) + colour[k] as f32 * cov).round() as u8;
                 img.put_pixel(px as u32, py as u32, Rgb([mix(0), mix(1), mix(2)]));
             });
         }

@@ -49,7 +49,10 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot place {name} on {}", spec.name))?;
 
     if args.json {
-        println!("{}", to_json(&p, &name, &spec.name, model.max_position_embeddings));
+        println!(
+            "{}",
+            to_json(&p, &name, &spec.name, model.max_position_embeddings)
+        );
     } else {
         print_report(&p, &name, &spec.name, model.max_position_embeddings);
     }
@@ -121,7 +124,13 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
     println!();
     println!(
         "{:>3} {:>5}  {:<21} {:<22} {:>33} {:>8} {:>12}",
-        "#", "wafer", "rectangle (x,y WxH)", "items", "max PE: weights+KV+buffers+reserve", "mean PE", "max context"
+        "#",
+        "wafer",
+        "rectangle (x,y WxH)",
+        "items",
+        "max PE: weights+KV+buffers+reserve",
+        "mean PE",
+        "max context"
     );
     for i in 0..p.regions.len() {
         let r = p.region_report(i);
@@ -179,7 +188,11 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
     );
     println!(
         "fits: {}",
-        if p.fits() { "yes".to_string() } else { format!("NO, not at {} tokens", g(p.context_tokens)) }
+        if p.fits() {
+            "yes".to_string()
+        } else {
+            format!("NO, not at {} tokens", g(p.context_tokens))
+        }
     );
     println!(
         "largest context that fits with this placement: {} tokens (the model itself is trained for {})",

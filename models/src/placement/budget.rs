@@ -259,7 +259,8 @@ pub fn item_buffers(model: &ModelConfig, sizes: &Sizes, item: Item, w: u64, h: u
             let group = model.group_size() as u64;
             // The most heads of `hd` columns an interval of `kc` columns can touch.
             let kv_heads_touched = ((kc + hd - 2) / hd + 1).min(model.num_key_value_heads as u64);
-            let attention = group * kc * act + group * kc * acc + 3 * group * kv_heads_touched * acc;
+            let attention =
+                group * kc * act + group * kc * acc + 3 * group * kv_heads_touched * acc;
             input + partial + attention
         }
     }

@@ -86,7 +86,11 @@ pub fn place(
     let units = units(model);
     let grids = match opts.region {
         Some(shape) => vec![fixed_grid(shape, fabric)?],
-        None => auto_grids(fabric, units.len()),
+        None => auto_grids(
+            fabric,
+            units.len(),
+            min_wafers_by_bytes(model, &sizes, fabric),
+        ),
     };
     let ctx = Ctx {
         model,
@@ -117,7 +121,9 @@ pub fn place(
                     .copied()
                     .filter(|g| wafers_needed(&ctx, *g, t) == Ok(n))
                     .collect();
-                let (g, tm) = best_on(&ctx, &candidates, n).expect("a grid that fits at t fits at 0");
+                debug_assert!(!candidates.is_empty());
+                let (g, tm) =
+                    best_on(&ctx, &candidates, n).expect("a grid that fits at t fits at 0");
                 (g, n, tm)
             }
             None => return Err(unit_too_large(&ctx, &grids, t)),
@@ -143,10 +149,12 @@ pub fn place(
         advice: None,
     };
     if !placement.fits() {
-        let overflow = placement.first_overflow().expect("a placement that does not fit overflows");
+        let overflow = placement
+            .first_overflow()
+            .expect("a placement that does not fit overflows");
         let wafers_needed = smallest_wafers(&ctx, &grids, t).map(|(_, n)| n);
         let auto_region = if opts.region.is_some() {
-            best_on(&ctx, &auto_grids(fabric, units.len()), wafers)
+            best_on(&ctx, &auto_grids(fabric, units.len(), wafers), wafers)
                 .map(|(g, tm)| (g.slot_shape(), tm))
         } else {
             None
@@ -187,9 +195,11 @@ fn fixed_grid(shape: RegionShape, fabric: RegionShape) -> Result<Grid, PlaceErro
 }
 
 /// Every near-square grid (region aspect within 1:2 .. 2:1) with at most about two
-/// regions per unit of the pipeline on one wafer.
-pub fn auto_grids(fabric: RegionShape, units: usize) -> Vec<Grid> {
-    let cap = (2 * units as u32 + 2).max(4);
+/// regions per pipeline unit that one of `wafers` wafers must hold: more regions
+/// than units cannot help, so the search stays small for big multi-wafer models.
+pub fn auto_grids(fabric: RegionShape, units: usize, wafers: u32) -> Vec<Grid> {
+    let per_wafer = (units as u32).div_ceil(wafers.max(1));
+    let cap = (2 * per_wafer + 2).max(4);
     let mut grids = Vec::new();
     for cols in 1..=fabric.width.min(cap) {
         for rows in 1..=fabric.height.min(cap / cols) {
@@ -207,6 +217,14 @@ pub fn auto_grids(fabric: RegionShape, units: usize) -> Vec<Grid> {
         }
     }
     grids
+}
+
+/// A lower bound on the wafers the weights need: their bytes over the SRAM a wafer
+/// has for data (its PEs less the reserve).
+fn min_wafers_by_bytes(model: &ModelConfig, sizes: &Sizes, fabric: RegionShape) -> u32 {
+    let data_per_wafer = fabric.pes() * (sizes.sram - sizes.reserve);
+    let weights = model.param_count() * sizes.weight;
+    weights.div_ceil(data_per_wafer).clamp(1, MAX_WAFERS as u64) as u32
 }
 
 fn wafers_needed(ctx: &Ctx, grid: Grid, t: u64) -> Result<u32, PackFailure> {
@@ -283,8 +301,12 @@ fn unit_too_large(ctx: &Ctx, grids: &[Grid], t: u64) -> PlaceError {
         .filter_map(|g| max_context_on(ctx, *g, MAX_WAFERS))
         .max()
     {
-        Some(tm) if tm > 0 => format!("The longest context any placement holds is {tm} tokens: try --context {tm}."),
-        _ => "No context fits: the weights alone overflow; try a spec with more SRAM per PE.".into(),
+        Some(tm) if tm > 0 => {
+            format!("The longest context any placement holds is {tm} tokens: try --context {tm}.")
+        }
+        _ => {
+            "No context fits: the weights alone overflow; try a spec with more SRAM per PE.".into()
+        }
     };
     PlaceError::UnitTooLarge {
         item: super::describe_items(&unit),

@@ -76,9 +76,7 @@ impl TensorShape {
     /// Real (unpadded) elements PE `(x, y)` of a `w x h` region holds.
     pub fn real_at(self, w: u64, h: u64, x: u64, y: u64) -> u64 {
         match self {
-            TensorShape::Matrix { col_dim, row_dim } => {
-                span(col_dim, w, x) * span(row_dim, h, y)
-            }
+            TensorShape::Matrix { col_dim, row_dim } => span(col_dim, w, x) * span(row_dim, h, y),
             TensorShape::ColVector(n) => {
                 if y == 0 {
                     span(n, w, x)
@@ -159,7 +157,11 @@ pub fn item_tensors(model: &ModelConfig, item: Item) -> Vec<TensorDesc> {
 
 /// Calls `f` with the name (relative to the layer for layers) and shape of every
 /// tensor `item` stores, without allocating: the budget search calls this often.
-pub fn visit_tensors(model: &ModelConfig, item: Item, mut f: impl FnMut(&'static str, TensorShape)) {
+pub fn visit_tensors(
+    model: &ModelConfig,
+    item: Item,
+    mut f: impl FnMut(&'static str, TensorShape),
+) {
     let d = model.hidden_size as u64;
     let q = model.q_dim() as u64;
     let kv = model.kv_dim() as u64;
