@@ -30,12 +30,15 @@ pub enum PlaceError {
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "{model_bytes} bytes of weights (plus buffers and the per-PE reserve) do not fit on {wafers} wafer(s) at any context; \
-         the wafers hold {available_bytes} bytes of SRAM. {hint}"
+        "{model_bytes} bytes of weights do not fit on {wafers} wafer(s) at any context: their regions \
+         offer {region_data_bytes} bytes of SRAM for data ({available_bytes} bytes of SRAM on the wafers \
+         in all, less idle edges and the per-PE reserve), and each region must also hold whole layers \
+         with padded tiles and buffers. {hint}"
     )]
     NoPlacement {
         wafers: u32,
         model_bytes: u64,
+        region_data_bytes: u64,
         available_bytes: u64,
         hint: String,
     },
@@ -106,9 +109,15 @@ pub fn place(
                     Some((_, n2)) => format!("At {t} tokens it needs {n2} wafer(s): try --wafers {n2}."),
                     None => "It does not fit on any number of wafers with these regions; try another --region.".into(),
                 };
+                let region_pes = grids
+                    .iter()
+                    .map(|g| g.slots() as u64 * g.slot_w as u64 * g.slot_h as u64)
+                    .max()
+                    .unwrap_or(0);
                 return Err(PlaceError::NoPlacement {
                     wafers: n,
                     model_bytes: model.param_count() * sizes.weight,
+                    region_data_bytes: n as u64 * region_pes * (sizes.sram - sizes.reserve),
                     available_bytes: n as u64 * fabric.pes() * sizes.sram,
                     hint,
                 });
