@@ -3,7 +3,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use wafer_core::WaferSpec;
-use wafer_models::placement::{place, PlaceOptions};
+use wafer_models::placement::{place, PlaceOptions, Strategy};
 use wafer_models::presets;
 
 fn bench_place(c: &mut Criterion) {
@@ -13,6 +13,7 @@ fn bench_place(c: &mut Criterion) {
         context_tokens: 131_072,
         region: None,
         wafers: None,
+        strategy: Strategy::Packed,
     };
     c.bench_function(
         "place llama-3.1-405b 131072 tokens (auto region, auto wafers)",
@@ -30,6 +31,7 @@ fn bench_place(c: &mut Criterion) {
         context_tokens: 131_072,
         region: None,
         wafers: Some(1),
+        strategy: Strategy::Packed,
     };
     c.bench_function(
         "place llama-3.1-8b on 1 wafer (largest-context search)",

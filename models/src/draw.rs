@@ -414,7 +414,7 @@ fn text(img: &mut RgbImage, font: &FontRef, size: f32, x: i32, y: i32, s: &str, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::{place, PlaceOptions};
+    use crate::placement::{place, PlaceOptions, Strategy};
     use wafer_core::WaferSpec;
 
     #[test]
@@ -425,6 +425,7 @@ mod tests {
             context_tokens: 8192,
             region: None,
             wafers: Some(1),
+            strategy: Strategy::Packed,
         };
         let p = place(&model, &spec, &opts).unwrap();
         let img = render(&p, "smollm2-135m test").unwrap();

@@ -5,7 +5,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wafer_core::{PeCoord, RegionShape, WaferSpec};
 use wafer_models::placement::{
-    item_tensors, place, Footprint, Item, PlaceError, PlaceOptions, Placement, Sizes, TensorShape,
+    item_tensors, place, Footprint, Item, PlaceError, PlaceOptions, Placement, Sizes, Strategy,
+    TensorShape,
 };
 use wafer_models::{presets, ModelConfig, RopeScaling};
 
@@ -106,6 +107,7 @@ fn tiny_model_spreads_over_the_regions_for_its_longest_context() {
         context_tokens: 7,
         region: Some(RegionShape::new(4, 3).unwrap()),
         wafers: Some(1),
+        strategy: Strategy::Packed,
     };
     let p = place(&model, &spec, &opts).unwrap();
     assert!(p.fits());
@@ -288,6 +290,11 @@ fn random_placements_keep_every_pe_within_its_sram() {
             } else {
                 None
             },
+            strategy: if rng.gen_bool(0.5) {
+                Strategy::Packed
+            } else {
+                Strategy::LayerPerRegion
+            },
         };
         match place(&model, &spec, &opts) {
             Ok(p) => {
@@ -321,6 +328,7 @@ fn every_preset_places_on_wse3_at_8k_with_all_weights_once() {
             context_tokens: 8192,
             region: None,
             wafers: None,
+            strategy: Strategy::Packed,
         };
         let p = place(&model, &spec, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(p.fits(), "{name}");
@@ -345,6 +353,7 @@ fn sanity_against_published_claims() {
             context_tokens: t,
             region: None,
             wafers: None,
+            strategy: Strategy::Packed,
         };
         place(&model, &spec, &opts).unwrap().wafers
     };
@@ -366,6 +375,7 @@ fn calibration_regions_work_on_wse2() {
         context_tokens: 4096,
         region: Some("420x420".parse().unwrap()),
         wafers: None,
+        strategy: Strategy::Packed,
     };
     let p = place(&model, &spec, &opts).unwrap();
     assert!(p.fits());
@@ -386,6 +396,7 @@ fn a_context_that_does_not_fit_reports_the_overflow_and_what_would_fit() {
         context_tokens: 1 << 20,
         region: None,
         wafers: Some(1),
+        strategy: Strategy::Packed,
     };
     let p = place(&model, &spec, &opts).unwrap();
     assert!(!p.fits());
@@ -415,6 +426,7 @@ fn a_context_that_does_not_fit_reports_the_overflow_and_what_would_fit() {
             context_tokens: 8192,
             region: None,
             wafers: Some(1),
+            strategy: Strategy::Packed,
         },
     )
     .unwrap_err()
@@ -433,6 +445,7 @@ fn bad_shapes_and_specs_are_rejected_with_clear_errors() {
         context_tokens: 8,
         region: None,
         wafers: None,
+        strategy: Strategy::Packed,
     };
     let err =
         |m: &ModelConfig, s: &WaferSpec, o: &PlaceOptions| place(m, s, o).unwrap_err().to_string();
@@ -487,4 +500,31 @@ fn bad_shapes_and_specs_are_rejected_with_clear_errors() {
         .unwrap_err()
         .to_string()
         .contains("wse9"));
+}
+
+#[test]
+fn layer_per_region_gives_every_layer_its_own_region() {
+    let spec = WaferSpec::preset("wse3").unwrap();
+    let model = presets::lookup("llama-3.1-8b").unwrap();
+    let opts = PlaceOptions {
+        context_tokens: 8192,
+        region: None,
+        wafers: Some(1),
+        strategy: Strategy::LayerPerRegion,
+    };
+    let p = place(&model, &spec, &opts).unwrap();
+    assert!(p.fits());
+    assert_eq!(p.regions.len(), 34);
+    assert!(p.regions.iter().all(|r| r.items.len() == 1));
+    let packed = place(
+        &model,
+        &spec,
+        &PlaceOptions {
+            strategy: Strategy::Packed,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert!(packed.regions.len() < 34);
+    assert!(packed.max_context_tokens >= p.max_context_tokens);
 }

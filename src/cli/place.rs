@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use wafer_core::{Bytes, RegionShape};
-use wafer_models::placement::{place, PlaceOptions, Placement};
+use wafer_models::placement::{place, PlaceOptions, Placement, Strategy};
 
 /// `writeln!` into a `String`, which cannot fail.
 macro_rules! w {
@@ -34,6 +34,9 @@ pub struct Args {
     /// Number of wafers of the pipeline; the smallest that fits when omitted.
     #[arg(long)]
     wafers: Option<u32>,
+    /// `packed` (layers share a region while it has room) or `layer-per-region`.
+    #[arg(long, default_value = "packed")]
+    strategy: Strategy,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -53,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         context_tokens: args.context,
         region,
         wafers: args.wafers,
+        strategy: args.strategy,
     };
     let p = place(&model, &spec, &opts)
         .with_context(|| format!("cannot place {name} on {}", spec.name))?;

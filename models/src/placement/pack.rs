@@ -125,7 +125,8 @@ fn shape_of(
 }
 
 /// Packs `units` onto at most `max_wafers` wafers cut by `grid`, so that every PE
-/// fits at context `t`.
+/// fits at context `t`. Without `share`, every unit gets regions of its own.
+#[allow(clippy::too_many_arguments)]
 pub fn pack(
     model: &ModelConfig,
     sizes: &Sizes,
@@ -133,6 +134,7 @@ pub fn pack(
     grid: Grid,
     t: u64,
     max_wafers: u32,
+    share: bool,
 ) -> Result<Vec<Packed>, PackFailure> {
     let per_wafer = grid.slots() as u64;
     let cols = grid.cols as u64;
@@ -148,7 +150,7 @@ pub fn pack(
         let Some(shape) = shape else {
             return Err(PackFailure::UnitTooLarge { unit: unit.clone() });
         };
-        if let (true, Shape::Slot(alone)) = (open, shape) {
+        if let (true, true, Shape::Slot(alone)) = (share, open, shape) {
             let last = out.last_mut().expect("an open slot exists");
             let joined = last.footprint.plus(&alone);
             if joined.fits(sizes, t) {

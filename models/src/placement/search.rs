@@ -23,6 +23,31 @@ pub struct PlaceOptions {
     pub region: Option<RegionShape>,
     /// Fixed wafer count (`--wafers N`); the smallest that fits when `None`.
     pub wafers: Option<u32>,
+    pub strategy: Strategy,
+}
+
+/// How layers share regions (`--strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Consecutive layers share a region while its PEs have room (fewest wafers).
+    #[default]
+    Packed,
+    /// Every layer on a region of its own, as WaferLLM runs each decode layer on
+    /// its own P x P region; the embedding and LM head too.
+    LayerPerRegion,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "packed" => Ok(Strategy::Packed),
+            "layer-per-region" => Ok(Strategy::LayerPerRegion),
+            other => Err(format!(
+                "unknown strategy `{other}` (expected packed or layer-per-region)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -99,6 +124,7 @@ pub fn place(
         model,
         sizes: &sizes,
         units: &units,
+        share: opts.strategy == Strategy::Packed,
     };
 
     let (grid, wafers, t_max) = match opts.wafers {
@@ -139,7 +165,7 @@ pub fn place(
         },
     };
 
-    let regions = pack(model, &sizes, &units, grid, t_max, wafers)
+    let regions = pack(model, &sizes, &units, grid, t_max, wafers, ctx.share)
         .expect("the search only returns packings that succeed");
     let max_context_tokens = regions
         .iter()
@@ -181,6 +207,8 @@ struct Ctx<'a> {
     model: &'a ModelConfig,
     sizes: &'a Sizes,
     units: &'a [Vec<Item>],
+    /// Whether units may share a region.
+    share: bool,
 }
 
 /// The grid of `--region PxQ`: as many whole regions as fit, from the corner.
@@ -237,7 +265,9 @@ fn min_wafers_by_bytes(model: &ModelConfig, sizes: &Sizes, fabric: RegionShape) 
 }
 
 fn wafers_needed(ctx: &Ctx, grid: Grid, t: u64) -> Result<u32, PackFailure> {
-    let packed = pack(ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS)?;
+    let packed = pack(
+        ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS, ctx.share,
+    )?;
     Ok(packed.last().map_or(1, |r| r.wafer + 1))
 }
 
@@ -251,7 +281,7 @@ fn smallest_wafers(ctx: &Ctx, grids: &[Grid], t: u64) -> Option<(Grid, u32)> {
 
 /// The longest context `grid` holds on `wafers` wafers (`None`: not even at 0).
 fn max_context_on(ctx: &Ctx, grid: Grid, wafers: u32) -> Option<u64> {
-    let fits = |t: u64| pack(ctx.model, ctx.sizes, ctx.units, grid, t, wafers).is_ok();
+    let fits = |t: u64| pack(ctx.model, ctx.sizes, ctx.units, grid, t, wafers, ctx.share).is_ok();
     if !fits(0) {
         return None;
     }
@@ -296,7 +326,9 @@ fn unit_too_large(ctx: &Ctx, grids: &[Grid], t: u64) -> PlaceError {
         .copied()
         .max_by_key(|g| g.cols as u64 * g.slot_w as u64 * g.rows as u64 * g.slot_h as u64)
         .expect("at least one grid");
-    let unit = match pack(ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS) {
+    let unit = match pack(
+        ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS, ctx.share,
+    ) {
         Err(PackFailure::UnitTooLarge { unit }) => unit,
         _ => ctx.units[0].clone(),
     };
