@@ -410,3 +410,48 @@ fn text(img: &mut RgbImage, font: &FontRef, size: f32, x: i32, y: i32, s: &str, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{place, PlaceOptions, Strategy};
+    use wafer_core::WaferSpec;
+
+    #[test]
+    fn picture_has_text_regions_and_a_heat_map_matching_the_budget() {
+        let spec = WaferSpec::preset("wse3").unwrap();
+        let model = crate::presets::lookup("smollm2-135m").unwrap();
+        let opts = PlaceOptions {
+            context_tokens: 8192,
+            region: None,
+            wafers: Some(1),
+            strategy: Strategy::Packed,
+        };
+        let p = place(&model, &spec, &opts).unwrap();
+        let img = render(&p, "smollm2-135m test").unwrap();
+        assert!(img.width() >= 900 && img.height() > 480);
+        // The title is drawn: dark pixels in its band.
+        let dark = (0..300)
+            .flat_map(|x| (8..30).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y)[0] < 100)
+            .count();
+        assert!(dark > 50, "title text missing ({dark} dark pixels)");
+        // The heat panel's pixel over PE (0, 0) of region 0 has that PE's colour.
+        let scale = 480.0 / p.fabric.height as f64;
+        let pw = (p.fabric.width as f64 * scale).round() as u32;
+        let (bx, by) = (16 + pw + 16, 70 + 22);
+        let r = &p.regions[0];
+        let b = r.footprint.at(&p.sizes, p.context_tokens, 0, 0);
+        let expected = heat(b.total() as f64 / p.sizes.sram as f64);
+        // One pixel in from the corner, past the region outline; region 0 starts
+        // at the fabric's corner, so panel coordinates are PE coordinates.
+        let (px, py) = (1u32, 1u32);
+        assert_eq!(r.region.origin, wafer_core::PeCoord::new(0, 0));
+        let pe_x = ((px as f64 + 0.5) / scale) as u64;
+        let pe_y = ((py as f64 + 0.5) / scale) as u64;
+        let here = r.footprint.at(&p.sizes, p.context_tokens, pe_x, pe_y);
+        let got = *img.get_pixel(bx + px, by + py);
+        assert_eq!(got, heat(here.total() as f64 / p.sizes.sram as f64));
+        assert_ne!(expected, IDLE);
+    }
+}

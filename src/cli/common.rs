@@ -70,3 +70,41 @@ pub fn parse_tokens(s: &str) -> Result<u64, String> {
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{s}` is too large a token count"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_counts_and_grouping() {
+        assert_eq!(parse_tokens("8192"), Ok(8192));
+        assert_eq!(parse_tokens("8k"), Ok(8192));
+        assert_eq!(parse_tokens("128K"), Ok(131_072));
+        assert_eq!(parse_tokens("1M"), Ok(1 << 20));
+        assert!(parse_tokens("-5").is_err());
+        assert!(parse_tokens("lots").is_err());
+        assert_eq!(group_thousands(8_030_261_248), "8,030,261,248");
+        assert_eq!(group_thousands(999), "999");
+    }
+
+    #[test]
+    fn model_argument_is_a_preset_or_a_directory_with_config_json() {
+        let (name, c) = load_model("llama-3.1-8b").unwrap();
+        assert_eq!((name.as_str(), c.num_hidden_layers), ("llama-3.1-8b", 32));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":3,"num_attention_heads":2}"#,
+        )
+        .unwrap();
+        let (_, c) = load_model(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(c.num_hidden_layers, 3);
+        let err = load_model("no-such-model").unwrap_err().to_string();
+        assert!(
+            err.contains("no-such-model") && err.contains("llama-3.1-8b"),
+            "{err}"
+        );
+        let err = format!("{:#}", load_spec("wse7").unwrap_err());
+        assert!(err.contains("wse7"), "{err}");
+    }
+}

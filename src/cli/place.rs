@@ -4,9 +4,18 @@
 use super::common::{group_thousands as g, load_model, load_spec, parse_tokens};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use wafer_core::{Bytes, RegionShape};
-use wafer_models::placement::{place, PlaceOptions, Placement};
+use wafer_models::placement::{place, PlaceOptions, Placement, Strategy};
+
+/// `writeln!` into a `String`, which cannot fail.
+macro_rules! w {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,6 +34,9 @@ pub struct Args {
     /// Number of wafers of the pipeline; the smallest that fits when omitted.
     #[arg(long)]
     wafers: Option<u32>,
+    /// `packed` (layers share a region while it has room) or `layer-per-region`.
+    #[arg(long, default_value = "packed")]
+    strategy: Strategy,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -44,14 +56,23 @@ pub fn run(args: Args) -> Result<()> {
         context_tokens: args.context,
         region,
         wafers: args.wafers,
+        strategy: args.strategy,
     };
     let p = place(&model, &spec, &opts)
         .with_context(|| format!("cannot place {name} on {}", spec.name))?;
 
+    let mut out = String::new();
     if args.json {
-        println!("{}", to_json(&p, &name, &spec.name, model.max_position_embeddings));
+        let json = to_json(&p, &name, &spec.name, model.max_position_embeddings);
+        w!(out, "{json}");
     } else {
-        print_report(&p, &name, &spec.name, model.max_position_embeddings);
+        write_report(
+            &mut out,
+            &p,
+            &name,
+            &spec.name,
+            model.max_position_embeddings,
+        );
     }
     if let Some(path) = &args.png {
         let title = format!(
@@ -63,9 +84,10 @@ pub fn run(args: Args) -> Result<()> {
         wafer_models::draw::draw_placement(&p, &title, path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         if !args.json {
-            println!("picture: {}", path.display());
+            w!(out, "picture: {}", path.display());
         }
     }
+    emit(&out)?;
     if !p.fits() {
         let o = p.advice.as_ref().map(|a| &a.overflow);
         let detail = o
@@ -91,6 +113,14 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Writes the report to stdout; a closed pipe (`| head`) ends quietly.
+fn emit(text: &str) -> Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
 fn tokens(t: u64) -> String {
     if t == u64::MAX {
         "unbounded".into()
@@ -99,15 +129,17 @@ fn tokens(t: u64) -> String {
     }
 }
 
-fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
+fn write_report(out: &mut String, p: &Placement, name: &str, hw: &str, model_max: usize) {
     let sram = p.sizes.sram;
-    println!(
+    w!(
+        out,
         "{name} on {hw} ({} PEs of {} bytes), context {} tokens",
         p.fabric,
         g(sram),
         g(p.context_tokens)
     );
-    println!(
+    w!(
+        out,
         "regions: {} grid of {} PE regions per wafer ({})",
         format_args!("{}x{}", p.grid.cols, p.grid.rows),
         p.grid.slot_shape(),
@@ -117,16 +149,24 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
             "--region"
         }
     );
-    println!("wafers used: {}", p.wafers);
-    println!();
-    println!(
+    w!(out, "wafers used: {}", p.wafers);
+    w!(out, "");
+    w!(
+        out,
         "{:>3} {:>5}  {:<21} {:<22} {:>33} {:>8} {:>12}",
-        "#", "wafer", "rectangle (x,y WxH)", "items", "max PE: weights+KV+buffers+reserve", "mean PE", "max context"
+        "#",
+        "wafer",
+        "rectangle (x,y WxH)",
+        "items",
+        "max PE: weights+KV+buffers+reserve",
+        "mean PE",
+        "max context"
     );
     for i in 0..p.regions.len() {
         let r = p.region_report(i);
         let m = r.max_pe;
-        println!(
+        w!(
+            out,
             "{:>3} {:>5}  {:<21} {:<22} {:>33} {:>8.0} {:>12}{}",
             i,
             r.wafer,
@@ -142,9 +182,10 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
         );
     }
     let (max, mean) = p.pe_summary();
-    println!();
-    println!("per-PE bytes (of {} per PE):", g(sram));
-    println!(
+    w!(out, "");
+    w!(out, "per-PE bytes (of {} per PE):", g(sram));
+    w!(
+        out,
         "  max : weights {:>6}  KV {:>6}  buffers {:>5}  reserve {:>5}  total {:>6} ({:.1}%)",
         max.weights,
         max.kv,
@@ -153,7 +194,9 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
         max.total(),
         100.0 * max.total() as f64 / sram as f64
     );
-    println!(
+    w!(
+        out,
+
         "  mean: weights {:>6.0}  KV {:>6.0}  buffers {:>5.0}  reserve {:>5.0}  total {:>6.0} ({:.1}%)",
         mean.weights,
         mean.kv,
@@ -162,7 +205,8 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
         mean.total(),
         100.0 * mean.total() / sram as f64
     );
-    println!(
+    w!(
+        out,
         "model weights {} ({} bytes at 16 bits); KV cache at {} tokens {} ({} bytes)",
         Bytes(p.weight_bytes()),
         g(p.weight_bytes()),
@@ -170,18 +214,26 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
         Bytes(p.kv_bytes()),
         g(p.kv_bytes())
     );
-    println!(
+    w!(
+        out,
         "wafer SRAM utilization: {:.1}% of {} ({} wafer(s)); {:.1}% of PEs are in regions",
         100.0 * p.sram_utilization(),
         Bytes(p.sram_bytes()),
         p.wafers,
         100.0 * p.pes_used() as f64 / (p.wafers as u64 * p.fabric.pes()) as f64
     );
-    println!(
+    w!(
+        out,
         "fits: {}",
-        if p.fits() { "yes".to_string() } else { format!("NO, not at {} tokens", g(p.context_tokens)) }
+        if p.fits() {
+            "yes".to_string()
+        } else {
+            format!("NO, not at {} tokens", g(p.context_tokens))
+        }
     );
-    println!(
+    w!(
+        out,
+
         "largest context that fits with this placement: {} tokens (the model itself is trained for {})",
         tokens(p.max_context_tokens),
         g(model_max as u64)
@@ -189,8 +241,10 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
     if let Some(a) = &p.advice {
         let o = &a.overflow;
         let r = p.region_report(o.region_index);
-        println!();
-        println!(
+        w!(out, "");
+        w!(
+        out,
+
             "first overflow: region {} ({}) on wafer {}, PE {}: needs {} bytes (weights {}, KV {}, buffers {}, reserve {}) of {} available; the {} overflows",
             o.region_index,
             r.items,
@@ -204,26 +258,31 @@ fn print_report(p: &Placement, name: &str, hw: &str, model_max: usize) {
             g(o.available),
             o.component
         );
-        println!(
+        w!(
+            out,
             "in total the regions need {} bytes at this context; the {} wafer(s) hold {}",
             g(p.stored_bytes()),
             p.wafers,
             g(p.sram_bytes())
         );
-        println!("what would fit:");
-        println!(
+        w!(out, "what would fit:");
+        w!(
+            out,
             "  - a shorter context: up to {} tokens (--context {})",
             tokens(p.max_context_tokens),
             p.max_context_tokens
         );
         if let Some(n) = a.wafers_needed {
-            println!(
+            w!(
+                out,
                 "  - more wafers: {n} wafer(s) at {} tokens (--wafers {n})",
                 g(p.context_tokens)
             );
         }
         if let Some((shape, t)) = a.auto_region {
-            println!(
+            w!(
+        out,
+
                 "  - a different region: automatic {shape} regions on {} wafer(s) hold {} tokens (omit --region)",
                 p.wafers,
                 tokens(t)

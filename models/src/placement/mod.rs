@@ -16,7 +16,9 @@
 //! (from the north-west corner; leftover edges stay idle). With `--wafers N` the
 //! grid holding the longest context on N wafers wins. The chosen grid is then
 //! packed for the longest context it can hold on those wafers, so layers spread
-//! over all of them rather than crowding the first.
+//! over all of them rather than crowding the first. `--strategy layer-per-region`
+//! keeps every layer on a region of its own (WaferLLM's decode layout) instead of
+//! letting consecutive layers share one.
 
 pub mod budget;
 pub mod pack;
@@ -25,7 +27,7 @@ pub mod tensors;
 
 pub use budget::{Footprint, PeBytes, PeBytesMean, Sizes};
 pub use pack::{Grid, Packed};
-pub use search::{place, PlaceError, PlaceOptions};
+pub use search::{place, PlaceError, PlaceOptions, Strategy};
 pub use tensors::{item_tensors, Item, TensorDesc, TensorShape};
 
 use crate::layout::{Layout, Site};

@@ -76,8 +76,57 @@ fn unit_footprint(model: &ModelConfig, sizes: &Sizes, unit: &[Item], w: u64, h: 
     })
 }
 
+/// How one unit is placed when it opens a new region.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// One slot, which later units may join.
+    Slot(Footprint),
+    /// `k` slots of one slot-row, not shared.
+    Row(u64, Footprint),
+    /// `m` whole slot-rows, not shared.
+    Rows(u64, Footprint),
+}
+
+/// Units of the same kind (every layer; the embedding; the head) have the same
+/// footprint, so their shapes are worked out once per packing.
+fn kind(unit: &[Item]) -> usize {
+    match unit[0] {
+        Item::Embedding => 0,
+        Item::Layer(_) => 1,
+        Item::LmHead => 2,
+    }
+}
+
+fn shape_of(
+    model: &ModelConfig,
+    sizes: &Sizes,
+    unit: &[Item],
+    grid: Grid,
+    t: u64,
+) -> Option<Shape> {
+    let (sw, sh) = (grid.slot_w as u64, grid.slot_h as u64);
+    let alone = unit_footprint(model, sizes, unit, sw, sh);
+    if alone.fits(sizes, t) {
+        return Some(Shape::Slot(alone));
+    }
+    for k in 2..=grid.cols as u64 {
+        let f = unit_footprint(model, sizes, unit, k * sw, sh);
+        if f.fits(sizes, t) {
+            return Some(Shape::Row(k, f));
+        }
+    }
+    for m in 2..=grid.rows as u64 {
+        let f = unit_footprint(model, sizes, unit, grid.cols as u64 * sw, m * sh);
+        if f.fits(sizes, t) {
+            return Some(Shape::Rows(m, f));
+        }
+    }
+    None
+}
+
 /// Packs `units` onto at most `max_wafers` wafers cut by `grid`, so that every PE
-/// fits at context `t`.
+/// fits at context `t`. Without `share`, every unit gets regions of its own.
+#[allow(clippy::too_many_arguments)]
 pub fn pack(
     model: &ModelConfig,
     sizes: &Sizes,
@@ -85,17 +134,23 @@ pub fn pack(
     grid: Grid,
     t: u64,
     max_wafers: u32,
+    share: bool,
 ) -> Result<Vec<Packed>, PackFailure> {
-    let (sw, sh) = (grid.slot_w as u64, grid.slot_h as u64);
-    let per_wafer = grid.slots();
+    let per_wafer = grid.slots() as u64;
+    let cols = grid.cols as u64;
+    let mut shapes: [Option<Option<Shape>>; 3] = [None, None, None];
     // The next free slot, counted over all wafers in serpentine order.
     let mut next: u64 = 0;
     let mut out: Vec<Packed> = Vec::new();
     // Whether the last region is a single slot that may take more units.
     let mut open = false;
     for unit in units {
-        let alone = unit_footprint(model, sizes, unit, sw, sh);
-        if open {
+        let shape =
+            *shapes[kind(unit)].get_or_insert_with(|| shape_of(model, sizes, unit, grid, t));
+        let Some(shape) = shape else {
+            return Err(PackFailure::UnitTooLarge { unit: unit.clone() });
+        };
+        if let (true, true, Shape::Slot(alone)) = (share, open, shape) {
             let last = out.last_mut().expect("an open slot exists");
             let joined = last.footprint.plus(&alone);
             if joined.fits(sizes, t) {
@@ -104,88 +159,39 @@ pub fn pack(
                 continue;
             }
         }
-        if alone.fits(sizes, t) {
-            let (wafer, slot) = split(next, per_wafer);
-            if wafer >= max_wafers as u64 {
-                return Err(PackFailure::OutOfWafers { placed: out.len() });
-            }
-            out.push(Packed {
-                wafer: wafer as u32,
-                region: block_region(grid, slot, 1, 1),
-                items: unit.clone(),
-                footprint: alone,
-            });
-            next += 1;
-            open = true;
-            continue;
-        }
-        // A block of k slots in one slot-row, or of m whole slot-rows.
-        open = false;
-        let mut placed = false;
-        for k in 2..=grid.cols as u64 {
-            let f = unit_footprint(model, sizes, unit, k * sw, sh);
-            if f.fits(sizes, t) {
-                let (mut wafer, mut slot) = split(next, per_wafer);
-                let pos = slot % grid.cols as u64;
-                if pos + k > grid.cols as u64 {
-                    slot += grid.cols as u64 - pos;
-                    if slot >= per_wafer as u64 {
-                        wafer += 1;
-                        slot = 0;
-                    }
+        let (mut wafer, mut slot) = (next / per_wafer, next % per_wafer);
+        let (k, m, footprint) = match shape {
+            Shape::Slot(f) => (1, 1, f),
+            Shape::Row(k, f) => {
+                if slot % cols + k > cols {
+                    slot += cols - slot % cols;
                 }
-                if wafer >= max_wafers as u64 {
-                    return Err(PackFailure::OutOfWafers { placed: out.len() });
-                }
-                out.push(Packed {
-                    wafer: wafer as u32,
-                    region: block_region(grid, slot, k, 1),
-                    items: unit.clone(),
-                    footprint: f,
-                });
-                next = wafer * per_wafer as u64 + slot + k;
-                placed = true;
-                break;
+                (k, 1, f)
             }
-        }
-        if placed {
-            continue;
-        }
-        for m in 1..=grid.rows as u64 {
-            let f = unit_footprint(model, sizes, unit, grid.cols as u64 * sw, m * sh);
-            if f.fits(sizes, t) {
-                let (mut wafer, mut slot) = split(next, per_wafer);
-                let cols = grid.cols as u64;
+            Shape::Rows(m, f) => {
                 if slot % cols != 0 {
                     slot += cols - slot % cols;
                 }
-                if slot + m * cols > per_wafer as u64 {
-                    wafer += 1;
-                    slot = 0;
-                }
-                if wafer >= max_wafers as u64 {
-                    return Err(PackFailure::OutOfWafers { placed: out.len() });
-                }
-                out.push(Packed {
-                    wafer: wafer as u32,
-                    region: block_region(grid, slot, cols, m),
-                    items: unit.clone(),
-                    footprint: f,
-                });
-                next = wafer * per_wafer as u64 + slot + m * cols;
-                placed = true;
-                break;
+                (cols, m, f)
             }
+        };
+        if slot + k * m > per_wafer {
+            wafer += 1;
+            slot = 0;
         }
-        if !placed {
-            return Err(PackFailure::UnitTooLarge { unit: unit.clone() });
+        if wafer >= max_wafers as u64 {
+            return Err(PackFailure::OutOfWafers { placed: out.len() });
         }
+        out.push(Packed {
+            wafer: wafer as u32,
+            region: block_region(grid, slot, k, m),
+            items: unit.clone(),
+            footprint,
+        });
+        next = wafer * per_wafer + slot + k * m;
+        open = matches!(shape, Shape::Slot(_));
     }
     Ok(out)
-}
-
-fn split(next: u64, per_wafer: u32) -> (u64, u64) {
-    (next / per_wafer as u64, next % per_wafer as u64)
 }
 
 /// The rectangle of `k` slots of one slot-row (or `m` whole rows when `k` = cols)
@@ -195,7 +201,11 @@ fn block_region(grid: Grid, slot: u64, k: u64, m: u64) -> Region {
     let row = slot / cols;
     let pos = slot % cols;
     // Even slot-rows run west to east, odd ones east to west.
-    let col0 = if row % 2 == 0 { pos } else { cols - pos - k };
+    let col0 = if row.is_multiple_of(2) {
+        pos
+    } else {
+        cols - pos - k
+    };
     Region::new(
         PeCoord::new(
             (col0 * grid.slot_w as u64) as u32,

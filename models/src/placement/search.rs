@@ -23,6 +23,31 @@ pub struct PlaceOptions {
     pub region: Option<RegionShape>,
     /// Fixed wafer count (`--wafers N`); the smallest that fits when `None`.
     pub wafers: Option<u32>,
+    pub strategy: Strategy,
+}
+
+/// How layers share regions (`--strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Consecutive layers share a region while its PEs have room (fewest wafers).
+    #[default]
+    Packed,
+    /// Every layer on a region of its own, as WaferLLM runs each decode layer on
+    /// its own P x P region; the embedding and LM head too.
+    LayerPerRegion,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "packed" => Ok(Strategy::Packed),
+            "layer-per-region" => Ok(Strategy::LayerPerRegion),
+            other => Err(format!(
+                "unknown strategy `{other}` (expected packed or layer-per-region)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -30,12 +55,15 @@ pub enum PlaceError {
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "{model_bytes} bytes of weights (plus buffers and the per-PE reserve) do not fit on {wafers} wafer(s) at any context; \
-         the wafers hold {available_bytes} bytes of SRAM. {hint}"
+        "{model_bytes} bytes of weights do not fit on {wafers} wafer(s) at any context: their regions \
+         offer {region_data_bytes} bytes of SRAM for data ({available_bytes} bytes of SRAM on the wafers \
+         in all, less idle edges and the per-PE reserve), and each region must also hold whole layers \
+         with padded tiles and buffers. {hint}"
     )]
     NoPlacement {
         wafers: u32,
         model_bytes: u64,
+        region_data_bytes: u64,
         available_bytes: u64,
         hint: String,
     },
@@ -86,12 +114,17 @@ pub fn place(
     let units = units(model);
     let grids = match opts.region {
         Some(shape) => vec![fixed_grid(shape, fabric)?],
-        None => auto_grids(fabric, units.len()),
+        None => auto_grids(
+            fabric,
+            units.len(),
+            min_wafers_by_bytes(model, &sizes, fabric),
+        ),
     };
     let ctx = Ctx {
         model,
         sizes: &sizes,
         units: &units,
+        share: opts.strategy == Strategy::Packed,
     };
 
     let (grid, wafers, t_max) = match opts.wafers {
@@ -102,9 +135,15 @@ pub fn place(
                     Some((_, n2)) => format!("At {t} tokens it needs {n2} wafer(s): try --wafers {n2}."),
                     None => "It does not fit on any number of wafers with these regions; try another --region.".into(),
                 };
+                let region_pes = grids
+                    .iter()
+                    .map(|g| g.slots() as u64 * g.slot_w as u64 * g.slot_h as u64)
+                    .max()
+                    .unwrap_or(0);
                 return Err(PlaceError::NoPlacement {
                     wafers: n,
                     model_bytes: model.param_count() * sizes.weight,
+                    region_data_bytes: n as u64 * region_pes * (sizes.sram - sizes.reserve),
                     available_bytes: n as u64 * fabric.pes() * sizes.sram,
                     hint,
                 });
@@ -117,6 +156,7 @@ pub fn place(
                     .copied()
                     .filter(|g| wafers_needed(&ctx, *g, t) == Ok(n))
                     .collect();
+                debug_assert!(!candidates.is_empty());
                 let (g, tm) =
                     best_on(&ctx, &candidates, n).expect("a grid that fits at t fits at 0");
                 (g, n, tm)
@@ -125,7 +165,7 @@ pub fn place(
         },
     };
 
-    let regions = pack(model, &sizes, &units, grid, t_max, wafers)
+    let regions = pack(model, &sizes, &units, grid, t_max, wafers, ctx.share)
         .expect("the search only returns packings that succeed");
     let max_context_tokens = regions
         .iter()
@@ -149,7 +189,7 @@ pub fn place(
             .expect("a placement that does not fit overflows");
         let wafers_needed = smallest_wafers(&ctx, &grids, t).map(|(_, n)| n);
         let auto_region = if opts.region.is_some() {
-            best_on(&ctx, &auto_grids(fabric, units.len()), wafers)
+            best_on(&ctx, &auto_grids(fabric, units.len(), wafers), wafers)
                 .map(|(g, tm)| (g.slot_shape(), tm))
         } else {
             None
@@ -167,6 +207,8 @@ struct Ctx<'a> {
     model: &'a ModelConfig,
     sizes: &'a Sizes,
     units: &'a [Vec<Item>],
+    /// Whether units may share a region.
+    share: bool,
 }
 
 /// The grid of `--region PxQ`: as many whole regions as fit, from the corner.
@@ -190,9 +232,11 @@ fn fixed_grid(shape: RegionShape, fabric: RegionShape) -> Result<Grid, PlaceErro
 }
 
 /// Every near-square grid (region aspect within 1:2 .. 2:1) with at most about two
-/// regions per unit of the pipeline on one wafer.
-pub fn auto_grids(fabric: RegionShape, units: usize) -> Vec<Grid> {
-    let cap = (2 * units as u32 + 2).max(4);
+/// regions per pipeline unit that one of `wafers` wafers must hold: more regions
+/// than units cannot help, so the search stays small for big multi-wafer models.
+pub fn auto_grids(fabric: RegionShape, units: usize, wafers: u32) -> Vec<Grid> {
+    let per_wafer = (units as u32).div_ceil(wafers.max(1));
+    let cap = (2 * per_wafer + 2).max(4);
     let mut grids = Vec::new();
     for cols in 1..=fabric.width.min(cap) {
         for rows in 1..=fabric.height.min(cap / cols) {
@@ -212,8 +256,18 @@ pub fn auto_grids(fabric: RegionShape, units: usize) -> Vec<Grid> {
     grids
 }
 
+/// A lower bound on the wafers the weights need: their bytes over the SRAM a wafer
+/// has for data (its PEs less the reserve).
+fn min_wafers_by_bytes(model: &ModelConfig, sizes: &Sizes, fabric: RegionShape) -> u32 {
+    let data_per_wafer = fabric.pes() * (sizes.sram - sizes.reserve);
+    let weights = model.param_count() * sizes.weight;
+    weights.div_ceil(data_per_wafer).clamp(1, MAX_WAFERS as u64) as u32
+}
+
 fn wafers_needed(ctx: &Ctx, grid: Grid, t: u64) -> Result<u32, PackFailure> {
-    let packed = pack(ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS)?;
+    let packed = pack(
+        ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS, ctx.share,
+    )?;
     Ok(packed.last().map_or(1, |r| r.wafer + 1))
 }
 
@@ -227,7 +281,7 @@ fn smallest_wafers(ctx: &Ctx, grids: &[Grid], t: u64) -> Option<(Grid, u32)> {
 
 /// The longest context `grid` holds on `wafers` wafers (`None`: not even at 0).
 fn max_context_on(ctx: &Ctx, grid: Grid, wafers: u32) -> Option<u64> {
-    let fits = |t: u64| pack(ctx.model, ctx.sizes, ctx.units, grid, t, wafers).is_ok();
+    let fits = |t: u64| pack(ctx.model, ctx.sizes, ctx.units, grid, t, wafers, ctx.share).is_ok();
     if !fits(0) {
         return None;
     }
@@ -272,7 +326,9 @@ fn unit_too_large(ctx: &Ctx, grids: &[Grid], t: u64) -> PlaceError {
         .copied()
         .max_by_key(|g| g.cols as u64 * g.slot_w as u64 * g.rows as u64 * g.slot_h as u64)
         .expect("at least one grid");
-    let unit = match pack(ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS) {
+    let unit = match pack(
+        ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS, ctx.share,
+    ) {
         Err(PackFailure::UnitTooLarge { unit }) => unit,
         _ => ctx.units[0].clone(),
     };
