@@ -11,3 +11,5 @@ pub mod layout;
 pub mod presets;
 
 pub use config::{ModelConfig, RopeScaling};
+pub mod cost;
+pub mod estimate;
