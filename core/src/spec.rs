@@ -374,7 +374,17 @@ pub fn wse3_cost() -> CostSpec {
 /// The fitted cost block of `wse2` (C1-C2 of `shared/calibration.md`; see
 /// `docs/cost-model.md`).
 pub fn wse2_cost() -> CostSpec {
-    wse3_cost()
+    CostSpec {
+        // Not fitted (C1/C2 cannot separate them): the wse3 values of C5/C7.
+        relay_stage_cycles: 77.0,
+        relay_cycles_per_wavelet: 1.8,
+        // Not fitted: Luczynski et al. measured 2 * T_R + 1 = 5 cycles on WSE-2.
+        reduce_level_cycles: 5.0,
+        phase_overhead_cycles: 222.9,
+        task_overhead_cycles: 71.9,
+        loop_overhead_cycles_per_element: 0.107,
+        transcendental_cycles_per_element: 8.0,
+    }
 }
 
 /// Cerebras WSE-2 (CS-2). Sources and assumptions: `docs/hardware.md`.

@@ -173,16 +173,27 @@ pub fn estimate_on(
 }
 
 /// The estimate with the interim layout; with no region given, tries squares
-/// of side 60, 120, ... and keeps the fastest decode among those that fit.
+/// of side 60, 120, ... and full-width strips, and keeps the fastest decode
+/// among those that fit in SRAM.
 pub fn estimate(spec: &WaferSpec, cfg: &ModelConfig, opts: &EstimateOptions) -> Result<Estimate> {
     if let Some(shape) = opts.region {
         let layout = interim_layout(spec, cfg, shape, opts.wafers)?;
         return Ok(estimate_on(spec, cfg, &layout, opts));
     }
+    // Squares of side 60, 120, ..., and full-width strips cut 1, 2, 3, ... ways.
     let side_max = spec.fabric.width_pes.min(spec.fabric.height_pes);
+    let mut shapes: Vec<RegionShape> = (60..=side_max)
+        .step_by(60)
+        .map(RegionShape::square)
+        .collect::<Result<_, _>>()?;
+    for k in 1..=spec.fabric.height_pes.min(64) {
+        shapes.push(RegionShape::new(
+            spec.fabric.width_pes,
+            spec.fabric.height_pes / k,
+        )?);
+    }
     let mut best: Option<Estimate> = None;
-    for side in (60..=side_max).step_by(60) {
-        let shape = RegionShape::square(side)?;
+    for shape in shapes {
         let layout = interim_layout(spec, cfg, shape, opts.wafers)?;
         if !sram_check(spec, cfg, &layout, opts.context).fits {
             continue;

@@ -104,7 +104,7 @@ def main():
     names = FREE[preset]
     x0 = [float(v) for v in (sys.argv[2:] or [])] or None
     if x0 is None:
-        x0 = {"wse3": [76, 1.45, 7.2, 45, 41.5], "wse2": [59.9, 65.7, 0.16]}[preset]
+        x0 = {"wse3": [76, 1.45, 7.2, 45, 41.5], "wse2": [21.6, 39.8, 0.1]}[preset]
     def loss(x):
         if any(v < 0 for v in x):
             return 1e9

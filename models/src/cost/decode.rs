@@ -14,8 +14,11 @@
 //! partial scores are summed across the columns that share a head (a segment of
 //! `head_dim / (kv_dim / w)` columns); softmax max and exp-sum are allreduced along
 //! columns; the probability-weighted V sum is allreduced along columns and then
-//! divided by the softmax sum. Every reduction is a K = 2 tree with the number of
-//! groups that minimises its depth (about sqrt(P)).
+//! divided by the softmax sum. Every reduction is a K = 2 tree run from both ends
+//! of its line toward the middle PE ([`tree_for`]), with the number of groups that
+//! minimises its depth. Rooting in the middle halves the distance a partial sum
+//! travels; in steady state each phase's broadcast leaves a V-shaped wavefront
+//! that the next reduction runs against for half a line only.
 
 use super::{CommShape, OpKind, Plan};
 use crate::config::ModelConfig;
@@ -26,14 +29,17 @@ use wafer_sim::collective::{wavelets, Algorithm, Line};
 use wafer_sim::transfer::{offwafer_cost, parallel_lines_cost};
 use wafer_sim::Cost;
 
-/// The K = 2 tree with the group count that minimises the depth over `p` PEs.
+/// The reduction decode uses on a line of `p` PEs: a K = 2 tree run from both
+/// ends toward the middle, with the group count that minimises the depth of
+/// each half-line (about sqrt(p / 2)).
 pub fn tree_for(p: u32) -> Algorithm {
-    let root = (p as f64).sqrt().round().max(1.0) as u32;
-    let depth = |g: u32| p.div_ceil(g) + g;
+    let half = p - p.saturating_sub(1) / 2;
+    let root = (half as f64).sqrt().round().max(1.0) as u32;
+    let depth = |g: u32| half.div_ceil(g) + g;
     let best = (root.saturating_sub(2).max(1)..=root + 2)
         .min_by_key(|&g| depth(g))
         .unwrap_or(1);
-    Algorithm::KTree {
+    Algorithm::MidKTree {
         k: 2,
         groups: Some(best),
     }
