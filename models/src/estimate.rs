@@ -199,16 +199,18 @@ pub fn estimate(spec: &WaferSpec, cfg: &ModelConfig, opts: &EstimateOptions) -> 
             continue;
         }
         let e = estimate_on(spec, cfg, &layout, opts);
-        if best.as_ref().map_or(true, |b| {
-            e.decode_cycles_per_token < b.decode_cycles_per_token
-        }) {
+        let better = match &best {
+            None => true,
+            Some(b) => e.decode_cycles_per_token < b.decode_cycles_per_token,
+        };
+        if better {
             best = Some(e);
         }
     }
     match best {
         Some(e) => Ok(e),
         None => bail!(
-            "the model does not fit in the SRAM of {} {} wafer(s) at context {} with any square region; try more --wafers or give --region to estimate anyway",
+            "the model does not fit in the SRAM of {} {} wafer(s) at context {} with any square or full-width region; try more --wafers or give --region to estimate anyway",
             opts.wafers,
             spec.name,
             opts.context
