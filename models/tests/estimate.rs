@@ -153,3 +153,32 @@ fn bad_requests_are_clear_errors() {
     let err = estimate(&spec, &cfg, &o).unwrap_err().to_string();
     assert!(err.contains("does not fit"), "{err}");
 }
+
+/// C4's synthetic single-head layer (dim = seq = 9 P, ffn = 30 P).
+fn c4_layer(p: usize) -> ModelConfig {
+    let mut c = llama3_8b();
+    c.hidden_size = 9 * p;
+    c.head_dim = 9 * p;
+    c.intermediate_size = 30 * p;
+    c.num_attention_heads = 1;
+    c.num_key_value_heads = 1;
+    c.num_hidden_layers = 1;
+    c.vocab_size = 1000;
+    c
+}
+
+#[test]
+fn c4_decode_layer_within_ten_percent() {
+    let spec = wse3();
+    for (p, cycles) in [(240u32, 19_546.0), (360, 22_029.0)] {
+        let cfg = c4_layer(p as usize);
+        let e = estimate(&spec, &cfg, &opts(p, 9 * p as usize)).unwrap();
+        let layer = e.decode.by_layer(1)[0].get();
+        let err = layer / cycles - 1.0;
+        assert!(
+            err.abs() <= 0.10,
+            "C4 P={p}: {layer:.0} vs {cycles} ({:+.1}%)",
+            err * 100.0
+        );
+    }
+}

@@ -57,8 +57,14 @@ pub(crate) fn allreduce(
     bytes: u64,
 ) -> (Cost, Option<CommShape>) {
     let w = wavelets(spec, values, bytes);
+    // Two dependent phases (reduce, broadcast) inside a layer program.
+    let sync = if p > 1 {
+        Cost::sync(wafer_core::Cycles(2.0 * spec.cost.layer_phase_sync_cycles))
+    } else {
+        Cost::default()
+    };
     (
-        Line::new(p).allreduce_cost(spec, w, tree_for(p)),
+        Line::new(p).allreduce_cost(spec, w, tree_for(p)) + sync,
         Some(CommShape {
             line_pes: p,
             values_per_pe: values,

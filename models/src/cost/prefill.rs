@@ -24,8 +24,10 @@ use wafer_sim::matrix::{mesh_gemm_cost, total};
 use wafer_sim::transfer::{offwafer_cost, parallel_lines_cost};
 use wafer_sim::Cost;
 
+/// A MeshGEMM as one phase of the layer program.
 fn gemm(spec: &WaferSpec, p: u32, m: usize, k: usize, n: usize) -> Cost {
     total(&mesh_gemm_cost(spec, p, m as u64, k as u64, n as u64))
+        + Cost::sync(wafer_core::Cycles(spec.cost.layer_phase_sync_cycles))
 }
 
 fn tile_handoff(spec: &WaferSpec, from: &Site, to: &Site, tokens: usize, d: usize) -> Cost {
