@@ -45,10 +45,13 @@ pub fn resolve_model(arg: &str) -> Result<ModelConfig> {
     if dir.is_dir() {
         return ModelConfig::from_dir(dir);
     }
-    bail!(
-        "--model `{arg}` is neither a preset ({}) nor a directory with config.json",
-        presets::names().join(", ")
-    )
+    let names = presets::names();
+    let known = if names.is_empty() {
+        "none are built in yet".to_string()
+    } else {
+        names.join(", ")
+    };
+    bail!("--model `{arg}` is neither a preset ({known}) nor a directory with config.json")
 }
 
 pub fn options(args: &Args) -> Result<EstimateOptions> {
