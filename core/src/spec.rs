@@ -110,6 +110,10 @@ pub struct CostSpec {
     /// Launching and synchronising one communication phase (a reduce, a
     /// broadcast or a shift sequence; C5, C6).
     pub phase_overhead_cycles: f64,
+    /// Synchronisation between the dependent communication phases of a layer
+    /// program (barrier, task and route switching), which an isolated kernel
+    /// does not pay (C4's unattributed per-layer overhead; C1).
+    pub layer_phase_sync_cycles: f64,
     /// Starting one compute task on a PE (C7: one per arriving row of a GEMM tile).
     pub task_overhead_cycles: f64,
     /// Loop and address overhead per element of a vector instruction's inner loop.
@@ -290,6 +294,7 @@ impl WaferSpec {
         let c = &self.cost;
         non_negative("cost.relay_stage_cycles", c.relay_stage_cycles)?;
         non_negative("cost.relay_cycles_per_wavelet", c.relay_cycles_per_wavelet)?;
+        non_negative("cost.layer_phase_sync_cycles", c.layer_phase_sync_cycles)?;
         non_negative(
             "cost.transcendental_cycles_per_element",
             c.transcendental_cycles_per_element,
@@ -422,6 +427,7 @@ pub fn wse3_cost() -> CostSpec {
         relay_cycles_per_wavelet: 1.8,
         reduce_level_cycles: 8.5,
         phase_overhead_cycles: 21.6,
+        layer_phase_sync_cycles: 681.0,
         task_overhead_cycles: 39.8,
         loop_overhead_cycles_per_element: 0.0,
         transcendental_cycles_per_element: 8.0,
@@ -431,7 +437,20 @@ pub fn wse3_cost() -> CostSpec {
 /// The fitted cost block of `wse2` (C1-C2 of `shared/calibration.md`; see
 /// `docs/cost-model.md`).
 pub fn wse2_cost() -> CostSpec {
-    wse3_cost()
+    CostSpec {
+        // Not fitted (C1/C2 cannot separate them): the wse3 values of C5/C7.
+        relay_stage_cycles: 77.0,
+        relay_cycles_per_wavelet: 1.8,
+        // Not fitted: Luczynski et al. measured 2 * T_R + 1 = 5 cycles on WSE-2.
+        reduce_level_cycles: 5.0,
+        // Not fitted: the wse3 value of C5/C6 (C1/C2 cannot separate it from
+        // the layer-program sync below).
+        phase_overhead_cycles: 21.6,
+        layer_phase_sync_cycles: 202.1,
+        task_overhead_cycles: 71.9,
+        loop_overhead_cycles_per_element: 0.107,
+        transcendental_cycles_per_element: 8.0,
+    }
 }
 
 /// Cerebras WSE-2 (CS-2). Sources and assumptions: `docs/hardware.md`. Fields

@@ -21,3 +21,5 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
+pub mod cost;
+pub mod estimate;

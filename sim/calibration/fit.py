@@ -5,7 +5,8 @@ Runs the real `wafer kernel` / `wafer estimate` commands with a TOML override of
 the preset's cost block, and minimises the sum of squared relative errors
 (Nelder-Mead, no dependencies). Usage:
 
-    python3 sim/calibration/fit.py wse3     # C5-C7
+    python3 sim/calibration/fit.py wse3     # C5-C7 (kernel-level fields)
+    python3 sim/calibration/fit.py wse3-c4  # C4 (layer_phase_sync_cycles)
     python3 sim/calibration/fit.py wse2     # C1-C2
 
 Prints the fitted values and every row's error; the values go into
@@ -32,12 +33,19 @@ WSE3_ROWS = (
                              (720, 5760, 5760, 5760, 480747.7)]]
 )
 
+# C4: one decode layer on WSE-3 (synthetic single-head shapes; configs beside this script).
+WSE3_C4_ROWS = [
+    (["estimate", "--model", f"sim/calibration/c4-p{p}", "--region", str(p), "--context", str(seq),
+      "--prompt-tokens", "16"], ("layer0", c))
+    for p, seq, c in [(240, 2160, 19546.0), (360, 3240, 22029.0)]
+]
+
 # C1 decode (ms/token -> cycles at 1.1 GHz) and C2 prefill (tokens/s) for LLaMA3-8B.
 WSE2_ROWS = (
-    [(["estimate", "--model", "llama3-8b-calibration", "--region", str(p), "--context", "4096",
+    [(["estimate", "--model", "sim/calibration/llama3-8b", "--region", str(p), "--context", "4096",
        "--prompt-tokens", "4096"], ("decode_tokens_per_s", tps))
      for p, tps in [(420, 2699.9), (540, 2501.5), (660, 2243.3)]]
-    + [(["estimate", "--model", "llama3-8b-calibration", "--region", str(p), "--context", "4096",
+    + [(["estimate", "--model", "sim/calibration/llama3-8b", "--region", str(p), "--context", "4096",
          "--prompt-tokens", "4096"], ("prefill_tokens_per_s", tps))
        for p, tps in [(480, 20320.6), (600, 25037.2), (720, 27686.5)]]
 )
@@ -45,7 +53,8 @@ WSE2_ROWS = (
 FREE = {
     "wse3": ["relay_stage_cycles", "relay_cycles_per_wavelet", "reduce_level_cycles",
              "phase_overhead_cycles", "task_overhead_cycles"],
-    "wse2": ["reduce_level_cycles", "phase_overhead_cycles", "task_overhead_cycles",
+    "wse3-c4": ["layer_phase_sync_cycles"],
+    "wse2": ["layer_phase_sync_cycles", "task_overhead_cycles",
              "loop_overhead_cycles_per_element"],
 }
 
@@ -64,7 +73,7 @@ def run(preset, params, rows):
         j = json.loads(out.stdout)
         if isinstance(target, tuple):
             key, target = target
-            got = j[key]
+            got = j["breakdown"]["decode"]["layers"][0] if key == "layer0" else j[key]
         else:
             got = j["cycles"]
         errs.append((args, target, got, got / target - 1.0))
@@ -100,11 +109,14 @@ def nelder_mead(f, x0, steps, iters=300):
 
 def main():
     preset = sys.argv[1]
-    rows = WSE3_ROWS if preset == "wse3" else WSE2_ROWS
+    rows = {"wse3": WSE3_ROWS, "wse3-c4": WSE3_C4_ROWS, "wse2": WSE2_ROWS}[preset]
     names = FREE[preset]
+    preset = preset.split("-")[0]
     x0 = [float(v) for v in (sys.argv[2:] or [])] or None
     if x0 is None:
-        x0 = {"wse3": [76, 1.45, 7.2, 45, 41.5], "wse2": [7.2, 45, 41.5, 0.1]}[preset]
+        x0 = {"wse3": [76, 1.45, 7.2, 45, 41.5], "wse2": [200.0, 39.8, 0.1]}.get(preset, [200.0])
+        if names == FREE["wse3-c4"]:
+            x0 = [200.0]
     def loss(x):
         if any(v < 0 for v in x):
             return 1e9

@@ -35,6 +35,20 @@ pub enum Algorithm {
     /// scheme: chains inside G groups of ceil(P/G) PEs toward each group root,
     /// then a chain across the group roots. `groups = None` picks near-equal levels.
     KTree { k: u32, groups: Option<u32> },
+    /// The same K-tree run from both ends toward the middle PE: each half-line
+    /// reduces toward the centre concurrently, the centre adds the two halves and
+    /// broadcasts both ways, so a value travels at most half the line each way.
+    MidKTree { k: u32, groups: Option<u32> },
+}
+
+impl Algorithm {
+    /// The PE (index along the line) that ends a reduction with the sum.
+    pub fn root(self, p: usize) -> usize {
+        match self {
+            Algorithm::MidKTree { .. } => p.saturating_sub(1) / 2,
+            _ => 0,
+        }
+    }
 }
 
 impl Algorithm {
@@ -43,14 +57,18 @@ impl Algorithm {
         match name.to_ascii_lowercase().as_str() {
             "chain" => Ok(Algorithm::Chain),
             "ring" => Ok(Algorithm::Ring),
-            "ktree" | "k-tree" | "tree" => {
+            "ktree" | "k-tree" | "tree" | "mid-ktree" | "midktree" => {
                 if k == 0 {
                     return Err(SimError::InvalidCollective("K-tree needs K >= 1".into()));
                 }
-                Ok(Algorithm::KTree { k, groups })
+                if name.to_ascii_lowercase().starts_with("mid") {
+                    Ok(Algorithm::MidKTree { k, groups })
+                } else {
+                    Ok(Algorithm::KTree { k, groups })
+                }
             }
             other => Err(SimError::InvalidCollective(format!(
-                "unknown algorithm `{other}` (expected chain, ring or ktree)"
+                "unknown algorithm `{other}` (expected chain, ring, ktree or mid-ktree)"
             ))),
         }
     }
@@ -113,6 +131,10 @@ impl Line {
         Line { pes: pes.max(1) }
     }
 
+    fn mid(p: u32) -> usize {
+        Algorithm::MidKTree { k: 1, groups: None }.root(p as usize)
+    }
+
     fn ramps(spec: &WaferSpec) -> f64 {
         2.0 * spec.router.ramp_latency_cycles
     }
@@ -141,6 +163,20 @@ impl Line {
             Algorithm::Ring => {
                 // Reduce-scatter then gather of the chunks to the root: 2(P - 1) steps.
                 self.ring_steps_cost(spec, w)
+            }
+            Algorithm::MidKTree { k, groups } => {
+                // Two half-lines toward the centre; the centre adds them (+1 level).
+                // Against the V-shaped wavefront of the previous broadcast, the
+                // longer half's hops count twice.
+                let half = p - Self::mid(p) as u32;
+                let (depth, hops) = ktree_depth_hops(half, &ktree_levels(half, k, groups));
+                Cost::sync(Cycles(c.phase_overhead_cycles))
+                    + Cost::fabric(Cycles(
+                        c.reduce_level_cycles * (depth + 1) as f64
+                            + 2.0 * h * hops as f64
+                            + (w - 1) as f64
+                            + Self::ramps(spec),
+                    ))
             }
             Algorithm::Chain | Algorithm::KTree { .. } => {
                 let levels = match alg {
@@ -180,6 +216,8 @@ impl Line {
                     self.ring_steps_cost(spec, w)
                 }
             }
+            // A mid K-tree's centre broadcasts outward, with the wavefront both ways,
+            // so its broadcast costs what one from the end of the line does.
             _ => self.reduce_cost(spec, w, alg) + self.broadcast_cost(spec, w, 0),
         }
     }
@@ -240,8 +278,8 @@ pub fn broadcast(bufs: &mut [Vec<f32>], src: usize) -> Result<(), SimError> {
     Ok(())
 }
 
-/// Reduces every PE's buffer into the buffer at index 0 in the algorithm's
-/// order. Other buffers are left holding partial sums.
+/// Reduces every PE's buffer into the buffer at `alg.root(len)` in the
+/// algorithm's order. Other buffers are left holding partial sums.
 pub fn reduce(bufs: &mut [Vec<f32>], alg: Algorithm) -> Result<(), SimError> {
     check_lengths(bufs)?;
     let p = bufs.len();
@@ -252,6 +290,18 @@ pub fn reduce(bufs: &mut [Vec<f32>], alg: Algorithm) -> Result<(), SimError> {
         Algorithm::Chain => reduce_levels(bufs, &[p as u32]),
         Algorithm::KTree { k, groups } => {
             reduce_levels(bufs, &ktree_levels(p as u32, k, groups));
+        }
+        Algorithm::MidKTree { k, groups } => {
+            let c = alg.root(p);
+            // West half (root c, running westward) and east half (root c + 1).
+            let (west, east) = bufs.split_at_mut(c + 1);
+            west.reverse();
+            reduce_levels(west, &ktree_levels(west.len() as u32, k, groups));
+            west.reverse();
+            if !east.is_empty() {
+                reduce_levels(east, &ktree_levels(east.len() as u32, k, groups));
+                add_from(bufs, c, c + 1);
+            }
         }
     }
     Ok(())
@@ -287,7 +337,7 @@ pub fn allreduce(bufs: &mut [Vec<f32>], alg: Algorithm) -> Result<(), SimError> 
         }
         _ => {
             reduce(bufs, alg)?;
-            broadcast(bufs, 0)
+            broadcast(bufs, alg.root(bufs.len()))
         }
     }
 }
@@ -433,6 +483,13 @@ mod tests {
         );
         // Shift 3 steps of 4 wavelets: 10 + 3 * (70 + 3*2) = 238.
         assert_eq!(line.shift_cost(&s, 4, 3).total(), Cycles(238.0));
+        // Mid K-tree over 9 PEs (halves of 5 and 4: chain depth 4, 4 hops):
+        // 10 + (4 + 1)*5 + 2*4 + 0 + 4 = 47, then broadcast 15.
+        let mid = Algorithm::MidKTree { k: 1, groups: None };
+        assert_eq!(
+            Line::new(9).allreduce_cost(&s, 1, mid).total(),
+            Cycles(62.0)
+        );
         // A single PE communicates nothing.
         assert_eq!(
             Line::new(1).allreduce_cost(&s, 5, Algorithm::Chain).total(),

@@ -52,7 +52,11 @@ fn reduce_and_allreduce_equal_the_plain_sum() {
 
         let mut r = bufs.clone();
         reduce(&mut r, alg).unwrap();
-        assert_eq!(r[0], expect, "reduce seed {seed}: p={p} n={n} {alg:?}");
+        assert_eq!(
+            r[alg.root(p)],
+            expect,
+            "reduce seed {seed}: p={p} n={n} {alg:?}"
+        );
 
         let mut a = bufs.clone();
         allreduce(&mut a, alg).unwrap();
