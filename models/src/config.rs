@@ -171,17 +171,25 @@ impl ModelConfig {
                 bail!("config: `{field}` must be at least 1, found 0");
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             bail!(
                 "config: `num_attention_heads` {} is not a multiple of `num_key_value_heads` {}",
                 self.num_attention_heads,
                 self.num_key_value_heads
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!("config: `head_dim` {} must be even for RoPE", self.head_dim);
         }
-        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
+        // Written so that NaN fails too.
+        if self.rms_norm_eps.is_nan()
+            || self.rms_norm_eps <= 0.0
+            || self.rope_theta.is_nan()
+            || self.rope_theta <= 0.0
+        {
             bail!("config: `rms_norm_eps` and `rope_theta` must be positive");
         }
         Ok(())
@@ -302,6 +310,18 @@ mod tests {
         let c = ModelConfig::from_json_str(text).unwrap();
         assert_eq!(c.rope_theta, 1234.0);
         assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+    }
+
+    #[test]
+    fn qwen2_has_qkv_biases_without_saying_so() {
+        let base = r#""vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2"#;
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"qwen2",{base}}}"#)).unwrap();
+        assert!(c.attention_bias);
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"llama",{base}}}"#)).unwrap();
+        assert!(!c.attention_bias);
+        let err =
+            ModelConfig::from_json_str(&format!(r#"{{"mlp_bias":true,{base}}}"#)).unwrap_err();
+        assert!(err.to_string().contains("mlp_bias"));
     }
 
     #[test]
