@@ -14,14 +14,20 @@ use wafer_models::ModelConfig;
 fn bench_gemv(c: &mut Criterion) {
     let (d, ffn, vocab, ..) = SMOLLM2;
     let mut g = c.benchmark_group("gemv");
-    for (name, rows, cols) in [("qo_576x576", d, d), ("up_1536x576", ffn, d), ("lm_head_49152x576", vocab, d)] {
+    for (name, rows, cols) in [
+        ("qo_576x576", d, d),
+        ("up_1536x576", ffn, d),
+        ("lm_head_49152x576", vocab, d),
+    ] {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let w = Matrix::from_f32(rows, cols, random_f32(rows * cols, 1), dtype);
             let x = random_f32(cols, 2);
             let mut out = vec![0.0; rows];
             // Bytes of weights streamed per call: decode is bandwidth-bound.
             g.throughput(Throughput::Bytes(w.size_bytes() as u64));
-            g.bench_function(BenchmarkId::new(name, dtype), |b| b.iter(|| gemv(&w, &x, &mut out)));
+            g.bench_function(BenchmarkId::new(name, dtype), |b| {
+                b.iter(|| gemv(&w, &x, &mut out))
+            });
         }
     }
     g.finish();
@@ -55,12 +61,17 @@ fn bench_attention(c: &mut Criterion) {
     .unwrap();
     let mut g = c.benchmark_group("attention");
     g.sample_size(20);
-    for (name, queries, ctx) in [("decode_1q_ctx1024", 1usize, 1024usize), ("prefill_256q", 256, 256)] {
+    for (name, queries, ctx) in [
+        ("decode_1q_ctx1024", 1usize, 1024usize),
+        ("prefill_256q", 256, 256),
+    ] {
         let k = random_f32(ctx * config.kv_dim(), 5);
         let v = random_f32(ctx * config.kv_dim(), 6);
         let q = random_f32(queries * config.q_dim(), 7);
         let qa = ArrayView2::from_shape((queries, config.q_dim()), &q).unwrap();
-        g.bench_function(name, |b| b.iter(|| attention(&config, qa, &k, &v, ctx - queries)));
+        g.bench_function(name, |b| {
+            b.iter(|| attention(&config, qa, &k, &v, ctx - queries))
+        });
     }
     g.finish();
 }

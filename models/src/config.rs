@@ -309,6 +309,18 @@ mod tests {
     }
 
     #[test]
+    fn qwen2_has_qkv_biases_without_saying_so() {
+        let base = r#""vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2"#;
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"qwen2",{base}}}"#)).unwrap();
+        assert!(c.attention_bias);
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"llama",{base}}}"#)).unwrap();
+        assert!(!c.attention_bias);
+        let err =
+            ModelConfig::from_json_str(&format!(r#"{{"mlp_bias":true,{base}}}"#)).unwrap_err();
+        assert!(err.to_string().contains("mlp_bias"));
+    }
+
+    #[test]
     fn bad_configs_name_the_field() {
         let check = |text: &str, needle: &str| {
             let err = format!("{:#}", ModelConfig::from_json_str(text).unwrap_err());

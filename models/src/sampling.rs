@@ -29,7 +29,7 @@ impl SamplingParams {
 
     /// Rejects values that have no meaning, naming the flag.
     pub fn validate(&self) -> Result<()> {
-        if !(self.temperature >= 0.0) || !self.temperature.is_finite() {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
             bail!(
                 "--temperature must be a finite number >= 0, found {}",
                 self.temperature

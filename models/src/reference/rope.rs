@@ -50,7 +50,8 @@ pub fn inv_freq_for(head_dim: usize, theta: f64, scaling: &RopeScaling) -> Vec<f
                     let smooth = ((1.0 / wavelen) * old_ctx as f32 - low_freq_factor as f32)
                         / (high_freq_factor - low_freq_factor) as f32;
                     let smoothed = (1.0 - smooth) * llama / factor + smooth * llama;
-                    let medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+                    // transformers: `~(wavelen < high) * ~(wavelen > low)`; wavelen is never NaN.
+                    let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                     if medium {
                         smoothed
                     } else {
