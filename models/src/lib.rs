@@ -8,10 +8,10 @@
 pub mod config;
 pub mod convert;
 pub mod draw;
-pub mod fetch;
-pub mod gguf;
 pub mod engine;
+pub mod fetch;
 pub mod generate;
+pub mod gguf;
 pub mod layout;
 pub mod placement;
 pub mod presets;
