@@ -3,15 +3,16 @@
 //! prompt, and the breakdowns. Closed-form per layer (no per-PE loops), so a
 //! 405B-shaped model at 131,072 tokens takes milliseconds.
 //!
-//! Until placement (issue 3) provides `Placement::layout()`, [`interim_layout`]
-//! builds the layout: the wafer is cut into as many regions of the requested shape
-//! as fit, over `wafers` wafers; the decoder layers are dealt to those regions in
-//! contiguous blocks (layers sharing a region run one after another); the
-//! embedding shares the first layer's region and the LM head the last one's.
+//! The layout is the one `wafer place` computes ([`crate::placement::place`]) for
+//! the same model, hardware, region, wafer count and context, so `wafer estimate`
+//! and `wafer generate --engine mesh` cost the same placement. [`interim_layout`]
+//! is a simpler hand-made layout (regions of one shape dealt contiguous blocks of
+//! layers) kept for experiments that want a layout without the SRAM search.
 
 use crate::config::ModelConfig;
 use crate::cost::{decode_plan, prefill_plan, Plan};
 use crate::layout::{Layout, Site};
+use crate::placement::{place, PlaceOptions, Placement, Strategy};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use wafer_core::{Bytes, Cycles, PeCoord, Region, RegionShape, WaferSpec};
@@ -19,9 +20,11 @@ use wafer_core::{Bytes, Cycles, PeCoord, Region, RegionShape, WaferSpec};
 /// What to estimate.
 #[derive(Debug, Clone)]
 pub struct EstimateOptions {
-    pub wafers: u32,
-    /// `None`: pick the square region with the fastest decode that fits in SRAM.
+    /// `None`: the smallest number of wafers that holds the model at the context.
+    pub wafers: Option<u32>,
+    /// `None`: the region the placement search chooses.
     pub region: Option<RegionShape>,
+    pub strategy: Strategy,
     /// KV length of the decode step.
     pub context: usize,
     pub prompt_tokens: usize,
@@ -172,48 +175,46 @@ pub fn estimate_on(
     }
 }
 
-/// The estimate with the interim layout; with no region given, tries squares
-/// of side 60, 120, ... and full-width strips, and keeps the fastest decode
-/// among those that fit in SRAM.
-pub fn estimate(spec: &WaferSpec, cfg: &ModelConfig, opts: &EstimateOptions) -> Result<Estimate> {
-    if let Some(shape) = opts.region {
-        let layout = interim_layout(spec, cfg, shape, opts.wafers)?;
-        return Ok(estimate_on(spec, cfg, &layout, opts));
-    }
-    // Squares of side 60, 120, ..., and full-width strips cut 1, 2, 3, ... ways.
-    let side_max = spec.fabric.width_pes.min(spec.fabric.height_pes);
-    let mut shapes: Vec<RegionShape> = (60..=side_max)
-        .step_by(60)
-        .map(RegionShape::square)
-        .collect::<Result<_, _>>()?;
-    for k in 1..=spec.fabric.height_pes.min(64) {
-        shapes.push(RegionShape::new(
-            spec.fabric.width_pes,
-            spec.fabric.height_pes / k,
-        )?);
-    }
-    let mut best: Option<Estimate> = None;
-    for shape in shapes {
-        let layout = interim_layout(spec, cfg, shape, opts.wafers)?;
-        if !sram_check(spec, cfg, &layout, opts.context).fits {
-            continue;
-        }
-        let e = estimate_on(spec, cfg, &layout, opts);
-        let better = match &best {
-            None => true,
-            Some(b) => e.decode_cycles_per_token < b.decode_cycles_per_token,
-        };
-        if better {
-            best = Some(e);
-        }
-    }
-    match best {
-        Some(e) => Ok(e),
-        None => bail!(
-            "the model does not fit in the SRAM of {} {} wafer(s) at context {} with any square or full-width region; try more --wafers or give --region to estimate anyway",
-            opts.wafers,
+/// The placement the estimate (and the mesh engine) runs on: `wafer place` with
+/// the same options, accounted for the longer of the decode context and the prompt.
+pub fn placement_for(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    opts: &EstimateOptions,
+) -> Result<Placement> {
+    let context_tokens = opts.context.max(opts.prompt_tokens).max(1) as u64;
+    let placement = place(
+        cfg,
+        spec,
+        &PlaceOptions {
+            context_tokens,
+            region: opts.region,
+            wafers: opts.wafers,
+            strategy: opts.strategy,
+        },
+    )?;
+    if !placement.fits() {
+        bail!(
+            "the model does not fit on {} {} wafer(s) at {context_tokens} tokens of context (this placement holds at most {}); \
+             run `wafer place` with the same options to see which PE overflows and what would fit",
+            placement.wafers,
             spec.name,
-            opts.context
-        ),
+            placement.max_context_tokens
+        );
     }
+    Ok(placement)
+}
+
+/// The estimate on the placement `wafer place` would choose for these options.
+pub fn estimate(spec: &WaferSpec, cfg: &ModelConfig, opts: &EstimateOptions) -> Result<Estimate> {
+    let placement = placement_for(spec, cfg, opts)?;
+    let mut e = estimate_on(spec, cfg, &placement.layout(), opts);
+    // The placement's exact per-PE accounting replaces the layout-only check.
+    let (fullest, _) = placement.pe_summary();
+    e.sram = SramCheck {
+        fits: placement.fits(),
+        bytes_per_pe: Bytes(fullest.total()),
+        budget_per_pe: Bytes(spec.pe.sram_bytes),
+    };
+    Ok(e)
 }

@@ -31,7 +31,8 @@ fn llama3_8b() -> ModelConfig {
 
 fn opts(side: u32, context: usize) -> EstimateOptions {
     EstimateOptions {
-        wafers: 1,
+        wafers: None,
+        strategy: Default::default(),
         region: Some(RegionShape::square(side).unwrap()),
         context,
         prompt_tokens: 4096,
@@ -129,14 +130,20 @@ fn decode_grows_with_kv_length() {
 
 #[test]
 fn pipelining_over_more_wafers_adds_off_wafer_hops() {
+    // Automatic regions: one WSE-3 holds LLaMA3-8B at 4k; spread over four, every
+    // wafer boundary adds an off-wafer hand-off to each token.
     let (spec, cfg) = (wse3(), llama3_8b());
     let mut o = opts(600, 4096);
+    o.region = None;
+    o.wafers = Some(1);
     let one = estimate(&spec, &cfg, &o).unwrap();
-    o.wafers = 4;
+    o.wafers = Some(4);
     let four = estimate(&spec, &cfg, &o).unwrap();
+    assert_eq!(one.wafers, 1);
     assert_eq!(one.decode.cost().off_wafer.get(), 0.0);
+    assert_eq!(four.wafers, 4);
     assert!(four.decode.cost().off_wafer.get() > 0.0);
-    assert!(four.wafers > 1 && four.regions > one.regions);
+    assert!(four.regions > one.regions);
 }
 
 #[test]

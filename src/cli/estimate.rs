@@ -1,16 +1,15 @@
 //! `wafer estimate`: decode and prefill cost of a model from its shape alone.
 //!
-//! The layout is `wafer_models::estimate::interim_layout` until placement lands;
-//! the numbers come from `wafer_models::cost` (the same plan the mesh engine runs).
+//! The layout is the placement `wafer place` computes for the same options; the
+//! numbers come from `wafer_models::cost` (the same plan the mesh engine runs).
 
 use super::common::load_spec;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::json;
-use std::path::Path;
 use wafer_core::RegionShape;
 use wafer_models::cost::Plan;
 use wafer_models::estimate::{estimate, Estimate, EstimateOptions};
-use wafer_models::{presets, ModelConfig};
+use wafer_models::ModelConfig;
 use wafer_sim::Category;
 
 #[derive(clap::Args)]
@@ -21,11 +20,15 @@ pub struct Args {
     /// Hardware preset (wse3, wse2) or a TOML spec file.
     #[arg(long, default_value = "wse3")]
     pub hw: String,
-    #[arg(long, default_value_t = 1)]
-    pub wafers: u32,
-    /// Region per pipeline stage, WIDTHxHEIGHT; default: the fastest square that fits.
+    /// Wafers in the pipeline; default: the fewest that hold the model at the context.
+    #[arg(long)]
+    pub wafers: Option<u32>,
+    /// Region per pipeline stage, WIDTHxHEIGHT; default: the placement search's choice.
     #[arg(long)]
     pub region: Option<String>,
+    /// How layers share regions: `packed` or `layer-per-region`.
+    #[arg(long, default_value = "packed")]
+    pub strategy: String,
     /// KV length of the decode step.
     #[arg(long, default_value_t = 4096)]
     pub context: usize,
@@ -38,20 +41,7 @@ pub struct Args {
 
 /// Resolves `--model`: a preset name, or a directory with config.json.
 pub fn resolve_model(arg: &str) -> Result<ModelConfig> {
-    if let Some(cfg) = presets::lookup(arg) {
-        return Ok(cfg);
-    }
-    let dir = Path::new(arg);
-    if dir.is_dir() {
-        return ModelConfig::from_dir(dir);
-    }
-    let names = presets::names();
-    let known = if names.is_empty() {
-        "none are built in yet".to_string()
-    } else {
-        names.join(", ")
-    };
-    bail!("--model `{arg}` is neither a preset ({known}) nor a directory with config.json")
+    Ok(super::common::load_model(arg)?.1)
 }
 
 pub fn options(args: &Args) -> Result<EstimateOptions> {
@@ -61,6 +51,7 @@ pub fn options(args: &Args) -> Result<EstimateOptions> {
     };
     Ok(EstimateOptions {
         wafers: args.wafers,
+        strategy: args.strategy.parse().map_err(anyhow::Error::msg)?,
         region,
         context: args.context,
         prompt_tokens: args.prompt_tokens,
@@ -74,7 +65,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&to_json(&e, cfg.num_hidden_layers))?
+            serde_json::to_string(&to_json(&e, cfg.num_hidden_layers))?
         );
     } else {
         print_report(&e, &args.model, cfg.num_hidden_layers);

@@ -22,8 +22,12 @@ pub struct Args {
     pub model: String,
     #[arg(long, default_value = "wse3")]
     pub hw: String,
-    #[arg(long, default_value_t = 1)]
-    pub wafers: u32,
+    /// Wafers in the pipeline; default: the fewest that hold the model.
+    #[arg(long)]
+    pub wafers: Option<u32>,
+    /// How layers share regions: `packed` or `layer-per-region`.
+    #[arg(long, default_value = "packed")]
+    pub strategy: String,
     /// Region size, or a comma list of sizes to sweep (e.g. 360,480,600).
     #[arg(long)]
     pub region: Option<String>,
@@ -120,6 +124,7 @@ pub fn run(args: Args) -> Result<()> {
             model: args.model.clone(),
             hw: args.hw.clone(),
             wafers: args.wafers,
+            strategy: args.strategy.clone(),
             region: first(&regions),
             context: first(&contexts)
                 .unwrap_or_default()

@@ -16,7 +16,10 @@
 //! (from the north-west corner; leftover edges stay idle). With `--wafers N` the
 //! grid holding the longest context on N wafers wins. The chosen grid is then
 //! packed for the longest context it can hold on those wafers, so layers spread
-//! over all of them rather than crowding the first. `--strategy layer-per-region`
+//! over all of them rather than crowding the first — except when only `--region`
+//! is given: then it is packed for the requested context, so every stage runs on
+//! the region size asked for (a layer takes a block of regions only if one region
+//! cannot hold it at that context). `--strategy layer-per-region`
 //! keeps every layer on a region of its own (WaferLLM's decode layout) instead of
 //! letting consecutive layers share one.
 

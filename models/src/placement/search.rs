@@ -165,7 +165,18 @@ pub fn place(
         },
     };
 
-    let regions = pack(model, &sizes, &units, grid, t_max, wafers, ctx.share)
+    // With an automatic region, or a wafer budget (`--wafers N`), the grid is packed
+    // for the longest context it holds, so layers spread over every wafer given.
+    // With only `--region` fixed, the user chose the region each pipeline stage runs
+    // on (as WaferLLM's P x P decode regions), so it is packed for the requested
+    // context: a layer takes a block of several regions only when one region cannot
+    // hold it at that context, and no more wafers are used than that needs.
+    let pack_tokens = if opts.region.is_some() && opts.wafers.is_none() && t <= t_max {
+        t
+    } else {
+        t_max
+    };
+    let regions = pack(model, &sizes, &units, grid, pack_tokens, wafers, ctx.share)
         .expect("the search only returns packings that succeed");
     let max_context_tokens = regions
         .iter()
