@@ -9,34 +9,13 @@ use std::hint::black_box;
 use wafer_core::spec::wse3;
 use wafer_core::RegionShape;
 use wafer_models::estimate::{estimate, EstimateOptions};
-use wafer_models::{ModelConfig, RopeScaling};
-
-fn llama_405b() -> ModelConfig {
-    ModelConfig {
-        model_type: "llama".into(),
-        vocab_size: 128_256,
-        hidden_size: 16_384,
-        intermediate_size: 53_248,
-        num_hidden_layers: 126,
-        num_attention_heads: 128,
-        num_key_value_heads: 8,
-        head_dim: 128,
-        max_position_embeddings: 131_072,
-        rms_norm_eps: 1e-5,
-        rope_theta: 500_000.0,
-        rope_scaling: RopeScaling::Default,
-        tie_word_embeddings: false,
-        attention_bias: false,
-        bos_token_id: Some(128_000),
-        eos_token_ids: vec![128_001],
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let spec = wse3();
-    let cfg = llama_405b();
+    let cfg = wafer_models::presets::lookup("llama-3.1-405b").expect("preset exists");
     let given = EstimateOptions {
-        wafers: 32,
+        wafers: None,
+        strategy: Default::default(),
         region: Some(RegionShape::square(360).unwrap()),
         context: 131_072,
         prompt_tokens: 4096,
