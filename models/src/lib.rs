@@ -8,6 +8,7 @@
 pub mod config;
 pub mod fetch;
 pub mod layout;
+pub mod mesh;
 pub mod presets;
 
 pub use config::{ModelConfig, RopeScaling};
