@@ -91,20 +91,30 @@ pub struct PrecisionSpec {
 }
 
 /// Parameters of the cost model that are not read off a datasheet: fitted to
-/// `shared/calibration.md` or labeled assumptions in `docs/hardware.md`.
+/// `shared/calibration.md` or labeled assumptions. What each one means, its fitted
+/// value per preset and whether that value is physically plausible:
+/// `docs/cost-model.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostSpec {
-    /// A software relay stage: a PE receives a wavelet, and a task re-sends it.
+    /// A software relay stage: a PE receives a message, and a task re-sends it
+    /// (one synchronous neighbour exchange of a shift; fitted to C5, C7).
     pub relay_stage_cycles: f64,
-    /// One dependent receive -> reduce -> send level of a reduction tree.
+    /// Extra cycles per 32-bit wavelet of a relayed message beyond the first
+    /// (receive into memory, then send again; fitted to C5, C7).
+    pub relay_cycles_per_wavelet: f64,
+    /// One dependent receive -> reduce -> send level of a reduction tree (C6).
     pub reduce_level_cycles: f64,
-    /// Launching and synchronising one communication phase.
+    /// Launching and synchronising one communication phase (a reduce, a
+    /// broadcast or a shift sequence; C5, C6).
     pub phase_overhead_cycles: f64,
-    /// Starting one compute task on a PE.
+    /// Starting one compute task on a PE (C7: one per arriving row of a GEMM tile).
     pub task_overhead_cycles: f64,
     /// Loop and address overhead per element of a vector instruction's inner loop.
     pub loop_overhead_cycles_per_element: f64,
+    /// exp, sigmoid or reciprocal square root of one element in software (no SIMD
+    /// instruction exists). Assumption: not in the calibration set.
+    pub transcendental_cycles_per_element: f64,
 }
 
 /// Links between wafers in a multi-system pipeline.
@@ -258,6 +268,11 @@ impl WaferSpec {
         )?;
         let c = &self.cost;
         non_negative("cost.relay_stage_cycles", c.relay_stage_cycles)?;
+        non_negative("cost.relay_cycles_per_wavelet", c.relay_cycles_per_wavelet)?;
+        non_negative(
+            "cost.transcendental_cycles_per_element",
+            c.transcendental_cycles_per_element,
+        )?;
         non_negative("cost.reduce_level_cycles", c.reduce_level_cycles)?;
         non_negative("cost.phase_overhead_cycles", c.phase_overhead_cycles)?;
         non_negative("cost.task_overhead_cycles", c.task_overhead_cycles)?;
@@ -334,18 +349,32 @@ pub fn wse3() -> WaferSpec {
             activation_dtype: DType::F16,
             accumulate_dtype: DType::F32,
         },
-        cost: CostSpec {
-            relay_stage_cycles: 5.0,
-            reduce_level_cycles: 5.0,
-            phase_overhead_cycles: 0.0,
-            task_overhead_cycles: 0.0,
-            loop_overhead_cycles_per_element: 0.0,
-        },
+        cost: wse3_cost(),
         system: SystemSpec {
             offwafer_bandwidth_bytes_per_s: 150e9,
             offwafer_latency_s: 1e-6,
         },
     }
+}
+
+/// The fitted cost block of `wse3` (C5-C7 of `shared/calibration.md`; the fit and
+/// each value's plausibility are in `docs/cost-model.md`).
+pub fn wse3_cost() -> CostSpec {
+    CostSpec {
+        relay_stage_cycles: 77.0,
+        relay_cycles_per_wavelet: 1.8,
+        reduce_level_cycles: 8.5,
+        phase_overhead_cycles: 21.6,
+        task_overhead_cycles: 39.8,
+        loop_overhead_cycles_per_element: 0.0,
+        transcendental_cycles_per_element: 8.0,
+    }
+}
+
+/// The fitted cost block of `wse2` (C1-C2 of `shared/calibration.md`; see
+/// `docs/cost-model.md`).
+pub fn wse2_cost() -> CostSpec {
+    wse3_cost()
 }
 
 /// Cerebras WSE-2 (CS-2). Sources and assumptions: `docs/hardware.md`.
@@ -368,6 +397,7 @@ pub fn wse2() -> WaferSpec {
         fp32_max: 2,
         convert: 1,
     };
+    spec.cost = wse2_cost();
     spec.router.colors = 24;
     spec.router.input_queue_depths = vec![6, 6, 4, 4, 2, 2, 2, 2];
     spec.router.output_queue_depths = vec![2, 2, 6, 6, 2, 2];
