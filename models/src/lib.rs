@@ -6,7 +6,9 @@
 //! files or the network; `core`, `kernels` and `sim` stay pure.
 
 pub mod config;
+pub mod convert;
 pub mod fetch;
+pub mod gguf;
 pub mod layout;
 pub mod mesh;
 pub mod presets;
