@@ -11,17 +11,11 @@
 //! the root, and WaferLLM's two-level K-tree (chains inside groups toward each
 //! group's root, then a chain across the group roots).
 //!
-//! The `sim` crate's collectives were not yet available when this was written;
-//! these operate on the mesh engine's own contiguous buffers.
+//! `wafer_sim::collective::reduce` does the same on one `Vec` per PE; the engine
+//! needs it in place on one contiguous buffer per line, without allocation, so
+//! it runs these schedules (built from `sim`'s `ktree_levels`, same order).
 
-/// How partial sums travel along a line toward its root (index 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineAlgorithm {
-    Chain,
-    /// Two-level tree: `groups` chains of about `n / groups` PEs, then one chain
-    /// over the group roots (`groups` = 1 is a chain).
-    TwoLevel { groups: usize },
-}
+use wafer_sim::collective::{ktree_levels, Algorithm};
 
 /// A checked order of transfers that reduces `n` partials into index 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,27 +24,47 @@ pub struct ReduceSchedule {
     pub steps: Vec<(u32, u32)>,
 }
 
+/// The K = 2 tree with the group count that minimises its depth over `p` PEs:
+/// the rule the cost plan (`models::cost`, decode lowering) charges every
+/// reduction with, restated here because that function is private to it.
+pub fn tree_for(p: u32) -> Algorithm {
+    let root = (p as f64).sqrt().round().max(1.0) as u32;
+    let depth = |g: u32| p.div_ceil(g) + g;
+    let best = (root.saturating_sub(2).max(1)..=root + 2)
+        .min_by_key(|&g| depth(g))
+        .unwrap_or(1);
+    Algorithm::KTree {
+        k: 2,
+        groups: Some(best),
+    }
+}
+
 impl ReduceSchedule {
-    pub fn new(n: usize, algorithm: LineAlgorithm) -> ReduceSchedule {
+    /// The schedule of `algorithm` over `n` PEs: the same levels (`sim`'s
+    /// `ktree_levels`) and the same order as `wafer_sim::collective::reduce`.
+    /// The ring is not a reduce-to-root and has no schedule here.
+    pub fn new(n: usize, algorithm: Algorithm) -> ReduceSchedule {
         assert!(n > 0, "a reduction line needs at least one PE");
-        let mut steps = Vec::with_capacity(n.saturating_sub(1));
-        let chain = |steps: &mut Vec<(u32, u32)>, members: &[usize]| {
-            // From the far end toward members[0], one hop at a time.
-            for w in members.windows(2).rev() {
-                steps.push((w[1] as u32, w[0] as u32));
-            }
+        let levels = match algorithm {
+            Algorithm::Chain => vec![n as u32],
+            Algorithm::KTree { k, groups } => ktree_levels(n as u32, k, groups),
+            Algorithm::Ring => panic!("the mesh engine reduces with chains and K-trees, not rings"),
         };
-        match algorithm {
-            LineAlgorithm::Chain => chain(&mut steps, &(0..n).collect::<Vec<_>>()),
-            LineAlgorithm::TwoLevel { groups } => {
-                let groups = groups.clamp(1, n);
-                let size = n.div_ceil(groups);
-                let roots: Vec<usize> = (0..n).step_by(size).collect();
-                for &r in &roots {
-                    chain(&mut steps, &(r..(r + size).min(n)).collect::<Vec<_>>());
+        let mut steps = Vec::with_capacity(n.saturating_sub(1));
+        let mut stride = 1usize;
+        for &s in &levels {
+            let span = stride * s as usize;
+            for root in (0..n).step_by(span) {
+                let members: Vec<usize> = (0..s as usize)
+                    .map(|j| root + j * stride)
+                    .filter(|&i| i < n)
+                    .collect();
+                // From the far end of the group toward its root, one hop at a time.
+                for w in members.windows(2).rev() {
+                    steps.push((w[1] as u32, w[0] as u32));
                 }
-                chain(&mut steps, &roots);
             }
+            stride = span;
         }
         let schedule = ReduceSchedule { n, steps };
         schedule.check();
@@ -73,10 +87,23 @@ impl ReduceSchedule {
     }
 
     /// Reduces `parts` (`n` partials of `len` values, PE-ordered) into `parts[..len]`.
-    #[inline]
     pub fn run(&self, parts: &mut [f32], len: usize) {
-        debug_assert!(parts.len() >= self.n * len);
+        self.run_prefix(parts, len, self.n);
+    }
+
+    /// The same reduction when only the first `used` PEs hold data and the rest
+    /// hold zeros (padding lines, or rows with no cached position yet): their
+    /// transfers would add exact zeros, so they are skipped. `parts` needs only
+    /// `used * len` values.
+    #[inline]
+    pub fn run_prefix(&self, parts: &mut [f32], len: usize, used: usize) {
+        debug_assert!(parts.len() >= used * len && used <= self.n);
         for &(from, to) in &self.steps {
+            if from as usize >= used {
+                // A PE past `used` only ever receives from PEs past `used`
+                // (toward-the-root order), so it holds zeros.
+                continue;
+            }
             let (from, to) = (from as usize * len, to as usize * len);
             // `from` and `to` never overlap: distinct PEs own disjoint slices.
             for k in 0..len {
@@ -85,9 +112,13 @@ impl ReduceSchedule {
         }
     }
 
-    /// Same as [`run`](Self::run) with `max` as the combining operation.
-    pub fn run_max(&self, parts: &mut [f32], len: usize) {
+    /// Same as [`run_prefix`](Self::run_prefix) with `max` as the combining
+    /// operation (the skipped PEs hold the identity, -inf).
+    pub fn run_max_prefix(&self, parts: &mut [f32], len: usize, used: usize) {
         for &(from, to) in &self.steps {
+            if from as usize >= used {
+                continue;
+            }
             let (from, to) = (from as usize * len, to as usize * len);
             for k in 0..len {
                 parts[to + k] = parts[to + k].max(parts[from + k]);
@@ -96,35 +127,6 @@ impl ReduceSchedule {
     }
 }
 
-/// Schedules for every line length one region needs, built once.
-#[derive(Debug, Clone)]
-pub struct Reducers {
-    pub algorithm: LineAlgorithm,
-    cache: std::collections::BTreeMap<usize, ReduceSchedule>,
-}
-
-impl Reducers {
-    pub fn new(algorithm: LineAlgorithm) -> Reducers {
-        Reducers {
-            algorithm,
-            cache: Default::default(),
-        }
-    }
-
-    /// Builds (once) the schedule for a line of `n` PEs.
-    pub fn prepare(&mut self, n: usize) {
-        let alg = self.algorithm;
-        self.cache
-            .entry(n)
-            .or_insert_with(|| ReduceSchedule::new(n, alg));
-    }
-
-    pub fn get(&self, n: usize) -> &ReduceSchedule {
-        self.cache
-            .get(&n)
-            .unwrap_or_else(|| panic!("no reduction schedule prepared for a line of {n} PEs"))
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -139,18 +141,27 @@ mod tests {
             let len = rng.gen_range(1..6);
             let groups = rng.gen_range(1..20);
             let parts: Vec<f32> = (0..n * len).map(|_| rng.gen_range(-4..5) as f32).collect();
-            for alg in [LineAlgorithm::Chain, LineAlgorithm::TwoLevel { groups }] {
+            let k = rng.gen_range(1..4);
+            for alg in [
+                Algorithm::Chain,
+                Algorithm::KTree { k: 2, groups: Some(groups) },
+                Algorithm::KTree { k, groups: None },
+                tree_for(n as u32),
+            ] {
                 let s = ReduceSchedule::new(n, alg);
                 assert_eq!(s.steps.len(), n - 1, "{alg:?}");
                 let mut p = parts.clone();
                 s.run(&mut p, len);
                 for k in 0..len {
-                    // Small integers sum exactly in any order.
-                    let want: f32 = (0..n).map(|i| parts[i * len + k]).sum();
-                    assert_eq!(p[k], want, "n {n} len {len} {alg:?}");
+                    let want: f64 = (0..n).map(|i| parts[i * len + k] as f64).sum();
+                    assert!((p[k] as f64 - want).abs() < 1e-4, "n {n} len {len} {alg:?}");
                 }
+                // Same order as sim's functional reduce: bit-identical results.
+                let mut bufs: Vec<Vec<f32>> = parts.chunks(len).map(|c| c.to_vec()).collect();
+                wafer_sim::collective::reduce(&mut bufs, alg).unwrap();
+                assert_eq!(&p[..len], &bufs[0][..]);
                 let mut p = parts.clone();
-                s.run_max(&mut p, len);
+                s.run_max_prefix(&mut p, len, n);
                 let want = (0..n).map(|i| parts[i * len]).fold(f32::MIN, f32::max);
                 assert_eq!(p[0], want);
             }
@@ -160,7 +171,7 @@ mod tests {
     #[test]
     fn two_level_tree_shape() {
         // 6 PEs in 2 groups: chains 2->1->0 and 5->4->3, then 3->0.
-        let s = ReduceSchedule::new(6, LineAlgorithm::TwoLevel { groups: 2 });
+        let s = ReduceSchedule::new(6, Algorithm::KTree { k: 2, groups: Some(2) });
         assert_eq!(s.steps, vec![(2, 1), (1, 0), (5, 4), (4, 3), (3, 0)]);
     }
 

@@ -12,20 +12,21 @@
 //! scratch buffer ordered by PE, and runs the reduction in place. Arithmetic is
 //! f32 (the spec's `precision.accumulate_dtype` on WSE-3).
 
-use super::collective::Reducers;
+use super::collective::ReduceSchedule;
 use super::tiling::TiledMatrix;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-/// `y = W x` with `W` held as `m`'s tiles. `reducers` must hold a schedule for
-/// `m.in_split.used()` PEs.
-pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], reducers: &Reducers) {
+/// `y = W x` with `W` held as `m`'s tiles; `schedule` reduces along the whole
+/// input axis of the region (`m.in_split.parts` PEs; lines past the used ones
+/// hold no tile and contribute nothing).
+pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &ReduceSchedule) {
+    assert_eq!(schedule.n, m.in_split.parts, "reduction line length");
     assert_eq!(x.len(), m.in_dim(), "gemv input length");
     assert_eq!(y.len(), m.out_dim(), "gemv output length");
     let (to, ti) = (m.out_split.chunk, m.in_split.chunk);
     let in_lines = m.in_split.used();
     let line_len = in_lines * to * ti;
-    let schedule = reducers.get(in_lines);
     // Split the input once into padded per-line slices, so the last line's
     // padding multiplies zeros like the PE's padded tile does.
     let mut x_pad = vec![0.0f32; in_lines * ti];
@@ -49,7 +50,7 @@ pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], reducers: &Reducers
                         *p = row.iter().zip(xs).map(|(w, x)| w * x).sum();
                     }
                 }
-                schedule.run(parts, to);
+                schedule.run_prefix(parts, to, in_lines);
                 y_line.copy_from_slice(&parts[..y_line.len()]);
             },
         );
@@ -57,7 +58,8 @@ pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], reducers: &Reducers
 
 #[cfg(test)]
 mod tests {
-    use super::super::collective::LineAlgorithm;
+    use super::super::collective::tree_for;
+    use wafer_sim::collective::Algorithm;
     use super::super::tiling::Orientation;
     use super::*;
     use half::f16;
@@ -75,12 +77,13 @@ mod tests {
             } else {
                 Orientation::OutAlongColumns
             };
-            let alg = if rng.gen() {
-                LineAlgorithm::Chain
-            } else {
-                LineAlgorithm::TwoLevel {
-                    groups: rng.gen_range(1..8),
-                }
+            let alg = match rng.gen_range(0..3) {
+                0 => Algorithm::Chain,
+                1 => Algorithm::KTree {
+                    k: 2,
+                    groups: Some(rng.gen_range(1..8)),
+                },
+                _ => tree_for(w.max(h) as u32),
             };
             let dense: Vec<f16> = (0..out_dim * in_dim)
                 .map(|_| f16::from_f32(rng.gen_range(-1.0..1.0)))
@@ -94,10 +97,9 @@ mod tests {
                 h,
                 orientation,
             );
-            let mut reducers = Reducers::new(alg);
-            reducers.prepare(m.in_split.used());
+            let schedule = ReduceSchedule::new(m.in_split.parts, alg);
             let mut y = vec![0.0; out_dim];
-            tiled_gemv(&m, &x, &mut y, &reducers);
+            tiled_gemv(&m, &x, &mut y, &schedule);
             for o in 0..out_dim {
                 let want: f64 = (0..in_dim)
                     .map(|i| dense[o * in_dim + i].to_f64() * x[i] as f64)

@@ -31,6 +31,13 @@ impl Split {
         Split { len, parts, chunk }
     }
 
+    /// A split with a given chunk (for vectors that must follow another split,
+    /// such as the query dims that sit beside their KV head's dims).
+    pub fn with_chunk(len: usize, parts: usize, chunk: usize) -> Split {
+        assert!(chunk * parts >= len && chunk > 0, "{parts} lines of {chunk} cannot hold {len}");
+        Split { len, parts, chunk }
+    }
+
     /// Lines that hold at least one real element.
     pub fn used(&self) -> usize {
         self.len.div_ceil(self.chunk)
@@ -82,8 +89,22 @@ impl TiledMatrix {
             Orientation::OutAlongRows => (height, width),
             Orientation::OutAlongColumns => (width, height),
         };
-        let out_split = Split::new(out_dim, out_lines);
-        let in_split = Split::new(in_dim, in_lines);
+        TiledMatrix::new(
+            Split::new(out_dim, out_lines),
+            Split::new(in_dim, in_lines),
+            orientation,
+            rows,
+        )
+    }
+
+    /// Tiles a matrix whose row `o` (`in_split.len` values) `rows` writes.
+    pub fn new(
+        out_split: Split,
+        in_split: Split,
+        orientation: Orientation,
+        rows: impl Fn(usize, &mut [f16]) + Sync,
+    ) -> TiledMatrix {
+        let in_dim = in_split.len;
         let (to, ti) = (out_split.chunk, in_split.chunk);
         let line_len = in_split.used() * to * ti;
         let mut data = vec![f16::ZERO; out_split.used() * line_len];
