@@ -88,6 +88,8 @@ pub struct PrecisionSpec {
     pub weight_dtype: DType,
     pub activation_dtype: DType,
     pub accumulate_dtype: DType,
+    /// Keys and values held in the KV cache.
+    pub kv_dtype: DType,
 }
 
 /// Parameters of the cost model that are not read off a datasheet: fitted to
@@ -163,9 +165,12 @@ impl WaferSpec {
             }
             None => table,
         };
-        let spec: WaferSpec = merged
-            .try_into()
-            .map_err(|e: toml::de::Error| parse_err(e.message().to_string()))?;
+        // Deserialise from text, not from the table, so a type error carries a span
+        // from which the offending field's dotted path can be named.
+        let merged_text = toml::to_string(&merged)
+            .map_err(|e| parse_err(format!("cannot re-serialise the merged spec: {e}")))?;
+        let spec: WaferSpec = toml::from_str(&merged_text)
+            .map_err(|e| parse_err(describe_de_error(&e, &merged_text)))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -261,6 +266,22 @@ impl WaferSpec {
                 problem: format!("expected 32 or 64, found {}", self.router.wavelet_bits),
             });
         }
+        for (field, depths) in [
+            ("router.input_queue_depths", &self.router.input_queue_depths),
+            (
+                "router.output_queue_depths",
+                &self.router.output_queue_depths,
+            ),
+        ] {
+            if depths.is_empty() || depths.contains(&0) {
+                return Err(CoreError::InvalidSpec {
+                    field: field.into(),
+                    problem: format!(
+                        "expected a non-empty list of queue depths of at least 1 word, found {depths:?}"
+                    ),
+                });
+            }
+        }
         non_negative("router.hop_latency_cycles", self.router.hop_latency_cycles)?;
         non_negative(
             "router.ramp_latency_cycles",
@@ -289,6 +310,29 @@ impl WaferSpec {
     }
 }
 
+/// An error message naming the field (`section.key`) at the error's span, when it has one.
+fn describe_de_error(e: &toml::de::Error, text: &str) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .map(|s| s.trim_matches(['[', ']']).to_string());
+    let field = match (section, key.is_empty()) {
+        (Some(sec), false) => format!("{sec}.{key}"),
+        (None, false) => key.to_string(),
+        (Some(sec), true) => sec,
+        (None, true) => return e.message().to_string(),
+    };
+    format!("field `{field}`: {}", e.message())
+}
+
 /// Deep-merges `over` into `base`; a key that `base` lacks is an error naming its path.
 fn merge_tables(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), String> {
     for (key, value) in over {
@@ -306,11 +350,17 @@ fn merge_tables(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Resu
     Ok(())
 }
 
-/// Cerebras WSE-3 (CS-3). Sources and assumptions: `docs/hardware.md`.
+/// Cerebras WSE-3 (CS-3). Sources and assumptions: `docs/hardware.md`; where
+/// sources disagree the choice is noted here and the alternative is one TOML
+/// override away (`docs/hardware.md`, "Disagreements").
 pub fn wse3() -> WaferSpec {
     WaferSpec {
         name: "wse3".into(),
+        // Not published for WSE-3; 1.1 GHz as WaferLLM converts (0.85 GHz is the
+        // SDK-benchmark alternative).
         clock_hz: 1.1e9,
+        // The fabric the SDK exposes; the memcpy-usable rectangle (755 x 1171) is
+        // the alternative.
         fabric: FabricSpec {
             width_pes: 762,
             height_pes: 1172,
@@ -318,7 +368,9 @@ pub fn wse3() -> WaferSpec {
         pe: PeSpec {
             sram_bytes: 48 * 1024,
             sram_banks: 8,
+            // Assumption: 8 KB of each PE for code, task state and runtime.
             reserve_bytes: 8 * 1024,
+            // SDK appendix: two 32-bit reads + one 32-bit write (Hot Chips 34 says 64-bit).
             mem_reads_per_cycle: 2,
             mem_writes_per_cycle: 1,
             mem_port_bits: 32,
@@ -329,14 +381,17 @@ pub fn wse3() -> WaferSpec {
             fp16_add: 8,
             fp16_mul: 8,
             fp32_add: 4,
+            // Assumption: fp32 multiply as fp32 add; fp32 FMAC absent from the table.
             fp32_mul: 4,
             fp32_fmac: 1,
             fp16_max: 8,
+            // Assumption: fp32 max as fp32 add.
             fp32_max: 4,
             convert: 4,
         },
         router: RouterSpec {
             ports: 5,
+            // WSE-3 fabric switches are restricted to 16 of the 24 colors.
             colors: 16,
             wavelet_bits: 32,
             hop_latency_cycles: 1.0,
@@ -348,8 +403,10 @@ pub fn wse3() -> WaferSpec {
             weight_dtype: DType::F16,
             activation_dtype: DType::F16,
             accumulate_dtype: DType::F32,
+            kv_dtype: DType::F16,
         },
         cost: wse3_cost(),
+        // 12 x 100 GbE = 1.2 Tb/s = 150 GB/s per system; the latency is an assumption.
         system: SystemSpec {
             offwafer_bandwidth_bytes_per_s: 150e9,
             offwafer_latency_s: 1e-6,
@@ -377,7 +434,9 @@ pub fn wse2_cost() -> CostSpec {
     wse3_cost()
 }
 
-/// Cerebras WSE-2 (CS-2). Sources and assumptions: `docs/hardware.md`.
+/// Cerebras WSE-2 (CS-2). Sources and assumptions: `docs/hardware.md`. Fields
+/// not set here (SRAM, reserve, memory ports, clock, links) are as for WSE-3:
+/// the sources give the same values (the 1.1 GHz clock is Hot Chips 34's WSE-2 figure).
 pub fn wse2() -> WaferSpec {
     let mut spec = wse3();
     spec.name = "wse2".into();
@@ -452,6 +511,63 @@ mod tests {
         assert!(
             err.contains("t.toml") && err.contains("missing field"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn hw_show_output_can_be_copied_edited_and_loaded() {
+        // What `wafer hw show wse3` prints, with one line edited by hand.
+        let text = wse3().to_toml_string();
+        assert!(text.contains("sram_bytes = 49152"), "{text}");
+        let edited = text.replace("sram_bytes = 49152", "sram_bytes = 65536");
+        assert_ne!(edited, text);
+        let spec = WaferSpec::from_toml_str(&edited, "edited.toml").unwrap();
+        let mut expected = wse3();
+        expected.pe.sram_bytes = 65_536;
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn the_alternatives_where_sources_disagree_are_one_override_away() {
+        let spec = WaferSpec::from_toml_str(
+            "base = \"wse3\"\nclock_hz = 0.85e9\n[fabric]\nwidth_pes = 755\nheight_pes = 1171\n\
+             [pe]\nmem_port_bits = 64\n[router]\ncolors = 24\n",
+            "alt.toml",
+        )
+        .unwrap();
+        assert_eq!(spec.clock_hz, 0.85e9);
+        assert_eq!(spec.pes(), 755 * 1171);
+        assert_eq!(spec.pe.mem_port_bits, 64);
+        assert_eq!(spec.router.colors, 24);
+        assert_eq!(spec.precision.kv_dtype, DType::F16);
+    }
+
+    #[test]
+    fn impossible_values_are_rejected() {
+        let check = |toml: &str, field: &str| {
+            let err = WaferSpec::from_toml_str(toml, "bad.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        };
+        check("base = \"wse2\"\n[pe]\nsram_bytes = 0\n", "pe.sram_bytes");
+        check(
+            "base = \"wse2\"\n[pe]\nreserve_bytes = 49152\n",
+            "pe.reserve_bytes",
+        );
+        check("base = \"wse3\"\nclock_hz = -1.0\n", "clock_hz");
+        check("base = \"wse3\"\n[pe]\nsram_bytes = -5\n", "sram_bytes");
+        check(
+            "base = \"wse3\"\n[router]\ninput_queue_depths = []\n",
+            "router.input_queue_depths",
+        );
+        check(
+            "base = \"wse3\"\n[system]\noffwafer_bandwidth_bytes_per_s = 0.0\n",
+            "system.offwafer_bandwidth_bytes_per_s",
+        );
+        check(
+            "base = \"wse3\"\n[precision]\nkv_dtype = \"q4\"\n",
+            "kv_dtype",
         );
     }
 }
