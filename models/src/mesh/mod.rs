@@ -5,6 +5,8 @@
 //! partial sums travel along region rows and columns with checked reduction
 //! schedules in the order the cost model charges for.
 
+pub mod attention;
 pub mod collective;
 pub mod gemv;
+pub mod heads;
 pub mod tiling;
