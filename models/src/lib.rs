@@ -7,10 +7,12 @@
 
 pub mod config;
 pub mod convert;
+pub mod draw;
 pub mod fetch;
 pub mod gguf;
 pub mod layout;
 pub mod mesh;
+pub mod placement;
 pub mod presets;
 
 pub use config::{ModelConfig, RopeScaling};
