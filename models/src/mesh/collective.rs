@@ -40,6 +40,22 @@ pub fn tree_for(p: u32) -> Algorithm {
 }
 
 impl ReduceSchedule {
+    /// Reduces `(value, index)` pairs to the largest value (the lower index on
+    /// a tie), for the argmax over the vocabulary.
+    pub fn run_argmax_prefix(&self, vals: &mut [f32], idx: &mut [u32], used: usize) {
+        for &(from, to) in &self.steps {
+            let (from, to) = (from as usize, to as usize);
+            if from >= used {
+                continue;
+            }
+            let better = vals[from] > vals[to] || (vals[from] == vals[to] && idx[from] < idx[to]);
+            if better {
+                vals[to] = vals[from];
+                idx[to] = idx[from];
+            }
+        }
+    }
+
     /// The schedule of `algorithm` over `n` PEs: the same levels (`sim`'s
     /// `ktree_levels`) and the same order as `wafer_sim::collective::reduce`.
     /// The ring is not a reduce-to-root and has no schedule here.
