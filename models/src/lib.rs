@@ -8,11 +8,17 @@
 pub mod config;
 pub mod convert;
 pub mod draw;
+pub mod engine;
 pub mod fetch;
+pub mod generate;
 pub mod gguf;
 pub mod layout;
 pub mod mesh;
 pub mod placement;
 pub mod presets;
+pub mod reference;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
 
 pub use config::{ModelConfig, RopeScaling};

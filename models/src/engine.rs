@@ -1,0 +1,49 @@
+//! The interface between the generation loop and whatever runs the model: the
+//! dense CPU reference today, the simulated mesh (issue 4) next. An engine turns
+//! tokens into next-token logits and may report what each step cost it (for the
+//! mesh: simulated cycles and their breakdown), which the loop passes through to
+//! the stderr summary and the `--json` lines untouched.
+
+use crate::config::ModelConfig;
+use anyhow::Result;
+
+/// Extra figures an engine attaches to one step or to the whole run.
+#[derive(Debug, Clone, Default)]
+pub struct StepReport {
+    /// Merged into the step's `--json` token line (or into the `summary` object).
+    pub json: serde_json::Map<String, serde_json::Value>,
+    /// A human-readable line for stderr, if the engine has one.
+    pub text: Option<String>,
+}
+
+pub trait Engine {
+    /// The `--engine` name.
+    fn name(&self) -> &str;
+
+    fn config(&self) -> &ModelConfig;
+
+    /// Starts a new sequence: forgets any cached state, runs the whole prompt
+    /// and returns the logits for the position after it.
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+
+    /// Appends one token and returns the logits for the next position.
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>>;
+
+    /// Positions held in the cache.
+    fn position(&self) -> usize;
+
+    /// The longest sequence the engine can hold.
+    fn context_len(&self) -> usize {
+        self.config().max_position_embeddings
+    }
+
+    /// What the last `prefill` or `decode` cost, if the engine models cost.
+    fn step_report(&mut self) -> Option<StepReport> {
+        None
+    }
+
+    /// Run-level figures for the summary, if any.
+    fn summary_report(&mut self) -> Option<StepReport> {
+        None
+    }
+}

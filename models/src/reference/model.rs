@@ -1,0 +1,283 @@
+//! The reference model: Hugging Face `LlamaForCausalLM` semantics (RMSNorm,
+//! RoPE with scaling, grouped-query attention with a KV cache, SwiGLU MLP, tied
+//! or untied LM head), f32 arithmetic at any weight precision.
+//!
+//! Prefill runs the whole prompt as one batch (GEMMs); decode runs one token
+//! (GEMVs) against the cache. Only the last position's logits are computed,
+//! since generation needs nothing else.
+
+use super::{ops, rope};
+use crate::config::ModelConfig;
+use crate::engine::Engine;
+use crate::weights::{LayerWeights, LlamaWeights, Matrix};
+use anyhow::{bail, Result};
+use ndarray::{s, Array2, ArrayView2, ShapeBuilder};
+use rayon::prelude::*;
+
+/// Query rows per attention block: bounds the score matrix at `block x context`.
+const ATTN_QUERY_BLOCK: usize = 128;
+
+/// Keys (after RoPE) and values of every position so far, one pair per layer,
+/// each row-major `[position, kv_dim]`.
+#[derive(Debug, Default, Clone)]
+struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+pub struct ReferenceModel {
+    config: ModelConfig,
+    weights: LlamaWeights,
+    inv_freq: Vec<f32>,
+    cache: KvCache,
+    /// Positions already in the cache.
+    position: usize,
+}
+
+impl ReferenceModel {
+    pub fn new(config: ModelConfig, weights: LlamaWeights) -> ReferenceModel {
+        let inv_freq = rope::inv_freq(&config);
+        let layers = config.num_hidden_layers;
+        ReferenceModel {
+            config,
+            weights,
+            inv_freq,
+            cache: KvCache {
+                k: vec![Vec::new(); layers],
+                v: vec![Vec::new(); layers],
+            },
+            position: 0,
+        }
+    }
+
+    pub fn weights(&self) -> &LlamaWeights {
+        &self.weights
+    }
+
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Forgets the cache.
+    pub fn reset(&mut self) {
+        self.cache.k.iter_mut().for_each(Vec::clear);
+        self.cache.v.iter_mut().for_each(Vec::clear);
+        self.position = 0;
+    }
+
+    /// Runs `tokens` at the next positions, appending to the cache, and returns
+    /// the logits of the last one.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let c = &self.config;
+        if tokens.is_empty() {
+            bail!("forward: no tokens to run");
+        }
+        let end = self.position + tokens.len();
+        if end > c.max_position_embeddings {
+            bail!(
+                "{} tokens at position {} exceed the model's context of {} tokens (max_position_embeddings)",
+                tokens.len(),
+                self.position,
+                c.max_position_embeddings
+            );
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            bail!(
+                "token id {t} is outside the vocabulary (vocab_size {})",
+                c.vocab_size
+            );
+        }
+        let (n, d) = (tokens.len(), c.hidden_size);
+        let mut h = Array2::<f32>::zeros((n, d));
+        for (mut row, &t) in h.rows_mut().into_iter().zip(tokens) {
+            let dst = row.as_slice_mut().expect("contiguous row");
+            self.weights
+                .embed_tokens
+                .rows_to_f32(t as usize, t as usize + 1, dst);
+        }
+        for (l, layer) in self.weights.layers.iter().enumerate() {
+            let (k_cache, v_cache) = (&mut self.cache.k[l], &mut self.cache.v[l]);
+            layer_forward(
+                c,
+                layer,
+                &self.inv_freq,
+                self.position,
+                &mut h,
+                k_cache,
+                v_cache,
+            );
+        }
+        self.position = end;
+        let last = h.row(n - 1);
+        let mut normed = vec![0.0; d];
+        ops::rms_norm(
+            last.as_slice().expect("contiguous"),
+            &self.weights.norm,
+            c.rms_norm_eps,
+            &mut normed,
+        );
+        let head = self.weights.lm_head();
+        let mut logits = vec![0.0; head.rows];
+        ops::gemv(head, &normed, &mut logits);
+        Ok(logits)
+    }
+}
+
+/// `out = x · wᵀ (+ bias)`: a GEMV for one row, a GEMM for a batch.
+fn linear(w: &Matrix, bias: Option<&[f32]>, x: ArrayView2<f32>) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((x.nrows(), w.rows));
+    if x.nrows() == 1 {
+        let xs = x.as_slice().expect("contiguous input");
+        ops::gemv(w, xs, out.as_slice_mut().expect("contiguous output"));
+    } else {
+        ops::gemm(w, x, out.view_mut());
+    }
+    if let Some(b) = bias {
+        for mut row in out.rows_mut() {
+            row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+        }
+    }
+    out
+}
+
+fn rms_norm_rows(x: &Array2<f32>, weight: &[f32], eps: f64) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros(x.raw_dim());
+    out.as_slice_mut()
+        .expect("contiguous")
+        .par_chunks_mut(x.ncols())
+        .zip(x.as_slice().expect("contiguous").par_chunks(x.ncols()))
+        .for_each(|(o, r)| ops::rms_norm(r, weight, eps, o));
+    out
+}
+
+/// One decoder layer over the `n` rows of `h` at positions `start..start + n`.
+fn layer_forward(
+    c: &ModelConfig,
+    w: &LayerWeights,
+    inv_freq: &[f32],
+    start: usize,
+    h: &mut Array2<f32>,
+    k_cache: &mut Vec<f32>,
+    v_cache: &mut Vec<f32>,
+) {
+    let hd = c.head_dim;
+    let x = rms_norm_rows(h, &w.input_layernorm, c.rms_norm_eps);
+    let mut q = linear(&w.q_proj, w.q_bias.as_deref(), x.view());
+    let mut k = linear(&w.k_proj, w.k_bias.as_deref(), x.view());
+    let v = linear(&w.v_proj, w.v_bias.as_deref(), x.view());
+
+    // RoPE on every query and key head of every row.
+    q.as_slice_mut()
+        .expect("contiguous")
+        .par_chunks_mut(c.q_dim())
+        .zip(
+            k.as_slice_mut()
+                .expect("contiguous")
+                .par_chunks_mut(c.kv_dim()),
+        )
+        .enumerate()
+        .for_each(|(t, (qr, kr))| {
+            let mut cos = vec![0.0; hd / 2];
+            let mut sin = vec![0.0; hd / 2];
+            rope::cos_sin(inv_freq, start + t, &mut cos, &mut sin);
+            qr.chunks_mut(hd)
+                .for_each(|head| rope::apply(head, &cos, &sin));
+            kr.chunks_mut(hd)
+                .for_each(|head| rope::apply(head, &cos, &sin));
+        });
+    k_cache.extend_from_slice(k.as_slice().expect("contiguous"));
+    v_cache.extend_from_slice(v.as_slice().expect("contiguous"));
+
+    let attn = attention(c, q.view(), k_cache, v_cache, start);
+    let o = linear(&w.o_proj, None, attn.view());
+    *h += &o;
+
+    let x = rms_norm_rows(h, &w.post_attention_layernorm, c.rms_norm_eps);
+    let mut gate = linear(&w.gate_proj, None, x.view());
+    let up = linear(&w.up_proj, None, x.view());
+    gate.as_slice_mut()
+        .expect("contiguous")
+        .par_chunks_mut(c.intermediate_size)
+        .zip(
+            up.as_slice()
+                .expect("contiguous")
+                .par_chunks(c.intermediate_size),
+        )
+        .for_each(|(g, u)| ops::silu_mul(g, u));
+    let down = linear(&w.down_proj, None, gate.view());
+    *h += &down;
+}
+
+/// Causal grouped-query attention of `n` query rows (positions `start..start+n`)
+/// over the `start + n` cached positions. Returns `[n, q_dim]`.
+pub fn attention(
+    c: &ModelConfig,
+    q: ArrayView2<f32>,
+    k_cache: &[f32],
+    v_cache: &[f32],
+    start: usize,
+) -> Array2<f32> {
+    let (n, hd, kv_dim) = (q.nrows(), c.head_dim, c.kv_dim());
+    let total = start + n;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let heads: Vec<Array2<f32>> = (0..c.num_attention_heads)
+        .into_par_iter()
+        .map(|head| {
+            let g = head / c.group_size();
+            // Keys and values of KV head g: `[total, hd]` views with row stride kv_dim.
+            let keys = ArrayView2::from_shape((total, hd).strides((kv_dim, 1)), &k_cache[g * hd..])
+                .expect("key view");
+            let values =
+                ArrayView2::from_shape((total, hd).strides((kv_dim, 1)), &v_cache[g * hd..])
+                    .expect("value view");
+            let qh = q.slice(s![.., head * hd..(head + 1) * hd]);
+            let mut out = Array2::<f32>::zeros((n, hd));
+            for b0 in (0..n).step_by(ATTN_QUERY_BLOCK) {
+                let b1 = (b0 + ATTN_QUERY_BLOCK).min(n);
+                // The last row of the block sees positions 0..start + b1.
+                let visible = start + b1;
+                let mut scores = qh
+                    .slice(s![b0..b1, ..])
+                    .dot(&keys.slice(s![..visible, ..]).t());
+                for (i, mut row) in scores.rows_mut().into_iter().enumerate() {
+                    let limit = start + b0 + i + 1;
+                    let r = row.as_slice_mut().expect("contiguous scores");
+                    r[..limit].iter_mut().for_each(|x| *x *= scale);
+                    r[limit..].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                    ops::softmax(r);
+                }
+                let o = scores.dot(&values.slice(s![..visible, ..]));
+                out.slice_mut(s![b0..b1, ..]).assign(&o);
+            }
+            out
+        })
+        .collect();
+    let mut out = Array2::<f32>::zeros((n, c.q_dim()));
+    for (head, o) in heads.iter().enumerate() {
+        out.slice_mut(s![.., head * hd..(head + 1) * hd]).assign(o);
+    }
+    out
+}
+
+impl Engine for ReferenceModel {
+    fn name(&self) -> &str {
+        "reference"
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.reset();
+        self.forward(tokens)
+    }
+
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
+        self.forward(&[token])
+    }
+
+    fn position(&self) -> usize {
+        self.position
+    }
+}

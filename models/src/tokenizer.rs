@@ -1,0 +1,188 @@
+//! The tokenizer of a model directory: `tokenizer.json` through the
+//! `tokenizers` crate, the chat template from `tokenizer_config.json` rendered
+//! with minijinja, and incremental decoding that never splits a character.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// ChatML, used only when a model directory has no chat template (a warning says so).
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+    /// `chat_template` from tokenizer_config.json, if any.
+    pub chat_template: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+}
+
+impl Tokenizer {
+    /// Loads `DIR/tokenizer.json` and, if present, `DIR/tokenizer_config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
+        let path = dir.join("tokenizer.json");
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
+        let mut tok = Tokenizer {
+            inner,
+            path,
+            chat_template: None,
+            bos_token: None,
+            eos_token: None,
+        };
+        let cfg_path = dir.join("tokenizer_config.json");
+        if cfg_path.exists() {
+            let text = std::fs::read_to_string(&cfg_path)
+                .with_context(|| format!("cannot read {}", cfg_path.display()))?;
+            let cfg: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
+            // Token fields are either a string or an AddedToken object with `content`.
+            let token = |key: &str| {
+                cfg.get(key).and_then(|v| {
+                    v.as_str().map(str::to_string).or_else(|| {
+                        v.get("content")
+                            .and_then(|c| c.as_str())
+                            .map(str::to_string)
+                    })
+                })
+            };
+            tok.bos_token = token("bos_token");
+            tok.eos_token = token("eos_token");
+            tok.chat_template = match cfg.get("chat_template") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                // A list of named templates: take the one called "default".
+                Some(serde_json::Value::Array(list)) => list
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                    .and_then(|t| t.get("template"))
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string),
+                _ => None,
+            };
+        }
+        Ok(tok)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids of `text`. With `add_special_tokens` the tokenizer's own
+    /// post-processor runs (it adds a BOS only if tokenizer.json says so).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| anyhow!("tokenizing with {}: {e}", self.path.display()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens included.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| anyhow!("decoding with {}: {e}", self.path.display()))
+    }
+
+    /// Renders a single user message through the chat template with
+    /// `add_generation_prompt`. Returns the text and whether the template came
+    /// from the model (false: the ChatML fallback was used).
+    pub fn apply_chat_template(&self, user_message: &str) -> Result<(String, bool)> {
+        let (template, own) = match &self.chat_template {
+            Some(t) => (t.as_str(), true),
+            None => (CHATML_TEMPLATE, false),
+        };
+        render_chat(
+            template,
+            user_message,
+            self.bos_token.as_deref(),
+            self.eos_token.as_deref(),
+        )
+        .map(|s| (s, own))
+    }
+}
+
+/// Renders a Hugging Face chat template (Jinja) for one user message.
+pub fn render_chat(
+    template: &str,
+    user: &str,
+    bos: Option<&str>,
+    eos: Option<&str>,
+) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    // Templates written for Python's Jinja call str methods such as `.strip()`.
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    let ctx = minijinja::context! {
+        messages => vec![minijinja::context! { role => "user", content => user }],
+        add_generation_prompt => true,
+        bos_token => bos.unwrap_or(""),
+        eos_token => eos.unwrap_or(""),
+    };
+    env.render_str(template, ctx)
+        .map_err(|e| anyhow!("cannot render the chat template: {e:#}"))
+}
+
+/// Turns a growing list of token ids into text pieces that are always whole
+/// characters: a piece is released only once the bytes decoded so far no
+/// longer end in an incomplete UTF-8 sequence (which decodes to U+FFFD).
+///
+/// Decoding a short window (`prefix..`) rather than single tokens keeps
+/// decoders that depend on neighbours (leading-space rules, byte fallback) right.
+pub struct TextStream<'a> {
+    tokenizer: &'a Tokenizer,
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl<'a> TextStream<'a> {
+    pub fn new(tokenizer: &'a Tokenizer) -> TextStream<'a> {
+        TextStream {
+            tokenizer,
+            ids: Vec::new(),
+            prefix_offset: 0,
+            read_offset: 0,
+        }
+    }
+
+    /// Adds one token; returns the text it completes (possibly empty).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let prefix = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..self.read_offset])?;
+        let text = self.tokenizer.decode(&self.ids[self.prefix_offset..])?;
+        if text.len() > prefix.len() && !text.ends_with('\u{FFFD}') {
+            let Some(new) = text.get(prefix.len()..) else {
+                bail!("decoded text does not extend its prefix at token {id}");
+            };
+            let new = new.to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            Ok(new)
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    /// Whatever is still held back at the end of generation (an incomplete
+    /// character is shown as U+FFFD rather than lost).
+    pub fn finish(&mut self) -> Result<String> {
+        let prefix = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..self.read_offset])?;
+        let text = self.tokenizer.decode(&self.ids[self.prefix_offset..])?;
+        self.prefix_offset = self.ids.len();
+        self.read_offset = self.ids.len();
+        Ok(text.get(prefix.len()..).unwrap_or("").to_string())
+    }
+}
