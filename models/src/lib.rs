@@ -22,3 +22,5 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
+pub mod cost;
+pub mod estimate;

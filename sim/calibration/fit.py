@@ -34,10 +34,10 @@ WSE3_ROWS = (
 
 # C1 decode (ms/token -> cycles at 1.1 GHz) and C2 prefill (tokens/s) for LLaMA3-8B.
 WSE2_ROWS = (
-    [(["estimate", "--model", "llama3-8b-calibration", "--region", str(p), "--context", "4096",
+    [(["estimate", "--model", "sim/calibration/llama3-8b", "--region", str(p), "--context", "4096",
        "--prompt-tokens", "4096"], ("decode_tokens_per_s", tps))
      for p, tps in [(420, 2699.9), (540, 2501.5), (660, 2243.3)]]
-    + [(["estimate", "--model", "llama3-8b-calibration", "--region", str(p), "--context", "4096",
+    + [(["estimate", "--model", "sim/calibration/llama3-8b", "--region", str(p), "--context", "4096",
          "--prompt-tokens", "4096"], ("prefill_tokens_per_s", tps))
        for p, tps in [(480, 20320.6), (600, 25037.2), (720, 27686.5)]]
 )
@@ -45,7 +45,7 @@ WSE2_ROWS = (
 FREE = {
     "wse3": ["relay_stage_cycles", "relay_cycles_per_wavelet", "reduce_level_cycles",
              "phase_overhead_cycles", "task_overhead_cycles"],
-    "wse2": ["reduce_level_cycles", "phase_overhead_cycles", "task_overhead_cycles",
+    "wse2": ["phase_overhead_cycles", "task_overhead_cycles",
              "loop_overhead_cycles_per_element"],
 }
 
@@ -104,7 +104,7 @@ def main():
     names = FREE[preset]
     x0 = [float(v) for v in (sys.argv[2:] or [])] or None
     if x0 is None:
-        x0 = {"wse3": [76, 1.45, 7.2, 45, 41.5], "wse2": [7.2, 45, 41.5, 0.1]}[preset]
+        x0 = {"wse3": [76, 1.45, 7.2, 45, 41.5], "wse2": [59.9, 65.7, 0.16]}[preset]
     def loss(x):
         if any(v < 0 for v in x):
             return 1e9

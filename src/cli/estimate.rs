@@ -1,10 +1,195 @@
-//! `wafer estimate`.
+//! `wafer estimate`: decode and prefill cost of a model from its shape alone.
+//!
+//! The layout is `wafer_models::estimate::interim_layout` until placement lands;
+//! the numbers come from `wafer_models::cost` (the same plan the mesh engine runs).
 
-use anyhow::{bail, Result};
+use super::common::load_spec;
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::Path;
+use wafer_core::RegionShape;
+use wafer_models::cost::Plan;
+use wafer_models::estimate::{estimate, Estimate, EstimateOptions};
+use wafer_models::{presets, ModelConfig};
+use wafer_sim::Category;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A preset name or a directory holding config.json.
+    #[arg(long)]
+    pub model: String,
+    /// Hardware preset (wse3, wse2) or a TOML spec file.
+    #[arg(long, default_value = "wse3")]
+    pub hw: String,
+    #[arg(long, default_value_t = 1)]
+    pub wafers: u32,
+    /// Region per pipeline stage, WIDTHxHEIGHT; default: the fastest square that fits.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// KV length of the decode step.
+    #[arg(long, default_value_t = 4096)]
+    pub context: usize,
+    /// Prompt length for time-to-first-token.
+    #[arg(long, default_value_t = 4096)]
+    pub prompt_tokens: usize,
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`wafer estimate` is not built yet")
+/// Resolves `--model`: a preset name, or a directory with config.json.
+pub fn resolve_model(arg: &str) -> Result<ModelConfig> {
+    if let Some(cfg) = presets::lookup(arg) {
+        return Ok(cfg);
+    }
+    let dir = Path::new(arg);
+    if dir.is_dir() {
+        return ModelConfig::from_dir(dir);
+    }
+    bail!(
+        "--model `{arg}` is neither a preset ({}) nor a directory with config.json",
+        presets::names().join(", ")
+    )
+}
+
+pub fn options(args: &Args) -> Result<EstimateOptions> {
+    let region = match &args.region {
+        Some(r) => Some(r.parse::<RegionShape>().context("--region")?),
+        None => None,
+    };
+    Ok(EstimateOptions {
+        wafers: args.wafers,
+        region,
+        context: args.context,
+        prompt_tokens: args.prompt_tokens,
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let spec = load_spec(&args.hw)?;
+    let cfg = resolve_model(&args.model)?;
+    let e = estimate(&spec, &cfg, &options(&args)?)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&e, cfg.num_hidden_layers))?
+        );
+    } else {
+        print_report(&e, &args.model, cfg.num_hidden_layers);
+    }
+    Ok(())
+}
+
+fn categories(plan: &Plan) -> serde_json::Value {
+    let c = plan.cost();
+    let mut m = serde_json::Map::new();
+    for cat in Category::ALL {
+        m.insert(cat.name().into(), json!(c.get(cat).get()));
+    }
+    m.into()
+}
+
+fn ops(plan: &Plan) -> serde_json::Value {
+    plan.by_kind()
+        .into_iter()
+        .map(|(k, c)| {
+            let mut o = json!({ "op": k.name(), "cycles": c.total().get() });
+            for cat in Category::ALL {
+                o[cat.name()] = json!(c.get(cat).get());
+            }
+            o
+        })
+        .collect()
+}
+
+pub fn to_json(e: &Estimate, layers: usize) -> serde_json::Value {
+    json!({
+        "hw": e.hw,
+        "region": e.region.to_string(),
+        "wafers": e.wafers,
+        "regions": e.regions,
+        "layers_per_region": e.layers_per_region,
+        "context": e.context,
+        "prompt_tokens": e.prompt_tokens,
+        "fits_in_sram": e.sram.fits,
+        "sram_bytes_per_pe": e.sram.bytes_per_pe.get(),
+        "sram_budget_per_pe": e.sram.budget_per_pe.get(),
+        "decode_cycles_per_token": e.decode_cycles_per_token.get(),
+        "decode_tokens_per_s": e.decode_tokens_per_s,
+        "ttft_cycles": e.ttft_cycles.get(),
+        "ttft_ms": e.ttft_ms,
+        "prefill_tokens_per_s": e.prefill_tokens_per_s,
+        "breakdown": {
+            "decode": {
+                "categories": categories(&e.decode),
+                "ops": ops(&e.decode),
+                "layers": e.decode.by_layer(layers).iter().map(|c| c.get()).collect::<Vec<_>>(),
+            },
+            "prefill": {
+                "categories": categories(&e.prefill),
+                "ops": ops(&e.prefill),
+                "layers": e.prefill.by_layer(layers).iter().map(|c| c.get()).collect::<Vec<_>>(),
+            },
+        },
+    })
+}
+
+fn print_plan(title: &str, plan: &Plan, layers: usize) {
+    let total = plan.total().get();
+    println!("\n{title}");
+    println!(
+        "  {:<24} {:>14} {:>7} {:>12} {:>12} {:>12} {:>12}",
+        "operation", "cycles", "share", "compute", "fabric", "sync", "off-wafer"
+    );
+    for (k, c) in plan.by_kind() {
+        println!(
+            "  {:<24} {:>14.0} {:>6.1}% {:>12.0} {:>12.0} {:>12.0} {:>12.0}",
+            k.name(),
+            c.total().get(),
+            100.0 * c.total().get() / total,
+            c.compute.get(),
+            c.fabric.get(),
+            c.sync.get(),
+            c.off_wafer.get()
+        );
+    }
+    let c = plan.cost();
+    print!("  by category:");
+    for cat in Category::ALL {
+        print!("  {} {:.1}%", cat.name(), 100.0 * c.get(cat).get() / total);
+    }
+    println!();
+    let per_layer = plan.by_layer(layers);
+    let (min, max) = per_layer.iter().fold((f64::MAX, 0.0f64), |(a, b), c| {
+        (a.min(c.get()), b.max(c.get()))
+    });
+    let mean = per_layer.iter().map(|c| c.get()).sum::<f64>() / layers.max(1) as f64;
+    println!("  per layer: mean {mean:.0} cycles, min {min:.0}, max {max:.0} ({layers} layers)");
+}
+
+fn print_report(e: &Estimate, model: &str, layers: usize) {
+    println!(
+        "{model} on {} x{} wafer(s): {} regions of {} ({} layer(s) per region)",
+        e.hw, e.wafers, e.regions, e.region, e.layers_per_region
+    );
+    if !e.sram.fits {
+        println!(
+            "WARNING: does not fit in SRAM: the fullest PE needs {} of its {} (weights + KV cache at {} tokens); figures assume it did",
+            e.sram.bytes_per_pe, e.sram.budget_per_pe, e.context
+        );
+    }
+    println!(
+        "decode @ KV {}: {:.0} cycles/token = {:.1} tokens/s",
+        e.context,
+        e.decode_cycles_per_token.get(),
+        e.decode_tokens_per_s
+    );
+    println!(
+        "prefill {} tokens: TTFT {:.0} cycles = {:.3} ms ({:.0} prompt tokens/s)",
+        e.prompt_tokens,
+        e.ttft_cycles.get(),
+        e.ttft_ms,
+        e.prefill_tokens_per_s
+    );
+    print_plan("decode step breakdown", &e.decode, layers);
+    print_plan("prefill breakdown", &e.prefill, layers);
 }

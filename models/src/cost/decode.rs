@@ -1,0 +1,319 @@
+//! One decode step (batch 1) lowered onto the layout's regions.
+//!
+//! Data layout on a `w x h` layer region (MeshGEMV, WaferLLM §5): the residual
+//! vector `x` is cut into `h` chunks, chunk `r` replicated along row `r`. A GEMV
+//! whose input is split over rows reduces along columns (lines of `h` PEs) and
+//! leaves its output split over columns; the next GEMV uses the transposed
+//! placement and reduces along rows (lines of `w` PEs). Q/K/V come out split over
+//! columns with the `g` query heads of each KV head beside that KV head's dims
+//! (grouped-query sharing without copies). The KV cache of the layer holds
+//! position `t` in row `t mod h` (new entries land where the replicated K/V chunks
+//! already are, so appending moves nothing) and KV dims over columns.
+//!
+//! Attention: each PE dots its query dims with its `ceil(T/h)` cached keys; the
+//! partial scores are summed across the columns that share a head (a segment of
+//! `head_dim / (kv_dim / w)` columns); softmax max and exp-sum are allreduced along
+//! columns; the probability-weighted V sum is allreduced along columns and then
+//! divided by the softmax sum. Every reduction is a K = 2 tree with the number of
+//! groups that minimises its depth (about sqrt(P)).
+
+use super::{CommShape, OpKind, Plan};
+use crate::config::ModelConfig;
+use crate::layout::{Layout, Site};
+use wafer_core::WaferSpec;
+use wafer_kernels::{matrix, vector};
+use wafer_sim::collective::{wavelets, Algorithm, Line};
+use wafer_sim::transfer::{offwafer_cost, parallel_lines_cost};
+use wafer_sim::Cost;
+
+/// The K = 2 tree with the group count that minimises the depth over `p` PEs.
+pub fn tree_for(p: u32) -> Algorithm {
+    let root = (p as f64).sqrt().round().max(1.0) as u32;
+    let depth = |g: u32| p.div_ceil(g) + g;
+    let best = (root.saturating_sub(2).max(1)..=root + 2)
+        .min_by_key(|&g| depth(g))
+        .unwrap_or(1);
+    Algorithm::KTree {
+        k: 2,
+        groups: Some(best),
+    }
+}
+
+pub(crate) fn div(a: usize, b: u32) -> u64 {
+    (a as u64).div_ceil(b.max(1) as u64)
+}
+
+/// Allreduce of `values` values of `bytes` each along a line of `p` PEs.
+pub(crate) fn allreduce(
+    spec: &WaferSpec,
+    p: u32,
+    values: u64,
+    bytes: u64,
+) -> (Cost, Option<CommShape>) {
+    let w = wavelets(spec, values, bytes);
+    (
+        Line::new(p).allreduce_cost(spec, w, tree_for(p)),
+        Some(CommShape {
+            line_pes: p,
+            values_per_pe: values,
+        }),
+    )
+}
+
+/// Moving the `d`-vector (split over `h` rows) from one site to the next, then
+/// replicating it along the rows of the new region.
+pub(crate) fn handoff(spec: &WaferSpec, from: &Site, to: &Site, values: u64) -> Cost {
+    if from == to {
+        return Cost::default();
+    }
+    let act = spec.precision.activation_dtype.size_bytes();
+    let rows = to.region.height().max(1);
+    let per_row = wavelets(spec, values.div_ceil(rows as u64), act);
+    let replicate = Line::new(to.region.width()).broadcast_cost(spec, per_row, 0);
+    if from.wafer != to.wafer {
+        offwafer_cost(spec, values * act) + replicate
+    } else {
+        let hops = from.region.origin.hops_to(to.region.origin) + from.region.width() as u64;
+        parallel_lines_cost(spec, per_row, hops) + replicate
+    }
+}
+
+/// One decode step at KV length `context` (the new token included).
+pub fn decode_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, context: usize) -> Plan {
+    let mut plan = Plan::default();
+    let act = spec.precision.activation_dtype.size_bytes();
+    let d = cfg.hidden_size;
+
+    // Embedding: the PEs holding the token's row read it and send it to layer 0.
+    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
+    let emb_rows = first.region.height();
+    plan.push(
+        OpKind::Embedding,
+        None,
+        div(d, emb_rows),
+        None,
+        Cost::compute(vector::scale_cycles(spec, div(d, emb_rows)))
+            + handoff(spec, &layout.embedding, &first, d as u64),
+    );
+
+    // Layers on the same region shape at the same context cost the same: lower
+    // each distinct shape once (keeps the 400-layer estimate closed-form).
+    let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
+    for (l, site) in layout.layers.iter().enumerate() {
+        let key = (site.region.width(), site.region.height());
+        let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, p)) => p.clone(),
+            None => {
+                let p = decode_layer(spec, cfg, key.0, key.1, context);
+                cache.push((key, p.clone()));
+                p
+            }
+        };
+        for mut op in layer_plan.ops {
+            op.layer = Some(l as u32);
+            plan.ops.push(op);
+        }
+        let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
+        let h = handoff(spec, site, next, d as u64);
+        if h.total().get() > 0.0 {
+            plan.push(
+                OpKind::Handoff,
+                Some(l as u32),
+                div(d, next.region.height()),
+                None,
+                h,
+            );
+        }
+    }
+
+    // Final norm, LM head GEMV and the argmax over the vocabulary.
+    let (w, h) = (
+        layout.lm_head.region.width(),
+        layout.lm_head.region.height(),
+    );
+    let xr = div(d, h);
+    let (ar, comm) = allreduce(spec, h, 1, 4);
+    plan.push(
+        OpKind::FinalNorm,
+        None,
+        xr,
+        comm,
+        Cost::compute(vector::sum_squares_cycles(spec, xr) + vector::rms_scale_cycles(spec, xr))
+            + ar,
+    );
+    let vocab_cols = div(cfg.vocab_size, w);
+    let (ar, comm) = allreduce(spec, h, vocab_cols, act);
+    plan.push(
+        OpKind::LmHead,
+        None,
+        xr * vocab_cols,
+        comm,
+        Cost::compute(matrix::gemv_tile_cycles(spec, xr, vocab_cols)) + ar,
+    );
+    // (value, index) pairs: two wavelets, reduced along the row toward column 0.
+    let argmax = Line::new(w).reduce_cost(spec, 2, tree_for(w));
+    plan.push(
+        OpKind::Argmax,
+        None,
+        vocab_cols,
+        Some(CommShape {
+            line_pes: w,
+            values_per_pe: 1,
+        }),
+        Cost::compute(vector::max_cycles(spec, vocab_cols)) + argmax,
+    );
+    // The chosen token id goes back to the embedding's site for the next step.
+    let back = if layout.lm_head.wafer != layout.embedding.wafer {
+        offwafer_cost(spec, 4)
+    } else {
+        let hops = layout
+            .lm_head
+            .region
+            .origin
+            .hops_to(layout.embedding.region.origin);
+        parallel_lines_cost(spec, 1, hops)
+    };
+    plan.push(OpKind::TokenLoopback, None, 1, None, back);
+    plan
+}
+
+/// One decoder layer's decode step on a `w x h` region (layer index unset).
+pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context: usize) -> Plan {
+    let mut p = Plan::default();
+    let act = spec.precision.activation_dtype.size_bytes();
+    let (d, q, kv, f) = (
+        cfg.hidden_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+    );
+    let g = cfg.group_size() as u64;
+    let xr = div(d, h); // residual chunk per PE (split over rows)
+    let kv_c = div(kv, w); // KV dims per column
+    let q_c = kv_c * g; // query dims per column (its KV dims' g heads)
+    let pos = div(context, h); // cached positions per PE
+                               // Heads whose dims a column touches, and the columns that share one head.
+    let heads_c = kv_c.div_ceil(cfg.head_dim as u64).max(1);
+    let seg = ((cfg.head_dim as u64).div_ceil(kv_c).min(w as u64)) as u32;
+    let scores_c = pos * g * heads_c; // partial scores per PE
+    let comp = Cost::compute;
+
+    let norm = |p: &mut Plan| {
+        let (ar, comm) = allreduce(spec, h, 1, 4);
+        p.push(
+            OpKind::RmsNorm,
+            None,
+            xr,
+            comm,
+            comp(vector::sum_squares_cycles(spec, xr) + vector::rms_scale_cycles(spec, xr)) + ar,
+        );
+    };
+    norm(&mut p);
+    let qkv_c = div(q + 2 * kv, w);
+    let (ar, comm) = allreduce(spec, h, qkv_c, act);
+    p.push(
+        OpKind::QkvProj,
+        None,
+        xr * qkv_c,
+        comm,
+        comp(matrix::gemv_tile_cycles(spec, xr, qkv_c)) + ar,
+    );
+    p.push(
+        OpKind::Rope,
+        None,
+        q_c + kv_c,
+        None,
+        comp(vector::rope_cycles(spec, q_c + kv_c)),
+    );
+    // The PE in row (t mod h) keeps its replicated K and V chunks: a local copy.
+    p.push(
+        OpKind::KvAppend,
+        None,
+        2 * kv_c,
+        None,
+        comp(vector::scale_cycles(spec, 2 * kv_c)),
+    );
+    let (ar, comm) = allreduce(spec, seg, pos * g * heads_c, act);
+    p.push(
+        OpKind::AttnScores,
+        None,
+        pos * q_c,
+        comm,
+        comp(matrix::gemv_tile_cycles(spec, kv_c, pos * g)) + ar,
+    );
+    let (ar, comm) = allreduce(spec, h, g * heads_c, act);
+    p.push(
+        OpKind::SoftmaxMax,
+        None,
+        scores_c,
+        comm,
+        comp(vector::max_cycles(spec, scores_c)) + ar,
+    );
+    let (ar, comm) = allreduce(spec, h, g * heads_c, 4);
+    p.push(
+        OpKind::SoftmaxSum,
+        None,
+        scores_c,
+        comm,
+        comp(vector::exp_sum_cycles(spec, scores_c)) + ar,
+    );
+    let (ar, comm) = allreduce(spec, h, q_c, act);
+    p.push(
+        OpKind::AttnValues,
+        None,
+        pos * q_c,
+        comm,
+        comp(matrix::gemv_tile_cycles(spec, pos, q_c) + vector::normalize_cycles(spec, q_c)) + ar,
+    );
+    // O projection: input split over columns, reduce along rows (lines of w).
+    let o_r = div(d, h);
+    let (ar, comm) = allreduce(spec, w, o_r, act);
+    p.push(
+        OpKind::OProj,
+        None,
+        q_c * o_r,
+        comm,
+        comp(matrix::gemv_tile_cycles(spec, q_c, o_r)) + ar,
+    );
+    p.push(
+        OpKind::Residual,
+        None,
+        xr,
+        None,
+        comp(vector::add_cycles(spec, xr)),
+    );
+    norm(&mut p);
+    let gu_c = div(2 * f, w);
+    let (ar, comm) = allreduce(spec, h, gu_c, act);
+    p.push(
+        OpKind::GateUpProj,
+        None,
+        xr * gu_c,
+        comm,
+        comp(matrix::gemv_tile_cycles(spec, xr, gu_c)) + ar,
+    );
+    let f_c = div(f, w);
+    p.push(
+        OpKind::SiluMul,
+        None,
+        f_c,
+        None,
+        comp(vector::silu_mul_cycles(spec, f_c)),
+    );
+    let (ar, comm) = allreduce(spec, w, o_r, act);
+    p.push(
+        OpKind::DownProj,
+        None,
+        f_c * o_r,
+        comm,
+        comp(matrix::gemv_tile_cycles(spec, f_c, o_r)) + ar,
+    );
+    p.push(
+        OpKind::Residual,
+        None,
+        xr,
+        None,
+        comp(vector::add_cycles(spec, xr)),
+    );
+    p
+}
