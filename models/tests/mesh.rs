@@ -221,3 +221,108 @@ fn real_model_dir() -> Option<PathBuf> {
         }
     }
 }
+
+#[test]
+fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
+    use wafer_models::engine::Engine;
+    use wafer_models::estimate::{estimate_on, EstimateOptions};
+    use wafer_models::mesh::MeshEngine;
+    let config = tiny_config(96, 48, 80, 4, 6, 2, "");
+    let weights = random_weights(&config, 5);
+    let spec = tiny_wafer(48, 40);
+    let placement = place(&config, &spec, &PlaceOptions { context_tokens: 32, region: None, wafers: None }).unwrap();
+    let layout = placement.layout();
+    let mut engine = MeshEngine::new(config.clone(), spec.clone(), layout.clone(), &weights, 32).unwrap();
+    let prompt = [5u32, 6, 7, 8, 9];
+    let estimate = |context: usize| {
+        let opts = EstimateOptions { wafers: 1, region: None, context, prompt_tokens: prompt.len() };
+        estimate_on(&spec, &config, &layout, &opts)
+    };
+    let logits = engine.prefill(&prompt).unwrap();
+    let report = engine.step_report().unwrap();
+    let ttft = report.json["cycles"].as_f64().unwrap();
+    assert_eq!(ttft, estimate(prompt.len()).ttft_cycles.get());
+    assert!(ttft > 0.0);
+    let mut token = argmax(&logits);
+    let mut decode = Vec::new();
+    for _ in 0..6 {
+        token = argmax(&engine.decode(token).unwrap());
+        let cycles = engine.step_report().unwrap().json["cycles"].as_f64().unwrap();
+        // The step just attended over every cached position.
+        assert_eq!(cycles, estimate(engine.position()).decode_cycles_per_token.get());
+        decode.push(cycles);
+    }
+    // Attention grows with the KV length: later steps cost at least as much.
+    assert!(decode.windows(2).all(|w| w[1] >= w[0]), "{decode:?}");
+    let summary = engine.summary_report().unwrap().json;
+    assert_eq!(summary["ttft_cycles"].as_f64().unwrap(), ttft);
+    let mean = decode.iter().sum::<f64>() / decode.len() as f64;
+    assert!((summary["decode_cycles_per_token"].as_f64().unwrap() - mean).abs() < 1e-9 * mean);
+    assert!((summary["simulated_tokens_per_s"].as_f64().unwrap() - spec.clock_hz / mean).abs() < 1e-6);
+    let per_layer = summary["breakdown"]["per_layer"].as_array().unwrap();
+    assert_eq!(per_layer.len(), config.num_hidden_layers);
+    let cats = &summary["breakdown"]["per_category"];
+    let sum: f64 = ["compute", "fabric", "sync", "off_wafer"].iter().map(|k| cats[*k].as_f64().unwrap()).sum();
+    assert!((sum - cats["total"].as_f64().unwrap()).abs() < 1e-6);
+    assert_eq!(cats["total"].as_f64().unwrap(), *decode.last().unwrap());
+}
+
+/// SmolLM2-135M on the full `wse3` fabric (KV held at f32, the reference's
+/// precision): 4 prompts x 32 greedy tokens identical to the reference with
+/// f16-rounded weights, logits within 1e-3 at every step.
+#[test]
+fn smollm2_on_wse3_matches_reference() {
+    let Some(dir) = real_model_dir() else { return };
+    let config = ModelConfig::from_dir(&dir).unwrap();
+    let weights = LlamaWeights::load_dir(&dir, &config, Some(DType::F16)).unwrap();
+    let tokenizer = wafer_models::tokenizer::Tokenizer::from_dir(&dir).unwrap();
+    let spec = WaferSpec::from_toml_str("base = \"wse3\"\n[precision]\nkv_dtype = \"f32\"\n", "wse3-kv32").unwrap();
+    let prompts = [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Once upon a time, in a small village,",
+        "The three primary colors are",
+    ];
+    let steps = 32;
+    let max_prompt = 16;
+    let placement = place(
+        &config,
+        &spec,
+        &PlaceOptions { context_tokens: (max_prompt + steps) as u64, region: None, wafers: None },
+    )
+    .unwrap();
+    assert!(placement.fits() && placement.wafers == 1);
+    for p in prompts {
+        let ids = tokenizer.encode(p, true).unwrap();
+        assert!(ids.len() <= max_prompt, "{p}: {} tokens", ids.len());
+        let tokens = check_against_reference(&config, &weights, spec.clone(), placement.layout(), &ids, steps, 1e-3);
+        eprintln!("{p:?} -> {:?}", tokenizer.decode(&tokens).unwrap());
+    }
+}
+
+/// A 131,072-token prompt through a small synthetic Llama (Llama 3 RoPE scaling)
+/// on the mesh, against the reference. Takes minutes; run it with
+/// `cargo test --release -p wafer-models --test mesh -- --ignored long_context --nocapture`.
+#[test]
+#[ignore]
+fn long_context_131072_tokens_matches_reference() {
+    let config = tiny_config(
+        64,
+        32,
+        32,
+        1,
+        2,
+        1,
+        r#","rope_scaling":{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":4096}"#,
+    );
+    let weights = random_weights(&config, 131);
+    let spec = tiny_wafer(64, 64);
+    let n = 131_072;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let prompt: Vec<u32> = (0..n).map(|_| rng.gen_range(0..64)).collect();
+    let placement = place(&config, &spec, &PlaceOptions { context_tokens: n as u64 + 4, region: None, wafers: None }).unwrap();
+    assert!(placement.fits(), "the synthetic model must hold 131,076 positions on the tiny wafer");
+    let t = std::time::Instant::now();
+    let tokens = check_against_reference(&config, &weights, spec, placement.layout(), &prompt, 4, 1e-3);
+    eprintln!("131,072-token prompt matched; next tokens {tokens:?}; {:.0} s", t.elapsed().as_secs_f64());
+}

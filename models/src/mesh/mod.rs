@@ -12,8 +12,8 @@ pub mod gemv;
 pub mod heads;
 pub mod tiling;
 pub mod weights;
-// pub mod report;
-// pub mod run; (needs the cost plan)
+pub mod report;
+pub mod run;
 
 pub use engine::MeshProgram;
 pub use weights::{DenseF16, LayerSource, ModelSource, RowSource};
@@ -21,7 +21,7 @@ pub use weights::{DenseF16, LayerSource, ModelSource, RowSource};
 use crate::weights::matrix::MatrixData;
 use crate::weights::{LlamaWeights, Matrix};
 
-// pub use run::MeshEngine;
+pub use run::{MeshEngine, MeshSetup};
 use half::f16;
 
 impl RowSource for Matrix {
