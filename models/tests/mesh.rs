@@ -264,7 +264,9 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     let cats = &summary["breakdown"]["per_category"];
     let sum: f64 = ["compute", "fabric", "sync", "off_wafer"].iter().map(|k| cats[*k].as_f64().unwrap()).sum();
     assert!((sum - cats["total"].as_f64().unwrap()).abs() < 1e-6);
-    assert_eq!(cats["total"].as_f64().unwrap(), *decode.last().unwrap());
+    // The same cycles summed by category instead of by operation (float order only).
+    let last = *decode.last().unwrap();
+    assert!((cats["total"].as_f64().unwrap() - last).abs() < 1e-9 * last);
 }
 
 /// SmolLM2-135M on the full `wse3` fabric (KV held at f32, the reference's
