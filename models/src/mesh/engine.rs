@@ -349,13 +349,10 @@ impl MeshProgram {
         // Embedding lookup: the PEs holding the token's row send their chunks.
         let e = &self.embed;
         let (ob, r) = (token as usize / e.out_split.chunk, token as usize % e.out_split.chunk);
-        let mut row = vec![f16::ZERO; e.in_split.chunk];
         for ib in 0..e.in_split.used() {
             let range = e.in_split.range(ib);
-            let tile = e.tile(ob, ib);
-            row.copy_from_slice(&tile[r * e.in_split.chunk..(r + 1) * e.in_split.chunk]);
-            for (dst, v) in b.h[range.clone()].iter_mut().zip(&row) {
-                *dst = v.to_f32();
+            for (c, i) in range.enumerate() {
+                b.h[i] = e.tile_element(ob, ib, r, c).to_f32();
             }
         }
         crate::reference::rope::cos_sin(&self.inv_freq, pos, &mut b.cos, &mut b.sin);

@@ -8,8 +8,9 @@
 //! input line reads the same slice, so the broadcast is not copied.
 //!
 //! Work is batched per output line: one rayon task widens that line's tiles to
-//! f32 in one call (a contiguous slice), computes every PE's partial into a
-//! scratch buffer ordered by PE, and runs the reduction in place. Arithmetic is
+//! f32 in one call (a contiguous slice), computes every PE's partials with the PE
+//! index innermost (one long multiply-add per tile element across the line),
+//! and runs the reduction in place on a buffer ordered by PE. Arithmetic is
 //! f32 (the spec's `precision.accumulate_dtype` on WSE-3).
 
 use super::collective::ReduceSchedule;
@@ -25,33 +26,43 @@ pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &ReduceSc
     assert_eq!(x.len(), m.in_dim(), "gemv input length");
     assert_eq!(y.len(), m.out_dim(), "gemv output length");
     let (to, ti) = (m.out_split.chunk, m.in_split.chunk);
-    let in_lines = m.in_split.used();
-    let line_len = in_lines * to * ti;
-    // Split the input once into padded per-line slices, so the last line's
-    // padding multiplies zeros like the PE's padded tile does.
-    let mut x_pad = vec![0.0f32; in_lines * ti];
-    x_pad[..x.len()].copy_from_slice(x);
+    let nin = m.in_split.used();
+    let line_len = nin * to * ti;
+    // Each PE's input slice, laid out `[tile col][PE]` like the tiles, with the
+    // last line's padding multiplying zeros as the PE's padded tile does.
+    let mut x_t = vec![0.0f32; ti * nin];
+    for (i, &v) in x.iter().enumerate() {
+        x_t[(i % ti) * nin + i / ti] = v;
+    }
     y.par_chunks_mut(to)
         .zip(m.data.par_chunks(line_len))
         .for_each_init(
-            || (Vec::<f32>::new(), Vec::<f32>::new()),
-            |(tiles, parts), (y_line, line)| {
+            || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
+            |(tiles, parts, by_pe), (y_line, line)| {
                 tiles.resize(line.len(), 0.0);
                 line.convert_to_f32_slice(tiles);
+                // parts[r][pe]: every PE's partial sum for tile row r.
                 parts.clear();
-                parts.resize(in_lines * to, 0.0);
-                for (ib, (tile, part)) in tiles
-                    .chunks_exact(to * ti)
-                    .zip(parts.chunks_exact_mut(to))
-                    .enumerate()
-                {
-                    let xs = &x_pad[ib * ti..(ib + 1) * ti];
-                    for (row, p) in tile.chunks_exact(ti).zip(part.iter_mut()) {
-                        *p = row.iter().zip(xs).map(|(w, x)| w * x).sum();
+                parts.resize(to * nin, 0.0);
+                for (r, p) in parts.chunks_exact_mut(nin).enumerate() {
+                    for c in 0..ti {
+                        let w = &tiles[(r * ti + c) * nin..][..nin];
+                        let xc = &x_t[c * nin..][..nin];
+                        for ((p, w), x) in p.iter_mut().zip(w).zip(xc) {
+                            *p += w * x;
+                        }
                     }
                 }
-                schedule.run_prefix(parts, to, in_lines);
-                y_line.copy_from_slice(&parts[..y_line.len()]);
+                // Hand each PE's partials to the reduction, ordered by PE.
+                by_pe.clear();
+                by_pe.resize(nin * to, 0.0);
+                for (r, p) in parts.chunks_exact(nin).enumerate() {
+                    for (pe, &v) in p.iter().enumerate() {
+                        by_pe[pe * to + r] = v;
+                    }
+                }
+                schedule.run_prefix(by_pe, to, nin);
+                y_line.copy_from_slice(&by_pe[..y_line.len()]);
             },
         );
 }

@@ -8,8 +8,11 @@
 //! tile sits at a fixed offset and tiles never straddle PEs; padding is zero.
 //!
 //! Storage is data-oriented: all tiles of one matrix live in one contiguous
-//! `Vec<f16>` ordered by PE, the PEs of one reduction line (same output block)
-//! adjacent, so a whole line's tiles are one slice that one rayon task walks.
+//! `Vec<f16>`, one slice per reduction line (the PEs sharing an output block),
+//! and inside a line the PE index is innermost: `[tile row][tile col][PE]`. With
+//! tiles of a few elements (SmolLM2 on a full wafer: 3 x 3), looping over PEs
+//! innermost turns each tile element into one long vector operation across the
+//! whole line instead of a tiny dot product per PE.
 
 use half::f16;
 
@@ -69,7 +72,7 @@ pub struct TiledMatrix {
     pub out_split: Split,
     pub in_split: Split,
     pub orientation: Orientation,
-    /// Tiles ordered `[out line][in line][tile row][tile col]`; only the lines
+    /// Tiles ordered `[out line][tile row][tile col][in line]`; only the lines
     /// that hold real elements are stored (padding lines hold nothing).
     pub data: Vec<f16>,
 }
@@ -106,7 +109,8 @@ impl TiledMatrix {
     ) -> TiledMatrix {
         let in_dim = in_split.len;
         let (to, ti) = (out_split.chunk, in_split.chunk);
-        let line_len = in_split.used() * to * ti;
+        let nin = in_split.used();
+        let line_len = nin * to * ti;
         let mut data = vec![f16::ZERO; out_split.used() * line_len];
         use rayon::prelude::*;
         data.par_chunks_mut(line_len)
@@ -115,10 +119,9 @@ impl TiledMatrix {
                 let mut row = vec![f16::ZERO; in_dim];
                 for (r, o) in out_split.range(ob).enumerate() {
                     rows(o, &mut row);
-                    for ib in 0..in_split.used() {
-                        let src = &row[in_split.range(ib)];
-                        let dst = &mut line[(ib * to + r) * ti..][..src.len()];
-                        dst.copy_from_slice(src);
+                    for (i, &v) in row.iter().enumerate() {
+                        let (ib, c) = (i / ti, i % ti);
+                        line[(r * ti + c) * nin + ib] = v;
                     }
                 }
             });
@@ -153,18 +156,18 @@ impl TiledMatrix {
         }
     }
 
-    /// The tile of PE (`out_line`, `in_line`), row-major `chunk_out x chunk_in`.
-    pub fn tile(&self, out_line: usize, in_line: usize) -> &[f16] {
-        let t = self.tile_len();
-        let idx = out_line * self.in_split.used() + in_line;
-        &self.data[idx * t..(idx + 1) * t]
+    /// Element (`r`, `c`) of the tile on PE (`out_line`, `in_line`).
+    pub fn tile_element(&self, out_line: usize, in_line: usize, r: usize, c: usize) -> f16 {
+        let nin = self.in_split.used();
+        let line = out_line * nin * self.tile_len();
+        self.data[line + (r * self.in_split.chunk + c) * nin + in_line]
     }
 
     /// The element at (`o`, `i`) of the original matrix, read back from its tile.
     pub fn get(&self, o: usize, i: usize) -> f16 {
         let (ob, ib) = (o / self.out_split.chunk, i / self.in_split.chunk);
         let (r, c) = (o % self.out_split.chunk, i % self.in_split.chunk);
-        self.tile(ob, ib)[r * self.in_split.chunk + c]
+        self.tile_element(ob, ib, r, c)
     }
 }
 
