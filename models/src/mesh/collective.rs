@@ -128,6 +128,17 @@ impl ReduceSchedule {
         }
     }
 
+    /// [`run_prefix`](Self::run_prefix) for one value per PE.
+    #[inline]
+    pub fn run_scalar_prefix(&self, parts: &mut [f32], used: usize) {
+        for &(from, to) in &self.steps {
+            let (from, to) = (from as usize, to as usize);
+            if from < used {
+                parts[to] += parts[from];
+            }
+        }
+    }
+
     /// Same as [`run_prefix`](Self::run_prefix) with `max` as the combining
     /// operation (the skipped PEs hold the identity, -inf).
     pub fn run_max_prefix(&self, parts: &mut [f32], len: usize, used: usize) {

@@ -10,7 +10,7 @@
 //! Work is batched per output line: one rayon task widens that line's tiles to
 //! f32 in one call (a contiguous slice), computes every PE's partials with the PE
 //! index innermost (one long multiply-add per tile element across the line),
-//! and runs the reduction in place on a buffer ordered by PE. Arithmetic is
+//! and runs the reduction in place on each tile row's partials (ordered by PE). Arithmetic is
 //! f32 (the spec's `precision.accumulate_dtype` on WSE-3).
 
 use super::collective::ReduceSchedule;
@@ -37,8 +37,8 @@ pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &ReduceSc
     y.par_chunks_mut(to)
         .zip(m.data.par_chunks(line_len))
         .for_each_init(
-            || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new()),
-            |(tiles, parts, by_pe), (y_line, line)| {
+            || (Vec::<f32>::new(), Vec::<f32>::new()),
+            |(tiles, parts), (y_line, line)| {
                 tiles.resize(line.len(), 0.0);
                 line.convert_to_f32_slice(tiles);
                 // parts[r][pe]: every PE's partial sum for tile row r.
@@ -53,16 +53,12 @@ pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &ReduceSc
                         }
                     }
                 }
-                // Hand each PE's partials to the reduction, ordered by PE.
-                by_pe.clear();
-                by_pe.resize(nin * to, 0.0);
-                for (r, p) in parts.chunks_exact(nin).enumerate() {
-                    for (pe, &v) in p.iter().enumerate() {
-                        by_pe[pe * to + r] = v;
-                    }
+                // Reduce each tile row's partials along the line, PE by PE in
+                // the schedule's order (one scalar add per transfer and row).
+                for (yr, p) in y_line.iter_mut().zip(parts.chunks_exact_mut(nin)) {
+                    schedule.run_scalar_prefix(p, nin);
+                    *yr = p[0];
                 }
-                schedule.run_prefix(by_pe, to, nin);
-                y_line.copy_from_slice(&by_pe[..y_line.len()]);
             },
         );
 }
