@@ -54,8 +54,12 @@ fn bench(c: &mut Criterion) {
     let mut reference = ReferenceModel::new(config, weights);
     let mut g = c.benchmark_group("smollm2_decode_token");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("reference_f16", |b| b.iter_custom(|n| decode_steps(&mut reference, n)));
-    g.bench_function("mesh_wse3", |b| b.iter_custom(|n| decode_steps(&mut mesh, n)));
+    g.bench_function("reference_f16", |b| {
+        b.iter_custom(|n| decode_steps(&mut reference, n))
+    });
+    g.bench_function("mesh_wse3", |b| {
+        b.iter_custom(|n| decode_steps(&mut mesh, n))
+    });
     g.finish();
 }
 

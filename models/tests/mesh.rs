@@ -14,7 +14,15 @@ use wafer_models::weights::{LayerWeights, LlamaWeights, Matrix};
 use wafer_models::ModelConfig;
 
 /// A Llama-shaped config; `extra` adds JSON fields (e.g. rope scaling).
-fn tiny_config(vocab: usize, d: usize, ffn: usize, layers: usize, heads: usize, kv_heads: usize, extra: &str) -> ModelConfig {
+fn tiny_config(
+    vocab: usize,
+    d: usize,
+    ffn: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    extra: &str,
+) -> ModelConfig {
     ModelConfig::from_json_str(&format!(
         r#"{{"vocab_size":{vocab},"hidden_size":{d},"intermediate_size":{ffn},"num_hidden_layers":{layers},
         "num_attention_heads":{heads},"num_key_value_heads":{kv_heads},"max_position_embeddings":200000,
@@ -28,7 +36,9 @@ fn random_weights(c: &ModelConfig, seed: u64) -> LlamaWeights {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut m = |rows: usize, cols: usize| {
         let s = 1.0 / (cols as f32).sqrt();
-        let v: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-s..s) * 1.7).collect();
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.gen_range(-s..s) * 1.7)
+            .collect();
         Matrix::from_f32(rows, cols, v, DType::F16)
     };
     let (d, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -86,7 +96,10 @@ fn tiny_wafer(width: u32, height: u32) -> WaferSpec {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn argmax(x: &[f32]) -> u32 {
@@ -129,10 +142,17 @@ fn check_against_reference(
     let mut tokens = Vec::new();
     for step in 0..steps {
         let diff = max_abs_diff(&got, &want);
-        assert!(diff < tol, "step {step}: mesh logits differ from the reference by {diff}");
+        assert!(
+            diff < tol,
+            "step {step}: mesh logits differ from the reference by {diff}"
+        );
         let next = argmax(&want);
         assert_eq!(argmax(&got), next, "step {step}: greedy tokens differ");
-        assert_eq!(mesh.last_argmax, Some(next), "step {step}: the mesh's argmax reduction");
+        assert_eq!(
+            mesh.last_argmax,
+            Some(next),
+            "step {step}: the mesh's argmax reduction"
+        );
         tokens.push(next);
         want = reference.forward(&[next]).unwrap();
         got = mesh.step(next).unwrap();
@@ -156,9 +176,24 @@ fn tiny_random_model_matches_reference_on_placed_tiny_wafer() {
     )
     .unwrap();
     assert!(placement.fits());
-    let tokens = check_against_reference(&config, &weights, spec, placement.layout(), &[3, 17, 90, 4, 4, 61], 20, 1e-3);
+    let tokens = check_against_reference(
+        &config,
+        &weights,
+        spec,
+        placement.layout(),
+        &[3, 17, 90, 4, 4, 61],
+        20,
+        1e-3,
+    );
     // A random model still produces varied tokens (the test is not vacuous).
-    assert!(tokens.iter().collect::<std::collections::BTreeSet<_>>().len() > 1, "{tokens:?}");
+    assert!(
+        tokens
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1,
+        "{tokens:?}"
+    );
 }
 
 #[test]
@@ -186,7 +221,15 @@ fn odd_regions_padding_and_shared_regions_match_reference() {
         layers: vec![shared, shared, site(20, 0, 3, 31)],
         lm_head: site(30, 30, 9, 5),
     };
-    check_against_reference(&config, &weights, spec, layout, &[1, 2, 3, 69, 0, 5, 5, 5, 9], 30, 1e-3);
+    check_against_reference(
+        &config,
+        &weights,
+        spec,
+        layout,
+        &[1, 2, 3, 69, 0, 5, 5, 5, 9],
+        30,
+        1e-3,
+    );
 }
 
 #[test]
@@ -204,9 +247,16 @@ fn a_layout_that_overflows_sram_is_refused() {
         layers: vec![one],
         lm_head: one,
     };
-    let err = MeshProgram::new(config.clone(), spec, layout, &model_source(&weights), rope::inv_freq(&config), 8)
-        .err()
-        .expect("one PE cannot hold a layer in 1 KB of data SRAM");
+    let err = MeshProgram::new(
+        config.clone(),
+        spec,
+        layout,
+        &model_source(&weights),
+        rope::inv_freq(&config),
+        8,
+    )
+    .err()
+    .expect("one PE cannot hold a layer in 1 KB of data SRAM");
     let text = format!("{err:#}");
     assert!(text.contains("layer 0"), "{text}");
 }
@@ -230,12 +280,27 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     let config = tiny_config(96, 48, 80, 4, 6, 2, "");
     let weights = random_weights(&config, 5);
     let spec = tiny_wafer(48, 40);
-    let placement = place(&config, &spec, &PlaceOptions { context_tokens: 32, region: None, wafers: None }).unwrap();
+    let placement = place(
+        &config,
+        &spec,
+        &PlaceOptions {
+            context_tokens: 32,
+            region: None,
+            wafers: None,
+        },
+    )
+    .unwrap();
     let layout = placement.layout();
-    let mut engine = MeshEngine::new(config.clone(), spec.clone(), layout.clone(), &weights, 32).unwrap();
+    let mut engine =
+        MeshEngine::new(config.clone(), spec.clone(), layout.clone(), &weights, 32).unwrap();
     let prompt = [5u32, 6, 7, 8, 9];
     let estimate = |context: usize| {
-        let opts = EstimateOptions { wafers: 1, region: None, context, prompt_tokens: prompt.len() };
+        let opts = EstimateOptions {
+            wafers: 1,
+            region: None,
+            context,
+            prompt_tokens: prompt.len(),
+        };
         estimate_on(&spec, &config, &layout, &opts)
     };
     let logits = engine.prefill(&prompt).unwrap();
@@ -247,9 +312,14 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     let mut decode = Vec::new();
     for _ in 0..6 {
         token = argmax(&engine.decode(token).unwrap());
-        let cycles = engine.step_report().unwrap().json["cycles"].as_f64().unwrap();
+        let cycles = engine.step_report().unwrap().json["cycles"]
+            .as_f64()
+            .unwrap();
         // The step just attended over every cached position.
-        assert_eq!(cycles, estimate(engine.position()).decode_cycles_per_token.get());
+        assert_eq!(
+            cycles,
+            estimate(engine.position()).decode_cycles_per_token.get()
+        );
         decode.push(cycles);
     }
     // Attention grows with the KV length: later steps cost at least as much.
@@ -258,11 +328,16 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     assert_eq!(summary["ttft_cycles"].as_f64().unwrap(), ttft);
     let mean = decode.iter().sum::<f64>() / decode.len() as f64;
     assert!((summary["decode_cycles_per_token"].as_f64().unwrap() - mean).abs() < 1e-9 * mean);
-    assert!((summary["simulated_tokens_per_s"].as_f64().unwrap() - spec.clock_hz / mean).abs() < 1e-6);
+    assert!(
+        (summary["simulated_tokens_per_s"].as_f64().unwrap() - spec.clock_hz / mean).abs() < 1e-6
+    );
     let per_layer = summary["breakdown"]["per_layer"].as_array().unwrap();
     assert_eq!(per_layer.len(), config.num_hidden_layers);
     let cats = &summary["breakdown"]["per_category"];
-    let sum: f64 = ["compute", "fabric", "sync", "off_wafer"].iter().map(|k| cats[*k].as_f64().unwrap()).sum();
+    let sum: f64 = ["compute", "fabric", "sync", "off_wafer"]
+        .iter()
+        .map(|k| cats[*k].as_f64().unwrap())
+        .sum();
     assert!((sum - cats["total"].as_f64().unwrap()).abs() < 1e-6);
     // The same cycles summed by category instead of by operation (float order only).
     let last = *decode.last().unwrap();
@@ -278,7 +353,11 @@ fn smollm2_on_wse3_matches_reference() {
     let config = ModelConfig::from_dir(&dir).unwrap();
     let weights = LlamaWeights::load_dir(&dir, &config, Some(DType::F16)).unwrap();
     let tokenizer = wafer_models::tokenizer::Tokenizer::from_dir(&dir).unwrap();
-    let spec = WaferSpec::from_toml_str("base = \"wse3\"\n[precision]\nkv_dtype = \"f32\"\n", "wse3-kv32").unwrap();
+    let spec = WaferSpec::from_toml_str(
+        "base = \"wse3\"\n[precision]\nkv_dtype = \"f32\"\n",
+        "wse3-kv32",
+    )
+    .unwrap();
     let prompts = [
         "The capital of France is",
         "def fibonacci(n):",
@@ -290,14 +369,26 @@ fn smollm2_on_wse3_matches_reference() {
     let placement = place(
         &config,
         &spec,
-        &PlaceOptions { context_tokens: (max_prompt + steps) as u64, region: None, wafers: None },
+        &PlaceOptions {
+            context_tokens: (max_prompt + steps) as u64,
+            region: None,
+            wafers: None,
+        },
     )
     .unwrap();
     assert!(placement.fits() && placement.wafers == 1);
     for p in prompts {
         let ids = tokenizer.encode(p, true).unwrap();
         assert!(ids.len() <= max_prompt, "{p}: {} tokens", ids.len());
-        let tokens = check_against_reference(&config, &weights, spec.clone(), placement.layout(), &ids, steps, 1e-3);
+        let tokens = check_against_reference(
+            &config,
+            &weights,
+            spec.clone(),
+            placement.layout(),
+            &ids,
+            steps,
+            1e-3,
+        );
         eprintln!("{p:?} -> {:?}", tokenizer.decode(&tokens).unwrap());
     }
 }
@@ -322,9 +413,32 @@ fn long_context_131072_tokens_matches_reference() {
     let n = 131_072;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let prompt: Vec<u32> = (0..n).map(|_| rng.gen_range(0..64)).collect();
-    let placement = place(&config, &spec, &PlaceOptions { context_tokens: n as u64 + 4, region: None, wafers: None }).unwrap();
-    assert!(placement.fits(), "the synthetic model must hold 131,076 positions on the tiny wafer");
+    let placement = place(
+        &config,
+        &spec,
+        &PlaceOptions {
+            context_tokens: n as u64 + 4,
+            region: None,
+            wafers: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        placement.fits(),
+        "the synthetic model must hold 131,076 positions on the tiny wafer"
+    );
     let t = std::time::Instant::now();
-    let tokens = check_against_reference(&config, &weights, spec, placement.layout(), &prompt, 4, 1e-3);
-    eprintln!("131,072-token prompt matched; next tokens {tokens:?}; {:.0} s", t.elapsed().as_secs_f64());
+    let tokens = check_against_reference(
+        &config,
+        &weights,
+        spec,
+        placement.layout(),
+        &prompt,
+        4,
+        1e-3,
+    );
+    eprintln!(
+        "131,072-token prompt matched; next tokens {tokens:?}; {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
 }

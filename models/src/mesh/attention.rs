@@ -137,7 +137,9 @@ pub fn attend(
     let scale = 1.0 / (hd as f32).sqrt();
     let kc = geo.kv_split.chunk;
     scratch.scores.clear();
-    scratch.scores.resize(rows * slots * n_heads, f32::NEG_INFINITY);
+    scratch
+        .scores
+        .resize(rows * slots * n_heads, f32::NEG_INFINITY);
     scratch.stats.clear();
     scratch.stats.resize(2 * rows * n_heads, 0.0);
     scratch.values.clear();
@@ -230,7 +232,14 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// Plain softmax attention on original-order vectors.
-    fn dense(q: &[f32], ks: &[Vec<f32>], vs: &[Vec<f32>], hd: usize, kvh: usize, g: usize) -> Vec<f32> {
+    fn dense(
+        q: &[f32],
+        ks: &[Vec<f32>],
+        vs: &[Vec<f32>],
+        hd: usize,
+        kvh: usize,
+        g: usize,
+    ) -> Vec<f32> {
         let mut out = vec![0.0; kvh * g * hd];
         for head in 0..kvh * g {
             let gk = head / g;
@@ -247,8 +256,12 @@ mod tests {
             let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
             let z: f64 = e.iter().sum();
             for d in 0..hd {
-                out[head * hd + d] =
-                    (e.iter().zip(vs).map(|(p, v)| p * v[gk * hd + d] as f64).sum::<f64>() / z) as f32;
+                out[head * hd + d] = (e
+                    .iter()
+                    .zip(vs)
+                    .map(|(p, v)| p * v[gk * hd + d] as f64)
+                    .sum::<f64>()
+                    / z) as f32;
             }
         }
         out
@@ -278,11 +291,20 @@ mod tests {
                 ks.push(k);
                 vs.push(v);
             }
-            assert!(cache.append(&vec![0.0; kv_dim], &vec![0.0; kv_dim]).is_err());
+            assert!(cache
+                .append(&vec![0.0; kv_dim], &vec![0.0; kv_dim])
+                .is_err());
             let q: Vec<f32> = (0..kv_dim * g).map(|_| rng.gen_range(-2.0..2.0)).collect();
             let q_st: Vec<f32> = heads.q.iter().map(|&i| q[i]).collect();
             let mut out = vec![0.0; q.len()];
-            attend(&geo, &heads, &cache, &q_st, &mut out, &mut AttnScratch::default());
+            attend(
+                &geo,
+                &heads,
+                &cache,
+                &q_st,
+                &mut out,
+                &mut AttnScratch::default(),
+            );
             let want = dense(&q, &ks, &vs, hd, kvh, g);
             for (p, &i) in heads.q.iter().enumerate() {
                 assert!(

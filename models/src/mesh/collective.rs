@@ -154,7 +154,6 @@ impl ReduceSchedule {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +170,10 @@ mod tests {
             let k = rng.gen_range(1..4);
             for alg in [
                 Algorithm::Chain,
-                Algorithm::KTree { k: 2, groups: Some(groups) },
+                Algorithm::KTree {
+                    k: 2,
+                    groups: Some(groups),
+                },
                 Algorithm::KTree { k, groups: None },
                 tree_for(n as u32),
             ] {
@@ -198,7 +200,13 @@ mod tests {
     #[test]
     fn two_level_tree_shape() {
         // 6 PEs in 2 groups: chains 2->1->0 and 5->4->3, then 3->0.
-        let s = ReduceSchedule::new(6, Algorithm::KTree { k: 2, groups: Some(2) });
+        let s = ReduceSchedule::new(
+            6,
+            Algorithm::KTree {
+                k: 2,
+                groups: Some(2),
+            },
+        );
         assert_eq!(s.steps, vec![(2, 1), (1, 0), (5, 4), (4, 3), (3, 0)]);
     }
 

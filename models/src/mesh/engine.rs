@@ -126,7 +126,8 @@ impl MeshProgram {
     ) -> Result<MeshProgram> {
         let c = &config;
         let (d, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
-        if layout.layers.len() != c.num_hidden_layers || weights.layers.len() != c.num_hidden_layers {
+        if layout.layers.len() != c.num_hidden_layers || weights.layers.len() != c.num_hidden_layers
+        {
             bail!(
                 "the layout places {} layers and the weights hold {}, but the config has {}",
                 layout.layers.len(),
@@ -157,15 +158,22 @@ impl MeshProgram {
                     check_shape(&name(t), m, r, cc)?;
                 }
                 check_len(&name("input_layernorm"), src.input_layernorm, d)?;
-                check_len(&name("post_attention_layernorm"), src.post_attention_layernorm, d)?;
+                check_len(
+                    &name("post_attention_layernorm"),
+                    src.post_attention_layernorm,
+                    d,
+                )?;
                 let (w, h) = (site.region.width() as usize, site.region.height() as usize);
                 let x_split = Split::new(d, h);
                 let kv_split = Split::new(kvd, w);
                 let q_split = Split::with_chunk(qd, w, kv_split.chunk * heads.group);
                 let permuted = |m: &dyn RowSource, order: &[usize], out_split: Split| {
-                    TiledMatrix::new(out_split, x_split, Orientation::OutAlongColumns, |o, row| {
-                        m.row_f16(order[o], row)
-                    })
+                    TiledMatrix::new(
+                        out_split,
+                        x_split,
+                        Orientation::OutAlongColumns,
+                        |o, row| m.row_f16(order[o], row),
+                    )
                 };
                 let q = permuted(src.q_proj, &heads.q, q_split);
                 let k = permuted(src.k_proj, &heads.kv, kv_split);
@@ -187,10 +195,15 @@ impl MeshProgram {
                 };
                 let gate = plain(src.gate_proj);
                 let up = plain(src.up_proj);
-                let down = TiledMatrix::new(x_split, f_split, Orientation::OutAlongRows, |o, row| {
-                    src.down_proj.row_f16(o, row)
-                });
-                let bias = |b: Option<&[f32]>, order: &[usize], len: usize, t: &str| -> Result<Option<Vec<f32>>> {
+                let down =
+                    TiledMatrix::new(x_split, f_split, Orientation::OutAlongRows, |o, row| {
+                        src.down_proj.row_f16(o, row)
+                    });
+                let bias = |b: Option<&[f32]>,
+                            order: &[usize],
+                            len: usize,
+                            t: &str|
+                 -> Result<Option<Vec<f32>>> {
                     match b {
                         None => Ok(None),
                         Some(b) => {
@@ -288,7 +301,11 @@ impl MeshProgram {
             if !meshes.iter().any(|(s, _)| *s == site) {
                 meshes.push((site, Mesh::new(&self.spec, site.region)));
             }
-            let mesh = &mut meshes.iter_mut().find(|(s, _)| *s == site).expect("added").1;
+            let mesh = &mut meshes
+                .iter_mut()
+                .find(|(s, _)| *s == site)
+                .expect("added")
+                .1;
             let (w, h) = (site.region.width(), site.region.height());
             let kc = layer.attn.kv_split;
             for y in 0..h {
@@ -305,18 +322,33 @@ impl MeshProgram {
                     }
                     let dims = kc.range(xu).len() as u64;
                     bytes += 2 * tokens * dims * kv_bytes;
-                    mesh.alloc(x, y, Bytes(bytes), &format!("layer {l} weight tiles and KV slice"))
-                        .with_context(|| format!("layer {l} at {context} positions"))?;
+                    mesh.alloc(
+                        x,
+                        y,
+                        Bytes(bytes),
+                        &format!("layer {l} weight tiles and KV slice"),
+                    )
+                    .with_context(|| format!("layer {l} at {context} positions"))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn rms_norm(x_split: Split, along_column: &ReduceSchedule, eps: f64, h: &[f32], w: &[f32], out: &mut [f32], parts: &mut Vec<f32>) {
+    fn rms_norm(
+        x_split: Split,
+        along_column: &ReduceSchedule,
+        eps: f64,
+        h: &[f32],
+        w: &[f32],
+        out: &mut [f32],
+        parts: &mut Vec<f32>,
+    ) {
         // Every row's PEs square their chunk; the sums meet along a column.
         parts.clear();
-        parts.extend((0..x_split.used()).map(|r| h[x_split.range(r)].iter().map(|v| v * v).sum::<f32>()));
+        parts.extend(
+            (0..x_split.used()).map(|r| h[x_split.range(r)].iter().map(|v| v * v).sum::<f32>()),
+        );
         along_column.run_prefix(parts, 1, x_split.used());
         let inv = 1.0 / (parts[0] / h.len() as f32 + eps as f32).sqrt();
         for ((o, v), g) in out.iter_mut().zip(h).zip(w) {
@@ -328,7 +360,10 @@ impl MeshProgram {
     pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
         let c = &self.config;
         if token as usize >= c.vocab_size {
-            bail!("token id {token} is outside the vocabulary (vocab_size {})", c.vocab_size);
+            bail!(
+                "token id {token} is outside the vocabulary (vocab_size {})",
+                c.vocab_size
+            );
         }
         let pos = self.position;
         let (d, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -348,7 +383,10 @@ impl MeshProgram {
 
         // Embedding lookup: the PEs holding the token's row send their chunks.
         let e = &self.embed;
-        let (ob, r) = (token as usize / e.out_split.chunk, token as usize % e.out_split.chunk);
+        let (ob, r) = (
+            token as usize / e.out_split.chunk,
+            token as usize % e.out_split.chunk,
+        );
         for ib in 0..e.in_split.used() {
             let range = e.in_split.range(ib);
             for (c, i) in range.enumerate() {
@@ -358,11 +396,23 @@ impl MeshProgram {
         crate::reference::rope::cos_sin(&self.inv_freq, pos, &mut b.cos, &mut b.sin);
 
         for layer in self.layers.iter_mut() {
-            Self::rms_norm(layer.x_split, &layer.along_column, eps, &b.h, &layer.input_norm, &mut b.x, &mut b.parts);
+            Self::rms_norm(
+                layer.x_split,
+                &layer.along_column,
+                eps,
+                &b.h,
+                &layer.input_norm,
+                &mut b.x,
+                &mut b.parts,
+            );
             tiled_gemv(&layer.q, &b.x, &mut b.q, &layer.along_column);
             tiled_gemv(&layer.k, &b.x, &mut b.k, &layer.along_column);
             tiled_gemv(&layer.v, &b.x, &mut b.v, &layer.along_column);
-            for (out, bias) in [(&mut b.q, &layer.q_bias), (&mut b.k, &layer.k_bias), (&mut b.v, &layer.v_bias)] {
+            for (out, bias) in [
+                (&mut b.q, &layer.q_bias),
+                (&mut b.k, &layer.k_bias),
+                (&mut b.v, &layer.v_bias),
+            ] {
                 if let Some(bias) = bias {
                     out.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
                 }
@@ -370,10 +420,25 @@ impl MeshProgram {
             self.heads.rope_q(&mut b.q, &b.cos, &b.sin);
             self.heads.rope_k(&mut b.k, &b.cos, &b.sin);
             layer.kv.append(&b.k, &b.v)?;
-            attend(&layer.attn, &self.heads, &layer.kv, &b.q, &mut b.attn, &mut b.scratch);
+            attend(
+                &layer.attn,
+                &self.heads,
+                &layer.kv,
+                &b.q,
+                &mut b.attn,
+                &mut b.scratch,
+            );
             tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row);
             b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o);
-            Self::rms_norm(layer.x_split, &layer.along_column, eps, &b.h, &layer.post_norm, &mut b.x, &mut b.parts);
+            Self::rms_norm(
+                layer.x_split,
+                &layer.along_column,
+                eps,
+                &b.h,
+                &layer.post_norm,
+                &mut b.x,
+                &mut b.parts,
+            );
             tiled_gemv(&layer.gate, &b.x, &mut b.gate, &layer.along_column);
             tiled_gemv(&layer.up, &b.x, &mut b.up, &layer.along_column);
             wafer_kernels::vector::silu_mul(&mut b.gate, &b.up);
@@ -384,7 +449,15 @@ impl MeshProgram {
         self.position += 1;
 
         let head = &self.head;
-        Self::rms_norm(head.x_split, &head.along_column, eps, &b.h, &head.norm, &mut b.x, &mut b.parts);
+        Self::rms_norm(
+            head.x_split,
+            &head.along_column,
+            eps,
+            &b.h,
+            &head.norm,
+            &mut b.x,
+            &mut b.parts,
+        );
         let mut logits = vec![0.0f32; c.vocab_size];
         tiled_gemv(&head.matrix, &b.x, &mut logits, &head.along_column);
         // Argmax: each column's local best, then (value, index) pairs reduced
@@ -394,14 +467,15 @@ impl MeshProgram {
         let mut idx: Vec<u32> = Vec::with_capacity(vs.used());
         for col in 0..vs.used() {
             let range = vs.range(col);
-            let (i, v) = logits[range.clone()]
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best });
+            let (i, v) = logits[range.clone()].iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+            );
             vals.push(v);
             idx.push((range.start + i) as u32);
         }
-        head.along_row.run_argmax_prefix(&mut vals, &mut idx, vs.used());
+        head.along_row
+            .run_argmax_prefix(&mut vals, &mut idx, vs.used());
         self.last_argmax = Some(idx[0]);
         Ok(logits)
     }

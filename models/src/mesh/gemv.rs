@@ -66,11 +66,11 @@ pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &ReduceSc
 #[cfg(test)]
 mod tests {
     use super::super::collective::tree_for;
-    use wafer_sim::collective::Algorithm;
     use super::super::tiling::Orientation;
     use super::*;
     use half::f16;
     use rand::{Rng, SeedableRng};
+    use wafer_sim::collective::Algorithm;
 
     #[test]
     fn tiled_gemv_equals_dense_matvec_on_random_shapes() {

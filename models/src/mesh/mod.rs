@@ -10,10 +10,10 @@ pub mod collective;
 pub mod engine;
 pub mod gemv;
 pub mod heads;
-pub mod tiling;
-pub mod weights;
 pub mod report;
 pub mod run;
+pub mod tiling;
+pub mod weights;
 
 pub use engine::MeshProgram;
 pub use weights::{DenseF16, LayerSource, ModelSource, RowSource};
@@ -21,8 +21,8 @@ pub use weights::{DenseF16, LayerSource, ModelSource, RowSource};
 use crate::weights::matrix::MatrixData;
 use crate::weights::{LlamaWeights, Matrix};
 
-pub use run::{MeshEngine, MeshSetup};
 use half::f16;
+pub use run::{MeshEngine, MeshSetup};
 
 impl RowSource for Matrix {
     fn shape(&self) -> (usize, usize) {
@@ -33,7 +33,10 @@ impl RowSource for Matrix {
         let (a, b) = (r * self.cols, (r + 1) * self.cols);
         match &self.data {
             MatrixData::F16(v) => out.copy_from_slice(bytemuck::cast_slice(&v[a..b])),
-            MatrixData::F32(v) => out.iter_mut().zip(&v[a..b]).for_each(|(o, x)| *o = f16::from_f32(*x)),
+            MatrixData::F32(v) => out
+                .iter_mut()
+                .zip(&v[a..b])
+                .for_each(|(o, x)| *o = f16::from_f32(*x)),
             MatrixData::BF16(v) => out
                 .iter_mut()
                 .zip(&v[a..b])
@@ -68,4 +71,3 @@ pub fn model_source(w: &LlamaWeights) -> ModelSource<'_> {
         lm_head: w.lm_head(),
     }
 }
-

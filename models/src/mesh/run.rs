@@ -35,7 +35,14 @@ impl MeshEngine {
         context: usize,
     ) -> Result<MeshEngine> {
         let inv_freq = crate::reference::rope::inv_freq(&config);
-        let program = MeshProgram::new(config, spec, layout, &model_source(weights), inv_freq, context)?;
+        let program = MeshProgram::new(
+            config,
+            spec,
+            layout,
+            &model_source(weights),
+            inv_freq,
+            context,
+        )?;
         Ok(MeshEngine::from_program(program, context))
     }
 
@@ -85,7 +92,9 @@ impl Engine for MeshEngine {
         self.wall_s += t0.elapsed().as_secs_f64();
         let p = &self.program;
         self.prompt_tokens = tokens.len();
-        self.ttft_cycles = prefill_plan(&p.spec, &p.config, &p.layout, tokens.len()).total().get();
+        self.ttft_cycles = prefill_plan(&p.spec, &p.config, &p.layout, tokens.len())
+            .total()
+            .get();
         self.decode_cycles.clear();
         self.last_cycles = Some(self.ttft_cycles);
         Ok(logits)
@@ -97,7 +106,9 @@ impl Engine for MeshEngine {
         self.wall_s += t0.elapsed().as_secs_f64();
         let p = &self.program;
         // The step attends over every cached position, the new one included.
-        let cycles = decode_plan(&p.spec, &p.config, &p.layout, p.position()).total().get();
+        let cycles = decode_plan(&p.spec, &p.config, &p.layout, p.position())
+            .total()
+            .get();
         self.decode_cycles.push(cycles);
         self.last_cycles = Some(cycles);
         Ok(logits)
@@ -108,7 +119,8 @@ impl Engine for MeshEngine {
     }
 
     fn context_len(&self) -> usize {
-        self.context.min(self.program.config.max_position_embeddings)
+        self.context
+            .min(self.program.config.max_position_embeddings)
     }
 
     fn step_report(&mut self) -> Option<StepReport> {
@@ -143,9 +155,16 @@ impl Engine for MeshEngine {
         json.insert("simulation_wall_s".into(), json!(self.wall_s));
         json.insert(
             "simulation_tokens_per_wall_s".into(),
-            json!(if self.wall_s > 0.0 { steps as f64 / self.wall_s } else { 0.0 }),
+            json!(if self.wall_s > 0.0 {
+                steps as f64 / self.wall_s
+            } else {
+                0.0
+            }),
         );
-        json.insert("breakdown".into(), report::breakdown(&plan, p.config.num_hidden_layers));
+        json.insert(
+            "breakdown".into(),
+            report::breakdown(&plan, p.config.num_hidden_layers),
+        );
         let text = format!(
             "mesh ({}): time to first token {:.0} cycles ({:.3} ms); decode {:.0} cycles/token, {:.1} simulated tokens/s; simulation ran {} token steps in {:.2} s of wall clock",
             p.spec.name,
@@ -156,7 +175,10 @@ impl Engine for MeshEngine {
             steps,
             self.wall_s
         );
-        Some(StepReport { json, text: Some(text) })
+        Some(StepReport {
+            json,
+            text: Some(text),
+        })
     }
 }
 
@@ -174,7 +196,11 @@ pub struct MeshSetup {
 impl MeshEngine {
     /// Places the model with the placement search (as `wafer place` does) and
     /// tiles the weights onto that layout.
-    pub fn place_and_build(config: ModelConfig, weights: &LlamaWeights, setup: &MeshSetup) -> Result<MeshEngine> {
+    pub fn place_and_build(
+        config: ModelConfig,
+        weights: &LlamaWeights,
+        setup: &MeshSetup,
+    ) -> Result<MeshEngine> {
         if setup.spec.precision.weight_dtype != wafer_core::DType::F16 {
             anyhow::bail!(
                 "the mesh engine holds weights as f16 tiles, but hardware spec `{}` sets precision.weight_dtype = {}",
@@ -201,6 +227,12 @@ impl MeshEngine {
                 placement.max_context_tokens
             );
         }
-        MeshEngine::new(config, setup.spec.clone(), placement.layout(), weights, setup.context)
+        MeshEngine::new(
+            config,
+            setup.spec.clone(),
+            placement.layout(),
+            weights,
+            setup.context,
+        )
     }
 }

@@ -37,7 +37,10 @@ impl Split {
     /// A split with a given chunk (for vectors that must follow another split,
     /// such as the query dims that sit beside their KV head's dims).
     pub fn with_chunk(len: usize, parts: usize, chunk: usize) -> Split {
-        assert!(chunk * parts >= len && chunk > 0, "{parts} lines of {chunk} cannot hold {len}");
+        assert!(
+            chunk * parts >= len && chunk > 0,
+            "{parts} lines of {chunk} cannot hold {len}"
+        );
         Split { len, parts, chunk }
     }
 
@@ -195,7 +198,11 @@ mod tests {
                 let m = TiledMatrix::from_rows(
                     out_dim,
                     in_dim,
-                    |o, row| row.iter_mut().enumerate().for_each(|(i, v)| *v = value(o, i)),
+                    |o, row| {
+                        row.iter_mut()
+                            .enumerate()
+                            .for_each(|(i, v)| *v = value(o, i))
+                    },
                     w,
                     h,
                     orientation,
@@ -207,8 +214,15 @@ mod tests {
                 }
                 // Real elements plus zero padding fill the stored tiles exactly.
                 let nonzero = m.data.iter().filter(|v| v.to_f32() != 0.0).count();
-                assert_eq!(nonzero, out_dim * in_dim - 1, "{out_dim}x{in_dim} on {w}x{h}");
-                assert_eq!(m.data.len(), m.out_split.used() * m.in_split.used() * m.tile_len());
+                assert_eq!(
+                    nonzero,
+                    out_dim * in_dim - 1,
+                    "{out_dim}x{in_dim} on {w}x{h}"
+                );
+                assert_eq!(
+                    m.data.len(),
+                    m.out_split.used() * m.in_split.used() * m.tile_len()
+                );
             }
         }
     }
