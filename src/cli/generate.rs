@@ -21,6 +21,8 @@ use wafer_models::ModelConfig;
 pub enum EngineKind {
     /// The dense CPU forward pass.
     Reference,
+    /// The model executed on the simulated wafer mesh, with per-token cycles.
+    Mesh,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -74,6 +76,18 @@ pub struct Args {
     /// Hold weights at this precision (rounded at load); default: as stored. Arithmetic is f32.
     #[arg(long, value_enum)]
     weight_precision: Option<Precision>,
+    /// With --engine mesh: hardware preset (wse3, wse2) or TOML spec file.
+    #[arg(long, default_value = "wse3")]
+    hw: String,
+    /// With --engine mesh: fixed region size WIDTHxHEIGHT (default: chosen by the placement).
+    #[arg(long, value_name = "PxQ")]
+    region: Option<wafer_core::RegionShape>,
+    /// With --engine mesh: number of wafers (default: the fewest that fit).
+    #[arg(long)]
+    wafers: Option<u32>,
+    /// With --engine mesh: KV positions to place room for (default: prompt + --max-tokens).
+    #[arg(long)]
+    context: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -153,6 +167,20 @@ pub fn run(args: Args) -> Result<()> {
         EngineKind::Reference => {
             let weights = LlamaWeights::load_dir(&dir, &config, precision)?;
             Box::new(ReferenceModel::new(config, weights))
+        }
+        EngineKind::Mesh => {
+            let spec = super::common::load_spec(&args.hw)?;
+            // The mesh holds the spec's 16-bit weights whatever --weight-precision says.
+            let weights = LlamaWeights::load_dir(&dir, &config, Some(spec.precision.weight_dtype))?;
+            let setup = wafer_models::mesh::MeshSetup {
+                context: args.context.unwrap_or(prompt.len() + args.max_tokens),
+                spec,
+                region: args.region,
+                wafers: args.wafers,
+            };
+            Box::new(wafer_models::mesh::MeshEngine::place_and_build(
+                config, &weights, &setup,
+            )?)
         }
     };
     let load_s = t_load.elapsed().as_secs_f64();

@@ -1,0 +1,319 @@
+//! The KV cache spread over a layer's region, and decode attention over it.
+//!
+//! Layout (the cost plan's): position `t` lives in region row `t mod h`, its KV
+//! dims split over the columns (`kv_c` per column, stored pair-interleaved, see
+//! `heads`). New positions therefore spread evenly over the rows as they
+//! arrive. The cache is held as one `[position][kv_dim]` buffer per layer; PE
+//! (column c, row r) owns the `kv_c` values of column c of every position
+//! `t ≡ r (mod h)`, so a position's append touches one row of PEs.
+//!
+//! Decode attention, per the plan: every PE dots its query dims with its cached
+//! keys (partial scores per query head); the partials of one head are reduced
+//! across the segment of columns holding that KV head; softmax max and exp-sum
+//! are reduced along the columns (over rows); each PE's probability-weighted
+//! value sum is reduced along the columns and divided by the softmax sum. Rows
+//! run in parallel (rayon); rows that hold no position yet contribute nothing.
+
+use super::collective::{tree_for, ReduceSchedule};
+use super::heads::HeadOrder;
+use super::tiling::Split;
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+use wafer_core::DType;
+
+/// Keys and values of one layer, capacity fixed when the region was accounted.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    pub kv_dim: usize,
+    /// Positions the SRAM accounting reserved room for.
+    pub capacity: usize,
+    pub len: usize,
+    /// Values are rounded to this type on append (the spec's `kv_dtype`).
+    pub dtype: DType,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl KvCache {
+    pub fn new(kv_dim: usize, capacity: usize, dtype: DType) -> KvCache {
+        KvCache {
+            kv_dim,
+            capacity,
+            len: 0,
+            dtype,
+            k: Vec::new(),
+            v: Vec::new(),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.k.clear();
+        self.v.clear();
+    }
+
+    /// Appends one position's (rotated, stored-order) key and value.
+    pub fn append(&mut self, k: &[f32], v: &[f32]) -> Result<()> {
+        if self.len >= self.capacity {
+            bail!(
+                "position {} does not fit: the KV cache of this layer was accounted for {} positions (no PE may exceed its SRAM)",
+                self.len,
+                self.capacity
+            );
+        }
+        let round = |x: f32| match self.dtype {
+            DType::F32 => x,
+            DType::F16 => half::f16::from_f32(x).to_f32(),
+            DType::BF16 => half::bf16::from_f32(x).to_f32(),
+        };
+        self.k.extend(k.iter().map(|&x| round(x)));
+        self.v.extend(v.iter().map(|&x| round(x)));
+        self.len += 1;
+        Ok(())
+    }
+}
+
+/// The geometry of attention on one `width x height` region.
+#[derive(Debug, Clone)]
+pub struct AttnGeometry {
+    pub width: usize,
+    pub height: usize,
+    /// KV dims over columns.
+    pub kv_split: Split,
+    /// Per KV head: (first column, schedule over the segment of columns).
+    segments: Vec<(usize, ReduceSchedule)>,
+    /// Reductions along a column (over the rows).
+    column: ReduceSchedule,
+}
+
+impl AttnGeometry {
+    pub fn new(width: usize, height: usize, heads: &HeadOrder) -> AttnGeometry {
+        let kv_dim = heads.kv.len();
+        let kv_split = Split::new(kv_dim, width);
+        let segments = (0..heads.kv_heads)
+            .map(|gk| {
+                let c0 = gk * heads.head_dim / kv_split.chunk;
+                let c1 = ((gk + 1) * heads.head_dim - 1) / kv_split.chunk;
+                let n = c1 - c0 + 1;
+                (c0, ReduceSchedule::new(n, tree_for(n as u32)))
+            })
+            .collect();
+        AttnGeometry {
+            width,
+            height,
+            kv_split,
+            segments,
+            column: ReduceSchedule::new(height, tree_for(height as u32)),
+        }
+    }
+}
+
+/// Reusable buffers, so decode allocates nothing per step once warmed up.
+#[derive(Debug, Default)]
+pub struct AttnScratch {
+    scores: Vec<f32>,
+    stats: Vec<f32>,
+    values: Vec<f32>,
+}
+
+/// Attention of one query (stored order, RoPE applied) over `cache`; writes the
+/// output in stored query order.
+pub fn attend(
+    geo: &AttnGeometry,
+    heads: &HeadOrder,
+    cache: &KvCache,
+    q: &[f32],
+    out: &mut [f32],
+    scratch: &mut AttnScratch,
+) {
+    let (hd, g, kv_dim) = (heads.head_dim, heads.group, cache.kv_dim);
+    let n_heads = heads.kv_heads * g;
+    let q_dim = q.len();
+    let t_len = cache.len;
+    assert!(t_len > 0, "attention over an empty cache");
+    let h = geo.height;
+    let rows = h.min(t_len);
+    let slots = t_len.div_ceil(h);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let kc = geo.kv_split.chunk;
+    scratch.scores.clear();
+    scratch
+        .scores
+        .resize(rows * slots * n_heads, f32::NEG_INFINITY);
+    scratch.stats.clear();
+    scratch.stats.resize(2 * rows * n_heads, 0.0);
+    scratch.values.clear();
+    scratch.values.resize(rows * q_dim, 0.0);
+    let (maxes, sums) = scratch.stats.split_at_mut(rows * n_heads);
+
+    // Scores: per PE partial dots, reduced across each head's column segment.
+    scratch
+        .scores
+        .par_chunks_mut(slots * n_heads)
+        .zip(maxes.par_chunks_mut(n_heads))
+        .enumerate()
+        .for_each(|(r, (row_scores, row_max))| {
+            let mut parts = Vec::new();
+            for (s, t) in (r..t_len).step_by(h).enumerate() {
+                let key = &cache.k[t * kv_dim..(t + 1) * kv_dim];
+                for (gk, (c0, seg)) in geo.segments.iter().enumerate() {
+                    parts.clear();
+                    parts.resize(seg.n * g, 0.0);
+                    let (lo, hi) = (gk * hd, (gk + 1) * hd);
+                    for (i, part) in parts.chunks_exact_mut(g).enumerate() {
+                        let c = c0 + i;
+                        let (a, b) = ((c * kc).max(lo), ((c + 1) * kc).min(hi));
+                        for e in a..b {
+                            let ke = key[e];
+                            let qe = &q[e * g..(e + 1) * g];
+                            for (p, qm) in part.iter_mut().zip(qe) {
+                                *p += qm * ke;
+                            }
+                        }
+                    }
+                    seg.run(&mut parts, g);
+                    let dst = &mut row_scores[s * n_heads + gk * g..][..g];
+                    for (d, p) in dst.iter_mut().zip(&parts[..g]) {
+                        *d = p * scale;
+                    }
+                }
+                let row = &row_scores[s * n_heads..(s + 1) * n_heads];
+                for (m, &x) in row_max.iter_mut().zip(row) {
+                    *m = if s == 0 { x } else { m.max(x) };
+                }
+            }
+        });
+    // Softmax max along the columns (over rows).
+    geo.column.run_max_prefix(maxes, n_heads, rows);
+    let global_max = &maxes[..n_heads];
+
+    // exp, local sums, probability-weighted value partials.
+    scratch
+        .scores
+        .par_chunks_mut(slots * n_heads)
+        .zip(sums.par_chunks_mut(n_heads))
+        .zip(scratch.values.par_chunks_mut(q_dim))
+        .enumerate()
+        .for_each(|(r, ((row_scores, row_sum), row_values))| {
+            for (s, t) in (r..t_len).step_by(h).enumerate() {
+                let p = &mut row_scores[s * n_heads..(s + 1) * n_heads];
+                for ((x, m), sum) in p.iter_mut().zip(global_max).zip(row_sum.iter_mut()) {
+                    *x = (*x - m).exp();
+                    *sum += *x;
+                }
+                let val = &cache.v[t * kv_dim..(t + 1) * kv_dim];
+                for (e, &ve) in val.iter().enumerate() {
+                    let gk = e / hd;
+                    let pe = &p[gk * g..(gk + 1) * g];
+                    for (o, pm) in row_values[e * g..(e + 1) * g].iter_mut().zip(pe) {
+                        *o += pm * ve;
+                    }
+                }
+            }
+        });
+    geo.column.run_prefix(sums, n_heads, rows);
+    geo.column.run_prefix(&mut scratch.values, q_dim, rows);
+    let total = &sums[..n_heads];
+    for (e, (o, v)) in out
+        .chunks_exact_mut(g)
+        .zip(scratch.values[..q_dim].chunks_exact(g))
+        .enumerate()
+    {
+        let gk = e / hd;
+        for (m, (o, v)) in o.iter_mut().zip(v).enumerate() {
+            *o = v / total[gk * g + m];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Plain softmax attention on original-order vectors.
+    fn dense(
+        q: &[f32],
+        ks: &[Vec<f32>],
+        vs: &[Vec<f32>],
+        hd: usize,
+        kvh: usize,
+        g: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; kvh * g * hd];
+        for head in 0..kvh * g {
+            let gk = head / g;
+            let scores: Vec<f64> = ks
+                .iter()
+                .map(|k| {
+                    (0..hd)
+                        .map(|d| q[head * hd + d] as f64 * k[gk * hd + d] as f64)
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for d in 0..hd {
+                out[head * hd + d] = (e
+                    .iter()
+                    .zip(vs)
+                    .map(|(p, v)| p * v[gk * hd + d] as f64)
+                    .sum::<f64>()
+                    / z) as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn distributed_attention_equals_dense_attention() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for case in 0..40 {
+            let hd = 2 * rng.gen_range(1..6);
+            let kvh = rng.gen_range(1..4);
+            let g = rng.gen_range(1..4);
+            let (w, h) = (rng.gen_range(1..12), rng.gen_range(1..12));
+            let t_len = rng.gen_range(1..40);
+            let heads = HeadOrder::new(hd, kvh, g);
+            let geo = AttnGeometry::new(w, h, &heads);
+            let kv_dim = kvh * hd;
+            let mut cache = KvCache::new(kv_dim, t_len, DType::F32);
+            let mut ks = Vec::new();
+            let mut vs = Vec::new();
+            for _ in 0..t_len {
+                let k: Vec<f32> = (0..kv_dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let v: Vec<f32> = (0..kv_dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let ks_st: Vec<f32> = heads.kv.iter().map(|&i| k[i]).collect();
+                let vs_st: Vec<f32> = heads.kv.iter().map(|&i| v[i]).collect();
+                cache.append(&ks_st, &vs_st).unwrap();
+                ks.push(k);
+                vs.push(v);
+            }
+            assert!(cache
+                .append(&vec![0.0; kv_dim], &vec![0.0; kv_dim])
+                .is_err());
+            let q: Vec<f32> = (0..kv_dim * g).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let q_st: Vec<f32> = heads.q.iter().map(|&i| q[i]).collect();
+            let mut out = vec![0.0; q.len()];
+            attend(
+                &geo,
+                &heads,
+                &cache,
+                &q_st,
+                &mut out,
+                &mut AttnScratch::default(),
+            );
+            let want = dense(&q, &ks, &vs, hd, kvh, g);
+            for (p, &i) in heads.q.iter().enumerate() {
+                assert!(
+                    (out[p] - want[i]).abs() < 1e-5,
+                    "case {case}: hd {hd} kvh {kvh} g {g} on {w}x{h}, T {t_len}: {} vs {}",
+                    out[p],
+                    want[i]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The mesh engine proper: builds every region's tiles from the weights and runs
+//! one token through the placed program (embedding lookup, every layer on its
+//! region, final norm, LM head and argmax), functionally.
+//!
+//! Data layout per layer region of `w x h` PEs (the cost plan's, `models::cost`):
+//! the residual is split over the rows; Q/K/V and gate/up take their input over
+//! rows and reduce along columns (lines of `h` PEs), leaving outputs split over
+//! columns; O and down take their input over columns and reduce along rows (lines
+//! of `w`), leaving the residual split over rows again. Every reduction is the
+//! K = 2 tree the plan charges (`collective::tree_for`). RMSNorm's sum of squares
+//! is reduced along a column. Activations and partial sums are f32 (the spec's
+//! accumulation type); weights are 16-bit tiles; KV values are rounded to the
+//! spec's `kv_dtype` when appended.
+//!
+//! Prefill runs the prompt token by token through the same decode program (the
+//! functional result of a batched pass is the same numbers); its cycles are the
+//! cost plan's prefill lowering, not the sum of decode steps.
+
+use super::attention::{attend, AttnGeometry, AttnScratch, KvCache};
+use super::collective::{tree_for, ReduceSchedule};
+use super::gemv::tiled_gemv;
+use super::heads::HeadOrder;
+use super::tiling::{Orientation, Split, TiledMatrix};
+use super::weights::{ModelSource, RowSource};
+use crate::config::ModelConfig;
+use crate::layout::{Layout, Site};
+use anyhow::{bail, Context, Result};
+use half::f16;
+use wafer_core::{Bytes, WaferSpec};
+use wafer_sim::Mesh;
+
+/// One decoder layer on its region.
+struct MeshLayer {
+    site: Site,
+    /// The residual split over the region's rows.
+    x_split: Split,
+    input_norm: Vec<f32>,
+    post_norm: Vec<f32>,
+    q: TiledMatrix,
+    k: TiledMatrix,
+    v: TiledMatrix,
+    /// Biases in stored order (Qwen2-style models).
+    q_bias: Option<Vec<f32>>,
+    k_bias: Option<Vec<f32>>,
+    v_bias: Option<Vec<f32>>,
+    o: TiledMatrix,
+    gate: TiledMatrix,
+    up: TiledMatrix,
+    down: TiledMatrix,
+    /// Along a column (lines of `h` PEs) and along a row (lines of `w`).
+    along_column: ReduceSchedule,
+    along_row: ReduceSchedule,
+    attn: AttnGeometry,
+    kv: KvCache,
+}
+
+/// The final norm and the LM head on their region.
+struct MeshHead {
+    x_split: Split,
+    norm: Vec<f32>,
+    /// Vocabulary over columns, hidden over rows.
+    matrix: TiledMatrix,
+    along_column: ReduceSchedule,
+    along_row: ReduceSchedule,
+}
+
+/// Per-step buffers, reused so decode does not allocate per element.
+#[derive(Default)]
+struct Buffers {
+    h: Vec<f32>,
+    x: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    parts: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    scratch: AttnScratch,
+}
+
+/// A model placed and tiled on the simulated mesh.
+pub struct MeshProgram {
+    pub config: ModelConfig,
+    pub spec: WaferSpec,
+    pub layout: Layout,
+    heads: HeadOrder,
+    layers: Vec<MeshLayer>,
+    embed: TiledMatrix,
+    head: MeshHead,
+    inv_freq: Vec<f32>,
+    position: usize,
+    buf: Buffers,
+    /// The token the mesh's argmax reduction chose at the last step.
+    pub last_argmax: Option<u32>,
+}
+
+fn check_shape(name: &str, m: &dyn RowSource, rows: usize, cols: usize) -> Result<()> {
+    let (r, c) = m.shape();
+    if (r, c) != (rows, cols) {
+        bail!("{name}: expected a {rows} x {cols} matrix for this config, found {r} x {c}");
+    }
+    Ok(())
+}
+
+fn check_len(name: &str, v: &[f32], len: usize) -> Result<()> {
+    if v.len() != len {
+        bail!("{name}: expected {len} values, found {}", v.len());
+    }
+    Ok(())
+}
+
+impl MeshProgram {
+    /// Tiles `weights` onto the regions of `layout`, with room in every layer's KV
+    /// cache for `context` positions, and checks that no PE exceeds its SRAM.
+    pub fn new(
+        config: ModelConfig,
+        spec: WaferSpec,
+        layout: Layout,
+        weights: &ModelSource,
+        inv_freq: Vec<f32>,
+        context: usize,
+    ) -> Result<MeshProgram> {
+        let c = &config;
+        let (d, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+        if layout.layers.len() != c.num_hidden_layers || weights.layers.len() != c.num_hidden_layers
+        {
+            bail!(
+                "the layout places {} layers and the weights hold {}, but the config has {}",
+                layout.layers.len(),
+                weights.layers.len(),
+                c.num_hidden_layers
+            );
+        }
+        if context == 0 {
+            bail!("the mesh needs room for at least one position");
+        }
+        let heads = HeadOrder::new(c.head_dim, c.num_key_value_heads, c.group_size());
+        let layers = weights
+            .layers
+            .iter()
+            .zip(&layout.layers)
+            .enumerate()
+            .map(|(l, (src, site))| {
+                let name = |t: &str| format!("layer {l} {t}");
+                for (t, m, r, cc) in [
+                    ("q_proj", src.q_proj, qd, d),
+                    ("k_proj", src.k_proj, kvd, d),
+                    ("v_proj", src.v_proj, kvd, d),
+                    ("o_proj", src.o_proj, d, qd),
+                    ("gate_proj", src.gate_proj, f, d),
+                    ("up_proj", src.up_proj, f, d),
+                    ("down_proj", src.down_proj, d, f),
+                ] {
+                    check_shape(&name(t), m, r, cc)?;
+                }
+                check_len(&name("input_layernorm"), src.input_layernorm, d)?;
+                check_len(
+                    &name("post_attention_layernorm"),
+                    src.post_attention_layernorm,
+                    d,
+                )?;
+                let (w, h) = (site.region.width() as usize, site.region.height() as usize);
+                let x_split = Split::new(d, h);
+                let kv_split = Split::new(kvd, w);
+                let q_split = Split::with_chunk(qd, w, kv_split.chunk * heads.group);
+                let permuted = |m: &dyn RowSource, order: &[usize], out_split: Split| {
+                    TiledMatrix::new(
+                        out_split,
+                        x_split,
+                        Orientation::OutAlongColumns,
+                        |o, row| m.row_f16(order[o], row),
+                    )
+                };
+                let q = permuted(src.q_proj, &heads.q, q_split);
+                let k = permuted(src.k_proj, &heads.kv, kv_split);
+                let v = permuted(src.v_proj, &heads.kv, kv_split);
+                let o_in = Split::with_chunk(qd, w, q_split.chunk);
+                let q_order = &heads.q;
+                let o = TiledMatrix::new(x_split, o_in, Orientation::OutAlongRows, |r, row| {
+                    let mut orig = vec![f16::ZERO; qd];
+                    src.o_proj.row_f16(r, &mut orig);
+                    for (dst, &i) in row.iter_mut().zip(q_order) {
+                        *dst = orig[i];
+                    }
+                });
+                let f_split = Split::new(f, w);
+                let plain = |m: &dyn RowSource| {
+                    TiledMatrix::new(f_split, x_split, Orientation::OutAlongColumns, |o, row| {
+                        m.row_f16(o, row)
+                    })
+                };
+                let gate = plain(src.gate_proj);
+                let up = plain(src.up_proj);
+                let down =
+                    TiledMatrix::new(x_split, f_split, Orientation::OutAlongRows, |o, row| {
+                        src.down_proj.row_f16(o, row)
+                    });
+                let bias = |b: Option<&[f32]>,
+                            order: &[usize],
+                            len: usize,
+                            t: &str|
+                 -> Result<Option<Vec<f32>>> {
+                    match b {
+                        None => Ok(None),
+                        Some(b) => {
+                            check_len(&name(t), b, len)?;
+                            Ok(Some(order.iter().map(|&i| b[i]).collect()))
+                        }
+                    }
+                };
+                Ok(MeshLayer {
+                    site: *site,
+                    x_split,
+                    input_norm: src.input_layernorm.to_vec(),
+                    post_norm: src.post_attention_layernorm.to_vec(),
+                    q,
+                    k,
+                    v,
+                    q_bias: bias(src.q_bias, &heads.q, qd, "q_proj.bias")?,
+                    k_bias: bias(src.k_bias, &heads.kv, kvd, "k_proj.bias")?,
+                    v_bias: bias(src.v_bias, &heads.kv, kvd, "v_proj.bias")?,
+                    o,
+                    gate,
+                    up,
+                    down,
+                    along_column: ReduceSchedule::new(h, tree_for(h as u32)),
+                    along_row: ReduceSchedule::new(w, tree_for(w as u32)),
+                    attn: AttnGeometry::new(w, h, &heads),
+                    kv: KvCache::new(kvd, context, spec.precision.kv_dtype),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        check_shape("embed_tokens", weights.embed_tokens, c.vocab_size, d)?;
+        check_shape("lm_head", weights.lm_head, c.vocab_size, d)?;
+        check_len("norm", weights.norm, d)?;
+        let er = layout.embedding.region;
+        let embed = TiledMatrix::from_rows(
+            c.vocab_size,
+            d,
+            |o, row| weights.embed_tokens.row_f16(o, row),
+            er.width() as usize,
+            er.height() as usize,
+            Orientation::OutAlongRows,
+        );
+        let hr = layout.lm_head.region;
+        let (hw, hh) = (hr.width() as usize, hr.height() as usize);
+        let head_x = Split::new(d, hh);
+        let head = MeshHead {
+            x_split: head_x,
+            norm: weights.norm.to_vec(),
+            matrix: TiledMatrix::new(
+                Split::new(c.vocab_size, hw),
+                head_x,
+                Orientation::OutAlongColumns,
+                |o, row| weights.lm_head.row_f16(o, row),
+            ),
+            along_column: ReduceSchedule::new(hh, tree_for(hh as u32)),
+            along_row: ReduceSchedule::new(hw, tree_for(hw as u32)),
+        };
+        let program = MeshProgram {
+            heads,
+            layers,
+            embed,
+            head,
+            inv_freq,
+            position: 0,
+            buf: Buffers::default(),
+            last_argmax: None,
+            config,
+            spec,
+            layout,
+        };
+        program.check_sram(context)?;
+        Ok(program)
+    }
+
+    /// Positions held in the KV caches.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Forgets every layer's KV cache.
+    pub fn reset(&mut self) {
+        self.layers.iter_mut().for_each(|l| l.kv.clear());
+        self.position = 0;
+    }
+
+    /// Charges every PE of every layer region with its weight tiles and its KV
+    /// slice at `context` positions (the placement accounts buffers and the
+    /// reserve on top): no PE may exceed its data SRAM.
+    fn check_sram(&self, context: usize) -> Result<()> {
+        let kv_bytes = self.spec.precision.kv_dtype.size_bytes();
+        let mut meshes: Vec<(Site, Mesh)> = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let site = layer.site;
+            if !meshes.iter().any(|(s, _)| *s == site) {
+                meshes.push((site, Mesh::new(&self.spec, site.region)));
+            }
+            let mesh = &mut meshes
+                .iter_mut()
+                .find(|(s, _)| *s == site)
+                .expect("added")
+                .1;
+            let (w, h) = (site.region.width(), site.region.height());
+            let kc = layer.attn.kv_split;
+            for y in 0..h {
+                // Row y holds positions t ≡ y (mod h).
+                let tokens = (context as u64 + h as u64 - 1 - y as u64) / h as u64;
+                for x in 0..w {
+                    let (xu, yu) = (x as usize, y as usize);
+                    let mut bytes = 0;
+                    for m in [&layer.q, &layer.k, &layer.v, &layer.gate, &layer.up] {
+                        bytes += m.bytes_on_pe(xu, yu);
+                    }
+                    for m in [&layer.o, &layer.down] {
+                        bytes += m.bytes_on_pe(yu, xu);
+                    }
+                    let dims = kc.range(xu).len() as u64;
+                    bytes += 2 * tokens * dims * kv_bytes;
+                    mesh.alloc(
+                        x,
+                        y,
+                        Bytes(bytes),
+                        &format!("layer {l} weight tiles and KV slice"),
+                    )
+                    .with_context(|| format!("layer {l} at {context} positions"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rms_norm(
+        x_split: Split,
+        along_column: &ReduceSchedule,
+        eps: f64,
+        h: &[f32],
+        w: &[f32],
+        out: &mut [f32],
+        parts: &mut Vec<f32>,
+    ) {
+        // Every row's PEs square their chunk; the sums meet along a column.
+        parts.clear();
+        parts.extend(
+            (0..x_split.used()).map(|r| h[x_split.range(r)].iter().map(|v| v * v).sum::<f32>()),
+        );
+        along_column.run_prefix(parts, 1, x_split.used());
+        let inv = 1.0 / (parts[0] / h.len() as f32 + eps as f32).sqrt();
+        for ((o, v), g) in out.iter_mut().zip(h).zip(w) {
+            *o = g * (v * inv);
+        }
+    }
+
+    /// Runs one token at the next position and returns the next-token logits.
+    pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let c = &self.config;
+        if token as usize >= c.vocab_size {
+            bail!(
+                "token id {token} is outside the vocabulary (vocab_size {})",
+                c.vocab_size
+            );
+        }
+        let pos = self.position;
+        let (d, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let eps = c.rms_norm_eps;
+        let b = &mut self.buf;
+        b.h.resize(d, 0.0);
+        b.x.resize(d, 0.0);
+        b.o.resize(d, 0.0);
+        b.q.resize(qd, 0.0);
+        b.attn.resize(qd, 0.0);
+        b.k.resize(kvd, 0.0);
+        b.v.resize(kvd, 0.0);
+        b.gate.resize(f, 0.0);
+        b.up.resize(f, 0.0);
+        b.cos.resize(c.head_dim / 2, 0.0);
+        b.sin.resize(c.head_dim / 2, 0.0);
+
+        // Embedding lookup: the PEs holding the token's row send their chunks.
+        let e = &self.embed;
+        let (ob, r) = (
+            token as usize / e.out_split.chunk,
+            token as usize % e.out_split.chunk,
+        );
+        for ib in 0..e.in_split.used() {
+            let range = e.in_split.range(ib);
+            for (c, i) in range.enumerate() {
+                b.h[i] = e.tile_element(ob, ib, r, c).to_f32();
+            }
+        }
+        crate::reference::rope::cos_sin(&self.inv_freq, pos, &mut b.cos, &mut b.sin);
+
+        for layer in self.layers.iter_mut() {
+            Self::rms_norm(
+                layer.x_split,
+                &layer.along_column,
+                eps,
+                &b.h,
+                &layer.input_norm,
+                &mut b.x,
+                &mut b.parts,
+            );
+            tiled_gemv(&layer.q, &b.x, &mut b.q, &layer.along_column);
+            tiled_gemv(&layer.k, &b.x, &mut b.k, &layer.along_column);
+            tiled_gemv(&layer.v, &b.x, &mut b.v, &layer.along_column);
+            for (out, bias) in [
+                (&mut b.q, &layer.q_bias),
+                (&mut b.k, &layer.k_bias),
+                (&mut b.v, &layer.v_bias),
+            ] {
+                if let Some(bias) = bias {
+                    out.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                }
+            }
+            self.heads.rope_q(&mut b.q, &b.cos, &b.sin);
+            self.heads.rope_k(&mut b.k, &b.cos, &b.sin);
+            layer.kv.append(&b.k, &b.v)?;
+            attend(
+                &layer.attn,
+                &self.heads,
+                &layer.kv,
+                &b.q,
+                &mut b.attn,
+                &mut b.scratch,
+            );
+            tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row);
+            b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o);
+            Self::rms_norm(
+                layer.x_split,
+                &layer.along_column,
+                eps,
+                &b.h,
+                &layer.post_norm,
+                &mut b.x,
+                &mut b.parts,
+            );
+            tiled_gemv(&layer.gate, &b.x, &mut b.gate, &layer.along_column);
+            tiled_gemv(&layer.up, &b.x, &mut b.up, &layer.along_column);
+            wafer_kernels::vector::silu_mul(&mut b.gate, &b.up);
+            tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row);
+            b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o);
+            // Hand-off: the residual moves to the next region (a copy functionally).
+        }
+        self.position += 1;
+
+        let head = &self.head;
+        Self::rms_norm(
+            head.x_split,
+            &head.along_column,
+            eps,
+            &b.h,
+            &head.norm,
+            &mut b.x,
+            &mut b.parts,
+        );
+        let mut logits = vec![0.0f32; c.vocab_size];
+        tiled_gemv(&head.matrix, &b.x, &mut logits, &head.along_column);
+        // Argmax: each column's local best, then (value, index) pairs reduced
+        // along the row toward column 0.
+        let vs = head.matrix.out_split;
+        let mut vals: Vec<f32> = Vec::with_capacity(vs.used());
+        let mut idx: Vec<u32> = Vec::with_capacity(vs.used());
+        for col in 0..vs.used() {
+            let range = vs.range(col);
+            let (i, v) = logits[range.clone()].iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+            );
+            vals.push(v);
+            idx.push((range.start + i) as u32);
+        }
+        head.along_row
+            .run_argmax_prefix(&mut vals, &mut idx, vs.used());
+        self.last_argmax = Some(idx[0]);
+        Ok(logits)
+    }
+}

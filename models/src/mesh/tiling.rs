@@ -1,0 +1,229 @@
+//! How a weight matrix is cut into per-PE tiles over a rectangular region.
+//!
+//! A `out_dim x in_dim` matrix (Hugging Face `[out_features, in_features]`) is
+//! split along both axes: one axis of the matrix along the region's rows, the
+//! other along its columns (issue 3: "one weight axis along mesh rows, the other
+//! along columns, padded where the size does not divide"). Every tile has the
+//! same padded size `ceil(out / lines_out) x ceil(in / lines_in)`, so a PE's
+//! tile sits at a fixed offset and tiles never straddle PEs; padding is zero.
+//!
+//! Storage is data-oriented: all tiles of one matrix live in one contiguous
+//! `Vec<f16>`, one slice per reduction line (the PEs sharing an output block),
+//! and inside a line the PE index is innermost: `[tile row][tile col][PE]`. With
+//! tiles of a few elements (SmolLM2 on a full wafer: 3 x 3), looping over PEs
+//! innermost turns each tile element into one long vector operation across the
+//! whole line instead of a tiny dot product per PE.
+
+use half::f16;
+
+/// A split of `len` elements into `parts` lines of `chunk` (the last ones may be
+/// short or empty: padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub len: usize,
+    /// PE lines available along this axis.
+    pub parts: usize,
+    /// Elements per line (padded), `ceil(len / parts)`.
+    pub chunk: usize,
+}
+
+impl Split {
+    pub fn new(len: usize, parts: usize) -> Split {
+        assert!(len > 0 && parts > 0, "split of {len} over {parts} lines");
+        let chunk = len.div_ceil(parts);
+        Split { len, parts, chunk }
+    }
+
+    /// A split with a given chunk (for vectors that must follow another split,
+    /// such as the query dims that sit beside their KV head's dims).
+    pub fn with_chunk(len: usize, parts: usize, chunk: usize) -> Split {
+        assert!(
+            chunk * parts >= len && chunk > 0,
+            "{parts} lines of {chunk} cannot hold {len}"
+        );
+        Split { len, parts, chunk }
+    }
+
+    /// Lines that hold at least one real element.
+    pub fn used(&self) -> usize {
+        self.len.div_ceil(self.chunk)
+    }
+
+    /// The real elements of line `i` (empty for padding lines).
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let a = (i * self.chunk).min(self.len);
+        let b = ((i + 1) * self.chunk).min(self.len);
+        a..b
+    }
+}
+
+/// Which region axis the matrix's output dimension runs along. The input
+/// dimension runs along the other, and the GEMV's partial sums are reduced
+/// along the input axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orientation {
+    /// Output blocks on region rows (y), input blocks on columns (x): the
+    /// reduction runs along each row.
+    OutAlongRows,
+    /// Output blocks on columns, input blocks on rows: reduction along columns.
+    OutAlongColumns,
+}
+
+/// A matrix held as per-PE 16-bit tiles on a `width x height` region.
+#[derive(Debug, Clone)]
+pub struct TiledMatrix {
+    pub out_split: Split,
+    pub in_split: Split,
+    pub orientation: Orientation,
+    /// Tiles ordered `[out line][tile row][tile col][in line]`; only the lines
+    /// that hold real elements are stored (padding lines hold nothing).
+    pub data: Vec<f16>,
+}
+
+impl TiledMatrix {
+    /// Tiles a row-major `out_dim x in_dim` matrix given as f16 over a region
+    /// of `width x height` PEs.
+    pub fn from_rows(
+        out_dim: usize,
+        in_dim: usize,
+        rows: impl Fn(usize, &mut [f16]) + Sync,
+        width: usize,
+        height: usize,
+        orientation: Orientation,
+    ) -> TiledMatrix {
+        let (out_lines, in_lines) = match orientation {
+            Orientation::OutAlongRows => (height, width),
+            Orientation::OutAlongColumns => (width, height),
+        };
+        TiledMatrix::new(
+            Split::new(out_dim, out_lines),
+            Split::new(in_dim, in_lines),
+            orientation,
+            rows,
+        )
+    }
+
+    /// Tiles a matrix whose row `o` (`in_split.len` values) `rows` writes.
+    pub fn new(
+        out_split: Split,
+        in_split: Split,
+        orientation: Orientation,
+        rows: impl Fn(usize, &mut [f16]) + Sync,
+    ) -> TiledMatrix {
+        let in_dim = in_split.len;
+        let (to, ti) = (out_split.chunk, in_split.chunk);
+        let nin = in_split.used();
+        let line_len = nin * to * ti;
+        let mut data = vec![f16::ZERO; out_split.used() * line_len];
+        use rayon::prelude::*;
+        data.par_chunks_mut(line_len)
+            .enumerate()
+            .for_each(|(ob, line)| {
+                let mut row = vec![f16::ZERO; in_dim];
+                for (r, o) in out_split.range(ob).enumerate() {
+                    rows(o, &mut row);
+                    for (i, &v) in row.iter().enumerate() {
+                        let (ib, c) = (i / ti, i % ti);
+                        line[(r * ti + c) * nin + ib] = v;
+                    }
+                }
+            });
+        TiledMatrix {
+            out_split,
+            in_split,
+            orientation,
+            data,
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.out_split.len
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.in_split.len
+    }
+
+    /// Elements of one PE's (padded) tile.
+    pub fn tile_len(&self) -> usize {
+        self.out_split.chunk * self.in_split.chunk
+    }
+
+    /// Bytes one PE holds for this matrix (its padded tile, 16-bit), or zero
+    /// for a PE outside the used lines.
+    pub fn bytes_on_pe(&self, out_line: usize, in_line: usize) -> u64 {
+        if out_line < self.out_split.used() && in_line < self.in_split.used() {
+            (self.tile_len() * 2) as u64
+        } else {
+            0
+        }
+    }
+
+    /// Element (`r`, `c`) of the tile on PE (`out_line`, `in_line`).
+    pub fn tile_element(&self, out_line: usize, in_line: usize, r: usize, c: usize) -> f16 {
+        let nin = self.in_split.used();
+        let line = out_line * nin * self.tile_len();
+        self.data[line + (r * self.in_split.chunk + c) * nin + in_line]
+    }
+
+    /// The element at (`o`, `i`) of the original matrix, read back from its tile.
+    pub fn get(&self, o: usize, i: usize) -> f16 {
+        let (ob, ib) = (o / self.out_split.chunk, i / self.in_split.chunk);
+        let (r, c) = (o % self.out_split.chunk, i % self.in_split.chunk);
+        self.tile_element(ob, ib, r, c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pad_the_tail() {
+        let s = Split::new(10, 4);
+        assert_eq!((s.chunk, s.used()), (3, 4));
+        assert_eq!(s.range(3), 9..10);
+        let s = Split::new(576, 167);
+        assert_eq!((s.chunk, s.used()), (4, 144));
+        assert_eq!(s.range(150), 576..576);
+        let s = Split::new(3, 8);
+        assert_eq!((s.chunk, s.used()), (1, 3));
+    }
+
+    #[test]
+    fn every_element_is_placed_exactly_once() {
+        for (out_dim, in_dim, w, h) in [(7, 5, 3, 2), (16, 16, 4, 4), (5, 9, 9, 1), (1, 1, 3, 3)] {
+            for orientation in [Orientation::OutAlongRows, Orientation::OutAlongColumns] {
+                let value = |o: usize, i: usize| f16::from_f32((o * 100 + i) as f32);
+                let m = TiledMatrix::from_rows(
+                    out_dim,
+                    in_dim,
+                    |o, row| {
+                        row.iter_mut()
+                            .enumerate()
+                            .for_each(|(i, v)| *v = value(o, i))
+                    },
+                    w,
+                    h,
+                    orientation,
+                );
+                for o in 0..out_dim {
+                    for i in 0..in_dim {
+                        assert_eq!(m.get(o, i), value(o, i));
+                    }
+                }
+                // Real elements plus zero padding fill the stored tiles exactly.
+                let nonzero = m.data.iter().filter(|v| v.to_f32() != 0.0).count();
+                assert_eq!(
+                    nonzero,
+                    out_dim * in_dim - 1,
+                    "{out_dim}x{in_dim} on {w}x{h}"
+                );
+                assert_eq!(
+                    m.data.len(),
+                    m.out_split.used() * m.in_split.used() * m.tile_len()
+                );
+            }
+        }
+    }
+}
