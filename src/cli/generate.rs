@@ -188,6 +188,7 @@ pub fn run(args: Args) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let json = args.json;
+    let mut step_reports: Vec<String> = Vec::new();
     let summary = generate(
         engine.as_mut(),
         &tokenizer,
@@ -214,8 +215,14 @@ pub fn run(args: Args) -> Result<()> {
                 writeln!(out, "{line}")?;
             } else {
                 write!(out, "{}", ev.text)?;
+                // Per-token reports go to stderr after the text, so they never land in
+                // the middle of the streamed line on a terminal.
                 if let Some(t) = ev.report.as_ref().and_then(|r| r.text.as_ref()) {
-                    eprintln!("{t}");
+                    step_reports.push(format!(
+                        "token {:>3} {:<14} {t}",
+                        ev.index,
+                        format!("{:?}", ev.text)
+                    ));
                 }
             }
             out.flush()?;
@@ -242,6 +249,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     out.flush()?;
     drop(out);
+    for line in &step_reports {
+        eprintln!("{line}");
+    }
 
     eprintln!(
         "[{} engine; weights {} loaded in {:.2} s; seed {}]",
