@@ -12,8 +12,9 @@ use wafer_models::estimate::{estimate, Estimate, EstimateOptions};
 use wafer_models::ModelConfig;
 use wafer_sim::Category;
 
-#[derive(clap::Args)]
-pub struct Args {
+/// The model, hardware and pipeline options `estimate` and `sweep` share.
+#[derive(clap::Args, Clone)]
+pub struct Target {
     /// A preset name or a directory holding config.json.
     #[arg(long)]
     pub model: String,
@@ -23,12 +24,18 @@ pub struct Args {
     /// Wafers in the pipeline; default: the fewest that hold the model at the context.
     #[arg(long)]
     pub wafers: Option<u32>,
-    /// Region per pipeline stage, WIDTHxHEIGHT; default: the placement search's choice.
-    #[arg(long)]
-    pub region: Option<String>,
     /// How layers share regions: `packed` or `layer-per-region`.
     #[arg(long, default_value = "packed")]
     pub strategy: String,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    /// Region per pipeline stage, WIDTHxHEIGHT; default: the placement search's choice.
+    #[arg(long)]
+    pub region: Option<String>,
     /// KV length of the decode step.
     #[arg(long, default_value_t = 4096)]
     pub context: usize,
@@ -50,8 +57,8 @@ pub fn options(args: &Args) -> Result<EstimateOptions> {
         None => None,
     };
     Ok(EstimateOptions {
-        wafers: args.wafers,
-        strategy: args.strategy.parse().map_err(anyhow::Error::msg)?,
+        wafers: args.target.wafers,
+        strategy: args.target.strategy.parse().map_err(anyhow::Error::msg)?,
         region,
         context: args.context,
         prompt_tokens: args.prompt_tokens,
@@ -59,8 +66,8 @@ pub fn options(args: &Args) -> Result<EstimateOptions> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let spec = load_spec(&args.hw)?;
-    let cfg = resolve_model(&args.model)?;
+    let spec = load_spec(&args.target.hw)?;
+    let cfg = resolve_model(&args.target.model)?;
     let e = estimate(&spec, &cfg, &options(&args)?)?;
     if args.json {
         println!(
@@ -68,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
             serde_json::to_string(&to_json(&e, cfg.num_hidden_layers))?
         );
     } else {
-        print_report(&e, &args.model, cfg.num_hidden_layers);
+        print_report(&e, &args.target.model, cfg.num_hidden_layers);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! (any numeric field of `wafer hw`'s TOML, by its dotted path).
 
 use super::common::load_spec;
-use super::estimate::{options, resolve_model, Args as EstimateArgs};
+use super::estimate::{options, resolve_model, Args as EstimateArgs, Target};
 use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
 use std::io::Write;
@@ -17,17 +17,8 @@ use wafer_models::estimate::estimate;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A preset name or a directory holding config.json.
-    #[arg(long)]
-    pub model: String,
-    #[arg(long, default_value = "wse3")]
-    pub hw: String,
-    /// Wafers in the pipeline; default: the fewest that hold the model.
-    #[arg(long)]
-    pub wafers: Option<u32>,
-    /// How layers share regions: `packed` or `layer-per-region`.
-    #[arg(long, default_value = "packed")]
-    pub strategy: String,
+    #[command(flatten)]
+    pub target: Target,
     /// Region size, or a comma list of sizes to sweep (e.g. 360,480,600).
     #[arg(long)]
     pub region: Option<String>,
@@ -91,8 +82,8 @@ fn set_field(spec: &WaferSpec, path: &str, value: &str) -> Result<WaferSpec> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let base = load_spec(&args.hw)?;
-    let cfg = resolve_model(&args.model)?;
+    let base = load_spec(&args.target.hw)?;
+    let cfg = resolve_model(&args.target.model)?;
     let regions = args.region.as_deref().map(list).unwrap_or_default();
     let contexts = list(&args.context);
     let prompts = list(&args.prompt_tokens);
@@ -121,10 +112,7 @@ pub fn run(args: Args) -> Result<()> {
     for v in &values {
         let mut spec = base.clone();
         let mut ea = EstimateArgs {
-            model: args.model.clone(),
-            hw: args.hw.clone(),
-            wafers: args.wafers,
-            strategy: args.strategy.clone(),
+            target: args.target.clone(),
             region: first(&regions),
             context: first(&contexts)
                 .unwrap_or_default()
@@ -194,7 +182,7 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect();
     let ys: Vec<f64> = rows.iter().map(|(_, e)| e.decode_tokens_per_s).collect();
-    plot(&png, &name, &args.model, &xs, &ys)
+    plot(&png, &name, &args.target.model, &xs, &ys)
         .with_context(|| format!("cannot draw {}", png.display()))?;
     println!("wrote {} and {}", args.out.display(), png.display());
     Ok(())
