@@ -116,6 +116,9 @@ pub struct AttnScratch {
     values: Vec<f32>,
 }
 
+/// Cached positions below which a row group is not split further across cores.
+const MIN_POSITIONS_PER_TASK: usize = 512;
+
 /// Attention of one query (stored order, RoPE applied) over `cache`; writes the
 /// output in stored query order.
 pub fn attend(
@@ -145,6 +148,9 @@ pub fn attend(
     scratch.values.clear();
     scratch.values.resize(rows * q_dim, 0.0);
     let (maxes, sums) = scratch.stats.split_at_mut(rows * n_heads);
+    // Rows per parallel task: enough cached positions that a task outweighs
+    // the cost of handing it to another core.
+    let min_rows = MIN_POSITIONS_PER_TASK.div_ceil(slots);
 
     // Scores: per PE partial dots, reduced across each head's column segment.
     scratch
@@ -152,6 +158,7 @@ pub fn attend(
         .par_chunks_mut(slots * n_heads)
         .zip(maxes.par_chunks_mut(n_heads))
         .enumerate()
+        .with_min_len(min_rows)
         .for_each(|(r, (row_scores, row_max))| {
             let mut parts = Vec::new();
             for (s, t) in (r..t_len).step_by(h).enumerate() {
@@ -194,6 +201,7 @@ pub fn attend(
         .zip(sums.par_chunks_mut(n_heads))
         .zip(scratch.values.par_chunks_mut(q_dim))
         .enumerate()
+        .with_min_len(min_rows)
         .for_each(|(r, ((row_scores, row_sum), row_values))| {
             for (s, t) in (r..t_len).step_by(h).enumerate() {
                 let p = &mut row_scores[s * n_heads..(s + 1) * n_heads];

@@ -18,7 +18,7 @@
 
 use super::attention::{attend, AttnGeometry, AttnScratch, KvCache};
 use super::collective::{tree_for, ReduceSchedule};
-use super::gemv::tiled_gemv;
+use super::gemv::{tiled_gemv, tiled_gemvs};
 use super::heads::HeadOrder;
 use super::tiling::{Orientation, Split, TiledMatrix};
 use super::weights::{ModelSource, RowSource};
@@ -358,6 +358,12 @@ impl MeshProgram {
 
     /// Runs one token at the next position and returns the next-token logits.
     pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        // On a rayon worker, so the step's many short parallel passes fork and
+        // join inside the pool instead of each crossing in from this thread.
+        rayon::scope(|_| self.step_on_worker(token))
+    }
+
+    fn step_on_worker(&mut self, token: u32) -> Result<Vec<f32>> {
         let c = &self.config;
         if token as usize >= c.vocab_size {
             bail!(
@@ -405,9 +411,12 @@ impl MeshProgram {
                 &mut b.x,
                 &mut b.parts,
             );
-            tiled_gemv(&layer.q, &b.x, &mut b.q, &layer.along_column);
-            tiled_gemv(&layer.k, &b.x, &mut b.k, &layer.along_column);
-            tiled_gemv(&layer.v, &b.x, &mut b.v, &layer.along_column);
+            tiled_gemvs(
+                &[&layer.q, &layer.k, &layer.v],
+                &b.x,
+                &mut [&mut b.q, &mut b.k, &mut b.v],
+                &layer.along_column,
+            );
             for (out, bias) in [
                 (&mut b.q, &layer.q_bias),
                 (&mut b.k, &layer.k_bias),
@@ -439,8 +448,12 @@ impl MeshProgram {
                 &mut b.x,
                 &mut b.parts,
             );
-            tiled_gemv(&layer.gate, &b.x, &mut b.gate, &layer.along_column);
-            tiled_gemv(&layer.up, &b.x, &mut b.up, &layer.along_column);
+            tiled_gemvs(
+                &[&layer.gate, &layer.up],
+                &b.x,
+                &mut [&mut b.gate, &mut b.up],
+                &layer.along_column,
+            );
             wafer_kernels::vector::silu_mul(&mut b.gate, &b.up);
             tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row);
             b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o);

@@ -7,60 +7,157 @@
 //! output axis (the broadcast the cost model charges); functionally each PE of an
 //! input line reads the same slice, so the broadcast is not copied.
 //!
-//! Work is batched per output line: one rayon task widens that line's tiles to
-//! f32 in one call (a contiguous slice), computes every PE's partials with the PE
-//! index innermost (one long multiply-add per tile element across the line),
-//! and runs the reduction in place on each tile row's partials (ordered by PE). Arithmetic is
-//! f32 (the spec's `precision.accumulate_dtype` on WSE-3).
+//! Work is batched per storage block of output lines (see `tiling`): one rayon
+//! task widens the block's tiles to f32 one input line at a time (a contiguous
+//! slice that stays in L1), accumulates every PE's partial sums for the block's
+//! rows (`parts[in line][row]`), then runs the line's reduction schedule with
+//! each transfer adding the sender's whole row vector into the receiver's. Every
+//! output row still sees exactly the additions, in exactly the order, of its own
+//! PE-by-PE reduction. Arithmetic is f32 (the spec's
+//! `precision.accumulate_dtype` on WSE-3).
 
 use super::collective::ReduceSchedule;
 use super::tiling::TiledMatrix;
-use half::slice::HalfFloatSliceExt;
+use half::f16;
 use rayon::prelude::*;
 
 /// `y = W x` with `W` held as `m`'s tiles; `schedule` reduces along the whole
 /// input axis of the region (`m.in_split.parts` PEs; lines past the used ones
 /// hold no tile and contribute nothing).
 pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &ReduceSchedule) {
-    assert_eq!(schedule.n, m.in_split.parts, "reduction line length");
-    assert_eq!(x.len(), m.in_dim(), "gemv input length");
-    assert_eq!(y.len(), m.out_dim(), "gemv output length");
-    let (to, ti) = (m.out_split.chunk, m.in_split.chunk);
-    let nin = m.in_split.used();
-    let line_len = nin * to * ti;
-    // Each PE's input slice, laid out `[tile col][PE]` like the tiles, with the
-    // last line's padding multiplying zeros as the PE's padded tile does.
-    let mut x_t = vec![0.0f32; ti * nin];
-    for (i, &v) in x.iter().enumerate() {
-        x_t[(i % ti) * nin + i / ti] = v;
-    }
-    y.par_chunks_mut(to)
-        .zip(m.data.par_chunks(line_len))
-        .for_each_init(
-            || (Vec::<f32>::new(), Vec::<f32>::new()),
-            |(tiles, parts), (y_line, line)| {
-                tiles.resize(line.len(), 0.0);
-                line.convert_to_f32_slice(tiles);
-                // parts[r][pe]: every PE's partial sum for tile row r.
-                parts.clear();
-                parts.resize(to * nin, 0.0);
-                for (r, p) in parts.chunks_exact_mut(nin).enumerate() {
-                    for c in 0..ti {
-                        let w = &tiles[(r * ti + c) * nin..][..nin];
-                        let xc = &x_t[c * nin..][..nin];
-                        for ((p, w), x) in p.iter_mut().zip(w).zip(xc) {
-                            *p += w * x;
-                        }
-                    }
-                }
-                // Reduce each tile row's partials along the line, PE by PE in
-                // the schedule's order (one scalar add per transfer and row).
-                for (yr, p) in y_line.iter_mut().zip(parts.chunks_exact_mut(nin)) {
-                    schedule.run_scalar_prefix(p, nin);
-                    *yr = p[0];
-                }
-            },
+    tiled_gemvs(&[m], x, &mut [y], schedule);
+}
+
+/// Several GEMVs over the same input and reduction lines (Q, K and V; gate and
+/// up), as one parallel pass over all their blocks: on the wafer they run side
+/// by side on the same PEs, and on the host one pass keeps both cores busy.
+pub fn tiled_gemvs(
+    ms: &[&TiledMatrix],
+    x: &[f32],
+    ys: &mut [&mut [f32]],
+    schedule: &ReduceSchedule,
+) {
+    assert_eq!(ms.len(), ys.len(), "one output per matrix");
+    let Some(first) = ms.first() else { return };
+    let in_split = first.in_split;
+    assert_eq!(schedule.n, in_split.parts, "reduction line length");
+    assert_eq!(x.len(), in_split.len, "gemv input length");
+    let (ti, nin) = (in_split.chunk, in_split.used());
+    // The input padded to whole tile columns: the last line's padding
+    // multiplies zeros, as the PE's padded tile does.
+    let mut x_pad = vec![0.0f32; nin * ti];
+    x_pad[..x.len()].copy_from_slice(x);
+    let mut tasks: Vec<(&mut [f32], &[f16])> = Vec::new();
+    for (m, y) in ms.iter().zip(ys.iter_mut()) {
+        assert_eq!(m.in_split, in_split, "matrices sharing an input split");
+        assert_eq!(y.len(), m.out_dim(), "gemv output length");
+        let full_rows = m.block_lines * m.out_split.chunk;
+        tasks.extend(
+            y.chunks_mut(full_rows)
+                .zip(m.data.chunks(full_rows * nin * ti)),
         );
+    }
+    tasks
+        .into_par_iter()
+        .for_each_init(Vec::<f32>::new, |parts, (y_block, block)| {
+            gemv_block(block, &x_pad, nin, ti, schedule, parts, y_block)
+        });
+}
+
+/// One storage block: every PE's partial sums, then the line's reduction.
+fn gemv_block(
+    block: &[f16],
+    x_pad: &[f32],
+    nin: usize,
+    ti: usize,
+    schedule: &ReduceSchedule,
+    parts: &mut Vec<f32>,
+    y_block: &mut [f32],
+) {
+    let bo = block.len() / (nin * ti);
+    parts.clear();
+    parts.resize(nin * bo, 0.0);
+    // parts[pe][row]: PE `pe`'s partial sum for each row of the block.
+    for ((p, w), xs) in parts
+        .chunks_exact_mut(bo)
+        .zip(block.chunks_exact(ti * bo))
+        .zip(x_pad.chunks_exact(ti))
+    {
+        tile_partials(p, w, xs);
+    }
+    // The reduction along the input axis, transfer by transfer in the
+    // schedule's order, every row of the block at once.
+    for &(from, to) in &schedule.steps {
+        let (from, to) = (from as usize, to as usize);
+        if from >= nin {
+            // Past the used lines: zeros (see `run_prefix`).
+            continue;
+        }
+        let (lo, hi) = parts.split_at_mut(from.max(to) * bo);
+        let (src, dst) = if from > to {
+            (&hi[..bo], &mut lo[to * bo..][..bo])
+        } else {
+            (&lo[from * bo..][..bo], &mut hi[..bo])
+        };
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+    }
+    let n = y_block.len();
+    y_block.copy_from_slice(&parts[..n]);
+}
+
+/// One PE's partial sums for the rows of a block: `p[row] = sum_c w[c][row] *
+/// x[c]`, accumulated over `c` in order from zero (`w` is the PE's `ti x rows`
+/// tile slice, `x` its `ti` input values). Multiply then add, never fused, so
+/// the vector path and the portable path round identically.
+fn tile_partials(p: &mut [f32], w: &[f16], x: &[f32]) {
+    debug_assert_eq!(w.len(), p.len() * x.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU supports AVX and F16C (checked above).
+        unsafe { x86::tile_partials(p, w, x) };
+        return;
+    }
+    tile_partials_portable(p, w, x, 0);
+}
+
+/// The portable loop, from row `start` on (the vector path's tail).
+fn tile_partials_portable(p: &mut [f32], w: &[f16], x: &[f32], start: usize) {
+    let rows = p.len();
+    for (i, p) in p.iter_mut().enumerate().skip(start) {
+        let mut acc = 0.0f32;
+        for (c, &xc) in x.iter().enumerate() {
+            acc += w[c * rows + i].to_f32() * xc;
+        }
+        *p = acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// Eight rows per step: widen each tile column's 8 values, multiply by the
+    /// column's input, add into the running sums.
+    #[target_feature(enable = "avx,f16c")]
+    pub unsafe fn tile_partials(p: &mut [f32], w: &[f16], x: &[f32]) {
+        let rows = p.len();
+        let wp = w.as_ptr() as *const u16;
+        let mut i = 0;
+        while i + 8 <= rows {
+            let mut acc = _mm256_setzero_ps();
+            for (c, &xc) in x.iter().enumerate() {
+                // SAFETY: c * rows + i + 8 <= x.len() * rows == w.len().
+                let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(c * rows + i) as *const __m128i));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, _mm256_set1_ps(xc)));
+            }
+            _mm256_storeu_ps(p.as_mut_ptr().add(i), acc);
+            i += 8;
+        }
+        super::tile_partials_portable(p, w, x, i);
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +168,60 @@ mod tests {
     use half::f16;
     use rand::{Rng, SeedableRng};
     use wafer_sim::collective::Algorithm;
+
+    /// The blocked, vectorised GEMV must perform each PE's additions and the
+    /// line's transfers in exactly the per-PE, per-row order: bit-identical to
+    /// computing every PE's partial from its tile and reducing row by row.
+    #[test]
+    fn tiled_gemv_is_bit_identical_to_pe_by_pe_reduction() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for case in 0..40 {
+            let (out_dim, in_dim) = (rng.gen_range(1..300), rng.gen_range(1..120));
+            let (w, h) = (rng.gen_range(1..30), rng.gen_range(1..30));
+            let m = TiledMatrix::from_rows(
+                out_dim,
+                in_dim,
+                |o, row| {
+                    row.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, v)| *v = f16::from_f32(rng_value(case, o * 1000 + i)))
+                },
+                w,
+                h,
+                Orientation::OutAlongColumns,
+            );
+            let x: Vec<f32> = (0..in_dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let schedule = ReduceSchedule::new(m.in_split.parts, tree_for(h as u32));
+            let mut y = vec![0.0; out_dim];
+            tiled_gemv(&m, &x, &mut y, &schedule);
+            let (to, ti) = (m.out_split.chunk, m.in_split.chunk);
+            let nin = m.in_split.used();
+            for (o, yo) in y.iter().enumerate() {
+                let (ob, r) = (o / to, o % to);
+                let mut parts: Vec<f32> = (0..nin)
+                    .map(|ib| {
+                        let mut acc = 0.0f32;
+                        for c in 0..ti {
+                            let xi = x.get(ib * ti + c).copied().unwrap_or(0.0);
+                            acc += m.tile_element(ob, ib, r, c).to_f32() * xi;
+                        }
+                        acc
+                    })
+                    .collect();
+                schedule.run_scalar_prefix(&mut parts, nin);
+                assert_eq!(yo.to_bits(), parts[0].to_bits(), "case {case} row {o}");
+            }
+        }
+    }
+
+    /// A deterministic pseudo-random weight in [-1, 1) (the row closure must be `Sync`).
+    fn rng_value(case: usize, salt: usize) -> f32 {
+        let h = (case as u64 + 1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(salt as u64)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
 
     #[test]
     fn tiled_gemv_equals_dense_matvec_on_random_shapes() {

@@ -8,11 +8,16 @@
 //! tile sits at a fixed offset and tiles never straddle PEs; padding is zero.
 //!
 //! Storage is data-oriented: all tiles of one matrix live in one contiguous
-//! `Vec<f16>`, one slice per reduction line (the PEs sharing an output block),
-//! and inside a line the PE index is innermost: `[tile row][tile col][PE]`. With
-//! tiles of a few elements (SmolLM2 on a full wafer: 3 x 3), looping over PEs
-//! innermost turns each tile element into one long vector operation across the
-//! whole line instead of a tiny dot product per PE.
+//! `Vec<f16>`. Consecutive output lines are grouped into *blocks* of about
+//! [`BLOCK_OUTPUTS`] output rows; inside a block the order is
+//! `[in line][tile col][output row of the block]`, so one PE's tile column is
+//! a run of `to` values beside the same column of its neighbours along the
+//! output axis. The GEMV then computes every PE's partial sums for a whole
+//! block as contiguous multiply-adds, and each transfer of the reduction along
+//! the input axis adds one contiguous vector (all the block's rows at once)
+//! instead of one scalar per row: the same additions in the same order, laid
+//! out so the host CPU can vectorise them. With tiles of a few elements
+//! (SmolLM2 on a full wafer: 3 x 3) a per-PE dot product would be all overhead.
 
 use half::f16;
 
@@ -69,14 +74,39 @@ pub enum Orientation {
     OutAlongColumns,
 }
 
+/// Output rows per storage block (rounded to whole output lines): the GEMV's
+/// partial sums for one block (`in lines x rows` f32) stay in the host's L1/L2.
+pub const BLOCK_OUTPUTS: usize = 64;
+
+/// Output lines per block for tiles of `to` rows: about [`BLOCK_OUTPUTS`]
+/// rows, a multiple of 8 rows where that stays near the target (the host's
+/// 8-lane vectors then have no scalar tail).
+pub fn block_lines_for(to: usize) -> usize {
+    if to >= BLOCK_OUTPUTS {
+        return 1;
+    }
+    let step = 8 / gcd(to, 8);
+    (BLOCK_OUTPUTS as f64 / (to * step) as f64).round().max(1.0) as usize * step
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// A matrix held as per-PE 16-bit tiles on a `width x height` region.
 #[derive(Debug, Clone)]
 pub struct TiledMatrix {
     pub out_split: Split,
     pub in_split: Split,
     pub orientation: Orientation,
-    /// Tiles ordered `[out line][tile row][tile col][in line]`; only the lines
-    /// that hold real elements are stored (padding lines hold nothing).
+    /// Output lines per storage block.
+    pub block_lines: usize,
+    /// Tiles ordered `[block][in line][tile col][row of the block]`; only the
+    /// lines that hold real elements are stored (padding lines hold nothing).
     pub data: Vec<f16>,
 }
 
@@ -113,27 +143,59 @@ impl TiledMatrix {
         let in_dim = in_split.len;
         let (to, ti) = (out_split.chunk, in_split.chunk);
         let nin = in_split.used();
-        let line_len = nin * to * ti;
-        let mut data = vec![f16::ZERO; out_split.used() * line_len];
-        use rayon::prelude::*;
-        data.par_chunks_mut(line_len)
-            .enumerate()
-            .for_each(|(ob, line)| {
-                let mut row = vec![f16::ZERO; in_dim];
-                for (r, o) in out_split.range(ob).enumerate() {
-                    rows(o, &mut row);
-                    for (i, &v) in row.iter().enumerate() {
-                        let (ib, c) = (i / ti, i % ti);
-                        line[(r * ti + c) * nin + ib] = v;
-                    }
-                }
-            });
-        TiledMatrix {
+        let block_lines = block_lines_for(to);
+        let mut tiled = TiledMatrix {
             out_split,
             in_split,
             orientation,
-            data,
+            block_lines,
+            data: vec![f16::ZERO; out_split.used() * nin * to * ti],
+        };
+        let full_block = block_lines * nin * to * ti;
+        let geometry = tiled.clone_geometry();
+        use rayon::prelude::*;
+        tiled
+            .data
+            .par_chunks_mut(full_block)
+            .enumerate()
+            .for_each(|(b, block)| {
+                let bo = geometry.block_rows(b);
+                let mut row = vec![f16::ZERO; in_dim];
+                for (j, ob) in geometry.block_range(b).enumerate() {
+                    for (r, o) in out_split.range(ob).enumerate() {
+                        rows(o, &mut row);
+                        for (i, &v) in row.iter().enumerate() {
+                            let (ib, c) = (i / ti, i % ti);
+                            block[(ib * ti + c) * bo + j * to + r] = v;
+                        }
+                    }
+                }
+            });
+        tiled
+    }
+
+    /// The matrix's shape and blocking without its data.
+    fn clone_geometry(&self) -> TiledMatrix {
+        TiledMatrix {
+            data: Vec::new(),
+            ..*self
         }
+    }
+
+    /// Storage blocks (groups of `block_lines` used output lines).
+    pub fn blocks(&self) -> usize {
+        self.out_split.used().div_ceil(self.block_lines)
+    }
+
+    /// The output lines of block `b`.
+    pub fn block_range(&self, b: usize) -> std::ops::Range<usize> {
+        let used = self.out_split.used();
+        (b * self.block_lines).min(used)..((b + 1) * self.block_lines).min(used)
+    }
+
+    /// Output rows (padded tile rows) of block `b`.
+    pub fn block_rows(&self, b: usize) -> usize {
+        self.block_range(b).len() * self.out_split.chunk
     }
 
     pub fn out_dim(&self) -> usize {
@@ -161,9 +223,13 @@ impl TiledMatrix {
 
     /// Element (`r`, `c`) of the tile on PE (`out_line`, `in_line`).
     pub fn tile_element(&self, out_line: usize, in_line: usize, r: usize, c: usize) -> f16 {
+        let (to, ti) = (self.out_split.chunk, self.in_split.chunk);
         let nin = self.in_split.used();
-        let line = out_line * nin * self.tile_len();
-        self.data[line + (r * self.in_split.chunk + c) * nin + in_line]
+        let b = out_line / self.block_lines;
+        let base = b * self.block_lines * nin * to * ti;
+        let bo = self.block_rows(b);
+        let j = out_line - b * self.block_lines;
+        self.data[base + (in_line * ti + c) * bo + j * to + r]
     }
 
     /// The element at (`o`, `i`) of the original matrix, read back from its tile.
@@ -188,6 +254,22 @@ mod tests {
         assert_eq!(s.range(150), 576..576);
         let s = Split::new(3, 8);
         assert_eq!((s.chunk, s.used()), (1, 3));
+    }
+
+    #[test]
+    fn blocks_are_whole_vectors_near_the_target() {
+        for (to, lines) in [
+            (3, 24),
+            (7, 8),
+            (8, 8),
+            (1, 64),
+            (2, 32),
+            (6, 12),
+            (64, 1),
+            (194, 1),
+        ] {
+            assert_eq!(block_lines_for(to), lines, "tiles of {to} rows");
+        }
     }
 
     #[test]
