@@ -1,6 +1,7 @@
-//! `wafer sweep`: the estimate over a list of region sizes, contexts or values of
-//! one spec field, written as CSV (one row per configuration) and a PNG plot of
-//! decode tokens/s against the swept variable.
+//! `wafer sweep`: the estimate over a list of region sizes, contexts, prompt
+//! lengths, reduction-tree K values or values of one spec field, written as CSV
+//! (one row per configuration) and a PNG plot of tokens/s against the swept
+//! variable (prefill tokens/s when sweeping the prompt length, decode otherwise).
 //!
 //! Exactly one of `--region`, `--context`, `--prompt-tokens`, `--k` (the
 //! reduction tree's K) may hold a comma list, or
@@ -224,19 +225,37 @@ pub fn run(args: Args) -> Result<()> {
             }
         })
         .collect();
-    let ys: Vec<f64> = rows.iter().map(|(_, e)| e.decode_tokens_per_s).collect();
+    // The prompt length changes only the prefill; everything else moves decode.
+    let (ys, yname): (Vec<f64>, &str) = if name == "prompt_tokens" {
+        (
+            rows.iter().map(|(_, e)| e.prefill_tokens_per_s).collect(),
+            "prefill tokens/s",
+        )
+    } else {
+        (
+            rows.iter().map(|(_, e)| e.decode_tokens_per_s).collect(),
+            "decode tokens/s",
+        )
+    };
     let xlabel = if name == "k" {
         "K of the reduction trees (1 = chain)"
     } else {
         name.as_str()
     };
-    plot(&png, xlabel, &args.target.model, &xs, &ys)
+    plot(&png, xlabel, yname, &args.target.model, &xs, &ys)
         .with_context(|| format!("cannot draw {}", png.display()))?;
     println!("wrote {} and {}", args.out.display(), png.display());
     Ok(())
 }
 
-fn plot(path: &std::path::Path, xname: &str, model: &str, xs: &[f64], ys: &[f64]) -> Result<()> {
+fn plot(
+    path: &std::path::Path,
+    xname: &str,
+    yname: &str,
+    model: &str,
+    xs: &[f64],
+    ys: &[f64],
+) -> Result<()> {
     // The font is compiled in, so the plot renders the same on any machine.
     let _ = plotters::style::register_font(
         "sans-serif",
@@ -251,19 +270,12 @@ fn plot(path: &std::path::Path, xname: &str, model: &str, xs: &[f64], ys: &[f64]
     let y1 = ys.iter().cloned().fold(0.0, f64::max) * 1.1;
     let pad = ((x1 - x0) * 0.05).max(1.0);
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{model}: decode tokens/s vs {xname}"),
-            ("sans-serif", 24),
-        )
+        .caption(format!("{model}: {yname} vs {xname}"), ("sans-serif", 24))
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d((x0 - pad)..(x1 + pad), 0.0..y1.max(1.0))?;
-    chart
-        .configure_mesh()
-        .x_desc(xname)
-        .y_desc("decode tokens/s")
-        .draw()?;
+    chart.configure_mesh().x_desc(xname).y_desc(yname).draw()?;
     let pts: Vec<(f64, f64)> = xs.iter().copied().zip(ys.iter().copied()).collect();
     chart.draw_series(LineSeries::new(pts.clone(), &BLUE))?;
     chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
