@@ -1,6 +1,8 @@
 //! `wafer estimate` speed: a 405B-shaped model (Llama-3.1-405B's config) at a KV
 //! length of 131,072 on wse3 must take well under 100 ms, both with a given
-//! region and with the automatic region search.
+//! region and with the automatic region search; also with a short prompt (the
+//! token-by-token prefill is then costed in full) and a 131,072-token prompt
+//! (its lower bound rules it out).
 //!
 //! Run: `cargo bench -p wafer-benches --bench estimate`.
 
@@ -23,6 +25,22 @@ fn bench(c: &mut Criterion) {
     c.bench_function("estimate 405B @131072, region 360x360", |b| {
         b.iter(|| estimate(black_box(&spec), black_box(&cfg), black_box(&given)).unwrap())
     });
+    let short = EstimateOptions {
+        prompt_tokens: 512,
+        ..given.clone()
+    };
+    c.bench_function(
+        "estimate 405B @131072, region 360x360, 512-token prompt",
+        |b| b.iter(|| estimate(black_box(&spec), black_box(&cfg), black_box(&short)).unwrap()),
+    );
+    let long = EstimateOptions {
+        prompt_tokens: 131_072,
+        ..given.clone()
+    };
+    c.bench_function(
+        "estimate 405B @131072, region 360x360, 131072-token prompt",
+        |b| b.iter(|| estimate(black_box(&spec), black_box(&cfg), black_box(&long)).unwrap()),
+    );
     let auto = EstimateOptions {
         region: None,
         ..given

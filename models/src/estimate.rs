@@ -8,9 +8,15 @@
 //! and `wafer generate --engine mesh` cost the same placement. [`interim_layout`]
 //! is a simpler hand-made layout (regions of one shape dealt contiguous blocks of
 //! layers) kept for experiments that want a layout without the SRAM search.
+//!
+//! Time-to-first-token is the cheaper prefill scheme ([`crate::cost::prefill`]:
+//! MeshGEMM, or the prompt as decode steps); the estimate says which. Lowering
+//! choices that are not part of the placement (the reduction tree's K) come as
+//! [`PlanOptions`] through the `*_with` functions; the plain ones use the
+//! defaults, which is what the mesh engine runs.
 
 use crate::config::ModelConfig;
-use crate::cost::{decode_plan, prefill_plan, Plan};
+use crate::cost::{decode_plan_with, prefill, Plan, PlanOptions, PrefillScheme};
 use crate::layout::{Layout, Site};
 use crate::placement::{place, PlaceOptions, Placement, Strategy};
 use anyhow::{bail, Result};
@@ -49,8 +55,19 @@ pub struct Estimate {
     pub context: usize,
     pub prompt_tokens: usize,
     pub sram: SramCheck,
+    /// K of the reduction trees the plans were lowered with.
+    pub reduce_k: u32,
     pub decode: Plan,
+    /// The chosen prefill scheme's plan; its total is `ttft_cycles`.
     pub prefill: Plan,
+    pub prefill_scheme: PrefillScheme,
+    /// The MeshGEMM prefill's total (= `ttft_cycles` when it was chosen).
+    pub prefill_gemm_cycles: Cycles,
+    /// The token-by-token prefill's total when `prefill_token_by_token_exact`;
+    /// otherwise a lower bound on it that already reached the MeshGEMM cost (it
+    /// was not evaluated further).
+    pub prefill_token_by_token_cycles: Cycles,
+    pub prefill_token_by_token_exact: bool,
     pub decode_cycles_per_token: Cycles,
     pub decode_tokens_per_s: f64,
     pub ttft_cycles: Cycles,
@@ -142,15 +159,28 @@ pub fn sram_check(
     }
 }
 
-/// Lowers decode and prefill on `layout` and gathers the figures.
+/// Lowers decode and prefill on `layout` and gathers the figures, with the
+/// default lowering options.
 pub fn estimate_on(
     spec: &WaferSpec,
     cfg: &ModelConfig,
     layout: &Layout,
     opts: &EstimateOptions,
 ) -> Estimate {
-    let decode = decode_plan(spec, cfg, layout, opts.context.max(1));
-    let prefill = prefill_plan(spec, cfg, layout, opts.prompt_tokens.max(1));
+    estimate_on_with(spec, cfg, layout, opts, &PlanOptions::default())
+}
+
+/// [`estimate_on`] with explicit lowering options.
+pub fn estimate_on_with(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    opts: &EstimateOptions,
+    plan_opts: &PlanOptions,
+) -> Estimate {
+    let decode = decode_plan_with(spec, cfg, layout, opts.context.max(1), plan_opts);
+    let pre = prefill(spec, cfg, layout, opts.prompt_tokens.max(1), plan_opts);
+    let prefill = pre.plan;
     let d = decode.total();
     let t = prefill.total();
     let shape = layout.layers[0].region.shape;
@@ -170,8 +200,13 @@ pub fn estimate_on(
         prefill_tokens_per_s: opts.prompt_tokens.max(1) as f64 / t.seconds_at(spec.clock_hz),
         decode_cycles_per_token: d,
         ttft_cycles: t,
+        reduce_k: plan_opts.reduce_k(),
         decode,
         prefill,
+        prefill_scheme: pre.scheme,
+        prefill_gemm_cycles: pre.gemm_cycles,
+        prefill_token_by_token_cycles: pre.token_by_token_cycles,
+        prefill_token_by_token_exact: pre.token_by_token_exact,
     }
 }
 
@@ -205,10 +240,21 @@ pub fn placement_for(
     Ok(placement)
 }
 
-/// The estimate on the placement `wafer place` would choose for these options.
+/// The estimate on the placement `wafer place` would choose for these options,
+/// with the default lowering options.
 pub fn estimate(spec: &WaferSpec, cfg: &ModelConfig, opts: &EstimateOptions) -> Result<Estimate> {
+    estimate_with(spec, cfg, opts, &PlanOptions::default())
+}
+
+/// [`estimate`] with explicit lowering options (e.g. the reduction tree's K).
+pub fn estimate_with(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    opts: &EstimateOptions,
+    plan_opts: &PlanOptions,
+) -> Result<Estimate> {
     let placement = placement_for(spec, cfg, opts)?;
-    let mut e = estimate_on(spec, cfg, &placement.layout(), opts);
+    let mut e = estimate_on_with(spec, cfg, &placement.layout(), opts, plan_opts);
     // The placement's exact per-PE accounting replaces the layout-only check.
     let (fullest, _) = placement.pe_summary();
     e.sram = SramCheck {

@@ -1,10 +1,16 @@
 //! `wafer estimate`'s model: calibration rows C1/C2 (LLaMA3-8B on `wse2`) within
-//! 10% with their trends, the plan's internal consistency, and growth with KV length.
+//! 10% with their trends, the plan's internal consistency, growth with KV length,
+//! the time-to-first-token rule (cheaper of MeshGEMM and token-by-token prefill)
+//! and the reduction tree's K.
 
 use wafer_core::spec::{wse2, wse3};
-use wafer_core::RegionShape;
-use wafer_models::cost::{decode_plan, OpKind};
-use wafer_models::estimate::{estimate, interim_layout, EstimateOptions};
+use wafer_core::{Cycles, PeCoord, Region, RegionShape};
+use wafer_models::cost::{
+    decode_plan, decode_plan_with, gemm_prefill_plan, prefill, token_prefill, OpKind, Plan,
+    PlanOptions, PrefillScheme,
+};
+use wafer_models::estimate::{estimate, estimate_with, interim_layout, EstimateOptions};
+use wafer_models::layout::{Layout, Site};
 use wafer_models::{ModelConfig, RopeScaling};
 
 /// LLaMA3-8B's shape as calibration.md gives it (the calibration config, not a preset).
@@ -188,4 +194,213 @@ fn c4_decode_layer_within_ten_percent() {
             err * 100.0
         );
     }
+}
+
+fn op_cycles(plan: &Plan, keep: impl Fn(OpKind, Option<u32>) -> bool) -> f64 {
+    plan.ops
+        .iter()
+        .filter(|o| keep(o.kind, o.layer))
+        .map(|o| o.cost.total().get())
+        .sum()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Two region shapes on two wafers (so the hand-off to the LM head's region is
+/// an off-wafer hop) with short columns (h = 8 and 5), so that a prompt of a few
+/// dozen tokens crosses several `ceil(t / h)` groups.
+fn two_shape_layout() -> Layout {
+    let a = Site {
+        wafer: 0,
+        region: Region::new(PeCoord::new(0, 0), "40x8".parse::<RegionShape>().unwrap()),
+    };
+    let b = Site {
+        wafer: 1,
+        region: Region::new(PeCoord::new(0, 0), "30x5".parse::<RegionShape>().unwrap()),
+    };
+    let c = Site {
+        wafer: 1,
+        region: Region::new(PeCoord::new(40, 0), "30x5".parse::<RegionShape>().unwrap()),
+    };
+    Layout {
+        embedding: a,
+        layers: vec![a, a, b, b],
+        lm_head: c,
+    }
+}
+
+fn small_model() -> ModelConfig {
+    let mut c = llama3_8b();
+    c.hidden_size = 256;
+    c.intermediate_size = 512;
+    c.num_hidden_layers = 4;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 64;
+    c.vocab_size = 1000;
+    c
+}
+
+#[test]
+fn decode_cost_never_falls_as_the_kv_length_grows() {
+    // The token-by-token prefill's lower bound relies on this.
+    let (spec, cfg, layout) = (wse3(), small_model(), two_shape_layout());
+    let costs: Vec<f64> = (1..=60)
+        .map(|t| decode_plan(&spec, &cfg, &layout, t).total().get())
+        .collect();
+    assert!(costs.windows(2).all(|w| w[1] >= w[0]), "{costs:?}");
+    assert!(
+        costs[59] > costs[0],
+        "attention must grow over 60 positions"
+    );
+}
+
+#[test]
+fn token_by_token_prefill_is_the_decode_steps_summed_by_hand() {
+    let (spec, cfg, layout) = (wse3(), small_model(), two_shape_layout());
+    let opts = PlanOptions::default();
+    let exact = |n: usize| {
+        token_prefill(&spec, &cfg, &layout, n, &opts, Cycles(f64::INFINITY))
+            .plan
+            .unwrap()
+    };
+    // One token: exactly one decode step at KV length 1 without the loop-back
+    // of the chosen token to the embedding.
+    let step1 = decode_plan(&spec, &cfg, &layout, 1);
+    let one = exact(1);
+    let loopback = op_cycles(&step1, |k, _| k == OpKind::TokenLoopback);
+    assert!(loopback > 0.0);
+    assert!(close(one.total().get(), step1.total().get() - loopback));
+    // 23 tokens (h = 8: groups of 8, 8, 7; h = 5: 5 groups): steps 1..22 without
+    // the head (final norm, LM head, argmax), the loop-back and the last layer's
+    // hand-off to the head's region; step 23 without the loop-back only.
+    let n = 23;
+    let head = |k: OpKind, l: Option<u32>| {
+        matches!(
+            k,
+            OpKind::FinalNorm | OpKind::LmHead | OpKind::Argmax | OpKind::TokenLoopback
+        ) || (k == OpKind::Handoff && l == Some(3))
+    };
+    let mut want = 0.0;
+    for t in 1..=n {
+        let step = decode_plan(&spec, &cfg, &layout, t);
+        want += step.total().get() - op_cycles(&step, head);
+    }
+    let last = decode_plan(&spec, &cfg, &layout, n);
+    let last_head = op_cycles(&last, head) - loopback;
+    assert!(op_cycles(&last, |k, l| k == OpKind::Handoff && l == Some(3)) > 0.0);
+    want += last_head;
+    let plan = exact(n);
+    assert!(
+        close(plan.total().get(), want),
+        "{} vs {want}",
+        plan.total()
+    );
+    // The breakdowns add up to the total, and the head ran once.
+    let by_kind: f64 = plan.by_kind().iter().map(|(_, c)| c.total().get()).sum();
+    let outside = op_cycles(&plan, |_, l| l.is_none());
+    let layers: f64 = plan.by_layer(4).iter().map(|c| c.get()).sum();
+    assert!(close(by_kind, want) && close(layers + outside, want));
+    assert!(close(
+        op_cycles(&plan, |k, _| k == OpKind::LmHead),
+        op_cycles(&last, |k, _| k == OpKind::LmHead)
+    ));
+    assert_eq!(op_cycles(&plan, |k, _| k == OpKind::TokenLoopback), 0.0);
+    // TTFT is the cheaper scheme, GEMM on a tie; both occur on this layout (its
+    // 8- and 5-PE squares make the Cannon schedule short, so GEMM wins early).
+    let mut schemes = Vec::new();
+    for n in [1, 2, 23, 400] {
+        let p = prefill(&spec, &cfg, &layout, n, &opts);
+        let gemm = gemm_prefill_plan(&spec, &cfg, &layout, n, &opts).total();
+        let tbt = exact(n).total();
+        assert_eq!(p.gemm_cycles, gemm);
+        let want = if tbt < gemm {
+            PrefillScheme::TokenByToken
+        } else {
+            PrefillScheme::Gemm
+        };
+        assert_eq!(p.scheme, want, "n = {n}: gemm {gemm}, token by token {tbt}");
+        assert!(close(p.plan.total().get(), gemm.get().min(tbt.get())));
+        // When the GEMM plan wins, what is reported for the other is a true lower bound.
+        assert!(p.token_by_token_cycles.get() <= tbt.get() * (1.0 + 1e-12));
+        schemes.push(p.scheme);
+    }
+    assert_eq!(
+        schemes,
+        [
+            PrefillScheme::TokenByToken,
+            PrefillScheme::TokenByToken,
+            PrefillScheme::Gemm,
+            PrefillScheme::Gemm
+        ]
+    );
+}
+
+#[test]
+fn ttft_grows_with_short_prompts_and_long_prompts_use_the_gemm_prefill() {
+    let (spec, cfg) = (wse2(), llama3_8b());
+    let at = |n: usize| {
+        let mut o = opts(420, 4096);
+        o.prompt_tokens = n;
+        estimate(&spec, &cfg, &o).unwrap()
+    };
+    let (one, six, long) = (at(1), at(6), at(4096));
+    assert_eq!(one.prefill_scheme, PrefillScheme::TokenByToken);
+    assert_eq!(six.prefill_scheme, PrefillScheme::TokenByToken);
+    // Six steps at KV <= 6 cost about six times one step (same cached positions per PE).
+    let ratio = six.ttft_cycles.get() / one.ttft_cycles.get();
+    assert!(ratio > 5.0 && ratio < 6.5, "{ratio}");
+    assert!(six.ttft_cycles < six.prefill_gemm_cycles);
+    assert!(one.ttft_cycles.get() < one.decode_cycles_per_token.get());
+    assert_eq!(long.prefill_scheme, PrefillScheme::Gemm);
+    assert_eq!(long.ttft_cycles, long.prefill_gemm_cycles);
+    assert!(!long.prefill_token_by_token_exact);
+    assert!(long.prefill_token_by_token_cycles >= long.ttft_cycles);
+    // The MeshGEMM prefill costs nearly the same for 1 and 6 tokens (P shift steps).
+    assert!(six.prefill_gemm_cycles.get() / one.prefill_gemm_cycles.get() < 1.001);
+    // The chosen plan's breakdown adds up to the TTFT.
+    for e in [&one, &six, &long] {
+        let by_kind: f64 = e
+            .prefill
+            .by_kind()
+            .iter()
+            .map(|(_, c)| c.total().get())
+            .sum();
+        assert!(close(by_kind, e.ttft_cycles.get()));
+    }
+}
+
+#[test]
+fn reduction_tree_k_two_is_the_default_and_the_chain_is_slower() {
+    let (spec, cfg) = (wse3(), llama3_8b());
+    let o = opts(600, 4096);
+    let default = estimate(&spec, &cfg, &o).unwrap();
+    let k2 = estimate_with(&spec, &cfg, &o, &PlanOptions::with_reduce_k(2).unwrap()).unwrap();
+    assert_eq!(k2.decode, default.decode);
+    assert_eq!(k2.prefill, default.prefill);
+    assert_eq!(k2.ttft_cycles, default.ttft_cycles);
+    assert_eq!((k2.reduce_k, default.reduce_k), (2, 2));
+    let chain = estimate_with(&spec, &cfg, &o, &PlanOptions::with_reduce_k(1).unwrap()).unwrap();
+    assert_eq!(chain.reduce_k, 1);
+    // On 600-PE lines a chain has ~300 dependent levels per half-line, the
+    // K = 2 tree ~2 sqrt(300).
+    assert!(
+        chain.decode_cycles_per_token.get() > 1.3 * default.decode_cycles_per_token.get(),
+        "{} vs {}",
+        chain.decode_cycles_per_token,
+        default.decode_cycles_per_token
+    );
+    // Only reductions change: compute is the same.
+    assert_eq!(chain.decode.cost().compute, default.decode.cost().compute);
+    let k3 = decode_plan_with(
+        &spec,
+        &cfg,
+        &interim_layout(&spec, &cfg, RegionShape::square(600).unwrap(), 1).unwrap(),
+        4096,
+        &PlanOptions::with_reduce_k(3).unwrap(),
+    );
+    assert!(k3.total() < chain.decode_cycles_per_token);
+    assert!(PlanOptions::with_reduce_k(0).is_err());
 }

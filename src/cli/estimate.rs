@@ -2,13 +2,15 @@
 //!
 //! The layout is the placement `wafer place` computes for the same options; the
 //! numbers come from `wafer_models::cost` (the same plan the mesh engine runs).
+//! Time-to-first-token is the cheaper prefill scheme (MeshGEMM or one decode
+//! step per prompt token); the report says which (`prefill_scheme` in JSON).
 
 use super::common::load_spec;
 use anyhow::{Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
-use wafer_models::cost::Plan;
-use wafer_models::estimate::{estimate, Estimate, EstimateOptions};
+use wafer_models::cost::{Plan, PlanOptions, PrefillScheme};
+use wafer_models::estimate::{estimate_with, Estimate, EstimateOptions};
 use wafer_models::ModelConfig;
 use wafer_sim::Category;
 
@@ -42,6 +44,10 @@ pub struct Args {
     /// Prompt length for time-to-first-token.
     #[arg(long, default_value_t = 4096)]
     pub prompt_tokens: usize,
+    /// K of every reduction tree (levels of chains; 1 = chain); default 2, the
+    /// MeshGEMV tree with the depth-minimising group count.
+    #[arg(long)]
+    pub k: Option<u32>,
     #[arg(long)]
     pub json: bool,
 }
@@ -65,10 +71,19 @@ pub fn options(args: &Args) -> Result<EstimateOptions> {
     })
 }
 
+/// The lowering options of `--k` (the default tree when absent).
+pub fn plan_options(k: Option<u32>) -> Result<PlanOptions> {
+    match k {
+        None => Ok(PlanOptions::default()),
+        Some(k) => PlanOptions::with_reduce_k(k).with_context(|| format!("--k {k}")),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
+    let plan_opts = plan_options(args.k)?;
     let spec = load_spec(&args.target.hw)?;
     let cfg = resolve_model(&args.target.model)?;
-    let e = estimate(&spec, &cfg, &options(&args)?)?;
+    let e = estimate_with(&spec, &cfg, &options(&args)?, &plan_opts)?;
     if args.json {
         println!(
             "{}",
@@ -119,6 +134,11 @@ pub fn to_json(e: &Estimate, layers: usize) -> serde_json::Value {
         "ttft_cycles": e.ttft_cycles.get(),
         "ttft_ms": e.ttft_ms,
         "prefill_tokens_per_s": e.prefill_tokens_per_s,
+        "prefill_scheme": e.prefill_scheme.name(),
+        "prefill_gemm_cycles": e.prefill_gemm_cycles.get(),
+        // null when the scheme was ruled out by a lower bound before it was costed in full
+        "prefill_token_by_token_cycles": e.prefill_token_by_token_exact.then_some(e.prefill_token_by_token_cycles.get()),
+        "reduce_k": e.reduce_k,
         "breakdown": {
             "decode": {
                 "categories": categories(&e.decode),
@@ -191,6 +211,34 @@ fn print_report(e: &Estimate, model: &str, layers: usize) {
         e.ttft_ms,
         e.prefill_tokens_per_s
     );
+    let other = if e.prefill_token_by_token_exact {
+        format!("{:.0} cycles", e.prefill_token_by_token_cycles.get())
+    } else {
+        format!(
+            "at least {:.0} cycles",
+            e.prefill_token_by_token_cycles.get()
+        )
+    };
+    let scheme = match e.prefill_scheme {
+        PrefillScheme::Gemm => format!(
+            "MeshGEMM over each layer's region (one decode step per token would take {other})"
+        ),
+        PrefillScheme::TokenByToken => format!(
+            "one decode step per prompt token, LM head for the last only (MeshGEMM prefill would take {:.0} cycles)",
+            e.prefill_gemm_cycles.get()
+        ),
+    };
+    println!("  prefill scheme: {scheme}");
+    if e.reduce_k != PlanOptions::default().reduce_k() {
+        println!("  reductions: K = {} trees", e.reduce_k);
+    }
     print_plan("decode step breakdown", &e.decode, layers);
-    print_plan("prefill breakdown", &e.prefill, layers);
+    let title = match e.prefill_scheme {
+        PrefillScheme::Gemm => "prefill breakdown (MeshGEMM)".to_string(),
+        PrefillScheme::TokenByToken => format!(
+            "prefill breakdown ({} decode steps, summed)",
+            e.prompt_tokens.max(1)
+        ),
+    };
+    print_plan(&title, &e.prefill, layers);
 }

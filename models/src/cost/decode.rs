@@ -14,13 +14,21 @@
 //! partial scores are summed across the columns that share a head (a segment of
 //! `head_dim / (kv_dim / w)` columns); softmax max and exp-sum are allreduced along
 //! columns; the probability-weighted V sum is allreduced along columns and then
-//! divided by the softmax sum. Every reduction is a K = 2 tree run from both ends
-//! of its line toward the middle PE ([`tree_for`]), with the number of groups that
-//! minimises its depth. Rooting in the middle halves the distance a partial sum
-//! travels; in steady state each phase's broadcast leaves a V-shaped wavefront
-//! that the next reduction runs against for half a line only.
+//! divided by the softmax sum. Every reduction is a K-tree run from both ends of
+//! its line toward the middle PE: by default K = 2 with the number of groups that
+//! minimises its depth ([`tree_for`]); [`PlanOptions`] picks another K. Rooting in
+//! the middle halves the distance a partial sum travels; in steady state each
+//! phase's broadcast leaves a V-shaped wavefront that the next reduction runs
+//! against for half a line only.
+//!
+//! The KV length enters a layer's cost only as the cached positions per PE,
+//! `ceil(T / h)`, and every term grows (weakly) with it: kernel cycles are
+//! `max(ceil(n / simd), bytes / port) + n * loop` plus a constant, collective
+//! cycles grow with the wavelets carried, and the spec rejects negative cost
+//! fields. So a decode step never gets cheaper as T grows; the token-by-token
+//! prefill ([`super::token_prefill`]) relies on both facts.
 
-use super::{CommShape, OpKind, Plan};
+use super::{CommShape, OpKind, Plan, PlanOptions};
 use crate::config::ModelConfig;
 use crate::layout::{Layout, Site};
 use wafer_core::WaferSpec;
@@ -49,9 +57,11 @@ pub(crate) fn div(a: usize, b: u32) -> u64 {
     (a as u64).div_ceil(b.max(1) as u64)
 }
 
-/// Allreduce of `values` values of `bytes` each along a line of `p` PEs.
+/// Allreduce of `values` values of `bytes` each along a line of `p` PEs, on the
+/// reduction tree `opts` chooses.
 pub(crate) fn allreduce(
     spec: &WaferSpec,
+    opts: &PlanOptions,
     p: u32,
     values: u64,
     bytes: u64,
@@ -64,7 +74,7 @@ pub(crate) fn allreduce(
         Cost::default()
     };
     (
-        Line::new(p).allreduce_cost(spec, w, tree_for(p)) + sync,
+        Line::new(p).allreduce_cost(spec, w, opts.tree(p)) + sync,
         Some(CommShape {
             line_pes: p,
             values_per_pe: values,
@@ -90,8 +100,36 @@ pub(crate) fn handoff(spec: &WaferSpec, from: &Site, to: &Site, values: u64) -> 
     }
 }
 
-/// One decode step at KV length `context` (the new token included).
+/// One decode step at KV length `context` (the new token included), with the
+/// default K = 2 reduction tree.
 pub fn decode_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, context: usize) -> Plan {
+    decode_plan_with(spec, cfg, layout, context, &PlanOptions::default())
+}
+
+/// [`decode_plan`] with explicit lowering options.
+pub fn decode_plan_with(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    context: usize,
+    opts: &PlanOptions,
+) -> Plan {
+    assemble(spec, cfg, layout, opts, |w, h| {
+        decode_layer_with(spec, cfg, w, h, context, opts)
+    })
+}
+
+/// A decode step around per-layer plans: the embedding, each layer's plan (from
+/// `layer(width, height)`, called once per distinct region shape, with its layer
+/// index set) and its hand-off, then the final norm, LM head, argmax and the
+/// token's loop-back.
+pub(crate) fn assemble(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    opts: &PlanOptions,
+    mut layer: impl FnMut(u32, u32) -> Plan,
+) -> Plan {
     let mut plan = Plan::default();
     let act = spec.precision.activation_dtype.size_bytes();
     let d = cfg.hidden_size;
@@ -116,7 +154,7 @@ pub fn decode_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, context
         let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
             Some((_, p)) => p.clone(),
             None => {
-                let p = decode_layer(spec, cfg, key.0, key.1, context);
+                let p = layer(key.0, key.1);
                 cache.push((key, p.clone()));
                 p
             }
@@ -144,7 +182,7 @@ pub fn decode_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, context
         layout.lm_head.region.height(),
     );
     let xr = div(d, h);
-    let (ar, comm) = allreduce(spec, h, 1, 4);
+    let (ar, comm) = allreduce(spec, opts, h, 1, 4);
     plan.push(
         OpKind::FinalNorm,
         None,
@@ -154,7 +192,7 @@ pub fn decode_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, context
             + ar,
     );
     let vocab_cols = div(cfg.vocab_size, w);
-    let (ar, comm) = allreduce(spec, h, vocab_cols, act);
+    let (ar, comm) = allreduce(spec, opts, h, vocab_cols, act);
     plan.push(
         OpKind::LmHead,
         None,
@@ -163,7 +201,7 @@ pub fn decode_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, context
         Cost::compute(matrix::gemv_tile_cycles(spec, xr, vocab_cols)) + ar,
     );
     // (value, index) pairs: two wavelets, reduced along the row toward column 0.
-    let argmax = Line::new(w).reduce_cost(spec, 2, tree_for(w));
+    let argmax = Line::new(w).reduce_cost(spec, 2, opts.tree(w));
     plan.push(
         OpKind::Argmax,
         None,
@@ -189,8 +227,23 @@ pub fn decode_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, context
     plan
 }
 
-/// One decoder layer's decode step on a `w x h` region (layer index unset).
+/// One decoder layer's decode step on a `w x h` region (layer index unset), with
+/// the default K = 2 reduction tree.
 pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context: usize) -> Plan {
+    decode_layer_with(spec, cfg, w, h, context, &PlanOptions::default())
+}
+
+/// [`decode_layer`] with explicit lowering options. `context` enters only as
+/// `ceil(context / h)` (see the module doc), and the list of operations is the
+/// same for every context.
+pub fn decode_layer_with(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    w: u32,
+    h: u32,
+    context: usize,
+    opts: &PlanOptions,
+) -> Plan {
     let mut p = Plan::default();
     let act = spec.precision.activation_dtype.size_bytes();
     let (d, q, kv, f) = (
@@ -211,7 +264,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
     let comp = Cost::compute;
 
     let norm = |p: &mut Plan| {
-        let (ar, comm) = allreduce(spec, h, 1, 4);
+        let (ar, comm) = allreduce(spec, opts, h, 1, 4);
         p.push(
             OpKind::RmsNorm,
             None,
@@ -222,7 +275,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
     };
     norm(&mut p);
     let qkv_c = div(q + 2 * kv, w);
-    let (ar, comm) = allreduce(spec, h, qkv_c, act);
+    let (ar, comm) = allreduce(spec, opts, h, qkv_c, act);
     p.push(
         OpKind::QkvProj,
         None,
@@ -245,7 +298,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
         None,
         comp(vector::scale_cycles(spec, 2 * kv_c)),
     );
-    let (ar, comm) = allreduce(spec, seg, pos * g * heads_c, act);
+    let (ar, comm) = allreduce(spec, opts, seg, pos * g * heads_c, act);
     p.push(
         OpKind::AttnScores,
         None,
@@ -253,7 +306,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
         comm,
         comp(matrix::gemv_tile_cycles(spec, kv_c, pos * g)) + ar,
     );
-    let (ar, comm) = allreduce(spec, h, g * heads_c, act);
+    let (ar, comm) = allreduce(spec, opts, h, g * heads_c, act);
     p.push(
         OpKind::SoftmaxMax,
         None,
@@ -261,7 +314,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
         comm,
         comp(vector::max_cycles(spec, scores_c)) + ar,
     );
-    let (ar, comm) = allreduce(spec, h, g * heads_c, 4);
+    let (ar, comm) = allreduce(spec, opts, h, g * heads_c, 4);
     p.push(
         OpKind::SoftmaxSum,
         None,
@@ -269,7 +322,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
         comm,
         comp(vector::exp_sum_cycles(spec, scores_c)) + ar,
     );
-    let (ar, comm) = allreduce(spec, h, q_c, act);
+    let (ar, comm) = allreduce(spec, opts, h, q_c, act);
     p.push(
         OpKind::AttnValues,
         None,
@@ -279,7 +332,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
     );
     // O projection: input split over columns, reduce along rows (lines of w).
     let o_r = div(d, h);
-    let (ar, comm) = allreduce(spec, w, o_r, act);
+    let (ar, comm) = allreduce(spec, opts, w, o_r, act);
     p.push(
         OpKind::OProj,
         None,
@@ -296,7 +349,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
     );
     norm(&mut p);
     let gu_c = div(2 * f, w);
-    let (ar, comm) = allreduce(spec, h, gu_c, act);
+    let (ar, comm) = allreduce(spec, opts, h, gu_c, act);
     p.push(
         OpKind::GateUpProj,
         None,
@@ -312,7 +365,7 @@ pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context
         None,
         comp(vector::silu_mul_cycles(spec, f_c)),
     );
-    let (ar, comm) = allreduce(spec, w, o_r, act);
+    let (ar, comm) = allreduce(spec, opts, w, o_r, act);
     p.push(
         OpKind::DownProj,
         None,

@@ -10,12 +10,23 @@
 //!
 //! Layers sharing a region run one after another and batch is 1, so a plan's
 //! total is the plain sum of its operations.
+//!
+//! Time-to-first-token is the cheaper of two prefill schemes ([`prefill`]): the
+//! MeshGEMM prefill ([`gemm_prefill_plan`]) and the prompt run through the decode
+//! lowering one token at a time ([`token_prefill`]).
 
 mod decode;
+mod options;
 mod prefill;
+mod token_prefill;
 
-pub use decode::{decode_layer, decode_plan, tree_for};
-pub use prefill::{prefill_layer, prefill_plan};
+pub use decode::{decode_layer, decode_layer_with, decode_plan, decode_plan_with, tree_for};
+pub use options::{PlanOptions, MAX_REDUCE_K};
+pub use prefill::{
+    gemm_prefill_plan, prefill, prefill_layer, prefill_plan, prefill_plan_with, Prefill,
+    PrefillScheme,
+};
+pub use token_prefill::{token_prefill, TokenPrefill};
 
 use serde::Serialize;
 use wafer_core::Cycles;

@@ -12,11 +12,19 @@
 //! PE's `N/P x d/P` tile to the next region, all tiles of a row sharing that row's
 //! links. After the last layer, the last position goes through the final norm,
 //! the LM head and the argmax exactly as in decode.
+//!
+//! The Cannon schedule costs P shift steps per GEMM whatever N is, so for a
+//! short prompt running the tokens one at a time through the decode lowering
+//! ([`super::token_prefill`]) is cheaper. Time-to-first-token is the cheaper of
+//! the two ([`prefill`]); the MeshGEMM plan is kept on a tie.
 
 use super::decode::{allreduce, div};
-use super::{OpKind, Plan};
+use super::token_prefill::token_prefill;
+use super::{OpKind, Plan, PlanOptions};
 use crate::config::ModelConfig;
 use crate::layout::{Layout, Site};
+use serde::Serialize;
+use wafer_core::Cycles;
 use wafer_core::WaferSpec;
 use wafer_kernels::vector;
 use wafer_sim::collective::wavelets;
@@ -45,8 +53,97 @@ fn tile_handoff(spec: &WaferSpec, from: &Site, to: &Site, tokens: usize, d: usiz
     parallel_lines_cost(spec, per_row, hops)
 }
 
-/// The prefill of `tokens` prompt tokens up to the first generated token.
+/// How a prompt is run up to its first generated token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefillScheme {
+    /// The whole prompt at once: MeshGEMMs over each layer's region.
+    Gemm,
+    /// One decode step per prompt token, the LM head only for the last.
+    TokenByToken,
+}
+
+impl PrefillScheme {
+    /// The JSON / CSV value: `gemm` or `token_by_token`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrefillScheme::Gemm => "gemm",
+            PrefillScheme::TokenByToken => "token_by_token",
+        }
+    }
+}
+
+/// Time-to-first-token: the cheaper scheme's plan and what the other would cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prefill {
+    pub scheme: PrefillScheme,
+    /// The chosen scheme's plan; its total is the time-to-first-token.
+    pub plan: Plan,
+    /// Total of the MeshGEMM plan.
+    pub gemm_cycles: Cycles,
+    /// Total of the token-by-token plan when `token_by_token_exact`; otherwise a
+    /// lower bound that already reached `gemm_cycles` (evaluation stopped there).
+    pub token_by_token_cycles: Cycles,
+    pub token_by_token_exact: bool,
+}
+
+/// The prefill of `tokens` prompt tokens up to the first generated token, by the
+/// cheaper scheme, with the default K = 2 reduction tree. This is the
+/// time-to-first-token `wafer estimate` and the mesh engine report.
 pub fn prefill_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, tokens: usize) -> Plan {
+    prefill(spec, cfg, layout, tokens, &PlanOptions::default()).plan
+}
+
+/// [`prefill_plan`] with explicit lowering options.
+pub fn prefill_plan_with(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    tokens: usize,
+    opts: &PlanOptions,
+) -> Plan {
+    prefill(spec, cfg, layout, tokens, opts).plan
+}
+
+/// Both schemes for a `tokens`-token prompt (at least 1): the token-by-token one
+/// is evaluated only as far as it can still beat the MeshGEMM plan.
+pub fn prefill(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    tokens: usize,
+    opts: &PlanOptions,
+) -> Prefill {
+    let gemm = gemm_prefill_plan(spec, cfg, layout, tokens, opts);
+    let gemm_cycles = gemm.total();
+    let tbt = token_prefill(spec, cfg, layout, tokens, opts, gemm_cycles);
+    match tbt.plan {
+        Some(plan) if tbt.cycles < gemm_cycles => Prefill {
+            scheme: PrefillScheme::TokenByToken,
+            plan,
+            gemm_cycles,
+            token_by_token_cycles: tbt.cycles,
+            token_by_token_exact: true,
+        },
+        exact => Prefill {
+            scheme: PrefillScheme::Gemm,
+            plan: gemm,
+            gemm_cycles,
+            token_by_token_cycles: tbt.cycles,
+            token_by_token_exact: exact.is_some(),
+        },
+    }
+}
+
+/// The MeshGEMM prefill of `tokens` prompt tokens up to the first generated token.
+pub fn gemm_prefill_plan(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    tokens: usize,
+    opts: &PlanOptions,
+) -> Plan {
+    let tokens = tokens.max(1);
     let mut plan = Plan::default();
     let d = cfg.hidden_size;
     let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
@@ -66,7 +163,7 @@ pub fn prefill_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, tokens
         let layer_plan = match cache.iter().find(|(k, _)| *k == p) {
             Some((_, lp)) => lp.clone(),
             None => {
-                let lp = prefill_layer(spec, cfg, p, tokens);
+                let lp = prefill_layer_with(spec, cfg, p, tokens, opts);
                 cache.push((p, lp.clone()));
                 lp
             }
@@ -88,7 +185,7 @@ pub fn prefill_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, tokens
         }
     }
     // The last position's logits and the first token: the tail of decode.
-    let tail = super::decode_plan(spec, cfg, layout, tokens.max(1));
+    let tail = super::decode_plan_with(spec, cfg, layout, tokens, opts);
     for op in tail.ops {
         if matches!(op.kind, OpKind::FinalNorm | OpKind::LmHead | OpKind::Argmax) {
             plan.ops.push(op);
@@ -97,8 +194,20 @@ pub fn prefill_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, tokens
     plan
 }
 
-/// One decoder layer's prefill of `n` tokens on a `p x p` square.
+/// One decoder layer's prefill of `n` tokens on a `p x p` square, with the
+/// default K = 2 reduction tree.
 pub fn prefill_layer(spec: &WaferSpec, cfg: &ModelConfig, p: u32, n: usize) -> Plan {
+    prefill_layer_with(spec, cfg, p, n, &PlanOptions::default())
+}
+
+/// [`prefill_layer`] with explicit lowering options.
+pub fn prefill_layer_with(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    p: u32,
+    n: usize,
+    opts: &PlanOptions,
+) -> Plan {
     let mut pl = Plan::default();
     let act = spec.precision.activation_dtype.size_bytes();
     let (d, q, kv, f) = (
@@ -113,7 +222,7 @@ pub fn prefill_layer(spec: &WaferSpec, cfg: &ModelConfig, p: u32, n: usize) -> P
     let macs = |m: usize, k: usize, nn: usize| div(m, p) * div(k, p) * div(nn, p) * p as u64;
 
     let norm = |pl: &mut Plan| {
-        let (ar, comm) = allreduce(spec, p, rows, 4);
+        let (ar, comm) = allreduce(spec, opts, p, rows, 4);
         pl.push(
             OpKind::RmsNorm,
             None,
@@ -154,7 +263,7 @@ pub fn prefill_layer(spec: &WaferSpec, cfg: &ModelConfig, p: u32, n: usize) -> P
         gemm(spec, p, n, q, n),
     );
     let s_tile = rows * div(n, p);
-    let (ar, comm) = allreduce(spec, p, rows, act);
+    let (ar, comm) = allreduce(spec, opts, p, rows, act);
     pl.push(
         OpKind::SoftmaxMax,
         None,
@@ -162,7 +271,7 @@ pub fn prefill_layer(spec: &WaferSpec, cfg: &ModelConfig, p: u32, n: usize) -> P
         comm,
         comp(vector::max_cycles(spec, s_tile)) + ar,
     );
-    let (ar, comm) = allreduce(spec, p, rows, 4);
+    let (ar, comm) = allreduce(spec, opts, p, rows, 4);
     pl.push(
         OpKind::SoftmaxSum,
         None,
