@@ -1,18 +1,26 @@
 //! The KV cache spread over a layer's region, and decode attention over it.
 //!
-//! Layout (the cost plan's): position `t` lives in region row `t mod h`, its KV
-//! dims split over the columns (`kv_c` per column, stored pair-interleaved, see
-//! `heads`). New positions therefore spread evenly over the rows as they
-//! arrive. The cache is held as one `[position][kv_dim]` buffer per layer; PE
-//! (column c, row r) owns the `kv_c` values of column c of every position
-//! `t ≡ r (mod h)`, so a position's append touches one row of PEs.
+//! Layout (the cost plan's): position `t` lives in region row `t mod h` (its
+//! *slot* there is `t / h`), its KV dims split over the columns (`kv_c` per
+//! column, stored pair-interleaved, see `heads`). New positions therefore spread
+//! evenly over the rows as they arrive, and a position's append touches one
+//! row of PEs. PE (column c, row r) owns the `kv_c` key and value dims of
+//! column c of every slot of row r.
+//!
+//! Host storage is one buffer per region row. Keys are kept in blocks of
+//! [`SLOTS_PER_BLOCK`] slots with the dim outermost (`[block][dim][slot]`), so
+//! a PE's dot products for a block of its positions are contiguous
+//! multiply-adds across the slots; values stay position-major
+//! (`[slot][dim]`), the order the weighted sum reads them.
 //!
 //! Decode attention, per the plan: every PE dots its query dims with its cached
 //! keys (partial scores per query head); the partials of one head are reduced
-//! across the segment of columns holding that KV head; softmax max and exp-sum
-//! are reduced along the columns (over rows); each PE's probability-weighted
-//! value sum is reduced along the columns and divided by the softmax sum. Rows
-//! run in parallel (rayon); rows that hold no position yet contribute nothing.
+//! across the segment of columns holding that KV head (a whole block of slots
+//! per transfer, each slot's additions in the schedule's order); softmax max and
+//! exp-sum are reduced along the columns (over rows); each PE's
+//! probability-weighted value sum (its slots in order) is reduced along the
+//! columns and divided by the softmax sum. Rows run in parallel (rayon); rows
+//! that hold no position yet contribute nothing.
 
 use super::collective::{tree_for, ReduceSchedule};
 use super::heads::HeadOrder;
@@ -21,35 +29,50 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 use wafer_core::DType;
 
+/// Slots per key block: the partial scores of one block and one KV head
+/// (`columns x group x slots` f32) stay in the host's L1.
+pub const SLOTS_PER_BLOCK: usize = 64;
+
 /// Keys and values of one layer, capacity fixed when the region was accounted.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     pub kv_dim: usize,
+    /// Region rows the positions are spread over.
+    pub rows: usize,
     /// Positions the SRAM accounting reserved room for.
     pub capacity: usize,
     pub len: usize,
     /// Values are rounded to this type on append (the spec's `kv_dtype`).
     pub dtype: DType,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    /// Per row: keys as `[block][dim][slot of the block]`.
+    k: Vec<Vec<f32>>,
+    /// Per row: values as `[slot][dim]`.
+    v: Vec<Vec<f32>>,
 }
 
 impl KvCache {
-    pub fn new(kv_dim: usize, capacity: usize, dtype: DType) -> KvCache {
+    pub fn new(kv_dim: usize, rows: usize, capacity: usize, dtype: DType) -> KvCache {
+        assert!(rows > 0, "a KV cache needs at least one row");
         KvCache {
             kv_dim,
+            rows,
             capacity,
             len: 0,
             dtype,
-            k: Vec::new(),
-            v: Vec::new(),
+            k: vec![Vec::new(); rows],
+            v: vec![Vec::new(); rows],
         }
     }
 
     pub fn clear(&mut self) {
         self.len = 0;
-        self.k.clear();
-        self.v.clear();
+        self.k.iter_mut().for_each(Vec::clear);
+        self.v.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Slots row `r` holds.
+    pub fn slots(&self, r: usize) -> usize {
+        (self.len + self.rows - 1 - r.min(self.rows - 1)) / self.rows
     }
 
     /// Appends one position's (rotated, stored-order) key and value.
@@ -66,8 +89,17 @@ impl KvCache {
             DType::F16 => half::f16::from_f32(x).to_f32(),
             DType::BF16 => half::bf16::from_f32(x).to_f32(),
         };
-        self.k.extend(k.iter().map(|&x| round(x)));
-        self.v.extend(v.iter().map(|&x| round(x)));
+        let (r, slot) = (self.len % self.rows, self.len / self.rows);
+        let (block, at) = (slot / SLOTS_PER_BLOCK, slot % SLOTS_PER_BLOCK);
+        let keys = &mut self.k[r];
+        if at == 0 {
+            keys.resize((block + 1) * self.kv_dim * SLOTS_PER_BLOCK, 0.0);
+        }
+        let base = block * self.kv_dim * SLOTS_PER_BLOCK + at;
+        for (e, &x) in k.iter().enumerate() {
+            keys[base + e * SLOTS_PER_BLOCK] = round(x);
+        }
+        self.v[r].extend(v.iter().map(|&x| round(x)));
         self.len += 1;
         Ok(())
     }
@@ -111,6 +143,7 @@ impl AttnGeometry {
 /// Reusable buffers, so decode allocates nothing per step once warmed up.
 #[derive(Debug, Default)]
 pub struct AttnScratch {
+    /// Per row: scores as `[block][head][slot of the block]`.
     scores: Vec<f32>,
     stats: Vec<f32>,
     values: Vec<f32>,
@@ -118,6 +151,75 @@ pub struct AttnScratch {
 
 /// Cached positions below which a row group is not split further across cores.
 const MIN_POSITIONS_PER_TASK: usize = 512;
+
+/// One row's scores: for every block of its slots, each KV head's column
+/// segment computes per-PE partial dots (vectors over the block's slots),
+/// reduces them across the segment, and scales; returns nothing, fills
+/// `row_scores` (`[block][head][slot]`) and the row's running max per head.
+#[allow(clippy::too_many_arguments)]
+fn row_scores(
+    geo: &AttnGeometry,
+    heads: &HeadOrder,
+    keys: &[f32],
+    slots: usize,
+    q: &[f32],
+    scale: f32,
+    row_scores: &mut [f32],
+    row_max: &mut [f32],
+) {
+    const B: usize = SLOTS_PER_BLOCK;
+    let (hd, g, kv_dim) = (heads.head_dim, heads.group, heads.kv.len());
+    let n_heads = heads.kv_heads * g;
+    let kc = geo.kv_split.chunk;
+    let mut parts = Vec::new();
+    row_max.fill(f32::NEG_INFINITY);
+    for (b, (kblk, sblk)) in keys
+        .chunks_exact(kv_dim * B)
+        .zip(row_scores.chunks_exact_mut(n_heads * B))
+        .enumerate()
+    {
+        let valid = (slots - b * B).min(B);
+        for (gk, (c0, seg)) in geo.segments.iter().enumerate() {
+            parts.clear();
+            parts.resize(seg.n * g * B, 0.0);
+            let (lo, hi) = (gk * hd, (gk + 1) * hd);
+            // parts[column of the segment][query head of the group][slot].
+            for (i, part) in parts.chunks_exact_mut(g * B).enumerate() {
+                let c = c0 + i;
+                let (a, z) = ((c * kc).max(lo), ((c + 1) * kc).min(hi));
+                for e in a..z {
+                    let kv = &kblk[e * B..(e + 1) * B];
+                    for (pm, &qm) in part.chunks_exact_mut(B).zip(&q[e * g..(e + 1) * g]) {
+                        for (p, &k) in pm.iter_mut().zip(kv) {
+                            *p += qm * k;
+                        }
+                    }
+                }
+            }
+            // Across the segment's columns, every slot of the block at once.
+            for &(from, to) in &seg.steps {
+                let (from, to) = (from as usize * g * B, to as usize * g * B);
+                let (lo, hi) = parts.split_at_mut(from.max(to));
+                let (src, dst) = if from > to {
+                    (&hi[..g * B], &mut lo[to..to + g * B])
+                } else {
+                    (&lo[from..from + g * B], &mut hi[..g * B])
+                };
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += s;
+                }
+            }
+            for (m, pm) in parts[..g * B].chunks_exact(B).enumerate() {
+                let head = gk * g + m;
+                let dst = &mut sblk[head * B..(head + 1) * B];
+                for (d, p) in dst[..valid].iter_mut().zip(pm) {
+                    *d = p * scale;
+                    row_max[head] = row_max[head].max(*d);
+                }
+            }
+        }
+    }
+}
 
 /// Attention of one query (stored order, RoPE applied) over `cache`; writes the
 /// output in stored query order.
@@ -129,20 +231,20 @@ pub fn attend(
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
+    const B: usize = SLOTS_PER_BLOCK;
     let (hd, g, kv_dim) = (heads.head_dim, heads.group, cache.kv_dim);
     let n_heads = heads.kv_heads * g;
     let q_dim = q.len();
     let t_len = cache.len;
     assert!(t_len > 0, "attention over an empty cache");
+    assert_eq!(cache.rows, geo.height, "KV rows and region height");
     let h = geo.height;
     let rows = h.min(t_len);
     let slots = t_len.div_ceil(h);
+    let blocks = slots.div_ceil(B);
     let scale = 1.0 / (hd as f32).sqrt();
-    let kc = geo.kv_split.chunk;
     scratch.scores.clear();
-    scratch
-        .scores
-        .resize(rows * slots * n_heads, f32::NEG_INFINITY);
+    scratch.scores.resize(rows * blocks * n_heads * B, 0.0);
     scratch.stats.clear();
     scratch.stats.resize(2 * rows * n_heads, 0.0);
     scratch.values.clear();
@@ -155,66 +257,46 @@ pub fn attend(
     // Scores: per PE partial dots, reduced across each head's column segment.
     scratch
         .scores
-        .par_chunks_mut(slots * n_heads)
+        .par_chunks_mut(blocks * n_heads * B)
         .zip(maxes.par_chunks_mut(n_heads))
         .enumerate()
         .with_min_len(min_rows)
-        .for_each(|(r, (row_scores, row_max))| {
-            let mut parts = Vec::new();
-            for (s, t) in (r..t_len).step_by(h).enumerate() {
-                let key = &cache.k[t * kv_dim..(t + 1) * kv_dim];
-                for (gk, (c0, seg)) in geo.segments.iter().enumerate() {
-                    parts.clear();
-                    parts.resize(seg.n * g, 0.0);
-                    let (lo, hi) = (gk * hd, (gk + 1) * hd);
-                    for (i, part) in parts.chunks_exact_mut(g).enumerate() {
-                        let c = c0 + i;
-                        let (a, b) = ((c * kc).max(lo), ((c + 1) * kc).min(hi));
-                        for e in a..b {
-                            let ke = key[e];
-                            let qe = &q[e * g..(e + 1) * g];
-                            for (p, qm) in part.iter_mut().zip(qe) {
-                                *p += qm * ke;
-                            }
-                        }
-                    }
-                    seg.run(&mut parts, g);
-                    let dst = &mut row_scores[s * n_heads + gk * g..][..g];
-                    for (d, p) in dst.iter_mut().zip(&parts[..g]) {
-                        *d = p * scale;
-                    }
-                }
-                let row = &row_scores[s * n_heads..(s + 1) * n_heads];
-                for (m, &x) in row_max.iter_mut().zip(row) {
-                    *m = if s == 0 { x } else { m.max(x) };
-                }
-            }
+        .for_each(|(r, (scores, row_max))| {
+            let n = cache.slots(r);
+            let keys = &cache.k[r][..n.div_ceil(B) * kv_dim * B];
+            row_scores(geo, heads, keys, n, q, scale, scores, row_max);
         });
     // Softmax max along the columns (over rows).
     geo.column.run_max_prefix(maxes, n_heads, rows);
     let global_max = &maxes[..n_heads];
 
-    // exp, local sums, probability-weighted value partials.
+    // exp, local sums, probability-weighted value partials, slot by slot.
     scratch
         .scores
-        .par_chunks_mut(slots * n_heads)
+        .par_chunks_mut(blocks * n_heads * B)
         .zip(sums.par_chunks_mut(n_heads))
         .zip(scratch.values.par_chunks_mut(q_dim))
         .enumerate()
         .with_min_len(min_rows)
-        .for_each(|(r, ((row_scores, row_sum), row_values))| {
-            for (s, t) in (r..t_len).step_by(h).enumerate() {
-                let p = &mut row_scores[s * n_heads..(s + 1) * n_heads];
-                for ((x, m), sum) in p.iter_mut().zip(global_max).zip(row_sum.iter_mut()) {
-                    *x = (*x - m).exp();
-                    *sum += *x;
+        .for_each(|(r, ((scores, row_sum), row_values))| {
+            let n = cache.slots(r);
+            for (b, sblk) in scores.chunks_exact_mut(n_heads * B).enumerate() {
+                let valid = (n - b * B).min(B);
+                for (head, x) in sblk.chunks_exact_mut(B).enumerate() {
+                    let (m, sum) = (global_max[head], &mut row_sum[head]);
+                    for x in &mut x[..valid] {
+                        *x = (*x - m).exp();
+                        *sum += *x;
+                    }
                 }
-                let val = &cache.v[t * kv_dim..(t + 1) * kv_dim];
-                for (e, &ve) in val.iter().enumerate() {
-                    let gk = e / hd;
-                    let pe = &p[gk * g..(gk + 1) * g];
-                    for (o, pm) in row_values[e * g..(e + 1) * g].iter_mut().zip(pe) {
-                        *o += pm * ve;
+                let vals = &cache.v[r][b * B * kv_dim..];
+                for s in 0..valid {
+                    let val = &vals[s * kv_dim..(s + 1) * kv_dim];
+                    for (e, &ve) in val.iter().enumerate() {
+                        let gk = e / hd;
+                        for (m, o) in row_values[e * g..(e + 1) * g].iter_mut().enumerate() {
+                            *o += sblk[(gk * g + m) * B + s] * ve;
+                        }
                     }
                 }
             }
@@ -278,16 +360,21 @@ mod tests {
     #[test]
     fn distributed_attention_equals_dense_attention() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for case in 0..40 {
+        for case in 0..60 {
             let hd = 2 * rng.gen_range(1..6);
             let kvh = rng.gen_range(1..4);
             let g = rng.gen_range(1..4);
             let (w, h) = (rng.gen_range(1..12), rng.gen_range(1..12));
-            let t_len = rng.gen_range(1..40);
+            // Some caches span several key blocks per row.
+            let t_len = if case % 4 == 0 {
+                rng.gen_range(100..400)
+            } else {
+                rng.gen_range(1..40)
+            };
             let heads = HeadOrder::new(hd, kvh, g);
             let geo = AttnGeometry::new(w, h, &heads);
             let kv_dim = kvh * hd;
-            let mut cache = KvCache::new(kv_dim, t_len, DType::F32);
+            let mut cache = KvCache::new(kv_dim, h, t_len, DType::F32);
             let mut ks = Vec::new();
             let mut vs = Vec::new();
             for _ in 0..t_len {
