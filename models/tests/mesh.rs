@@ -252,6 +252,71 @@ fn odd_regions_padding_and_shared_regions_match_reference() {
     );
 }
 
+/// Qwen2-style Q/K/V biases and an output-projection bias (the reference's
+/// `o_bias`), each added where its GEMV's reduction lands.
+#[test]
+fn projection_biases_match_reference() {
+    let config = tiny_config(80, 32, 48, 2, 4, 2, "");
+    let mut weights = random_weights(&config, 21);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(22);
+    let mut bias = |n: usize| -> Option<Vec<f32>> {
+        let mut v: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect();
+        round_to(&mut v, DType::F16);
+        Some(v)
+    };
+    for l in &mut weights.layers {
+        l.q_bias = bias(config.q_dim());
+        l.k_bias = bias(config.kv_dim());
+        l.v_bias = bias(config.kv_dim());
+        l.o_bias = bias(config.hidden_size);
+    }
+    let spec = tiny_wafer(48, 40);
+    let placement = place(
+        &config,
+        &spec,
+        &PlaceOptions {
+            context_tokens: 64,
+            region: None,
+            wafers: None,
+            strategy: Default::default(),
+        },
+    )
+    .unwrap();
+    let with_bias = check_against_reference(
+        &config,
+        &weights,
+        spec.clone(),
+        placement.layout(),
+        &[5, 9, 33, 2],
+        12,
+        1e-3,
+    );
+    // The biases matter: without the output bias the tokens change.
+    weights.layers.iter_mut().for_each(|l| l.o_bias = None);
+    let mut mesh = MeshProgram::new(
+        config.clone(),
+        spec,
+        placement.layout(),
+        &model_source(&weights),
+        rope::inv_freq(&config),
+        64,
+    )
+    .unwrap();
+    let mut without = Vec::new();
+    let mut next = 0;
+    for &t in &[5, 9, 33, 2] {
+        next = argmax(&mesh.step(t).unwrap());
+    }
+    for _ in 0..12 {
+        without.push(next);
+        next = argmax(&mesh.step(next).unwrap());
+    }
+    assert_ne!(
+        with_bias, without,
+        "the output-projection bias changed nothing"
+    );
+}
+
 #[test]
 fn a_layout_that_overflows_sram_is_refused() {
     let config = tiny_config(64, 32, 64, 1, 4, 2, "");

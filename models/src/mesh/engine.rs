@@ -43,6 +43,8 @@ struct MeshLayer {
     q_bias: Option<Vec<f32>>,
     k_bias: Option<Vec<f32>>,
     v_bias: Option<Vec<f32>>,
+    /// Output-projection bias (added where the O reduction lands, on the rows).
+    o_bias: Option<Vec<f32>>,
     o: TiledMatrix,
     gate: TiledMatrix,
     up: TiledMatrix,
@@ -139,6 +141,7 @@ impl MeshProgram {
             bail!("the mesh needs room for at least one position");
         }
         let heads = HeadOrder::new(c.head_dim, c.num_key_value_heads, c.group_size());
+        let identity_d: Vec<usize> = (0..d).collect();
         let layers = weights
             .layers
             .iter()
@@ -223,6 +226,7 @@ impl MeshProgram {
                     q_bias: bias(src.q_bias, &heads.q, qd, "q_proj.bias")?,
                     k_bias: bias(src.k_bias, &heads.kv, kvd, "k_proj.bias")?,
                     v_bias: bias(src.v_bias, &heads.kv, kvd, "v_proj.bias")?,
+                    o_bias: bias(src.o_bias, &identity_d, d, "o_proj.bias")?,
                     o,
                     gate,
                     up,
@@ -438,6 +442,9 @@ impl MeshProgram {
                 &mut b.scratch,
             );
             tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row);
+            if let Some(bias) = &layer.o_bias {
+                b.o.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+            }
             b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o);
             Self::rms_norm(
                 layer.x_split,

@@ -61,6 +61,7 @@ pub fn model_source(w: &LlamaWeights) -> ModelSource<'_> {
                 q_bias: l.q_bias.as_deref(),
                 k_bias: l.k_bias.as_deref(),
                 v_bias: l.v_bias.as_deref(),
+                o_bias: l.o_bias.as_deref(),
                 post_attention_layernorm: &l.post_attention_layernorm,
                 gate_proj: &l.gate_proj,
                 up_proj: &l.up_proj,

@@ -4,7 +4,7 @@
 use super::report;
 use super::{model_source, MeshProgram};
 use crate::config::ModelConfig;
-use crate::cost::{decode_plan, prefill_plan};
+use crate::cost::{decode_plan, prefill, PlanOptions, PrefillScheme};
 use crate::engine::{Engine, StepReport};
 use crate::layout::Layout;
 use crate::weights::LlamaWeights;
@@ -19,6 +19,9 @@ pub struct MeshEngine {
     context: usize,
     prompt_tokens: usize,
     ttft_cycles: f64,
+    /// How the cost plan runs the prompt (the functional run is token by token
+    /// either way: the numbers are the same).
+    prefill_scheme: PrefillScheme,
     decode_cycles: Vec<f64>,
     last_cycles: Option<f64>,
     wall_s: f64,
@@ -34,13 +37,6 @@ impl MeshEngine {
         weights: &LlamaWeights,
         context: usize,
     ) -> Result<MeshEngine> {
-        // The mesh program has no step for an output-projection bias; refuse such a
-        // checkpoint rather than run it without the bias.
-        if let Some(l) = weights.layers.iter().position(|l| l.o_bias.is_some()) {
-            anyhow::bail!(
-                "layer {l} has an o_proj bias, which the mesh engine does not implement yet; use --engine reference"
-            );
-        }
         let inv_freq = crate::reference::rope::inv_freq(&config);
         let program = MeshProgram::new(
             config,
@@ -59,6 +55,7 @@ impl MeshEngine {
             context,
             prompt_tokens: 0,
             ttft_cycles: 0.0,
+            prefill_scheme: PrefillScheme::Gemm,
             decode_cycles: Vec::new(),
             last_cycles: None,
             wall_s: 0.0,
@@ -99,9 +96,15 @@ impl Engine for MeshEngine {
         self.wall_s += t0.elapsed().as_secs_f64();
         let p = &self.program;
         self.prompt_tokens = tokens.len();
-        self.ttft_cycles = prefill_plan(&p.spec, &p.config, &p.layout, tokens.len())
-            .total()
-            .get();
+        let pre = prefill(
+            &p.spec,
+            &p.config,
+            &p.layout,
+            tokens.len(),
+            &PlanOptions::default(),
+        );
+        self.ttft_cycles = pre.plan.total().get();
+        self.prefill_scheme = pre.scheme;
         self.decode_cycles.clear();
         self.last_cycles = Some(self.ttft_cycles);
         Ok(logits)
@@ -156,6 +159,7 @@ impl Engine for MeshEngine {
         let mut json = serde_json::Map::new();
         json.insert("ttft_cycles".into(), json!(self.ttft_cycles));
         json.insert("ttft_ms".into(), json!(self.ttft_cycles / clock * 1e3));
+        json.insert("prefill_scheme".into(), json!(self.prefill_scheme.name()));
         json.insert("decode_cycles_per_token".into(), json!(mean));
         json.insert("simulated_tokens_per_s".into(), json!(tokens_per_s));
         json.insert("hardware".into(), json!(p.spec.name));
@@ -173,10 +177,11 @@ impl Engine for MeshEngine {
             report::breakdown(&plan, p.config.num_hidden_layers),
         );
         let text = format!(
-            "mesh ({}): time to first token {:.0} cycles ({:.3} ms); decode {:.0} cycles/token, {:.1} simulated tokens/s; simulation ran {} token steps in {:.2} s of wall clock",
+            "mesh ({}): time to first token {:.0} cycles ({:.3} ms, {} prefill); decode {:.0} cycles/token, {:.1} simulated tokens/s; simulation ran {} token steps in {:.2} s of wall clock",
             p.spec.name,
             self.ttft_cycles,
             self.ttft_cycles / clock * 1e3,
+            self.prefill_scheme.name().replace('_', "-"),
             mean,
             tokens_per_s,
             steps,

@@ -38,6 +38,7 @@ pub struct LayerSource<'a> {
     pub q_bias: Option<&'a [f32]>,
     pub k_bias: Option<&'a [f32]>,
     pub v_bias: Option<&'a [f32]>,
+    pub o_bias: Option<&'a [f32]>,
     pub post_attention_layernorm: &'a [f32],
     pub gate_proj: &'a dyn RowSource,
     pub up_proj: &'a dyn RowSource,
