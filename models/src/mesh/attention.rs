@@ -179,17 +179,20 @@ fn row_scores(
         .enumerate()
     {
         let valid = (slots - b * B).min(B);
+        // Partials are laid out with a stride of the block's valid slots, so a
+        // row with few positions (short contexts) does no work for empty slots.
+        let n = valid;
         for (gk, (c0, seg)) in geo.segments.iter().enumerate() {
             parts.clear();
-            parts.resize(seg.n * g * B, 0.0);
+            parts.resize(seg.n * g * n, 0.0);
             let (lo, hi) = (gk * hd, (gk + 1) * hd);
             // parts[column of the segment][query head of the group][slot].
-            for (i, part) in parts.chunks_exact_mut(g * B).enumerate() {
+            for (i, part) in parts.chunks_exact_mut(g * n).enumerate() {
                 let c = c0 + i;
                 let (a, z) = ((c * kc).max(lo), ((c + 1) * kc).min(hi));
                 for e in a..z {
-                    let kv = &kblk[e * B..(e + 1) * B];
-                    for (pm, &qm) in part.chunks_exact_mut(B).zip(&q[e * g..(e + 1) * g]) {
+                    let kv = &kblk[e * B..e * B + n];
+                    for (pm, &qm) in part.chunks_exact_mut(n).zip(&q[e * g..(e + 1) * g]) {
                         for (p, &k) in pm.iter_mut().zip(kv) {
                             *p += qm * k;
                         }
@@ -198,21 +201,21 @@ fn row_scores(
             }
             // Across the segment's columns, every slot of the block at once.
             for &(from, to) in &seg.steps {
-                let (from, to) = (from as usize * g * B, to as usize * g * B);
+                let (from, to) = (from as usize * g * n, to as usize * g * n);
                 let (lo, hi) = parts.split_at_mut(from.max(to));
                 let (src, dst) = if from > to {
-                    (&hi[..g * B], &mut lo[to..to + g * B])
+                    (&hi[..g * n], &mut lo[to..to + g * n])
                 } else {
-                    (&lo[from..from + g * B], &mut hi[..g * B])
+                    (&lo[from..from + g * n], &mut hi[..g * n])
                 };
                 for (d, s) in dst.iter_mut().zip(src) {
                     *d += s;
                 }
             }
-            for (m, pm) in parts[..g * B].chunks_exact(B).enumerate() {
+            for (m, pm) in parts[..g * n].chunks_exact(n).enumerate() {
                 let head = gk * g + m;
-                let dst = &mut sblk[head * B..(head + 1) * B];
-                for (d, p) in dst[..valid].iter_mut().zip(pm) {
+                let dst = &mut sblk[head * B..head * B + n];
+                for (d, p) in dst.iter_mut().zip(pm) {
                     *d = p * scale;
                     row_max[head] = row_max[head].max(*d);
                 }
@@ -243,8 +246,11 @@ pub fn attend(
     let slots = t_len.div_ceil(h);
     let blocks = slots.div_ceil(B);
     let scale = 1.0 / (hd as f32).sqrt();
-    scratch.scores.clear();
-    scratch.scores.resize(rows * blocks * n_heads * B, 0.0);
+    // Only the valid slots of each block are written and read: no need to clear.
+    let need = rows * blocks * n_heads * B;
+    if scratch.scores.len() < need {
+        scratch.scores.resize(need, 0.0);
+    }
     scratch.stats.clear();
     scratch.stats.resize(2 * rows * n_heads, 0.0);
     scratch.values.clear();
@@ -255,8 +261,7 @@ pub fn attend(
     let min_rows = MIN_POSITIONS_PER_TASK.div_ceil(slots);
 
     // Scores: per PE partial dots, reduced across each head's column segment.
-    scratch
-        .scores
+    scratch.scores[..need]
         .par_chunks_mut(blocks * n_heads * B)
         .zip(maxes.par_chunks_mut(n_heads))
         .enumerate()
@@ -271,8 +276,7 @@ pub fn attend(
     let global_max = &maxes[..n_heads];
 
     // exp, local sums, probability-weighted value partials, slot by slot.
-    scratch
-        .scores
+    scratch.scores[..need]
         .par_chunks_mut(blocks * n_heads * B)
         .zip(sums.par_chunks_mut(n_heads))
         .zip(scratch.values.par_chunks_mut(q_dim))
