@@ -14,7 +14,8 @@
 //!
 //! Prefill runs the prompt token by token through the same decode program (the
 //! functional result of a batched pass is the same numbers); its cycles are the
-//! cost plan's prefill lowering, not the sum of decode steps.
+//! cost plan's prefill, the cheaper of a MeshGEMM pass and one decode step per
+//! prompt token (`cost::prefill`), not the wall-clock order of this run.
 
 use super::attention::{attend, AttnGeometry, AttnScratch, KvCache};
 use super::collective::{tree_for, ReduceSchedule};
