@@ -95,6 +95,25 @@ fn tiny_wafer(width: u32, height: u32) -> WaferSpec {
     .unwrap()
 }
 
+/// The automatic placement of `config` on `spec` for `context` positions.
+fn placed(
+    config: &ModelConfig,
+    spec: &WaferSpec,
+    context: u64,
+) -> wafer_models::placement::Placement {
+    place(
+        config,
+        spec,
+        &PlaceOptions {
+            context_tokens: context,
+            region: None,
+            wafers: None,
+            strategy: Default::default(),
+        },
+    )
+    .unwrap()
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -184,17 +203,7 @@ fn tiny_random_model_matches_reference_on_placed_tiny_wafer() {
     let config = tiny_config(96, 48, 80, 3, 6, 2, "");
     let weights = random_weights(&config, 42);
     let spec = tiny_wafer(40, 30);
-    let placement = place(
-        &config,
-        &spec,
-        &PlaceOptions {
-            context_tokens: 64,
-            region: None,
-            wafers: None,
-            strategy: Default::default(),
-        },
-    )
-    .unwrap();
+    let placement = placed(&config, &spec, 64);
     assert!(placement.fits());
     let tokens = check_against_reference(
         &config,
@@ -271,17 +280,7 @@ fn projection_biases_match_reference() {
         l.o_bias = bias(config.hidden_size);
     }
     let spec = tiny_wafer(48, 40);
-    let placement = place(
-        &config,
-        &spec,
-        &PlaceOptions {
-            context_tokens: 64,
-            region: None,
-            wafers: None,
-            strategy: Default::default(),
-        },
-    )
-    .unwrap();
+    let placement = placed(&config, &spec, 64);
     let with_bias = check_against_reference(
         &config,
         &weights,
@@ -365,17 +364,7 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     let config = tiny_config(96, 48, 80, 4, 6, 2, "");
     let weights = random_weights(&config, 5);
     let spec = tiny_wafer(48, 40);
-    let placement = place(
-        &config,
-        &spec,
-        &PlaceOptions {
-            context_tokens: 32,
-            region: None,
-            wafers: None,
-            strategy: Default::default(),
-        },
-    )
-    .unwrap();
+    let placement = placed(&config, &spec, 32);
     let layout = placement.layout();
     let mut engine =
         MeshEngine::new(config.clone(), spec.clone(), layout.clone(), &weights, 32).unwrap();
@@ -453,17 +442,7 @@ fn smollm2_on_wse3_matches_reference() {
     ];
     let steps = 32;
     let max_prompt = 16;
-    let placement = place(
-        &config,
-        &spec,
-        &PlaceOptions {
-            context_tokens: (max_prompt + steps) as u64,
-            region: None,
-            wafers: None,
-            strategy: Default::default(),
-        },
-    )
-    .unwrap();
+    let placement = placed(&config, &spec, (max_prompt + steps) as u64);
     assert!(placement.fits() && placement.wafers == 1);
     for p in prompts {
         let ids = tokenizer.encode(p, true).unwrap();
@@ -505,17 +484,7 @@ fn long_context_131072_tokens_matches_reference() {
         .unwrap_or(131_072);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let prompt: Vec<u32> = (0..n).map(|_| rng.gen_range(0..64)).collect();
-    let placement = place(
-        &config,
-        &spec,
-        &PlaceOptions {
-            context_tokens: n as u64 + 4,
-            region: None,
-            wafers: None,
-            strategy: Default::default(),
-        },
-    )
-    .unwrap();
+    let placement = placed(&config, &spec, n as u64 + 4);
     assert!(
         placement.fits(),
         "the synthetic model must hold 131,076 positions on the tiny wafer"
