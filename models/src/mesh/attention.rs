@@ -7,11 +7,14 @@
 //! row of PEs. PE (column c, row r) owns the `kv_c` key and value dims of
 //! column c of every slot of row r.
 //!
-//! Host storage is one buffer per region row. Keys are kept in blocks of
-//! [`SLOTS_PER_BLOCK`] slots with the dim outermost (`[block][dim][slot]`), so
-//! a PE's dot products for a block of its positions are contiguous
-//! multiply-adds across the slots; values stay position-major
-//! (`[slot][dim]`), the order the weighted sum reads them.
+//! Host storage is in time order, which is also every row's slot order:
+//! keys in blocks of [`SLOTS_PER_BLOCK`] consecutive positions with the dim
+//! outermost (`[block][dim][position]`), values position-major
+//! (`[position][dim]`). Consecutive positions sit on different rows, so one
+//! block holds one slot of up to 64 rows: the per-PE partial dots and the
+//! segment reductions of a block run as contiguous vectors across positions
+//! whatever the context length, and every per-row accumulation (softmax sum,
+//! weighted values) still visits that row's positions in slot order.
 //!
 //! Decode attention, per the plan: every PE dots its query dims with its cached
 //! keys (partial scores per query head); the partials of one head are reduced
@@ -29,8 +32,8 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 use wafer_core::DType;
 
-/// Slots per key block: the partial scores of one block and one KV head
-/// (`columns x group x slots` f32) stay in the host's L1.
+/// Positions per key block: the partial scores of one block and one KV head
+/// (`columns x group x positions` f32) stay in the host's L1.
 pub const SLOTS_PER_BLOCK: usize = 64;
 
 /// Keys and values of one layer, capacity fixed when the region was accounted.
@@ -44,10 +47,10 @@ pub struct KvCache {
     pub len: usize,
     /// Values are rounded to this type on append (the spec's `kv_dtype`).
     pub dtype: DType,
-    /// Per row: keys as `[block][dim][slot of the block]`.
-    k: Vec<Vec<f32>>,
-    /// Per row: values as `[slot][dim]`.
-    v: Vec<Vec<f32>>,
+    /// Keys as `[block][dim][position of the block]`.
+    k: Vec<f32>,
+    /// Values as `[position][dim]`.
+    v: Vec<f32>,
 }
 
 impl KvCache {
@@ -59,20 +62,15 @@ impl KvCache {
             capacity,
             len: 0,
             dtype,
-            k: vec![Vec::new(); rows],
-            v: vec![Vec::new(); rows],
+            k: Vec::new(),
+            v: Vec::new(),
         }
     }
 
     pub fn clear(&mut self) {
         self.len = 0;
-        self.k.iter_mut().for_each(Vec::clear);
-        self.v.iter_mut().for_each(Vec::clear);
-    }
-
-    /// Slots row `r` holds.
-    pub fn slots(&self, r: usize) -> usize {
-        (self.len + self.rows - 1 - r.min(self.rows - 1)) / self.rows
+        self.k.clear();
+        self.v.clear();
     }
 
     /// Appends one position's (rotated, stored-order) key and value.
@@ -89,17 +87,16 @@ impl KvCache {
             DType::F16 => half::f16::from_f32(x).to_f32(),
             DType::BF16 => half::bf16::from_f32(x).to_f32(),
         };
-        let (r, slot) = (self.len % self.rows, self.len / self.rows);
-        let (block, at) = (slot / SLOTS_PER_BLOCK, slot % SLOTS_PER_BLOCK);
-        let keys = &mut self.k[r];
+        let (block, at) = (self.len / SLOTS_PER_BLOCK, self.len % SLOTS_PER_BLOCK);
         if at == 0 {
-            keys.resize((block + 1) * self.kv_dim * SLOTS_PER_BLOCK, 0.0);
+            self.k
+                .resize((block + 1) * self.kv_dim * SLOTS_PER_BLOCK, 0.0);
         }
         let base = block * self.kv_dim * SLOTS_PER_BLOCK + at;
         for (e, &x) in k.iter().enumerate() {
-            keys[base + e * SLOTS_PER_BLOCK] = round(x);
+            self.k[base + e * SLOTS_PER_BLOCK] = round(x);
         }
-        self.v[r].extend(v.iter().map(|&x| round(x)));
+        self.v.extend(v.iter().map(|&x| round(x)));
         self.len += 1;
         Ok(())
     }
@@ -152,35 +149,33 @@ pub struct AttnScratch {
 /// Cached positions below which a row group is not split further across cores.
 const MIN_POSITIONS_PER_TASK: usize = 512;
 
-/// One row's scores: for every block of its slots, each KV head's column
-/// segment computes per-PE partial dots (vectors over the block's slots),
-/// reduces them across the segment, and scales; returns nothing, fills
-/// `row_scores` (`[block][head][slot]`) and the row's running max per head.
-#[allow(clippy::too_many_arguments)]
-fn row_scores(
+/// The scores of the positions of consecutive key blocks: each KV head's
+/// column segment computes per-PE partial dots (vectors over the block's
+/// positions), reduces them across the segment, and scales; fills `scores`
+/// (`[block][head][position]`). `positions` counts the valid ones from the
+/// first block on.
+fn block_scores(
     geo: &AttnGeometry,
     heads: &HeadOrder,
     keys: &[f32],
-    slots: usize,
+    positions: usize,
     q: &[f32],
     scale: f32,
-    row_scores: &mut [f32],
-    row_max: &mut [f32],
+    scores: &mut [f32],
 ) {
     const B: usize = SLOTS_PER_BLOCK;
     let (hd, g, kv_dim) = (heads.head_dim, heads.group, heads.kv.len());
     let n_heads = heads.kv_heads * g;
     let kc = geo.kv_split.chunk;
     let mut parts = Vec::new();
-    row_max.fill(f32::NEG_INFINITY);
     for (b, (kblk, sblk)) in keys
         .chunks_exact(kv_dim * B)
-        .zip(row_scores.chunks_exact_mut(n_heads * B))
+        .zip(scores.chunks_exact_mut(n_heads * B))
         .enumerate()
     {
-        let valid = (slots - b * B).min(B);
-        // Partials are laid out with a stride of the block's valid slots, so a
-        // row with few positions (short contexts) does no work for empty slots.
+        let valid = (positions - b * B).min(B);
+        // Partials are strided by the block's valid positions (the last block
+        // may be short).
         let n = valid;
         for (gk, (c0, seg)) in geo.segments.iter().enumerate() {
             parts.clear();
@@ -217,7 +212,6 @@ fn row_scores(
                 let dst = &mut sblk[head * B..head * B + n];
                 for (d, p) in dst.iter_mut().zip(pm) {
                     *d = p * scale;
-                    row_max[head] = row_max[head].max(*d);
                 }
             }
         }
@@ -243,11 +237,10 @@ pub fn attend(
     assert_eq!(cache.rows, geo.height, "KV rows and region height");
     let h = geo.height;
     let rows = h.min(t_len);
-    let slots = t_len.div_ceil(h);
-    let blocks = slots.div_ceil(B);
+    let blocks = t_len.div_ceil(B);
     let scale = 1.0 / (hd as f32).sqrt();
     // Only the valid slots of each block are written and read: no need to clear.
-    let need = rows * blocks * n_heads * B;
+    let need = blocks * n_heads * B;
     if scratch.scores.len() < need {
         scratch.scores.resize(need, 0.0);
     }
@@ -256,51 +249,63 @@ pub fn attend(
     scratch.values.clear();
     scratch.values.resize(rows * q_dim, 0.0);
     let (maxes, sums) = scratch.stats.split_at_mut(rows * n_heads);
-    // Rows per parallel task: enough cached positions that a task outweighs
-    // the cost of handing it to another core.
-    let min_rows = MIN_POSITIONS_PER_TASK.div_ceil(slots);
 
-    // Scores: per PE partial dots, reduced across each head's column segment.
+    // Scores: per PE partial dots, reduced across each head's column segment,
+    // a block of consecutive positions (one slot of up to 64 rows) per task.
+    let min_blocks = MIN_POSITIONS_PER_TASK.div_ceil(B);
     scratch.scores[..need]
-        .par_chunks_mut(blocks * n_heads * B)
-        .zip(maxes.par_chunks_mut(n_heads))
+        .par_chunks_mut(n_heads * B)
+        .zip(cache.k.par_chunks(kv_dim * B))
         .enumerate()
-        .with_min_len(min_rows)
-        .for_each(|(r, (scores, row_max))| {
-            let n = cache.slots(r);
-            let keys = &cache.k[r][..n.div_ceil(B) * kv_dim * B];
-            row_scores(geo, heads, keys, n, q, scale, scores, row_max);
+        .with_min_len(min_blocks)
+        .for_each(|(b, (scores, keys))| {
+            block_scores(geo, heads, keys, t_len - b * B, q, scale, scores);
         });
-    // Softmax max along the columns (over rows).
+    let scores = &scratch.scores[..need];
+    let score = |t: usize, head: usize| scores[(t / B * n_heads + head) * B + t % B];
+    // Each row's max over its positions, then along the columns (over rows).
+    maxes.fill(f32::NEG_INFINITY);
+    for t in 0..t_len {
+        let row = &mut maxes[(t % h) * n_heads..][..n_heads];
+        for (head, m) in row.iter_mut().enumerate() {
+            *m = m.max(score(t, head));
+        }
+    }
     geo.column.run_max_prefix(maxes, n_heads, rows);
     let global_max = &maxes[..n_heads];
 
-    // exp, local sums, probability-weighted value partials, slot by slot.
-    scratch.scores[..need]
-        .par_chunks_mut(blocks * n_heads * B)
-        .zip(sums.par_chunks_mut(n_heads))
-        .zip(scratch.values.par_chunks_mut(q_dim))
+    // exp, each row's local sums and probability-weighted value partials, its
+    // positions in slot order; row groups in parallel (each task walks the
+    // positions and keeps its own rows').
+    let groups = if t_len >= MIN_POSITIONS_PER_TASK * 2 {
+        2
+    } else {
+        1
+    };
+    let rows_per_group = rows.div_ceil(groups);
+    sums.par_chunks_mut(rows_per_group * n_heads)
+        .zip(scratch.values[..rows * q_dim].par_chunks_mut(rows_per_group * q_dim))
         .enumerate()
-        .with_min_len(min_rows)
-        .for_each(|(r, ((scores, row_sum), row_values))| {
-            let n = cache.slots(r);
-            for (b, sblk) in scores.chunks_exact_mut(n_heads * B).enumerate() {
-                let valid = (n - b * B).min(B);
-                for (head, x) in sblk.chunks_exact_mut(B).enumerate() {
-                    let (m, sum) = (global_max[head], &mut row_sum[head]);
-                    for x in &mut x[..valid] {
-                        *x = (*x - m).exp();
-                        *sum += *x;
-                    }
+        .for_each(|(group, (sums, values))| {
+            let r0 = group * rows_per_group;
+            let r1 = (r0 + rows_per_group).min(rows);
+            let mut p = vec![0.0f32; n_heads];
+            for t in 0..t_len {
+                let r = t % h;
+                if r < r0 || r >= r1 {
+                    continue;
                 }
-                let vals = &cache.v[r][b * B * kv_dim..];
-                for s in 0..valid {
-                    let val = &vals[s * kv_dim..(s + 1) * kv_dim];
-                    for (e, &ve) in val.iter().enumerate() {
-                        let gk = e / hd;
-                        for (m, o) in row_values[e * g..(e + 1) * g].iter_mut().enumerate() {
-                            *o += sblk[(gk * g + m) * B + s] * ve;
-                        }
+                let row_sum = &mut sums[(r - r0) * n_heads..][..n_heads];
+                for (head, (p, sum)) in p.iter_mut().zip(row_sum).enumerate() {
+                    *p = (score(t, head) - global_max[head]).exp();
+                    *sum += *p;
+                }
+                let row_values = &mut values[(r - r0) * q_dim..][..q_dim];
+                let val = &cache.v[t * kv_dim..(t + 1) * kv_dim];
+                for (e, &ve) in val.iter().enumerate() {
+                    let gk = e / hd;
+                    for (m, o) in row_values[e * g..(e + 1) * g].iter_mut().enumerate() {
+                        *o += p[gk * g + m] * ve;
                     }
                 }
             }
