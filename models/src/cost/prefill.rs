@@ -219,7 +219,11 @@ pub fn prefill_layer_with(
     let rows = div(n, p); // tokens per PE row-block
     let xt = rows * div(d, p); // X tile elements per PE
     let comp = Cost::compute;
-    let macs = |m: usize, k: usize, nn: usize| div(m, p) * div(k, p) * div(nn, p) * p as u64;
+    // A (m x k) . (k x nn) product as a Cannon MeshGEMM over the square.
+    let matmul = |pl: &mut Plan, kind: OpKind, m: usize, k: usize, nn: usize| {
+        let macs = div(m, p) * div(k, p) * div(nn, p) * p as u64;
+        pl.push(kind, None, macs, None, gemm(spec, p, m, k, nn));
+    };
 
     let norm = |pl: &mut Plan| {
         let (ar, comm) = allreduce(spec, opts, p, rows, 4);
@@ -232,13 +236,7 @@ pub fn prefill_layer_with(
         );
     };
     norm(&mut pl);
-    pl.push(
-        OpKind::QkvProj,
-        None,
-        macs(n, d, q + 2 * kv),
-        None,
-        gemm(spec, p, n, d, q + 2 * kv),
-    );
+    matmul(&mut pl, OpKind::QkvProj, n, d, q + 2 * kv);
     let rope_work = rows * div(q + kv, p);
     pl.push(
         OpKind::Rope,
@@ -255,13 +253,7 @@ pub fn prefill_layer_with(
         None,
         comp(vector::scale_cycles(spec, kv_work)),
     );
-    pl.push(
-        OpKind::AttnScores,
-        None,
-        macs(n, q, n),
-        None,
-        gemm(spec, p, n, q, n),
-    );
+    matmul(&mut pl, OpKind::AttnScores, n, q, n);
     let s_tile = rows * div(n, p);
     let (ar, comm) = allreduce(spec, opts, p, rows, act);
     pl.push(
@@ -279,20 +271,8 @@ pub fn prefill_layer_with(
         comm,
         comp(vector::exp_sum_cycles(spec, s_tile) + vector::normalize_cycles(spec, s_tile)) + ar,
     );
-    pl.push(
-        OpKind::AttnValues,
-        None,
-        macs(n, n, q),
-        None,
-        gemm(spec, p, n, n, q),
-    );
-    pl.push(
-        OpKind::OProj,
-        None,
-        macs(n, q, d),
-        None,
-        gemm(spec, p, n, q, d),
-    );
+    matmul(&mut pl, OpKind::AttnValues, n, n, q);
+    matmul(&mut pl, OpKind::OProj, n, q, d);
     pl.push(
         OpKind::Residual,
         None,
@@ -301,13 +281,7 @@ pub fn prefill_layer_with(
         comp(vector::add_cycles(spec, xt)),
     );
     norm(&mut pl);
-    pl.push(
-        OpKind::GateUpProj,
-        None,
-        macs(n, d, 2 * f),
-        None,
-        gemm(spec, p, n, d, 2 * f),
-    );
+    matmul(&mut pl, OpKind::GateUpProj, n, d, 2 * f);
     let silu_work = rows * div(f, p);
     pl.push(
         OpKind::SiluMul,
@@ -316,13 +290,7 @@ pub fn prefill_layer_with(
         None,
         comp(vector::silu_mul_cycles(spec, silu_work)),
     );
-    pl.push(
-        OpKind::DownProj,
-        None,
-        macs(n, f, d),
-        None,
-        gemm(spec, p, n, f, d),
-    );
+    matmul(&mut pl, OpKind::DownProj, n, f, d);
     pl.push(
         OpKind::Residual,
         None,

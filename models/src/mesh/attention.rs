@@ -40,8 +40,6 @@ pub const SLOTS_PER_BLOCK: usize = 64;
 #[derive(Debug, Clone)]
 pub struct KvCache {
     pub kv_dim: usize,
-    /// Region rows the positions are spread over.
-    pub rows: usize,
     /// Positions the SRAM accounting reserved room for.
     pub capacity: usize,
     pub len: usize,
@@ -54,11 +52,9 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(kv_dim: usize, rows: usize, capacity: usize, dtype: DType) -> KvCache {
-        assert!(rows > 0, "a KV cache needs at least one row");
+    pub fn new(kv_dim: usize, capacity: usize, dtype: DType) -> KvCache {
         KvCache {
             kv_dim,
-            rows,
             capacity,
             len: 0,
             dtype,
@@ -234,7 +230,6 @@ pub fn attend(
     let q_dim = q.len();
     let t_len = cache.len;
     assert!(t_len > 0, "attention over an empty cache");
-    assert_eq!(cache.rows, geo.height, "KV rows and region height");
     let h = geo.height;
     let rows = h.min(t_len);
     let blocks = t_len.div_ceil(B);
@@ -383,7 +378,7 @@ mod tests {
             let heads = HeadOrder::new(hd, kvh, g);
             let geo = AttnGeometry::new(w, h, &heads);
             let kv_dim = kvh * hd;
-            let mut cache = KvCache::new(kv_dim, h, t_len, DType::F32);
+            let mut cache = KvCache::new(kv_dim, t_len, DType::F32);
             let mut ks = Vec::new();
             let mut vs = Vec::new();
             for _ in 0..t_len {

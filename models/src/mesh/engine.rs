@@ -235,7 +235,7 @@ impl MeshProgram {
                     along_column: ReduceSchedule::new(h, tree_for(h as u32)),
                     along_row: ReduceSchedule::new(w, tree_for(w as u32)),
                     attn: AttnGeometry::new(w, h, &heads),
-                    kv: KvCache::new(kvd, h, context, spec.precision.kv_dtype),
+                    kv: KvCache::new(kvd, context, spec.precision.kv_dtype),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

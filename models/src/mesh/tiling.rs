@@ -89,6 +89,11 @@ pub fn block_lines_for(to: usize) -> usize {
     (BLOCK_OUTPUTS as f64 / (to * step) as f64).round().max(1.0) as usize * step
 }
 
+/// The output lines of block `b` when `used` lines are grouped `block_lines` at a time.
+fn block_range(used: usize, block_lines: usize, b: usize) -> std::ops::Range<usize> {
+    (b * block_lines).min(used)..((b + 1) * block_lines).min(used)
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
@@ -144,24 +149,16 @@ impl TiledMatrix {
         let (to, ti) = (out_split.chunk, in_split.chunk);
         let nin = in_split.used();
         let block_lines = block_lines_for(to);
-        let mut tiled = TiledMatrix {
-            out_split,
-            in_split,
-            orientation,
-            block_lines,
-            data: vec![f16::ZERO; out_split.used() * nin * to * ti],
-        };
-        let full_block = block_lines * nin * to * ti;
-        let geometry = tiled.clone_geometry();
+        let used = out_split.used();
+        let mut data = vec![f16::ZERO; used * nin * to * ti];
         use rayon::prelude::*;
-        tiled
-            .data
-            .par_chunks_mut(full_block)
+        data.par_chunks_mut(block_lines * nin * to * ti)
             .enumerate()
             .for_each(|(b, block)| {
-                let bo = geometry.block_rows(b);
+                let lines = block_range(used, block_lines, b);
+                let bo = lines.len() * to;
                 let mut row = vec![f16::ZERO; in_dim];
-                for (j, ob) in geometry.block_range(b).enumerate() {
+                for (j, ob) in lines.enumerate() {
                     for (r, o) in out_split.range(ob).enumerate() {
                         rows(o, &mut row);
                         for (i, &v) in row.iter().enumerate() {
@@ -171,26 +168,18 @@ impl TiledMatrix {
                     }
                 }
             });
-        tiled
-    }
-
-    /// The matrix's shape and blocking without its data.
-    fn clone_geometry(&self) -> TiledMatrix {
         TiledMatrix {
-            data: Vec::new(),
-            ..*self
+            out_split,
+            in_split,
+            orientation,
+            block_lines,
+            data,
         }
-    }
-
-    /// Storage blocks (groups of `block_lines` used output lines).
-    pub fn blocks(&self) -> usize {
-        self.out_split.used().div_ceil(self.block_lines)
     }
 
     /// The output lines of block `b`.
     pub fn block_range(&self, b: usize) -> std::ops::Range<usize> {
-        let used = self.out_split.used();
-        (b * self.block_lines).min(used)..((b + 1) * self.block_lines).min(used)
+        block_range(self.out_split.used(), self.block_lines, b)
     }
 
     /// Output rows (padded tile rows) of block `b`.
