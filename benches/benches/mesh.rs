@@ -49,6 +49,7 @@ fn bench(c: &mut Criterion) {
         region: None,
         wafers: None,
         context: WINDOW + PROMPT.len(),
+        options: Default::default(),
     };
     let mut mesh = MeshEngine::place_and_build(config.clone(), &weights, &setup).unwrap();
     let mut reference = ReferenceModel::new(config, weights);

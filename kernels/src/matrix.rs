@@ -29,9 +29,16 @@ pub fn gemv_tile(x: &[f32], w: &[f16], y: &mut [f32], acc: DType) {
     }
 }
 
-/// Cycles of [`gemv_tile`] on a `k x n` tile: one task and `k * n` MACs.
+/// Cycles of [`gemv_tile`] on a `k x n` weight tile (`precision.weight_dtype`):
+/// one task and `k * n` MACs.
 pub fn gemv_tile_cycles(spec: &WaferSpec, k: u64, n: u64) -> Cycles {
-    task_cycles(spec) + vector_op_cycles(spec, SimdOp::Fmac, spec.precision.weight_dtype, k * n, 1)
+    gemv_tile_cycles_of(spec, k, n, spec.precision.weight_dtype)
+}
+
+/// The same GEMV over a tile stored as `dtype` (attention reads the KV cache,
+/// held at `precision.kv_dtype`).
+pub fn gemv_tile_cycles_of(spec: &WaferSpec, k: u64, n: u64, dtype: DType) -> Cycles {
+    task_cycles(spec) + vector_op_cycles(spec, SimdOp::Fmac, dtype, k * n, 1)
 }
 
 /// `c[i * n + j] += sum_l a[i * k + l] * b[l * n + j]` on row-major tiles

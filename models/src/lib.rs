@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod layout;
+pub mod lower;
 pub mod mesh;
 pub mod placement;
 pub mod presets;

@@ -5,6 +5,7 @@
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use wafer_core::{DType, PeCoord, Region, RegionShape, WaferSpec};
+use wafer_models::cost::PlanOptions;
 use wafer_models::layout::{Layout, Site};
 use wafer_models::mesh::{model_source, MeshProgram};
 use wafer_models::placement::{place, PlaceOptions};
@@ -151,6 +152,7 @@ fn check_against_reference(
         &model_source(weights),
         rope::inv_freq(config),
         context,
+        &PlanOptions::default(),
     )
     .unwrap();
     let mut reference = ReferenceModel::new(config.clone(), weights.clone());
@@ -299,6 +301,7 @@ fn projection_biases_match_reference() {
         &model_source(&weights),
         rope::inv_freq(&config),
         64,
+        &PlanOptions::default(),
     )
     .unwrap();
     let mut without = Vec::new();
@@ -338,6 +341,7 @@ fn a_layout_that_overflows_sram_is_refused() {
         &model_source(&weights),
         rope::inv_freq(&config),
         8,
+        &PlanOptions::default(),
     )
     .err()
     .expect("one PE cannot hold a layer in 1 KB of data SRAM");
@@ -366,8 +370,15 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     let spec = tiny_wafer(48, 40);
     let placement = placed(&config, &spec, 32);
     let layout = placement.layout();
-    let mut engine =
-        MeshEngine::new(config.clone(), spec.clone(), layout.clone(), &weights, 32).unwrap();
+    let mut engine = MeshEngine::new(
+        config.clone(),
+        spec.clone(),
+        layout.clone(),
+        &weights,
+        32,
+        PlanOptions::default(),
+    )
+    .unwrap();
     let prompt = [5u32, 6, 7, 8, 9];
     let estimate = |context: usize| {
         let opts = EstimateOptions {

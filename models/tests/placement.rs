@@ -5,10 +5,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wafer_core::{PeCoord, RegionShape, WaferSpec};
 use wafer_models::placement::{
-    item_tensors, place, Footprint, Item, PlaceError, PlaceOptions, Placement, Sizes, Strategy,
-    TensorShape,
+    item_tiles, place, Footprint, Item, PlaceError, PlaceOptions, Placement, Sizes, Strategy,
 };
 use wafer_models::{presets, ModelConfig, RopeScaling};
+use wafer_sim::tiling::{Split, Tile};
 
 fn tiny_model() -> ModelConfig {
     ModelConfig {
@@ -48,6 +48,17 @@ fn group(model: &ModelConfig, sizes: &Sizes, items: &[Item], w: u64, h: u64) -> 
     })
 }
 
+/// Every parameter the tiling places: the parameter count plus Llama's o_proj
+/// bias, which the loader treats as optional and the count leaves out.
+fn placed_params(model: &ModelConfig) -> u64 {
+    let o_bias = if wafer_models::lower::has_o_bias(model) {
+        (model.hidden_size * model.num_hidden_layers) as u64
+    } else {
+        0
+    };
+    model.param_count() + o_bias
+}
+
 fn all_items(model: &ModelConfig) -> Vec<Item> {
     let mut items = vec![Item::Embedding];
     items.extend((0..model.num_hidden_layers).map(Item::Layer));
@@ -60,40 +71,39 @@ fn tiny_model_on_a_4x3_region_is_accounted_to_the_byte() {
     let model = tiny_model();
     let sizes = Sizes::from_spec(&tiny_spec(2048));
     let f = group(&model, &sizes, &all_items(&model), 4, 3);
-    // Per PE (f16 weights), tiles ceil(cols/4) x ceil(rows/3):
-    //   embedding 8x10 -> 2*4 = 8 elements = 16 B
-    //   a layer: q 8x8 -> 2*3 = 6, k and v 8x4 -> 2*2 = 4 each, o 8x8 -> 6,
-    //            gate and up 8x12 -> 2*4 = 8 each, down 12x8 -> 3*3 = 9: 45 el = 90 B,
-    //            plus two norms of ceil(8/4) = 2 elements on row 0: 8 B
-    //   lm_head 8x10 -> 16 B, final norm on row 0: 4 B
-    assert_eq!(f.uniform_weight, 16 + 2 * 90 + 16);
-    assert_eq!(f.row0_weight, 2 * 8 + 4);
-    assert_eq!(f.col0_weight, 0);
-    // KV: ceil(kv_dim 4 / 4) = 1 key and 1 value per token per layer, 2 B each.
+    // Per PE (f16 weights) on 4 columns x 3 rows; residual chunk ceil(8/3) = 3
+    // over rows, KV chunk ceil(4/4) = 1 over columns, query chunk 1 x 2 heads = 2,
+    // FFN chunk ceil(12/4) = 3:
+    //   embedding table, vocab over columns: ceil(10/4) x 3 = 9 elements = 18 B
+    //   a layer: q 2x3 = 6, k and v 1x3 = 3 each, o 3x2 = 6, gate and up 3x3 = 9
+    //            each, down 3x3 = 9: 45 el = 90 B, plus two norm chunks of 3: 12 B
+    //   lm_head 18 B, final norm chunk 3: 6 B
+    assert_eq!(f.weight_per_pe, 18 + 2 * 102 + 24);
+    // KV: one key and one value dim per column per token per layer, 2 B each.
     assert_eq!(f.kv_per_token, 2 * 4);
-    // Buffers, largest of the items: a layer's input slice ceil(12/4) = 3 x 2 B,
-    // partial sums ceil(12/3) = 4 x 4 B, attention 2*1 q x 2 B + 2*1 acc x 4 B +
-    // 3 x 2 heads x 4 B: 6 + 16 + 4 + 8 + 24 = 58.
-    assert_eq!(f.buffers, 58);
+    // Buffers, largest of the items: a layer's input slice max(3, 2, 3) x 2 B,
+    // partial sums max(2 + 2 x 1, 2 x 3, 3) = 6 x 4 B, attention 2 x 1 q x 2 B +
+    // 2 x 1 acc x 4 B + 3 x 2 heads x 1 x 4 B: 6 + 24 + 4 + 8 + 24 = 66.
+    assert_eq!(f.buffers, 66);
     // At 7 tokens rows hold 3, 2, 2.
     let t = 7;
     let pe00 = f.at(&sizes, t, 0, 0);
     assert_eq!(
         (pe00.weights, pe00.kv, pe00.buffers, pe00.reserve),
-        (232, 24, 58, 256)
+        (246, 24, 66, 256)
     );
-    assert_eq!(pe00.total(), 570);
+    assert_eq!(pe00.total(), 592);
     let pe11 = f.at(&sizes, t, 1, 1);
-    assert_eq!((pe11.weights, pe11.kv), (212, 16));
-    assert_eq!(pe11.total(), 542);
+    assert_eq!((pe11.weights, pe11.kv), (246, 16));
+    assert_eq!(pe11.total(), 584);
     assert_eq!(f.max(&sizes, t), pe00);
     let mean = f.mean(&sizes, t);
-    assert!((mean.weights - (212.0 * 12.0 + 20.0 * 4.0) / 12.0).abs() < 1e-9);
+    assert!((mean.weights - 246.0).abs() < 1e-9);
     assert!((mean.kv - 8.0 * 7.0 * 4.0 / 12.0).abs() < 1e-9);
-    // Largest context: (2048 - 546) / 8 = 187 tokens per row, x 3 rows.
-    assert_eq!(f.max_tokens(&sizes), Some(561));
-    assert!(f.fits(&sizes, 561));
-    assert!(!f.fits(&sizes, 562));
+    // Largest context: (2048 - 568) / 8 = 185 tokens per row, x 3 rows.
+    assert_eq!(f.max_tokens(&sizes), Some(555));
+    assert!(f.fits(&sizes, 555));
+    assert!(!f.fits(&sizes, 556));
     // Real bytes: every parameter once, at 2 bytes.
     assert_eq!(f.real_weight, model.param_count() * 2);
     assert_eq!(f.real_kv_per_token, 2 * 2 * 4 * 2);
@@ -190,7 +200,7 @@ fn random_model(rng: &mut ChaCha8Rng) -> ModelConfig {
 }
 
 #[test]
-fn every_weight_element_is_placed_exactly_once_and_the_closed_form_matches_brute_force() {
+fn every_weight_element_is_tiled_once_and_the_closed_form_matches_brute_force() {
     for seed in 0..60u64 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let model = random_model(&mut rng);
@@ -200,37 +210,33 @@ fn every_weight_element_is_placed_exactly_once_and_the_closed_form_matches_brute
         let items = all_items(&model);
         let f = group(&model, &sizes, &items, w, h);
         let mut total_real = 0;
+        // Every element of every tensor lies in exactly one chunk of each split.
+        let covers = |s: Split| {
+            let mut next = 0;
+            for i in 0..s.parts {
+                let r = s.range(i);
+                assert!(r.len() <= s.chunk && (r.is_empty() || r.start == next));
+                next = next.max(r.end);
+            }
+            next == s.len
+        };
         for &item in &items {
-            for tensor in item_tensors(&model, item) {
-                let (cols, rows) = match tensor.shape {
-                    TensorShape::Matrix { col_dim, row_dim } => (col_dim, row_dim),
-                    TensorShape::ColVector(n) => (n, 1),
-                    TensorShape::RowVector(n) => (1, n),
-                };
-                // Count each element's owners: exactly one PE per element.
-                let mut owners = vec![0u8; (cols * rows) as usize];
-                for y in 0..h {
-                    for x in 0..w {
-                        let (cs, rs) = tensor.shape.block_at(w, h, x, y);
-                        let n = tensor.shape.real_at(w, h, x, y);
-                        assert_eq!(n, (cs.end - cs.start) * (rs.end - rs.start), "seed {seed}");
-                        assert!(n <= tensor.shape.stored_at(w, h, x, y), "seed {seed}");
-                        for r in rs.clone() {
-                            for c in cs.clone() {
-                                owners[(r * cols + c) as usize] += 1;
-                            }
-                        }
+            for tile in item_tiles(&model, &sizes, item, w as usize, h as usize) {
+                match &tile {
+                    Tile::Matrix { name, tiling } => {
+                        assert!(
+                            covers(tiling.out) && covers(tiling.inp),
+                            "seed {seed}: {name}"
+                        )
+                    }
+                    Tile::Vector { name, tiling } => {
+                        assert!(covers(tiling.split), "seed {seed}: {name}")
                     }
                 }
-                assert!(
-                    owners.iter().all(|&o| o == 1),
-                    "seed {seed}: {} not placed exactly once on {w}x{h}",
-                    tensor.name
-                );
-                total_real += tensor.shape.elements();
+                total_real += tile.elements();
             }
         }
-        assert_eq!(total_real, model.param_count(), "seed {seed}");
+        assert_eq!(total_real, placed_params(&model), "seed {seed}");
         // Per-PE closed form equals a brute-force sum; (0,0) is the maximum.
         let layers = model.num_hidden_layers as u64;
         let kv_cols = (model.kv_dim() as u64).div_ceil(w);
@@ -246,8 +252,8 @@ fn every_weight_element_is_placed_exactly_once_and_the_closed_form_matches_brute
             for x in 0..w {
                 let stored: u64 = items
                     .iter()
-                    .flat_map(|&i| item_tensors(&model, i))
-                    .map(|t| t.shape.stored_at(w, h, x, y) * 2)
+                    .flat_map(|&i| item_tiles(&model, &sizes, i, w as usize, h as usize))
+                    .map(|t| t.bytes_per_pe())
                     .sum();
                 let b = f.at(&sizes, t, x, y);
                 assert_eq!(b.weights, stored, "seed {seed} PE ({x},{y})");
@@ -303,7 +309,7 @@ fn random_placements_keep_every_pe_within_its_sram() {
                     assert!(p.fits(), "seed {seed}: the smallest wafer count must fit");
                 }
                 check_invariants(&p, &model);
-                assert_eq!(p.weight_bytes(), model.param_count() * 2, "seed {seed}");
+                assert_eq!(p.weight_bytes(), placed_params(&model) * 2, "seed {seed}");
                 if !p.fits() {
                     let a = p.advice.as_ref().expect("advice when it does not fit");
                     assert!(

@@ -1,10 +1,11 @@
-//! Collectives along a line of PEs (one row or column of a region): broadcast,
-//! reduce and allreduce as a chain, a ring and a K-tree, and the neighbour shift.
+//! The cost of collectives along a line of PEs (one row or column of a region):
+//! broadcast, reduce and allreduce as a chain, a ring and a K-tree, and the
+//! neighbour shift. The trees themselves — which PE sends to which, in which
+//! order — are [`crate::schedule`]'s; a tree's cost is read from its
+//! [`TreeShape`] (depth and reach), the same shape its schedule executes.
 //!
-//! Functional half: each PE's buffer is a `Vec<f32>`; the functions move and add
-//! real values in the algorithm's order (so fp32 rounding follows the schedule).
-//! Cost half: closed forms from spec fields, after Luczynski et al. (HPDC 2024)
-//! and WaferLLM's alpha*hops + beta*stages:
+//! Closed forms from spec fields, after Luczynski et al. (HPDC 2024) and
+//! WaferLLM's alpha*hops + beta*stages:
 //!
 //! * `phase_overhead_cycles` once per communication phase (sync category);
 //! * `reduce_level_cycles` per dependent receive -> add -> send level;
@@ -21,6 +22,7 @@
 
 use crate::cost::Cost;
 use crate::error::SimError;
+use crate::schedule::{TreeShape, MAX_K};
 use wafer_core::{Cycles, WaferSpec};
 
 /// How a reduction is scheduled along a line.
@@ -42,24 +44,21 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// The PE (index along the line) that ends a reduction with the sum.
-    pub fn root(self, p: usize) -> usize {
-        match self {
-            Algorithm::MidKTree { .. } => p.saturating_sub(1) / 2,
-            _ => 0,
-        }
-    }
-}
-
-impl Algorithm {
     /// Parses `chain`, `ring`, `ktree` (needs `k`), as on the command line.
     pub fn parse(name: &str, k: u32, groups: Option<u32>) -> Result<Algorithm, SimError> {
         match name.to_ascii_lowercase().as_str() {
             "chain" => Ok(Algorithm::Chain),
             "ring" => Ok(Algorithm::Ring),
             "ktree" | "k-tree" | "tree" | "mid-ktree" | "midktree" => {
-                if k == 0 {
-                    return Err(SimError::InvalidCollective("K-tree needs K >= 1".into()));
+                if k == 0 || k > MAX_K {
+                    return Err(SimError::InvalidCollective(format!(
+                        "a K-tree needs 1 <= K <= {MAX_K}, found K = {k}"
+                    )));
+                }
+                if groups == Some(0) {
+                    return Err(SimError::InvalidCollective(
+                        "a K-tree needs at least one group".into(),
+                    ));
                 }
                 if name.to_ascii_lowercase().starts_with("mid") {
                     Ok(Algorithm::MidKTree { k, groups })
@@ -72,45 +71,6 @@ impl Algorithm {
             ))),
         }
     }
-}
-
-/// The chain length of each level of a K-tree over `p` PEs (product >= p).
-pub fn ktree_levels(p: u32, k: u32, groups: Option<u32>) -> Vec<u32> {
-    let p = p.max(1);
-    let k = k.max(1);
-    if k == 1 {
-        return vec![p];
-    }
-    if let (2, Some(g)) = (k, groups) {
-        let g = g.clamp(1, p);
-        let inner = p.div_ceil(g);
-        return vec![inner, p.div_ceil(inner)];
-    }
-    // Smallest s with s^k >= p, then the last level covers what remains.
-    let mut s = 1u32;
-    while (s as u64).pow(k) < p as u64 {
-        s += 1;
-    }
-    let mut levels = Vec::with_capacity(k as usize);
-    let mut covered = 1u32;
-    for _ in 0..k - 1 {
-        levels.push(s);
-        covered = covered.saturating_mul(s);
-    }
-    levels.push(p.div_ceil(covered).max(1));
-    levels
-}
-
-/// Dependent levels and the longest route (hops) of a K-tree reduction.
-fn ktree_depth_hops(p: u32, levels: &[u32]) -> (u32, u32) {
-    let depth = levels.iter().map(|s| s - 1).sum();
-    let mut stride = 1u32;
-    let mut hops = 0u32;
-    for &s in levels {
-        hops += (s - 1) * stride;
-        stride = stride.saturating_mul(s);
-    }
-    (depth, hops.min(p - 1))
 }
 
 /// Wavelets to carry `values` values of `bytes_per_value` bytes (16-bit values
@@ -131,10 +91,6 @@ impl Line {
         Line { pes: pes.max(1) }
     }
 
-    fn mid(p: u32) -> usize {
-        Algorithm::MidKTree { k: 1, groups: None }.root(p as usize)
-    }
-
     fn ramps(spec: &WaferSpec) -> f64 {
         2.0 * spec.router.ramp_latency_cycles
     }
@@ -151,48 +107,33 @@ impl Line {
             ))
     }
 
-    /// Reduction of `w` wavelets per PE to the PE at index 0.
+    /// Reduction of `w` wavelets per PE to the root of `alg`'s tree (a ring:
+    /// reduce-scatter, then a gather of the chunks to PE 0).
     pub fn reduce_cost(self, spec: &WaferSpec, w: u64, alg: Algorithm) -> Cost {
-        let p = self.pes;
-        if p <= 1 || w == 0 {
+        match alg {
+            Algorithm::Ring if self.pes > 1 && w > 0 => self.ring_steps_cost(spec, w),
+            Algorithm::Ring => Cost::default(),
+            _ => self.tree_reduce_cost(spec, w, &tree(self.pes, alg)),
+        }
+    }
+
+    /// Reduction of `w` wavelets per PE along the tree `shape` (over this line).
+    /// Against the wavefront of the previous phase's broadcast the reach counts
+    /// twice (a mid-rooted tree: the longer half's, against the V-shaped front).
+    pub fn tree_reduce_cost(self, spec: &WaferSpec, w: u64, shape: &TreeShape) -> Cost {
+        debug_assert_eq!(shape.len(), self.pes, "a tree over another line");
+        if self.pes <= 1 || w == 0 {
             return Cost::default();
         }
         let c = &spec.cost;
         let h = spec.router.hop_latency_cycles;
-        match alg {
-            Algorithm::Ring => {
-                // Reduce-scatter then gather of the chunks to the root: 2(P - 1) steps.
-                self.ring_steps_cost(spec, w)
-            }
-            Algorithm::MidKTree { k, groups } => {
-                // Two half-lines toward the centre; the centre adds them (+1 level).
-                // Against the V-shaped wavefront of the previous broadcast, the
-                // longer half's hops count twice.
-                let half = p - Self::mid(p) as u32;
-                let (depth, hops) = ktree_depth_hops(half, &ktree_levels(half, k, groups));
-                Cost::sync(Cycles(c.phase_overhead_cycles))
-                    + Cost::fabric(Cycles(
-                        c.reduce_level_cycles * (depth + 1) as f64
-                            + 2.0 * h * hops as f64
-                            + (w - 1) as f64
-                            + Self::ramps(spec),
-                    ))
-            }
-            Algorithm::Chain | Algorithm::KTree { .. } => {
-                let levels = match alg {
-                    Algorithm::KTree { k, groups } => ktree_levels(p, k, groups),
-                    _ => vec![p],
-                };
-                let (depth, hops) = ktree_depth_hops(p, &levels);
-                Cost::sync(Cycles(c.phase_overhead_cycles))
-                    + Cost::fabric(Cycles(
-                        c.reduce_level_cycles * depth as f64
-                            + 2.0 * h * hops as f64
-                            + (w - 1) as f64
-                            + Self::ramps(spec),
-                    ))
-            }
-        }
+        Cost::sync(Cycles(c.phase_overhead_cycles))
+            + Cost::fabric(Cycles(
+                c.reduce_level_cycles * shape.depth() as f64
+                    + 2.0 * h * shape.reach() as f64
+                    + (w - 1) as f64
+                    + Self::ramps(spec),
+            ))
     }
 
     fn ring_steps_cost(self, spec: &WaferSpec, w: u64) -> Cost {
@@ -216,10 +157,15 @@ impl Line {
                     self.ring_steps_cost(spec, w)
                 }
             }
-            // A mid K-tree's centre broadcasts outward, with the wavefront both ways,
-            // so its broadcast costs what one from the end of the line does.
-            _ => self.reduce_cost(spec, w, alg) + self.broadcast_cost(spec, w, 0),
+            _ => self.tree_allreduce_cost(spec, w, &tree(self.pes, alg)),
         }
+    }
+
+    /// Reduce along `shape`, then broadcast the result back over the line. A mid
+    /// K-tree's centre broadcasts outward, with the wavefront both ways, so its
+    /// broadcast costs what one from the end of the line does.
+    pub fn tree_allreduce_cost(self, spec: &WaferSpec, w: u64, shape: &TreeShape) -> Cost {
+        self.tree_reduce_cost(spec, w, shape) + self.broadcast_cost(spec, w, 0)
     }
 
     /// `steps` synchronous neighbour exchanges of `w` wavelets (software relay).
@@ -233,198 +179,11 @@ impl Line {
     }
 }
 
-fn check_lengths(bufs: &[Vec<f32>]) -> Result<usize, SimError> {
-    let n = bufs
-        .first()
-        .map(|b| b.len())
-        .ok_or_else(|| SimError::InvalidCollective("a collective needs at least one PE".into()))?;
-    if let Some((i, b)) = bufs.iter().enumerate().find(|(_, b)| b.len() != n) {
-        return Err(SimError::InvalidCollective(format!(
-            "PE {i} holds {} values, PE 0 holds {n}",
-            b.len()
-        )));
-    }
-    Ok(n)
-}
-
-/// `dst += src` between two PEs of the line (`dst` receives).
-fn add_from(bufs: &mut [Vec<f32>], dst: usize, src: usize) {
-    let (d, s) = if dst < src {
-        let (a, b) = bufs.split_at_mut(src);
-        (&mut a[dst], &b[0])
-    } else {
-        let (a, b) = bufs.split_at_mut(dst);
-        (&mut b[0], &a[src])
-    };
-    for (x, y) in d.iter_mut().zip(s.iter()) {
-        *x += *y;
-    }
-}
-
-/// Copies the buffer at `src` into every other PE's buffer.
-pub fn broadcast(bufs: &mut [Vec<f32>], src: usize) -> Result<(), SimError> {
-    check_lengths(bufs)?;
-    let value = bufs
-        .get(src)
-        .ok_or_else(|| {
-            SimError::InvalidCollective(format!("broadcast source {src} is outside the line"))
-        })?
-        .clone();
-    for (i, b) in bufs.iter_mut().enumerate() {
-        if i != src {
-            b.copy_from_slice(&value);
-        }
-    }
-    Ok(())
-}
-
-/// Reduces every PE's buffer into the buffer at `alg.root(len)` in the
-/// algorithm's order. Other buffers are left holding partial sums.
-pub fn reduce(bufs: &mut [Vec<f32>], alg: Algorithm) -> Result<(), SimError> {
-    check_lengths(bufs)?;
-    let p = bufs.len();
-    match alg {
-        Algorithm::Ring => {
-            ring_allreduce(bufs)?;
-        }
-        Algorithm::Chain => reduce_levels(bufs, &[p as u32]),
-        Algorithm::KTree { k, groups } => {
-            reduce_levels(bufs, &ktree_levels(p as u32, k, groups));
-        }
-        Algorithm::MidKTree { k, groups } => {
-            let c = alg.root(p);
-            // West half (root c, running westward) and east half (root c + 1).
-            let (west, east) = bufs.split_at_mut(c + 1);
-            west.reverse();
-            reduce_levels(west, &ktree_levels(west.len() as u32, k, groups));
-            west.reverse();
-            if !east.is_empty() {
-                reduce_levels(east, &ktree_levels(east.len() as u32, k, groups));
-                add_from(bufs, c, c + 1);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Chains of each level, from the far end of each group toward its root.
-fn reduce_levels(bufs: &mut [Vec<f32>], levels: &[u32]) {
-    let p = bufs.len();
-    let mut stride = 1usize;
-    for &s in levels {
-        let span = stride * s as usize;
-        let mut root = 0;
-        while root < p {
-            let members: Vec<usize> = (0..s as usize)
-                .map(|j| root + j * stride)
-                .filter(|&i| i < p)
-                .collect();
-            for pair in members.windows(2).rev() {
-                add_from(bufs, pair[0], pair[1]);
-            }
-            root += span;
-        }
-        stride = span;
-    }
-}
-
-/// Every PE ends with the sum of all buffers.
-pub fn allreduce(bufs: &mut [Vec<f32>], alg: Algorithm) -> Result<(), SimError> {
-    match alg {
-        Algorithm::Ring => {
-            check_lengths(bufs)?;
-            ring_allreduce(bufs)
-        }
-        _ => {
-            reduce(bufs, alg)?;
-            broadcast(bufs, alg.root(bufs.len()))
-        }
-    }
-}
-
-/// Reduce-scatter then all-gather: the vector is cut into P chunks; in step s
-/// PE i passes its running chunk (i - s) mod P to PE i + 1, which adds its own.
-fn ring_allreduce(bufs: &mut [Vec<f32>]) -> Result<(), SimError> {
-    let p = bufs.len();
-    let n = check_lengths(bufs)?;
-    if p == 1 {
-        return Ok(());
-    }
-    let chunk = |c: usize| (c * n / p)..((c + 1) * n / p);
-    let mut msgs: Vec<Vec<f32>> = vec![Vec::new(); p];
-    for s in 0..p - 1 {
-        for (i, m) in msgs.iter_mut().enumerate() {
-            let c = (i + p - s) % p;
-            m.clear();
-            m.extend_from_slice(&bufs[i][chunk(c)]);
-        }
-        for (i, m) in msgs.iter().enumerate() {
-            let dst = (i + 1) % p;
-            let c = (i + p - s) % p;
-            for (x, y) in bufs[dst][chunk(c)].iter_mut().zip(m) {
-                *x += *y;
-            }
-        }
-    }
-    // PE i now holds the full sum of chunk (i + 1) mod P; pass it around.
-    for s in 0..p - 1 {
-        for (i, m) in msgs.iter_mut().enumerate() {
-            let c = (i + 1 + p - s) % p;
-            m.clear();
-            m.extend_from_slice(&bufs[i][chunk(c)]);
-        }
-        for (i, m) in msgs.iter().enumerate() {
-            let dst = (i + 1) % p;
-            let c = (i + 1 + p - s) % p;
-            bufs[dst][chunk(c)].copy_from_slice(m);
-        }
-    }
-    Ok(())
-}
-
-/// Moves every PE's buffer `steps` PEs east, cyclically (Cannon's shift).
-pub fn shift(bufs: &mut [Vec<f32>], steps: usize) -> Result<(), SimError> {
-    check_lengths(bufs)?;
-    let p = bufs.len();
-    bufs.rotate_right(steps % p);
-    Ok(())
-}
-
-/// Broadcast along every row (`along_rows`) or column of a `width x height`
-/// region whose buffers are stored row-major, from index `src` of each line.
-pub fn multicast(
-    bufs: &mut [Vec<f32>],
-    width: usize,
-    height: usize,
-    along_rows: bool,
-    src: usize,
-) -> Result<(), SimError> {
-    if bufs.len() != width * height {
-        return Err(SimError::InvalidCollective(format!(
-            "multicast over {width}x{height} needs {} buffers, found {}",
-            width * height,
-            bufs.len()
-        )));
-    }
-    let (lines, len) = if along_rows {
-        (height, width)
-    } else {
-        (width, height)
-    };
-    for l in 0..lines {
-        let idx = |j: usize| {
-            if along_rows {
-                l * width + j
-            } else {
-                j * width + l
-            }
-        };
-        let value = bufs[idx(src)].clone();
-        for j in 0..len {
-            bufs[idx(j)].copy_from_slice(&value);
-        }
-    }
-    Ok(())
+/// The tree of a non-ring algorithm over `p` PEs. Algorithms are validated where
+/// they are made ([`Algorithm::parse`], the lowering's options), so this cannot fail
+/// for one of them.
+fn tree(p: u32, alg: Algorithm) -> TreeShape {
+    TreeShape::new(p.max(1), alg).expect("a validated tree algorithm")
 }
 
 #[cfg(test)]
@@ -445,12 +204,20 @@ mod tests {
 
     #[test]
     fn ktree_levels_cover_the_line() {
+        use crate::schedule::ktree_levels;
         assert_eq!(ktree_levels(144, 2, Some(8)), vec![18, 8]);
         assert_eq!(ktree_levels(144, 2, Some(5)), vec![29, 5]);
         assert_eq!(ktree_levels(100, 2, None), vec![10, 10]);
         assert_eq!(ktree_levels(100, 3, None), vec![5, 5, 4]);
         assert_eq!(ktree_levels(7, 1, None), vec![7]);
-        assert_eq!(ktree_depth_hops(144, &[18, 8]), (24, 143));
+        let t = tree(
+            144,
+            Algorithm::KTree {
+                k: 2,
+                groups: Some(8),
+            },
+        );
+        assert_eq!((t.depth(), t.reach()), (24, 143));
     }
 
     #[test]
@@ -500,10 +267,11 @@ mod tests {
     }
 
     #[test]
-    fn mismatched_buffers_are_an_error() {
-        let mut bufs = vec![vec![1.0; 3], vec![1.0; 2]];
-        let err = allreduce(&mut bufs, Algorithm::Chain).unwrap_err();
-        assert!(err.to_string().contains("PE 1 holds 2"), "{err}");
+    fn unknown_or_unbounded_algorithms_are_refused() {
         assert!(Algorithm::parse("star", 2, None).is_err());
+        assert!(Algorithm::parse("ktree", 0, None).is_err());
+        assert!(Algorithm::parse("ktree", 34, None).is_err());
+        assert!(Algorithm::parse("ktree", 2, Some(0)).is_err());
+        assert!(Algorithm::parse("mid-ktree", 32, None).is_ok());
     }
 }

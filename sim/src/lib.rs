@@ -1,23 +1,23 @@
-//! The simulated machine: PEs with SRAM accounting, the fabric, collectives
-//! (broadcast / reduce / allreduce / shift / transfers) and the region-wide matrix
-//! schemes built from them (MeshGEMV, MeshGEMM).
+//! The simulated machine: reduction schedules along lines of PEs, the cost of
+//! collectives, transfers and the region-wide matrix schemes built from them
+//! (MeshGEMV, MeshGEMM), and per-PE SRAM accounting.
 //!
-//! Every collective has a functional implementation (real f32 values moved
-//! between per-PE buffers in the algorithm's order) and a closed-form cost from
-//! spec fields. The cost model and its fitted constants are documented in
-//! `docs/cost-model.md`.
-//!
-//! Architecture invariant: `sim` never touches files and knows nothing about
-//! transformers.
+//! Invariants: `sim` never touches files and knows nothing about transformers.
+//! A reduction is charged from the tree shape its schedule executes
+//! ([`schedule::TreeShape`]), so what is executed is what is charged. The cost
+//! model and its fitted constants are documented in `docs/cost-model.md`.
 
 pub mod collective;
 pub mod cost;
 pub mod error;
 pub mod matrix;
 pub mod mesh;
+pub mod schedule;
+pub mod tiling;
 pub mod transfer;
 
 pub use collective::{Algorithm, Line};
 pub use cost::{Category, Cost};
 pub use error::SimError;
 pub use mesh::Mesh;
+pub use schedule::{Schedule, Transfer, TreeShape};

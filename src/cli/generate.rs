@@ -85,6 +85,10 @@ pub struct Args {
     /// With --engine mesh: number of wafers (default: the fewest that fit).
     #[arg(long)]
     wafers: Option<u32>,
+    /// With --engine mesh: K of every reduction tree the mesh runs and charges
+    /// (levels of chains; 1 = chain); default 2, as for `wafer estimate --k`.
+    #[arg(long)]
+    k: Option<u32>,
     /// With --engine mesh: KV positions to place room for (default: prompt + --max-tokens).
     #[arg(long)]
     context: Option<usize>,
@@ -177,6 +181,7 @@ pub fn run(args: Args) -> Result<()> {
                 spec,
                 region: args.region,
                 wafers: args.wafers,
+                options: super::estimate::plan_options(args.k)?,
             };
             Box::new(wafer_models::mesh::MeshEngine::place_and_build(
                 config, &weights, &setup,

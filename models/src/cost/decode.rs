@@ -31,6 +31,7 @@
 use super::{CommShape, OpKind, Plan, PlanOptions};
 use crate::config::ModelConfig;
 use crate::layout::{Layout, Site};
+use crate::lower::LayerTiling;
 use wafer_core::WaferSpec;
 use wafer_kernels::{matrix, vector};
 use wafer_sim::collective::{wavelets, Algorithm, Line};
@@ -246,16 +247,20 @@ pub fn decode_layer_with(
 ) -> Plan {
     let mut p = Plan::default();
     let act = spec.precision.activation_dtype.size_bytes();
-    let (d, q, kv, f) = (
-        cfg.hidden_size,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.intermediate_size,
+    let kv_dtype = spec.precision.kv_dtype;
+    // The one tiling (placement's and the mesh's): every per-PE size below is a
+    // tile or chunk of it.
+    let t = LayerTiling::new(
+        cfg,
+        spec.precision.weight_dtype,
+        kv_dtype,
+        w as usize,
+        h as usize,
     );
     let g = cfg.group_size() as u64;
-    let xr = div(d, h); // residual chunk per PE (split over rows)
-    let kv_c = div(kv, w); // KV dims per column
-    let q_c = kv_c * g; // query dims per column (its KV dims' g heads)
+    let xr = t.x.chunk as u64; // residual chunk per PE (split over rows)
+    let kv_c = t.kv.chunk as u64; // KV dims per column
+    let q_c = t.q.chunk as u64; // query dims per column (its KV dims' g heads)
     let pos = div(context, h); // cached positions per PE
                                // Heads whose dims a column touches, and the columns that share one head.
     let heads_c = kv_c.div_ceil(cfg.head_dim as u64).max(1);
@@ -274,7 +279,8 @@ pub fn decode_layer_with(
         );
     };
     norm(&mut p);
-    let qkv_c = div(q + 2 * kv, w);
+    // Q, K and V in one pass: one tile of each per PE.
+    let qkv_c = (t.q_proj.out.chunk + t.k_proj.out.chunk + t.v_proj.out.chunk) as u64;
     let (ar, comm) = allreduce(spec, opts, h, qkv_c, act);
     p.push(
         OpKind::QkvProj,
@@ -304,7 +310,7 @@ pub fn decode_layer_with(
         None,
         pos * q_c,
         comm,
-        comp(matrix::gemv_tile_cycles(spec, kv_c, pos * g)) + ar,
+        comp(matrix::gemv_tile_cycles_of(spec, kv_c, pos * g, kv_dtype)) + ar,
     );
     let (ar, comm) = allreduce(spec, opts, h, g * heads_c, act);
     p.push(
@@ -328,10 +334,13 @@ pub fn decode_layer_with(
         None,
         pos * q_c,
         comm,
-        comp(matrix::gemv_tile_cycles(spec, pos, q_c) + vector::normalize_cycles(spec, q_c)) + ar,
+        comp(
+            matrix::gemv_tile_cycles_of(spec, pos, q_c, kv_dtype)
+                + vector::normalize_cycles(spec, q_c),
+        ) + ar,
     );
     // O projection: input split over columns, reduce along rows (lines of w).
-    let o_r = div(d, h);
+    let o_r = t.o_proj.out.chunk as u64;
     let (ar, comm) = allreduce(spec, opts, w, o_r, act);
     p.push(
         OpKind::OProj,
@@ -348,7 +357,7 @@ pub fn decode_layer_with(
         comp(vector::add_cycles(spec, xr)),
     );
     norm(&mut p);
-    let gu_c = div(2 * f, w);
+    let gu_c = (t.gate_proj.out.chunk + t.up_proj.out.chunk) as u64;
     let (ar, comm) = allreduce(spec, opts, h, gu_c, act);
     p.push(
         OpKind::GateUpProj,
@@ -357,7 +366,7 @@ pub fn decode_layer_with(
         comm,
         comp(matrix::gemv_tile_cycles(spec, xr, gu_c)) + ar,
     );
-    let f_c = div(f, w);
+    let f_c = t.f.chunk as u64;
     p.push(
         OpKind::SiluMul,
         None,

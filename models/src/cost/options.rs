@@ -6,7 +6,7 @@
 //! the middle PE). K = 2 is WaferLLM's MeshGEMV tree and the default: with it
 //! every plan is exactly what it was before the option existed (the group count
 //! that minimises the depth, [`super::tree_for`]). K = 1 is a plain chain toward
-//! the middle; K >= 3 takes `wafer_sim::collective::ktree_levels`' near-equal
+//! the middle; K >= 3 takes `wafer_sim::schedule::ktree_levels`' near-equal
 //! levels (smallest `s` with `s^K >= half-line`), which minimise the depth for
 //! that K. In the cost model a level costs `reduce_level_cycles` and the hops
 //! are the same for every K (the far PE's partial sum still crosses the
@@ -65,7 +65,7 @@ impl PlanOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wafer_sim::collective::ktree_levels;
+    use wafer_sim::schedule::ktree_levels;
 
     #[test]
     fn k_is_validated_and_two_is_the_default_tree() {

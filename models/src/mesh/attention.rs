@@ -25,12 +25,13 @@
 //! columns and divided by the softmax sum. Rows run in parallel (rayon); rows
 //! that hold no position yet contribute nothing.
 
-use super::collective::{tree_for, ReduceSchedule};
 use super::heads::HeadOrder;
 use super::tiling::Split;
+use crate::cost::PlanOptions;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use wafer_core::DType;
+use wafer_sim::schedule::Schedule;
 
 /// Positions per key block: the partial scores of one block and one KV head
 /// (`columns x group x positions` f32) stay in the host's L1.
@@ -106,30 +107,37 @@ pub struct AttnGeometry {
     /// KV dims over columns.
     pub kv_split: Split,
     /// Per KV head: (first column, schedule over the segment of columns).
-    segments: Vec<(usize, ReduceSchedule)>,
+    pub segments: Vec<(usize, Schedule)>,
     /// Reductions along a column (over the rows).
-    column: ReduceSchedule,
+    pub column: Schedule,
 }
 
 impl AttnGeometry {
-    pub fn new(width: usize, height: usize, heads: &HeadOrder) -> AttnGeometry {
+    /// The geometry on a `width x height` region, every reduction on the tree
+    /// `opts` picks for its line.
+    pub fn new(
+        width: usize,
+        height: usize,
+        heads: &HeadOrder,
+        opts: &PlanOptions,
+    ) -> Result<AttnGeometry> {
         let kv_dim = heads.kv.len();
         let kv_split = Split::new(kv_dim, width);
         let segments = (0..heads.kv_heads)
             .map(|gk| {
                 let c0 = gk * heads.head_dim / kv_split.chunk;
                 let c1 = ((gk + 1) * heads.head_dim - 1) / kv_split.chunk;
-                let n = c1 - c0 + 1;
-                (c0, ReduceSchedule::new(n, tree_for(n as u32)))
+                let n = (c1 - c0 + 1) as u32;
+                Ok((c0, Schedule::reduce(n, opts.tree(n))?))
             })
-            .collect();
-        AttnGeometry {
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AttnGeometry {
             width,
             height,
             kv_split,
             segments,
-            column: ReduceSchedule::new(height, tree_for(height as u32)),
-        }
+            column: Schedule::reduce(height as u32, opts.tree(height as u32))?,
+        })
     }
 }
 
@@ -175,7 +183,7 @@ fn block_scores(
         let n = valid;
         for (gk, (c0, seg)) in geo.segments.iter().enumerate() {
             parts.clear();
-            parts.resize(seg.n * g * n, 0.0);
+            parts.resize(seg.len() as usize * g * n, 0.0);
             let (lo, hi) = (gk * hd, (gk + 1) * hd);
             // parts[column of the segment][query head of the group][slot].
             for (i, part) in parts.chunks_exact_mut(g * n).enumerate() {
@@ -191,19 +199,8 @@ fn block_scores(
                 }
             }
             // Across the segment's columns, every slot of the block at once.
-            for &(from, to) in &seg.steps {
-                let (from, to) = (from as usize * g * n, to as usize * g * n);
-                let (lo, hi) = parts.split_at_mut(from.max(to));
-                let (src, dst) = if from > to {
-                    (&hi[..g * n], &mut lo[to..to + g * n])
-                } else {
-                    (&lo[from..from + g * n], &mut hi[..g * n])
-                };
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d += s;
-                }
-            }
-            for (m, pm) in parts[..g * n].chunks_exact(n).enumerate() {
+            let summed = seg.sum(&mut parts, g * n, seg.len() as usize);
+            for (m, pm) in summed.chunks_exact(n).enumerate() {
                 let head = gk * g + m;
                 let dst = &mut sblk[head * B..head * B + n];
                 for (d, p) in dst.iter_mut().zip(pm) {
@@ -232,6 +229,9 @@ pub fn attend(
     assert!(t_len > 0, "attention over an empty cache");
     let h = geo.height;
     let rows = h.min(t_len);
+    // Buffers over the rows that hold positions plus those a column reduction
+    // passes partials through (a mid-rooted tree's root may lie past them).
+    let lines = geo.column.lines_needed(rows);
     let blocks = t_len.div_ceil(B);
     let scale = 1.0 / (hd as f32).sqrt();
     // Only the valid slots of each block are written and read: no need to clear.
@@ -240,10 +240,10 @@ pub fn attend(
         scratch.scores.resize(need, 0.0);
     }
     scratch.stats.clear();
-    scratch.stats.resize(2 * rows * n_heads, 0.0);
+    scratch.stats.resize(2 * lines * n_heads, 0.0);
     scratch.values.clear();
-    scratch.values.resize(rows * q_dim, 0.0);
-    let (maxes, sums) = scratch.stats.split_at_mut(rows * n_heads);
+    scratch.values.resize(lines * q_dim, 0.0);
+    let (maxes, sums) = scratch.stats.split_at_mut(lines * n_heads);
 
     // Scores: per PE partial dots, reduced across each head's column segment,
     // a block of consecutive positions (one slot of up to 64 rows) per task.
@@ -266,8 +266,7 @@ pub fn attend(
             *m = m.max(score(t, head));
         }
     }
-    geo.column.run_max_prefix(maxes, n_heads, rows);
-    let global_max = &maxes[..n_heads];
+    let global_max = geo.column.max(maxes, n_heads, rows);
 
     // exp, each row's local sums and probability-weighted value partials, its
     // positions in slot order; row groups in parallel (each task walks the
@@ -278,7 +277,8 @@ pub fn attend(
         1
     };
     let rows_per_group = rows.div_ceil(groups);
-    sums.par_chunks_mut(rows_per_group * n_heads)
+    sums[..rows * n_heads]
+        .par_chunks_mut(rows_per_group * n_heads)
         .zip(scratch.values[..rows * q_dim].par_chunks_mut(rows_per_group * q_dim))
         .enumerate()
         .for_each(|(group, (sums, values))| {
@@ -305,12 +305,11 @@ pub fn attend(
                 }
             }
         });
-    geo.column.run_prefix(sums, n_heads, rows);
-    geo.column.run_prefix(&mut scratch.values, q_dim, rows);
-    let total = &sums[..n_heads];
+    let total = geo.column.sum(sums, n_heads, rows);
+    let values = geo.column.sum(&mut scratch.values, q_dim, rows);
     for (e, (o, v)) in out
         .chunks_exact_mut(g)
-        .zip(scratch.values[..q_dim].chunks_exact(g))
+        .zip(values.chunks_exact(g))
         .enumerate()
     {
         let gk = e / hd;
@@ -376,7 +375,9 @@ mod tests {
                 rng.gen_range(1..40)
             };
             let heads = HeadOrder::new(hd, kvh, g);
-            let geo = AttnGeometry::new(w, h, &heads);
+            let k = rng.gen_range(1..4);
+            let opts = PlanOptions::with_reduce_k(k).unwrap();
+            let geo = AttnGeometry::new(w, h, &heads, &opts).unwrap();
             let kv_dim = kvh * hd;
             let mut cache = KvCache::new(kv_dim, t_len, DType::F32);
             let mut ks = Vec::new();

@@ -6,9 +6,10 @@
 //! the residual is split over the rows; Q/K/V and gate/up take their input over
 //! rows and reduce along columns (lines of `h` PEs), leaving outputs split over
 //! columns; O and down take their input over columns and reduce along rows (lines
-//! of `w`), leaving the residual split over rows again. Every reduction is the
-//! K = 2 tree the plan charges (`collective::tree_for`). RMSNorm's sum of squares
-//! is reduced along a column. Activations and partial sums are f32 (the spec's
+//! of `w`), leaving the residual split over rows again. Every reduction runs the
+//! schedule of the tree the plan charges for its line (`PlanOptions::tree`:
+//! mid-rooted K-trees, K = 2 unless `--k` says otherwise). RMSNorm's sum of
+//! squares is reduced along a column. Activations and partial sums are f32 (the spec's
 //! accumulation type); weights are 16-bit tiles; KV values are rounded to the
 //! spec's `kv_dtype` when appended.
 //!
@@ -18,21 +19,24 @@
 //! prompt token (`cost::prefill`), not the wall-clock order of this run.
 
 use super::attention::{attend, AttnGeometry, AttnScratch, KvCache};
-use super::collective::{tree_for, ReduceSchedule};
 use super::gemv::{tiled_gemv, tiled_gemvs};
 use super::heads::HeadOrder;
-use super::tiling::{Orientation, Split, TiledMatrix};
+use super::tiling::{MatrixTiling, Split, TiledMatrix};
 use super::weights::{ModelSource, RowSource};
 use crate::config::ModelConfig;
+use crate::cost::PlanOptions;
 use crate::layout::{Layout, Site};
-use anyhow::{bail, Context, Result};
+use crate::lower::{table_tiling, LayerTiling};
+use anyhow::{bail, Result};
 use half::f16;
-use wafer_core::{Bytes, WaferSpec};
-use wafer_sim::Mesh;
+use wafer_core::WaferSpec;
+use wafer_sim::Schedule;
 
 /// One decoder layer on its region.
-struct MeshLayer {
+pub(crate) struct MeshLayer {
     site: Site,
+    /// The tiling its tiles were cut by.
+    pub(crate) tiling: LayerTiling,
     /// The residual split over the region's rows.
     x_split: Split,
     input_norm: Vec<f32>,
@@ -51,9 +55,9 @@ struct MeshLayer {
     up: TiledMatrix,
     down: TiledMatrix,
     /// Along a column (lines of `h` PEs) and along a row (lines of `w`).
-    along_column: ReduceSchedule,
-    along_row: ReduceSchedule,
-    attn: AttnGeometry,
+    pub(crate) along_column: Schedule,
+    pub(crate) along_row: Schedule,
+    pub(crate) attn: AttnGeometry,
     kv: KvCache,
 }
 
@@ -63,8 +67,8 @@ struct MeshHead {
     norm: Vec<f32>,
     /// Vocabulary over columns, hidden over rows.
     matrix: TiledMatrix,
-    along_column: ReduceSchedule,
-    along_row: ReduceSchedule,
+    along_column: Schedule,
+    along_row: Schedule,
 }
 
 /// Per-step buffers, reused so decode does not allocate per element.
@@ -91,8 +95,9 @@ pub struct MeshProgram {
     pub spec: WaferSpec,
     pub layout: Layout,
     heads: HeadOrder,
-    layers: Vec<MeshLayer>,
-    embed: TiledMatrix,
+    pub(crate) layers: Vec<MeshLayer>,
+    /// The embedding table, unless it is the (tied) LM head's.
+    embed: Option<TiledMatrix>,
     head: MeshHead,
     inv_freq: Vec<f32>,
     position: usize,
@@ -107,6 +112,11 @@ fn check_shape(name: &str, m: &dyn RowSource, rows: usize, cols: usize) -> Resul
         bail!("{name}: expected a {rows} x {cols} matrix for this config, found {r} x {c}");
     }
     Ok(())
+}
+
+/// The reduction `opts` charges for a line of `pes` PEs.
+fn line_schedule(pes: usize, opts: &PlanOptions) -> Result<Schedule> {
+    Ok(Schedule::reduce(pes as u32, opts.tree(pes as u32))?)
 }
 
 fn check_len(name: &str, v: &[f32], len: usize) -> Result<()> {
@@ -126,6 +136,7 @@ impl MeshProgram {
         weights: &ModelSource,
         inv_freq: Vec<f32>,
         context: usize,
+        opts: &PlanOptions,
     ) -> Result<MeshProgram> {
         let c = &config;
         let (d, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -168,41 +179,35 @@ impl MeshProgram {
                     d,
                 )?;
                 let (w, h) = (site.region.width() as usize, site.region.height() as usize);
-                let x_split = Split::new(d, h);
-                let kv_split = Split::new(kvd, w);
-                let q_split = Split::with_chunk(qd, w, kv_split.chunk * heads.group);
-                let permuted = |m: &dyn RowSource, order: &[usize], out_split: Split| {
-                    TiledMatrix::new(
-                        out_split,
-                        x_split,
-                        Orientation::OutAlongColumns,
-                        |o, row| m.row_f16(order[o], row),
-                    )
+                // The one tiling placement and the cost plan read too.
+                let tiling = LayerTiling::new(
+                    c,
+                    spec.precision.weight_dtype,
+                    spec.precision.kv_dtype,
+                    w,
+                    h,
+                );
+                let x_split = tiling.x;
+                let permuted = |m: &dyn RowSource, order: &[usize], t: &MatrixTiling| {
+                    TiledMatrix::from_tiling(t, |o, row| m.row_f16(order[o], row))
                 };
-                let q = permuted(src.q_proj, &heads.q, q_split);
-                let k = permuted(src.k_proj, &heads.kv, kv_split);
-                let v = permuted(src.v_proj, &heads.kv, kv_split);
-                let o_in = Split::with_chunk(qd, w, q_split.chunk);
+                let q = permuted(src.q_proj, &heads.q, &tiling.q_proj);
+                let k = permuted(src.k_proj, &heads.kv, &tiling.k_proj);
+                let v = permuted(src.v_proj, &heads.kv, &tiling.v_proj);
                 let q_order = &heads.q;
-                let o = TiledMatrix::new(x_split, o_in, Orientation::OutAlongRows, |r, row| {
+                let o = TiledMatrix::from_tiling(&tiling.o_proj, |r, row| {
                     let mut orig = vec![f16::ZERO; qd];
                     src.o_proj.row_f16(r, &mut orig);
                     for (dst, &i) in row.iter_mut().zip(q_order) {
                         *dst = orig[i];
                     }
                 });
-                let f_split = Split::new(f, w);
-                let plain = |m: &dyn RowSource| {
-                    TiledMatrix::new(f_split, x_split, Orientation::OutAlongColumns, |o, row| {
-                        m.row_f16(o, row)
-                    })
+                let plain = |m: &dyn RowSource, t: &MatrixTiling| {
+                    TiledMatrix::from_tiling(t, |o, row| m.row_f16(o, row))
                 };
-                let gate = plain(src.gate_proj);
-                let up = plain(src.up_proj);
-                let down =
-                    TiledMatrix::new(x_split, f_split, Orientation::OutAlongRows, |o, row| {
-                        src.down_proj.row_f16(o, row)
-                    });
+                let gate = plain(src.gate_proj, &tiling.gate_proj);
+                let up = plain(src.up_proj, &tiling.up_proj);
+                let down = plain(src.down_proj, &tiling.down_proj);
                 let bias = |b: Option<&[f32]>,
                             order: &[usize],
                             len: usize,
@@ -218,6 +223,7 @@ impl MeshProgram {
                 };
                 Ok(MeshLayer {
                     site: *site,
+                    tiling,
                     x_split,
                     input_norm: src.input_layernorm.to_vec(),
                     post_norm: src.post_attention_layernorm.to_vec(),
@@ -232,9 +238,9 @@ impl MeshProgram {
                     gate,
                     up,
                     down,
-                    along_column: ReduceSchedule::new(h, tree_for(h as u32)),
-                    along_row: ReduceSchedule::new(w, tree_for(w as u32)),
-                    attn: AttnGeometry::new(w, h, &heads),
+                    along_column: line_schedule(h, opts)?,
+                    along_row: line_schedule(w, opts)?,
+                    attn: AttnGeometry::new(w, h, &heads, opts)?,
                     kv: KvCache::new(kvd, context, spec.precision.kv_dtype),
                 })
             })
@@ -243,29 +249,27 @@ impl MeshProgram {
         check_shape("embed_tokens", weights.embed_tokens, c.vocab_size, d)?;
         check_shape("lm_head", weights.lm_head, c.vocab_size, d)?;
         check_len("norm", weights.norm, d)?;
-        let er = layout.embedding.region;
-        let embed = TiledMatrix::from_rows(
-            c.vocab_size,
-            d,
-            |o, row| weights.embed_tokens.row_f16(o, row),
-            er.width() as usize,
-            er.height() as usize,
-            Orientation::OutAlongRows,
-        );
+        let wd = spec.precision.weight_dtype;
         let hr = layout.lm_head.region;
         let (hw, hh) = (hr.width() as usize, hr.height() as usize);
-        let head_x = Split::new(d, hh);
         let head = MeshHead {
-            x_split: head_x,
+            x_split: Split::new(d, hh),
             norm: weights.norm.to_vec(),
-            matrix: TiledMatrix::new(
-                Split::new(c.vocab_size, hw),
-                head_x,
-                Orientation::OutAlongColumns,
-                |o, row| weights.lm_head.row_f16(o, row),
-            ),
-            along_column: ReduceSchedule::new(hh, tree_for(hh as u32)),
-            along_row: ReduceSchedule::new(hw, tree_for(hw as u32)),
+            matrix: TiledMatrix::from_tiling(&table_tiling(c, wd, hw, hh), |o, row| {
+                weights.lm_head.row_f16(o, row)
+            }),
+            along_column: line_schedule(hh, opts)?,
+            along_row: line_schedule(hw, opts)?,
+        };
+        // A tied head is the embedding table on the same region: one set of tiles.
+        let embed = if c.tie_word_embeddings && layout.embedding == layout.lm_head {
+            None
+        } else {
+            let er = layout.embedding.region;
+            let tiling = table_tiling(c, wd, er.width() as usize, er.height() as usize);
+            Some(TiledMatrix::from_tiling(&tiling, |o, row| {
+                weights.embed_tokens.row_f16(o, row)
+            }))
         };
         let program = MeshProgram {
             heads,
@@ -295,46 +299,86 @@ impl MeshProgram {
         self.position = 0;
     }
 
-    /// Charges every PE of every layer region with its weight tiles and its KV
-    /// slice at `context` positions (the placement accounts buffers and the
-    /// reserve on top): no PE may exceed its data SRAM.
+    /// Weight bytes every PE of layer `l`'s region holds, from the tiles as
+    /// stored: each matrix's padded tile, each norm gain's and bias's chunk.
+    pub fn layer_weight_bytes_per_pe(&self, l: usize) -> u64 {
+        let layer = &self.layers[l];
+        let wb = self.spec.precision.weight_dtype.size_bytes();
+        let chunk = |s: Split| s.chunk as u64 * wb;
+        let matrices: u64 = [
+            &layer.q,
+            &layer.k,
+            &layer.v,
+            &layer.o,
+            &layer.gate,
+            &layer.up,
+            &layer.down,
+        ]
+        .iter()
+        .map(|m| m.bytes_per_pe())
+        .sum();
+        let gains = 2 * chunk(layer.x_split);
+        let q_split = layer.q.out_split;
+        let kv_split = layer.k.out_split;
+        let biases = [
+            (layer.q_bias.is_some(), q_split),
+            (layer.k_bias.is_some(), kv_split),
+            (layer.v_bias.is_some(), kv_split),
+            (layer.o_bias.is_some(), layer.x_split),
+        ]
+        .iter()
+        .filter(|(present, _)| *present)
+        .map(|&(_, s)| chunk(s))
+        .sum::<u64>();
+        matrices + gains + biases
+    }
+
+    /// KV bytes every PE of layer `l`'s region holds per position cached on its
+    /// row (its column's padded chunk of keys and values).
+    pub fn layer_kv_bytes_per_position(&self, l: usize) -> u64 {
+        let layer = &self.layers[l];
+        2 * layer.attn.kv_split.chunk as u64 * layer.kv.dtype.size_bytes()
+    }
+
+    /// No PE may exceed its data SRAM: the layers sharing a region hold their
+    /// weight tiles and their KV slices at `context` positions (row 0 holds the
+    /// most), their largest working buffers and the runtime reserve. The same
+    /// sum placement makes from the same tiling.
     fn check_sram(&self, context: usize) -> Result<()> {
-        let kv_bytes = self.spec.precision.kv_dtype.size_bytes();
-        let mut meshes: Vec<(Site, Mesh)> = Vec::new();
+        let p = &self.spec.precision;
+        let (act, acc) = (
+            p.activation_dtype.size_bytes(),
+            p.accumulate_dtype.size_bytes(),
+        );
+        let mut sites: Vec<(Site, Vec<usize>)> = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
-            let site = layer.site;
-            if !meshes.iter().any(|(s, _)| *s == site) {
-                meshes.push((site, Mesh::new(&self.spec, site.region)));
+            match sites.iter_mut().find(|(s, _)| *s == layer.site) {
+                Some((_, ls)) => ls.push(l),
+                None => sites.push((layer.site, vec![l])),
             }
-            let mesh = &mut meshes
-                .iter_mut()
-                .find(|(s, _)| *s == site)
-                .expect("added")
-                .1;
-            let (w, h) = (site.region.width(), site.region.height());
-            let kc = layer.attn.kv_split;
-            for y in 0..h {
-                // Row y holds positions t ≡ y (mod h).
-                let tokens = (context as u64 + h as u64 - 1 - y as u64) / h as u64;
-                for x in 0..w {
-                    let (xu, yu) = (x as usize, y as usize);
-                    let mut bytes = 0;
-                    for m in [&layer.q, &layer.k, &layer.v, &layer.gate, &layer.up] {
-                        bytes += m.bytes_on_pe(xu, yu);
-                    }
-                    for m in [&layer.o, &layer.down] {
-                        bytes += m.bytes_on_pe(yu, xu);
-                    }
-                    let dims = kc.range(xu).len() as u64;
-                    bytes += 2 * tokens * dims * kv_bytes;
-                    mesh.alloc(
-                        x,
-                        y,
-                        Bytes(bytes),
-                        &format!("layer {l} weight tiles and KV slice"),
-                    )
-                    .with_context(|| format!("layer {l} at {context} positions"))?;
-                }
+        }
+        for (site, ls) in sites {
+            let h = site.region.height() as u64;
+            let row0_positions = (context as u64).div_ceil(h);
+            let mut weights = 0u64;
+            let mut kv = 0u64;
+            let mut buffers = 0u64;
+            for &l in &ls {
+                weights += self.layer_weight_bytes_per_pe(l);
+                kv += row0_positions * self.layer_kv_bytes_per_position(l);
+                buffers = buffers.max(self.layers[l].tiling.buffer_bytes(&self.config, act, acc));
+            }
+            let reserve = self.spec.pe.reserve_bytes;
+            let total = weights + kv + buffers + reserve;
+            if total > self.spec.pe.sram_bytes {
+                bail!(
+                    "layer {} at {context} positions: PE {} of its {} region needs {} bytes (weights {weights}, KV {kv}, buffers {buffers}, reserve {reserve}) but has {} of SRAM",
+                    ls[0],
+                    site.region.origin,
+                    site.region.shape,
+                    total,
+                    self.spec.pe.sram_bytes
+                );
             }
         }
         Ok(())
@@ -342,7 +386,7 @@ impl MeshProgram {
 
     fn rms_norm(
         x_split: Split,
-        along_column: &ReduceSchedule,
+        along_column: &Schedule,
         eps: f64,
         h: &[f32],
         w: &[f32],
@@ -350,12 +394,12 @@ impl MeshProgram {
         parts: &mut Vec<f32>,
     ) {
         // Every row's PEs square their chunk; the sums meet along a column.
+        let used = x_split.used();
         parts.clear();
-        parts.extend(
-            (0..x_split.used()).map(|r| h[x_split.range(r)].iter().map(|v| v * v).sum::<f32>()),
-        );
-        along_column.run_prefix(parts, 1, x_split.used());
-        let inv = 1.0 / (parts[0] / h.len() as f32 + eps as f32).sqrt();
+        parts.extend((0..used).map(|r| h[x_split.range(r)].iter().map(|v| v * v).sum::<f32>()));
+        parts.resize(along_column.lines_needed(used), 0.0);
+        let sum = along_column.sum(parts, 1, used)[0];
+        let inv = 1.0 / (sum / h.len() as f32 + eps as f32).sqrt();
         for ((o, v), g) in out.iter_mut().zip(h).zip(w) {
             *o = g * (v * inv);
         }
@@ -393,7 +437,7 @@ impl MeshProgram {
         b.sin.resize(c.head_dim / 2, 0.0);
 
         // Embedding lookup: the PEs holding the token's row send their chunks.
-        let e = &self.embed;
+        let e = self.embed.as_ref().unwrap_or(&self.head.matrix);
         let (ob, r) = (
             token as usize / e.out_split.chunk,
             token as usize % e.out_split.chunk,
@@ -484,20 +528,20 @@ impl MeshProgram {
         // Argmax: each column's local best, then (value, index) pairs reduced
         // along the row toward column 0.
         let vs = head.matrix.out_split;
-        let mut vals: Vec<f32> = Vec::with_capacity(vs.used());
-        let mut idx: Vec<u32> = Vec::with_capacity(vs.used());
+        let lines = head.along_row.lines_needed(vs.used());
+        let mut vals: Vec<f32> = vec![f32::NEG_INFINITY; lines];
+        let mut idx: Vec<u32> = vec![u32::MAX; lines];
         for col in 0..vs.used() {
             let range = vs.range(col);
             let (i, v) = logits[range.clone()].iter().enumerate().fold(
                 (0, f32::NEG_INFINITY),
                 |best, (i, &v)| if v > best.1 { (i, v) } else { best },
             );
-            vals.push(v);
-            idx.push((range.start + i) as u32);
+            vals[col] = v;
+            idx[col] = (range.start + i) as u32;
         }
-        head.along_row
-            .run_argmax_prefix(&mut vals, &mut idx, vs.used());
-        self.last_argmax = Some(idx[0]);
+        let (_, best) = head.along_row.argmax(&mut vals, &mut idx, vs.used());
+        self.last_argmax = Some(best);
         Ok(logits)
     }
 }

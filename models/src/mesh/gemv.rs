@@ -16,31 +16,30 @@
 //! PE-by-PE reduction. Arithmetic is f32 (the spec's
 //! `precision.accumulate_dtype` on WSE-3).
 
-use super::collective::ReduceSchedule;
 use super::tiling::TiledMatrix;
 use half::f16;
 use rayon::prelude::*;
+use wafer_sim::schedule::{line_pair, Schedule};
 
 /// `y = W x` with `W` held as `m`'s tiles; `schedule` reduces along the whole
 /// input axis of the region (`m.in_split.parts` PEs; lines past the used ones
 /// hold no tile and contribute nothing).
-pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &ReduceSchedule) {
+pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &Schedule) {
     tiled_gemvs(&[m], x, &mut [y], schedule);
 }
 
 /// Several GEMVs over the same input and reduction lines (Q, K and V; gate and
 /// up), as one parallel pass over all their blocks: on the wafer they run side
 /// by side on the same PEs, and on the host one pass keeps both cores busy.
-pub fn tiled_gemvs(
-    ms: &[&TiledMatrix],
-    x: &[f32],
-    ys: &mut [&mut [f32]],
-    schedule: &ReduceSchedule,
-) {
+pub fn tiled_gemvs(ms: &[&TiledMatrix], x: &[f32], ys: &mut [&mut [f32]], schedule: &Schedule) {
     assert_eq!(ms.len(), ys.len(), "one output per matrix");
     let Some(first) = ms.first() else { return };
     let in_split = first.in_split;
-    assert_eq!(schedule.n, in_split.parts, "reduction line length");
+    assert_eq!(
+        schedule.len() as usize,
+        in_split.parts,
+        "reduction line length"
+    );
     assert_eq!(x.len(), in_split.len, "gemv input length");
     let (ti, nin) = (in_split.chunk, in_split.used());
     // The input padded to whole tile columns: the last line's padding
@@ -70,13 +69,15 @@ fn gemv_block(
     x_pad: &[f32],
     nin: usize,
     ti: usize,
-    schedule: &ReduceSchedule,
+    schedule: &Schedule,
     parts: &mut Vec<f32>,
     y_block: &mut [f32],
 ) {
     let bo = block.len() / (nin * ti);
     parts.clear();
-    parts.resize(nin * bo, 0.0);
+    // Lines past the used ones hold zeros until a transfer reaches them (a
+    // mid-rooted tree's west half passes partials east through them).
+    parts.resize(schedule.lines_needed(nin) * bo, 0.0);
     // parts[pe][row]: PE `pe`'s partial sum for each row of the block.
     for ((p, w), xs) in parts
         .chunks_exact_mut(bo)
@@ -87,24 +88,14 @@ fn gemv_block(
     }
     // The reduction along the input axis, transfer by transfer in the
     // schedule's order, every row of the block at once.
-    for &(from, to) in &schedule.steps {
-        let (from, to) = (from as usize, to as usize);
-        if from >= nin {
-            // Past the used lines: zeros (see `run_prefix`).
-            continue;
-        }
-        let (lo, hi) = parts.split_at_mut(from.max(to) * bo);
-        let (src, dst) = if from > to {
-            (&hi[..bo], &mut lo[to * bo..][..bo])
-        } else {
-            (&lo[from * bo..][..bo], &mut hi[..bo])
-        };
+    schedule.for_each_live(nin, |from, to| {
+        let (src, dst) = line_pair(parts, bo, from, to);
         for (d, s) in dst.iter_mut().zip(src) {
             *d += s;
         }
-    }
+    });
     let n = y_block.len();
-    y_block.copy_from_slice(&parts[..n]);
+    y_block.copy_from_slice(&parts[schedule.root() as usize * bo..][..n]);
 }
 
 /// One PE's partial sums for the rows of a block: `p[row] = sum_c w[c][row] *
@@ -162,9 +153,9 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::collective::tree_for;
     use super::super::tiling::Orientation;
     use super::*;
+    use crate::cost::PlanOptions;
     use half::f16;
     use rand::{Rng, SeedableRng};
     use wafer_sim::collective::Algorithm;
@@ -191,25 +182,27 @@ mod tests {
                 Orientation::OutAlongColumns,
             );
             let x: Vec<f32> = (0..in_dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let schedule = ReduceSchedule::new(m.in_split.parts, tree_for(h as u32));
+            let k = rng.gen_range(1..4);
+            let tree = PlanOptions::with_reduce_k(k).unwrap().tree(h as u32);
+            let schedule = Schedule::reduce(m.in_split.parts as u32, tree).unwrap();
             let mut y = vec![0.0; out_dim];
             tiled_gemv(&m, &x, &mut y, &schedule);
             let (to, ti) = (m.out_split.chunk, m.in_split.chunk);
             let nin = m.in_split.used();
             for (o, yo) in y.iter().enumerate() {
                 let (ob, r) = (o / to, o % to);
-                let mut parts: Vec<f32> = (0..nin)
+                let mut parts: Vec<f32> = (0..schedule.lines_needed(nin))
                     .map(|ib| {
                         let mut acc = 0.0f32;
-                        for c in 0..ti {
+                        for c in 0..ti * usize::from(ib < nin) {
                             let xi = x.get(ib * ti + c).copied().unwrap_or(0.0);
                             acc += m.tile_element(ob, ib, r, c).to_f32() * xi;
                         }
                         acc
                     })
                     .collect();
-                schedule.run_scalar_prefix(&mut parts, nin);
-                assert_eq!(yo.to_bits(), parts[0].to_bits(), "case {case} row {o}");
+                let want = schedule.sum(&mut parts, 1, nin)[0];
+                assert_eq!(yo.to_bits(), want.to_bits(), "case {case} row {o}");
             }
         }
     }
@@ -241,7 +234,7 @@ mod tests {
                     k: 2,
                     groups: Some(rng.gen_range(1..8)),
                 },
-                _ => tree_for(w.max(h) as u32),
+                _ => PlanOptions::default().tree(w.max(h) as u32),
             };
             let dense: Vec<f16> = (0..out_dim * in_dim)
                 .map(|_| f16::from_f32(rng.gen_range(-1.0..1.0)))
@@ -255,7 +248,7 @@ mod tests {
                 h,
                 orientation,
             );
-            let schedule = ReduceSchedule::new(m.in_split.parts, alg);
+            let schedule = Schedule::reduce(m.in_split.parts as u32, alg).unwrap();
             let mut y = vec![0.0; out_dim];
             tiled_gemv(&m, &x, &mut y, &schedule);
             for o in 0..out_dim {

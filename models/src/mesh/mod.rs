@@ -6,7 +6,6 @@
 //! schedules in the order the cost model charges for.
 
 pub mod attention;
-pub mod collective;
 pub mod engine;
 pub mod gemv;
 pub mod heads;

@@ -4,7 +4,7 @@
 use super::report;
 use super::{model_source, MeshProgram};
 use crate::config::ModelConfig;
-use crate::cost::{decode_plan, prefill, PlanOptions, PrefillScheme};
+use crate::cost::{decode_plan_with, prefill, PlanOptions, PrefillScheme};
 use crate::engine::{Engine, StepReport};
 use crate::layout::Layout;
 use crate::weights::LlamaWeights;
@@ -16,6 +16,8 @@ use wafer_core::WaferSpec;
 /// `--engine mesh`: the program plus the cycle accounting of every step.
 pub struct MeshEngine {
     program: MeshProgram,
+    /// The lowering options the program was built with and is priced with.
+    options: PlanOptions,
     context: usize,
     prompt_tokens: usize,
     ttft_cycles: f64,
@@ -36,6 +38,7 @@ impl MeshEngine {
         layout: Layout,
         weights: &LlamaWeights,
         context: usize,
+        options: PlanOptions,
     ) -> Result<MeshEngine> {
         let inv_freq = crate::reference::rope::inv_freq(&config);
         let program = MeshProgram::new(
@@ -45,13 +48,16 @@ impl MeshEngine {
             &model_source(weights),
             inv_freq,
             context,
+            &options,
         )?;
-        Ok(MeshEngine::from_program(program, context))
+        Ok(MeshEngine::from_program(program, context, options))
     }
 
-    pub fn from_program(program: MeshProgram, context: usize) -> MeshEngine {
+    /// An engine around a built program, priced with the `options` it was built with.
+    pub fn from_program(program: MeshProgram, context: usize, options: PlanOptions) -> MeshEngine {
         MeshEngine {
             program,
+            options,
             context,
             prompt_tokens: 0,
             ttft_cycles: 0.0,
@@ -96,13 +102,7 @@ impl Engine for MeshEngine {
         self.wall_s += t0.elapsed().as_secs_f64();
         let p = &self.program;
         self.prompt_tokens = tokens.len();
-        let pre = prefill(
-            &p.spec,
-            &p.config,
-            &p.layout,
-            tokens.len(),
-            &PlanOptions::default(),
-        );
+        let pre = prefill(&p.spec, &p.config, &p.layout, tokens.len(), &self.options);
         self.ttft_cycles = pre.plan.total().get();
         self.prefill_scheme = pre.scheme;
         self.decode_cycles.clear();
@@ -116,7 +116,7 @@ impl Engine for MeshEngine {
         self.wall_s += t0.elapsed().as_secs_f64();
         let p = &self.program;
         // The step attends over every cached position, the new one included.
-        let cycles = decode_plan(&p.spec, &p.config, &p.layout, p.position())
+        let cycles = decode_plan_with(&p.spec, &p.config, &p.layout, p.position(), &self.options)
             .total()
             .get();
         self.decode_cycles.push(cycles);
@@ -154,7 +154,13 @@ impl Engine for MeshEngine {
         };
         let tokens_per_s = if mean > 0.0 { clock / mean } else { 0.0 };
         // The breakdown of the last decode step (or of one at the prompt's end).
-        let plan = decode_plan(&p.spec, &p.config, &p.layout, p.position().max(1));
+        let plan = decode_plan_with(
+            &p.spec,
+            &p.config,
+            &p.layout,
+            p.position().max(1),
+            &self.options,
+        );
         let steps = self.prompt_tokens + self.decode_cycles.len();
         let mut json = serde_json::Map::new();
         json.insert("ttft_cycles".into(), json!(self.ttft_cycles));
@@ -203,6 +209,8 @@ pub struct MeshSetup {
     pub wafers: Option<u32>,
     /// KV positions every layer must hold (prompt plus generated tokens).
     pub context: usize,
+    /// Lowering options (the reduction tree's K), for the run and its cycles.
+    pub options: PlanOptions,
 }
 
 impl MeshEngine {
@@ -239,6 +247,7 @@ impl MeshEngine {
             placement.layout(),
             weights,
             setup.context,
+            setup.options,
         )
     }
 }

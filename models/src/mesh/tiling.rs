@@ -1,11 +1,11 @@
-//! How a weight matrix is cut into per-PE tiles over a rectangular region.
+//! A weight matrix held as per-PE tiles over a rectangular region, as the
+//! functional executor stores it on the host.
 //!
-//! A `out_dim x in_dim` matrix (Hugging Face `[out_features, in_features]`) is
-//! split along both axes: one axis of the matrix along the region's rows, the
-//! other along its columns (issue 3: "one weight axis along mesh rows, the other
-//! along columns, padded where the size does not divide"). Every tile has the
-//! same padded size `ceil(out / lines_out) x ceil(in / lines_in)`, so a PE's
-//! tile sits at a fixed offset and tiles never straddle PEs; padding is zero.
+//! The geometry — which axis runs along the rows, the padded chunk of each axis
+//! — is the placed program's [`MatrixTiling`] (`wafer_sim::tiling`); this module
+//! only lays the values out. Every tile has the same padded size, so a PE's tile
+//! sits at a fixed offset and tiles never straddle PEs; padding is zero, and
+//! lines made only of padding are not stored on the host (they multiply zeros).
 //!
 //! Storage is data-oriented: all tiles of one matrix live in one contiguous
 //! `Vec<f16>`. Consecutive output lines are grouped into *blocks* of about
@@ -20,59 +20,7 @@
 //! (SmolLM2 on a full wafer: 3 x 3) a per-PE dot product would be all overhead.
 
 use half::f16;
-
-/// A split of `len` elements into `parts` lines of `chunk` (the last ones may be
-/// short or empty: padding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Split {
-    pub len: usize,
-    /// PE lines available along this axis.
-    pub parts: usize,
-    /// Elements per line (padded), `ceil(len / parts)`.
-    pub chunk: usize,
-}
-
-impl Split {
-    pub fn new(len: usize, parts: usize) -> Split {
-        assert!(len > 0 && parts > 0, "split of {len} over {parts} lines");
-        let chunk = len.div_ceil(parts);
-        Split { len, parts, chunk }
-    }
-
-    /// A split with a given chunk (for vectors that must follow another split,
-    /// such as the query dims that sit beside their KV head's dims).
-    pub fn with_chunk(len: usize, parts: usize, chunk: usize) -> Split {
-        assert!(
-            chunk * parts >= len && chunk > 0,
-            "{parts} lines of {chunk} cannot hold {len}"
-        );
-        Split { len, parts, chunk }
-    }
-
-    /// Lines that hold at least one real element.
-    pub fn used(&self) -> usize {
-        self.len.div_ceil(self.chunk)
-    }
-
-    /// The real elements of line `i` (empty for padding lines).
-    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
-        let a = (i * self.chunk).min(self.len);
-        let b = ((i + 1) * self.chunk).min(self.len);
-        a..b
-    }
-}
-
-/// Which region axis the matrix's output dimension runs along. The input
-/// dimension runs along the other, and the GEMV's partial sums are reduced
-/// along the input axis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Orientation {
-    /// Output blocks on region rows (y), input blocks on columns (x): the
-    /// reduction runs along each row.
-    OutAlongRows,
-    /// Output blocks on columns, input blocks on rows: reduction along columns.
-    OutAlongColumns,
-}
+pub use wafer_sim::tiling::{MatrixTiling, Orientation, Split};
 
 /// Output rows per storage block (rounded to whole output lines): the GEMV's
 /// partial sums for one block (`in lines x rows` f32) stay in the host's L1/L2.
@@ -138,6 +86,14 @@ impl TiledMatrix {
         )
     }
 
+    /// Tiles a matrix laid out as `tiling` says; `rows` writes row `o`.
+    pub fn from_tiling(
+        tiling: &MatrixTiling,
+        rows: impl Fn(usize, &mut [f16]) + Sync,
+    ) -> TiledMatrix {
+        TiledMatrix::new(tiling.out, tiling.inp, tiling.orientation, rows)
+    }
+
     /// Tiles a matrix whose row `o` (`in_split.len` values) `rows` writes.
     pub fn new(
         out_split: Split,
@@ -200,14 +156,10 @@ impl TiledMatrix {
         self.out_split.chunk * self.in_split.chunk
     }
 
-    /// Bytes one PE holds for this matrix (its padded tile, 16-bit), or zero
-    /// for a PE outside the used lines.
-    pub fn bytes_on_pe(&self, out_line: usize, in_line: usize) -> u64 {
-        if out_line < self.out_split.used() && in_line < self.in_split.used() {
-            (self.tile_len() * 2) as u64
-        } else {
-            0
-        }
+    /// Bytes every PE of the region holds for this matrix: its padded 16-bit
+    /// tile (zeros on padding lines, which the host does not store).
+    pub fn bytes_per_pe(&self) -> u64 {
+        (self.tile_len() * std::mem::size_of::<f16>()) as u64
     }
 
     /// Element (`r`, `c`) of the tile on PE (`out_line`, `in_line`).
@@ -232,18 +184,6 @@ impl TiledMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_pad_the_tail() {
-        let s = Split::new(10, 4);
-        assert_eq!((s.chunk, s.used()), (3, 4));
-        assert_eq!(s.range(3), 9..10);
-        let s = Split::new(576, 167);
-        assert_eq!((s.chunk, s.used()), (4, 144));
-        assert_eq!(s.range(150), 576..576);
-        let s = Split::new(3, 8);
-        assert_eq!((s.chunk, s.used()), (1, 3));
-    }
 
     #[test]
     fn blocks_are_whole_vectors_near_the_target() {

@@ -2,23 +2,25 @@
 //! without visiting the PEs.
 //!
 //! A PE `(x, y)` of a `W x H` region holding a group of items stores, in bytes:
-//! - weights: the padded tiles of every matrix (the same on every PE), plus norm
-//!   gains on row 0 and biases on column 0 (see `tensors`), at `precision.weight_dtype`;
+//! - weights: the padded tile of every tensor, as the one tiling of the model
+//!   ([`crate::lower`]) lays it out, at `precision.weight_dtype` — the same on
+//!   every PE of the region;
 //! - KV cache: the sequence is spread over the rows, shift-based as in WaferLLM, so
 //!   row `y` holds `T / H` tokens plus one more for `y < T mod H`; for each of those
-//!   tokens each PE keeps `ceil(kv_dim / W)` keys and as many values per layer, at
-//!   `precision.kv_dtype`;
+//!   tokens each PE keeps its column's padded KV chunk of keys and as many values
+//!   per layer, at `precision.kv_dtype`;
 //! - buffers: the activation slice a GEMV reads and the partial sums it writes, and
 //!   the online-softmax state of attention (see [`item_buffers`]); the items of a
 //!   group run one after another on the same PEs, so the group needs the largest
 //!   of its items' buffers, not their sum;
 //! - reserve: `pe.reserve_bytes` for code and runtime.
 //!
-//! Every component is largest at the region's PE (0, 0), so that PE decides whether
+//! Every component is largest on the region's row 0, so its PEs decide whether
 //! the region fits, and the largest context follows by division.
 
-use super::tensors::{visit_tensors, Item};
+use super::tensors::Item;
 use crate::config::ModelConfig;
+use crate::lower::{final_norm_tiling, table_tiling, LayerTiling};
 use serde::Serialize;
 use wafer_core::WaferSpec;
 
@@ -55,6 +57,8 @@ impl PeBytesMean {
 /// Byte sizes of the number formats placement needs, read from the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizes {
+    pub weight_dtype: wafer_core::DType,
+    pub kv_dtype: wafer_core::DType,
     pub weight: u64,
     pub activation: u64,
     pub accumulate: u64,
@@ -66,6 +70,8 @@ pub struct Sizes {
 impl Sizes {
     pub fn from_spec(spec: &WaferSpec) -> Sizes {
         Sizes {
+            weight_dtype: spec.precision.weight_dtype,
+            kv_dtype: spec.precision.kv_dtype,
             weight: spec.precision.weight_dtype.size_bytes(),
             activation: spec.precision.activation_dtype.size_bytes(),
             accumulate: spec.precision.accumulate_dtype.size_bytes(),
@@ -81,12 +87,8 @@ impl Sizes {
 pub struct Footprint {
     pub w: u64,
     pub h: u64,
-    /// Weight bytes every PE stores (padded matrix tiles).
-    pub uniform_weight: u64,
-    /// Extra weight bytes on each PE of row 0 (norm gains).
-    pub row0_weight: u64,
-    /// Extra weight bytes on each PE of column 0 (biases).
-    pub col0_weight: u64,
+    /// Weight bytes every PE stores (padded tiles of every tensor).
+    pub weight_per_pe: u64,
     /// KV bytes a PE stores per token its row holds (all layers of the group).
     pub kv_per_token: u64,
     /// Buffer bytes: the largest over the group's items.
@@ -102,9 +104,7 @@ impl Footprint {
         Footprint {
             w,
             h,
-            uniform_weight: 0,
-            row0_weight: 0,
-            col0_weight: 0,
+            weight_per_pe: 0,
             kv_per_token: 0,
             buffers: 0,
             real_weight: 0,
@@ -112,22 +112,36 @@ impl Footprint {
         }
     }
 
-    /// The footprint of one item.
+    /// The footprint of one item, read from the model's tiling.
     pub fn of(model: &ModelConfig, sizes: &Sizes, item: Item, w: u64, h: u64) -> Footprint {
         let mut f = Footprint::empty(w, h);
-        let wb = sizes.weight;
-        visit_tensors(model, item, |_, shape| {
-            // Row 0 and column 0 differ from the rest only by the vectors they hold.
-            let any = shape.stored_at(w, h, 1, 1);
-            f.uniform_weight += any * wb;
-            f.row0_weight += (shape.stored_at(w, h, 1, 0) - any) * wb;
-            f.col0_weight += (shape.stored_at(w, h, 0, 1) - any) * wb;
-            f.real_weight += shape.elements() * wb;
-        });
-        if let Item::Layer(_) = item {
-            let kv = model.kv_dim() as u64;
-            f.kv_per_token = 2 * kv.div_ceil(w) * sizes.kv;
-            f.real_kv_per_token = 2 * kv * sizes.kv;
+        let (wd, kvd) = (sizes.weight_dtype, sizes.kv_dtype);
+        let (wu, hu) = (w as usize, h as usize);
+        let table = table_tiling(model, wd, wu, hu);
+        let table_real = model.vocab_size as u64 * model.hidden_size as u64 * sizes.weight;
+        match item {
+            Item::Embedding => {
+                f.weight_per_pe = table.bytes_per_pe();
+                f.real_weight = table_real;
+            }
+            Item::LmHead => {
+                let norm = final_norm_tiling(model, wd, hu);
+                f.weight_per_pe = norm.bytes_per_pe();
+                f.real_weight = model.hidden_size as u64 * sizes.weight;
+                if !model.tie_word_embeddings {
+                    f.weight_per_pe += table.bytes_per_pe();
+                    f.real_weight += table_real;
+                }
+            }
+            Item::Layer(_) => {
+                let t = LayerTiling::new(model, wd, kvd, wu, hu);
+                f.weight_per_pe = t.weight_bytes_per_pe();
+                f.real_weight = t.real_weight_bytes();
+                f.kv_per_token = t.kv_bytes_per_position();
+                f.real_kv_per_token = 2 * model.kv_dim() as u64 * sizes.kv;
+                f.buffers = t.buffer_bytes(model, sizes.activation, sizes.accumulate);
+                return f;
+            }
         }
         f.buffers = item_buffers(model, sizes, item, w, h);
         f
@@ -139,9 +153,7 @@ impl Footprint {
         Footprint {
             w: self.w,
             h: self.h,
-            uniform_weight: self.uniform_weight + other.uniform_weight,
-            row0_weight: self.row0_weight + other.row0_weight,
-            col0_weight: self.col0_weight + other.col0_weight,
+            weight_per_pe: self.weight_per_pe + other.weight_per_pe,
             kv_per_token: self.kv_per_token + other.kv_per_token,
             buffers: self.buffers.max(other.buffers),
             real_weight: self.real_weight + other.real_weight,
@@ -156,15 +168,9 @@ impl Footprint {
 
     /// What PE `(x, y)` of the region stores at context `t`.
     pub fn at(&self, sizes: &Sizes, t: u64, x: u64, y: u64) -> PeBytes {
-        let mut weights = self.uniform_weight;
-        if y == 0 {
-            weights += self.row0_weight;
-        }
-        if x == 0 {
-            weights += self.col0_weight;
-        }
+        debug_assert!(x < self.w && y < self.h, "PE ({x}, {y}) outside the region");
         PeBytes {
-            weights,
+            weights: self.weight_per_pe,
             kv: self.tokens_in_row(t, y) * self.kv_per_token,
             buffers: self.buffers,
             reserve: sizes.reserve,
@@ -179,12 +185,9 @@ impl Footprint {
     /// The mean over the region's PEs (the KV cache sums to `t` tokens per column).
     pub fn mean(&self, sizes: &Sizes, t: u64) -> PeBytesMean {
         let pes = (self.w * self.h) as f64;
-        let weights = self.uniform_weight as f64 * pes
-            + self.row0_weight as f64 * self.w as f64
-            + self.col0_weight as f64 * self.h as f64;
         let kv = self.kv_per_token as f64 * t as f64 * self.w as f64;
         PeBytesMean {
-            weights: weights / pes,
+            weights: self.weight_per_pe as f64,
             kv: kv / pes,
             buffers: self.buffers as f64,
             reserve: sizes.reserve as f64,
@@ -194,9 +197,7 @@ impl Footprint {
     /// Bytes stored on the whole region at context `t`.
     pub fn total(&self, sizes: &Sizes, t: u64) -> u64 {
         let pes = self.w * self.h;
-        self.uniform_weight * pes
-            + self.row0_weight * self.w
-            + self.col0_weight * self.h
+        self.weight_per_pe * pes
             + self.kv_per_token * t * self.w
             + (self.buffers + sizes.reserve) * pes
     }
@@ -228,40 +229,23 @@ impl Footprint {
 
 /// Buffer bytes one item needs on a `w x h` region.
 ///
-/// - a layer: the widest GEMV input slice (`ceil(n/w)` activations for n = hidden,
-///   q, ffn), the widest partial-sum slice (`ceil(n/h)` accumulators for n = q, kv,
-///   hidden, ffn) and the attention state of an online softmax over the PE's keys:
-///   the query elements matching its `ceil(kv/w)` key columns (group x that many,
-///   activations), the same number of output accumulators, and a running max, sum
-///   and current score for each query head those columns touch;
-/// - the embedding: the looked-up row's slice, `ceil(hidden/w)` activations;
-/// - the LM head: its input slice and `ceil(vocab/h)` logit partial sums.
+/// - a layer: [`LayerTiling::buffer_bytes`] (GEMV input and partial-sum slices,
+///   attention state);
+/// - the embedding: the looked-up row's chunk, `ceil(hidden/h)` activations;
+/// - the LM head: its input chunk and its column's `ceil(vocab/w)` logit partial sums.
 pub fn item_buffers(model: &ModelConfig, sizes: &Sizes, item: Item, w: u64, h: u64) -> u64 {
     let d = model.hidden_size as u64;
-    let q = model.q_dim() as u64;
-    let kv = model.kv_dim() as u64;
-    let ffn = model.intermediate_size as u64;
-    let act = sizes.activation;
-    let acc = sizes.accumulate;
+    let (act, acc) = (sizes.activation, sizes.accumulate);
     match item {
-        Item::Embedding => d.div_ceil(w) * act,
-        Item::LmHead => d.div_ceil(w) * act + (model.vocab_size as u64).div_ceil(h) * acc,
-        Item::Layer(_) => {
-            let input = d.div_ceil(w).max(q.div_ceil(w)).max(ffn.div_ceil(w)) * act;
-            let partial = q
-                .div_ceil(h)
-                .max(kv.div_ceil(h))
-                .max(d.div_ceil(h))
-                .max(ffn.div_ceil(h))
-                * acc;
-            let kc = kv.div_ceil(w);
-            let hd = model.head_dim as u64;
-            let group = model.group_size() as u64;
-            // The most heads of `hd` columns an interval of `kc` columns can touch.
-            let kv_heads_touched = ((kc + hd - 2) / hd + 1).min(model.num_key_value_heads as u64);
-            let attention =
-                group * kc * act + group * kc * acc + 3 * group * kv_heads_touched * acc;
-            input + partial + attention
-        }
+        Item::Embedding => d.div_ceil(h) * act,
+        Item::LmHead => d.div_ceil(h) * act + (model.vocab_size as u64).div_ceil(w) * acc,
+        Item::Layer(_) => LayerTiling::new(
+            model,
+            sizes.weight_dtype,
+            sizes.kv_dtype,
+            w as usize,
+            h as usize,
+        )
+        .buffer_bytes(model, act, acc),
     }
 }

@@ -31,7 +31,7 @@ pub mod tensors;
 pub use budget::{Footprint, PeBytes, PeBytesMean, Sizes};
 pub use pack::{Grid, Packed};
 pub use search::{place, PlaceError, PlaceOptions, Strategy};
-pub use tensors::{item_tensors, Item, TensorDesc, TensorShape};
+pub use tensors::{item_tiles, Item};
 
 use crate::layout::{Layout, Site};
 use serde::Serialize;
