@@ -1,9 +1,14 @@
-//! The model configuration, mirroring a Hugging Face `config.json` for the Llama
-//! family (Llama 2/3.x, SmolLM2, Mistral, Qwen2-style, Qwen3-style).
+//! The model configuration, mirroring a Hugging Face `config.json` of a
+//! supported family (Llama 2/3.x, SmolLM2, Mistral, Qwen2, Qwen3; see
+//! [`crate::family`]).
 //!
 //! [`RawConfig`] is the file as written (field names as in `config.json`, every
 //! optional field optional); [`ModelConfig`] is the resolved, validated form the
-//! rest of the crate uses. Shape presets build a `ModelConfig` directly.
+//! rest of the crate uses. The family comes from `model_type`/`architectures`
+//! through the family table; what no family runs (another architecture, an
+//! activation other than SiLU, sliding-window attention that is in force, MLP
+//! biases) is refused naming the field. Shape presets build a `ModelConfig`
+//! directly.
 
 use crate::family::{self, BiasRule, Family, WindowRule};
 use anyhow::{bail, Context, Result};
@@ -250,6 +255,26 @@ impl ModelConfig {
                 "config: `num_attention_heads` {} is not a multiple of `num_key_value_heads` {}",
                 self.num_attention_heads,
                 self.num_key_value_heads
+            );
+        }
+        if let Some(f) = Family::from_model_type(&self.model_type) {
+            if f != self.family {
+                bail!(
+                    "config: `model_type` \"{}\" is a {} model, but the family is {}",
+                    self.model_type,
+                    f.spec().name,
+                    self.family.spec().name
+                );
+            }
+        }
+        let bias_rule = self.family.spec().attention_bias;
+        if (bias_rule == BiasRule::Always && !self.attention_bias)
+            || (bias_rule == BiasRule::Never && self.attention_bias)
+        {
+            bail!(
+                "config: `attention_bias` = {} contradicts the {} family",
+                self.attention_bias,
+                self.family.spec().name
             );
         }
         if !self.head_dim.is_multiple_of(2) {
@@ -577,6 +602,20 @@ mod tests {
             r#""model_type":"mistral","attention_bias":true"#,
             &["`attention_bias`", "mistral"],
         );
+    }
+
+    #[test]
+    fn validate_catches_a_family_that_contradicts_the_config() {
+        let mut c = with(r#""model_type":"qwen3""#).unwrap();
+        c.family = Family::Llama;
+        assert!(c.validate().unwrap_err().to_string().contains("qwen3"));
+        let mut c = with(r#""model_type":"mistral""#).unwrap();
+        c.attention_bias = true;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("attention_bias"));
     }
 
     #[test]
