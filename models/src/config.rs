@@ -1,10 +1,16 @@
-//! The model configuration, mirroring a Hugging Face `config.json` for the Llama
-//! family (Llama 2/3.x, SmolLM2, Mistral, Qwen2-style, Qwen3-style).
+//! The model configuration, mirroring a Hugging Face `config.json` of a
+//! supported family (Llama 2/3.x, SmolLM2, Mistral, Qwen2, Qwen3; see
+//! [`crate::family`]).
 //!
 //! [`RawConfig`] is the file as written (field names as in `config.json`, every
 //! optional field optional); [`ModelConfig`] is the resolved, validated form the
-//! rest of the crate uses. Shape presets build a `ModelConfig` directly.
+//! rest of the crate uses. The family comes from `model_type`/`architectures`
+//! through the family table; what no family runs (another architecture, an
+//! activation other than SiLU, sliding-window attention that is in force, MLP
+//! biases) is refused naming the field. Shape presets build a `ModelConfig`
+//! directly.
 
+use crate::family::{self, BiasRule, Family, WindowRule};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -13,25 +19,59 @@ use std::path::Path;
 /// configs carry many that do not change the forward pass.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 pub struct RawConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vocab_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub intermediate_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub num_hidden_layers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub num_attention_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub num_key_value_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub head_dim: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_position_embeddings: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rms_norm_eps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rope_theta: Option<f64>,
+    /// Written as `null` when absent: "no scaling" is a statement, not an omission.
     pub rope_scaling: Option<serde_json::Value>,
     /// Newer files put `rope_theta` and the scaling here instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tie_word_embeddings: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_bias: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mlp_bias: Option<bool>,
+    /// The MLP activation; only `silu` (SwiGLU) is supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_act: Option<String>,
+    /// Sliding-window attention span (Mistral; Qwen2/3 with `use_sliding_window`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_sliding_window: Option<bool>,
+    /// Qwen2/3: layers below this index keep full attention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_window_layers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eos_token_id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub torch_dtype: Option<String>,
 }
 
@@ -52,10 +92,14 @@ pub enum RopeScaling {
     },
 }
 
-/// A validated Llama-family configuration.
+/// A validated configuration of one of the supported families.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub model_type: String,
+    /// The family's row of [`crate::family::FAMILIES`]: which tensors a layer
+    /// has and which ops differ (e.g. Qwen3's q/k norm).
+    #[serde(default)]
+    pub family: Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -68,6 +112,7 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     pub rope_scaling: RopeScaling,
     pub tie_word_embeddings: bool,
+    /// q/k/v projections have biases (always true for Qwen2).
     pub attention_bias: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
@@ -127,26 +172,57 @@ impl ModelConfig {
             Some(v) => parse_rope_scaling(&v)?,
         };
         if raw.mlp_bias == Some(true) {
-            bail!("config.json: `mlp_bias` = true is not supported (Llama-family MLPs have no biases)");
+            bail!("config.json: `mlp_bias` = true is not supported (expected false or absent: Llama-family MLPs have no biases)");
         }
+        let family = resolve_family(&raw)?;
+        let spec = family.spec();
+        match raw.hidden_act.as_deref() {
+            None | Some("silu") => {}
+            Some(other) => bail!(
+                "config.json: `hidden_act` is \"{other}\"; expected \"silu\" (the SwiGLU MLP of the {} family)",
+                spec.name
+            ),
+        }
+        let vocab_size = need(raw.vocab_size, "vocab_size")?;
+        let intermediate_size = need(raw.intermediate_size, "intermediate_size")?;
+        let num_hidden_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;
+        let max_position_embeddings = raw.max_position_embeddings.unwrap_or(2048);
+        check_sliding_window(
+            &raw,
+            spec.sliding_window,
+            num_hidden_layers,
+            max_position_embeddings,
+        )?;
+        let attention_bias = match (spec.attention_bias, raw.attention_bias) {
+            (BiasRule::FromConfig, v) => v.unwrap_or(false),
+            // Qwen2 configs carry no `attention_bias` field: their q/k/v projections always have biases.
+            (BiasRule::Always, None | Some(true)) => true,
+            (BiasRule::Never, None | Some(false)) => false,
+            (BiasRule::Always, Some(false)) => bail!(
+                "config.json: `attention_bias` is false, but {} models always have q/k/v biases (expected true or absent)",
+                spec.name
+            ),
+            (BiasRule::Never, Some(true)) => bail!(
+                "config.json: `attention_bias` is true, but {} models have no attention biases (expected false or absent)",
+                spec.name
+            ),
+        };
         let config = ModelConfig {
-            model_type: raw.model_type.clone().unwrap_or_else(|| "llama".into()),
-            vocab_size: need(raw.vocab_size, "vocab_size")?,
+            model_type: raw.model_type.clone().unwrap_or_else(|| spec.name.into()),
+            family,
+            vocab_size,
             hidden_size,
-            intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
-            num_hidden_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
+            intermediate_size,
+            num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
+            max_position_embeddings,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            // Qwen2 configs carry no `attention_bias` field: their q/k/v projections always have biases.
-            attention_bias: raw
-                .attention_bias
-                .unwrap_or(raw.model_type.as_deref() == Some("qwen2")),
+            attention_bias,
             bos_token_id: token_ids(raw.bos_token_id.as_ref(), "bos_token_id")?
                 .into_iter()
                 .next(),
@@ -181,6 +257,26 @@ impl ModelConfig {
                 self.num_key_value_heads
             );
         }
+        if let Some(f) = Family::from_model_type(&self.model_type) {
+            if f != self.family {
+                bail!(
+                    "config: `model_type` \"{}\" is a {} model, but the family is {}",
+                    self.model_type,
+                    f.spec().name,
+                    self.family.spec().name
+                );
+            }
+        }
+        let bias_rule = self.family.spec().attention_bias;
+        if (bias_rule == BiasRule::Always && !self.attention_bias)
+            || (bias_rule == BiasRule::Never && self.attention_bias)
+        {
+            bail!(
+                "config: `attention_bias` = {} contradicts the {} family",
+                self.attention_bias,
+                self.family.spec().name
+            );
+        }
         if !self.head_dim.is_multiple_of(2) {
             bail!("config: `head_dim` {} must be even for RoPE", self.head_dim);
         }
@@ -204,23 +300,100 @@ impl ModelConfig {
         self.num_attention_heads / self.num_key_value_heads
     }
 
-    /// Parameters of one decoder layer (matrices, norms and biases).
+    /// Whether q and k get a per-head RMSNorm before RoPE (Qwen3).
+    pub fn qk_norm(&self) -> bool {
+        self.family.spec().qk_norm
+    }
+
+    /// Parameters of one decoder layer: every tensor the family table requires
+    /// (matrices, norms, biases, per-head q/k norms).
     pub fn layer_params(&self) -> u64 {
-        let d = self.hidden_size as u64;
-        let q = self.q_dim() as u64;
-        let kv = self.kv_dim() as u64;
-        let ffn = self.intermediate_size as u64;
-        let attn = d * q + 2 * d * kv + q * d;
-        let bias = if self.attention_bias { q + 2 * kv } else { 0 };
-        attn + bias + 3 * d * ffn + 2 * d
+        family::layer_tensors(self)
+            .filter(|t| t.presence.required(self))
+            .map(|t| t.shape.elements(self))
+            .sum()
     }
 
     /// All parameters, counting a tied LM head once.
     pub fn param_count(&self) -> u64 {
-        let embed = self.vocab_size as u64 * self.hidden_size as u64;
-        let head = if self.tie_word_embeddings { 0 } else { embed };
-        embed + head + self.num_hidden_layers as u64 * self.layer_params() + self.hidden_size as u64
+        let outside: u64 = family::model_tensors(self)
+            .filter(|t| t.presence.required(self))
+            .map(|t| t.shape.elements(self))
+            .sum();
+        outside + self.num_hidden_layers as u64 * self.layer_params()
     }
+}
+
+/// The family named by `model_type` and `architectures`, which must agree.
+/// A file with neither is taken to be a Llama (older Llama exports omit both).
+fn resolve_family(raw: &RawConfig) -> Result<Family> {
+    let by_type = match raw.model_type.as_deref() {
+        None => None,
+        Some(t) => Some(Family::from_model_type(t).with_context(|| {
+            format!(
+                "config.json: `model_type` is \"{t}\"; expected one of {:?}",
+                family::known_model_types()
+            )
+        })?),
+    };
+    let mut by_arch = None;
+    for a in raw.architectures.iter().flatten() {
+        let f = Family::from_architecture(a).with_context(|| {
+            format!(
+                "config.json: `architectures` lists \"{a}\"; expected one of {:?}",
+                family::known_architectures()
+            )
+        })?;
+        match (by_type, by_arch) {
+            (Some(t), _) if t != f => bail!(
+                "config.json: `architectures` lists \"{a}\" (a {} model), but `model_type` is \"{}\"; expected one of {:?}",
+                f.spec().name,
+                raw.model_type.as_deref().unwrap_or_default(),
+                t.spec().architectures
+            ),
+            (_, Some(prev)) if prev != f => bail!(
+                "config.json: `architectures` mixes families ({} and {}); expected one",
+                Family::spec(prev).name,
+                f.spec().name
+            ),
+            _ => by_arch = Some(f),
+        }
+    }
+    Ok(by_type.or(by_arch).unwrap_or(Family::Llama))
+}
+
+/// Refuses sliding-window attention that would change the result: a window
+/// shorter than the context, in force for at least one layer.
+fn check_sliding_window(
+    raw: &RawConfig,
+    rule: WindowRule,
+    layers: usize,
+    max_positions: usize,
+) -> Result<()> {
+    let enabled = match rule {
+        WindowRule::None => return Ok(()),
+        WindowRule::Field => true,
+        // Only layers from `max_window_layers` on use the window.
+        WindowRule::FieldIfEnabled => {
+            raw.use_sliding_window == Some(true) && raw.max_window_layers.unwrap_or(0) < layers
+        }
+    };
+    let window = match &raw.sliding_window {
+        None | Some(serde_json::Value::Null) => return Ok(()),
+        Some(v) => v.as_u64().with_context(|| {
+            format!("config.json: `sliding_window` holds {v}, expected a token count or null")
+        })?,
+    };
+    if enabled && (window as u128) < max_positions as u128 {
+        bail!(
+            "config.json: `sliding_window` = {window}{} restricts attention to fewer positions than \
+             `max_position_embeddings` = {max_positions}; sliding-window attention is not supported \
+             (expected null, a window >= the context{})",
+            if rule == WindowRule::FieldIfEnabled { " with `use_sliding_window` = true" } else { "" },
+            if rule == WindowRule::FieldIfEnabled { ", or `use_sliding_window` = false" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 fn parse_rope_scaling(v: &serde_json::Value) -> Result<RopeScaling> {
@@ -318,6 +491,139 @@ mod tests {
         let err =
             ModelConfig::from_json_str(&format!(r#"{{"mlp_bias":true,{base}}}"#)).unwrap_err();
         assert!(err.to_string().contains("mlp_bias"));
+    }
+
+    const BASE: &str = r#""vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,"max_position_embeddings":1024"#;
+
+    fn with(extra: &str) -> Result<ModelConfig> {
+        ModelConfig::from_json_str(&format!("{{{BASE},{extra}}}"))
+    }
+
+    fn refused(extra: &str, needles: &[&str]) {
+        let err = format!("{:#}", with(extra).unwrap_err());
+        for n in needles {
+            assert!(err.contains(n), "`{err}` should mention `{n}`");
+        }
+    }
+
+    #[test]
+    fn family_comes_from_model_type_or_architectures() {
+        let fam = |extra: &str| with(extra).unwrap().family;
+        assert_eq!(fam(r#""model_type":"llama""#), Family::Llama);
+        assert_eq!(fam(r#""model_type":"mistral""#), Family::Mistral);
+        assert_eq!(fam(r#""model_type":"qwen2""#), Family::Qwen2);
+        assert_eq!(fam(r#""model_type":"qwen3""#), Family::Qwen3);
+        assert_eq!(
+            fam(r#""architectures":["Qwen3ForCausalLM"]"#),
+            Family::Qwen3
+        );
+        // Neither field: an older Llama export.
+        let c = with(r#""torch_dtype":"float32""#).unwrap();
+        assert_eq!((c.family, c.model_type.as_str()), (Family::Llama, "llama"));
+        assert!(with(r#""model_type":"qwen3""#).unwrap().qk_norm());
+        assert!(!with(r#""model_type":"qwen2""#).unwrap().qk_norm());
+    }
+
+    #[test]
+    fn unknown_families_are_refused_naming_the_field() {
+        refused(r#""model_type":"gpt2""#, &["`model_type`", "gpt2", "qwen3"]);
+        refused(
+            r#""architectures":["GPT2LMHeadModel"]"#,
+            &["`architectures`", "GPT2LMHeadModel", "LlamaForCausalLM"],
+        );
+        refused(
+            r#""model_type":"llama","architectures":["Qwen3ForCausalLM"]"#,
+            &[
+                "`architectures`",
+                "Qwen3ForCausalLM",
+                "`model_type`",
+                "llama",
+            ],
+        );
+    }
+
+    #[test]
+    fn activations_other_than_silu_are_refused() {
+        refused(r#""hidden_act":"gelu""#, &["`hidden_act`", "gelu", "silu"]);
+        refused(
+            r#""model_type":"qwen2","hidden_act":"gelu_pytorch_tanh""#,
+            &["`hidden_act`", "gelu_pytorch_tanh"],
+        );
+        assert!(with(r#""hidden_act":"silu""#).is_ok());
+    }
+
+    #[test]
+    fn only_sliding_windows_that_change_nothing_load() {
+        // Qwen2/3 carry a window that `use_sliding_window: false` switches off.
+        for mt in ["qwen2", "qwen3"] {
+            with(&format!(
+                r#""model_type":"{mt}","sliding_window":512,"use_sliding_window":false,"max_window_layers":2"#
+            ))
+            .unwrap();
+            with(&format!(r#""model_type":"{mt}","sliding_window":null"#)).unwrap();
+            refused(
+                &format!(
+                    r#""model_type":"{mt}","sliding_window":512,"use_sliding_window":true,"max_window_layers":0"#
+                ),
+                &["`sliding_window` = 512", "use_sliding_window", "1024"],
+            );
+            // Enabled, but every layer is below max_window_layers: full attention.
+            with(&format!(
+                r#""model_type":"{mt}","sliding_window":512,"use_sliding_window":true,"max_window_layers":2"#
+            ))
+            .unwrap();
+        }
+        // Mistral: a null window or one covering the context is full attention.
+        with(r#""model_type":"mistral","sliding_window":null"#).unwrap();
+        with(r#""model_type":"mistral","sliding_window":1024"#).unwrap();
+        refused(
+            r#""model_type":"mistral","sliding_window":512"#,
+            &["`sliding_window` = 512", "`max_position_embeddings` = 1024"],
+        );
+        refused(
+            r#""model_type":"mistral","sliding_window":"wide""#,
+            &["`sliding_window`", "wide"],
+        );
+    }
+
+    #[test]
+    fn attention_bias_follows_the_family() {
+        assert!(
+            with(r#""model_type":"qwen3","attention_bias":true"#)
+                .unwrap()
+                .attention_bias
+        );
+        assert!(!with(r#""model_type":"qwen3""#).unwrap().attention_bias);
+        refused(
+            r#""model_type":"qwen2","attention_bias":false"#,
+            &["`attention_bias`", "qwen2"],
+        );
+        refused(
+            r#""model_type":"mistral","attention_bias":true"#,
+            &["`attention_bias`", "mistral"],
+        );
+    }
+
+    #[test]
+    fn validate_catches_a_family_that_contradicts_the_config() {
+        let mut c = with(r#""model_type":"qwen3""#).unwrap();
+        c.family = Family::Llama;
+        assert!(c.validate().unwrap_err().to_string().contains("qwen3"));
+        let mut c = with(r#""model_type":"mistral""#).unwrap();
+        c.attention_bias = true;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("attention_bias"));
+    }
+
+    #[test]
+    fn qwen3_parameters_include_the_per_head_norms() {
+        let q3 = with(r#""model_type":"qwen3","head_dim":6"#).unwrap();
+        let llama = with(r#""model_type":"llama","head_dim":6"#).unwrap();
+        assert_eq!(q3.layer_params(), llama.layer_params() + 2 * 6);
+        assert_eq!(q3.param_count(), llama.param_count() + 2 * 2 * 6);
     }
 
     #[test]

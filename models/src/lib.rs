@@ -9,6 +9,7 @@ pub mod config;
 pub mod convert;
 pub mod draw;
 pub mod engine;
+pub mod family;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
@@ -23,5 +24,6 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
+pub use family::Family;
 pub mod cost;
 pub mod estimate;

@@ -5,6 +5,7 @@
 //! published totals in the tests below.
 
 use crate::config::{ModelConfig, RopeScaling};
+use crate::family::Family;
 
 /// Names of every preset, in the order `wafer models` lists them.
 pub fn names() -> Vec<&'static str> {
@@ -26,6 +27,7 @@ pub fn source_repo(name: &str) -> Option<&'static str> {
 struct Preset {
     name: &'static str,
     repo: &'static str,
+    family: Family,
     vocab: usize,
     hidden: usize,
     ffn: usize,
@@ -54,15 +56,8 @@ enum Scaling {
 impl Preset {
     fn config(&self) -> ModelConfig {
         ModelConfig {
-            model_type: if self.name.starts_with("qwen2") {
-                "qwen2".into()
-            } else if self.name.starts_with("qwen3") {
-                "qwen3".into()
-            } else if self.name.starts_with("mistral") {
-                "mistral".into()
-            } else {
-                "llama".into()
-            },
+            model_type: self.family.spec().name.into(),
+            family: self.family,
             vocab_size: self.vocab,
             hidden_size: self.hidden,
             intermediate_size: self.ffn,
@@ -97,6 +92,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "llama-3.2-1b",
         repo: "meta-llama/Llama-3.2-1B",
+        family: Family::Llama,
         vocab: 128256,
         hidden: 2048,
         ffn: 8192,
@@ -117,6 +113,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "llama-3.2-3b",
         repo: "meta-llama/Llama-3.2-3B",
+        family: Family::Llama,
         vocab: 128256,
         hidden: 3072,
         ffn: 8192,
@@ -137,6 +134,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "llama-3-8b",
         repo: "meta-llama/Meta-Llama-3-8B",
+        family: Family::Llama,
         vocab: 128256,
         hidden: 4096,
         ffn: 14336,
@@ -157,6 +155,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "llama-3.1-8b",
         repo: "meta-llama/Llama-3.1-8B",
+        family: Family::Llama,
         vocab: 128256,
         hidden: 4096,
         ffn: 14336,
@@ -177,6 +176,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "llama-3.1-70b",
         repo: "meta-llama/Llama-3.1-70B",
+        family: Family::Llama,
         vocab: 128256,
         hidden: 8192,
         ffn: 28672,
@@ -197,6 +197,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "llama-3.1-405b",
         repo: "meta-llama/Llama-3.1-405B",
+        family: Family::Llama,
         vocab: 128256,
         hidden: 16384,
         ffn: 53248,
@@ -217,6 +218,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "llama-2-13b",
         repo: "meta-llama/Llama-2-13b-hf",
+        family: Family::Llama,
         vocab: 32000,
         hidden: 5120,
         ffn: 13824,
@@ -237,6 +239,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "codellama-34b",
         repo: "codellama/CodeLlama-34b-hf",
+        family: Family::Llama,
         vocab: 32000,
         hidden: 8192,
         ffn: 22016,
@@ -257,6 +260,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "qwen2-72b",
         repo: "Qwen/Qwen2-72B-Instruct",
+        family: Family::Qwen2,
         vocab: 152064,
         hidden: 8192,
         ffn: 29568,
@@ -273,10 +277,11 @@ const PRESETS: &[Preset] = &[
         bos: Some(151643),
         eos: &[151645],
     },
-    // Qwen/Qwen3-32B (its per-head q_norm/k_norm, 2 x 128 per layer, are not in ModelConfig)
+    // Qwen/Qwen3-32B (per-head q_norm/k_norm, 2 x 128 per layer, come from the family table)
     Preset {
         name: "qwen3-32b",
         repo: "Qwen/Qwen3-32B",
+        family: Family::Qwen3,
         vocab: 151936,
         hidden: 5120,
         ffn: 25600,
@@ -297,6 +302,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "smollm2-135m",
         repo: "HuggingFaceTB/SmolLM2-135M",
+        family: Family::Llama,
         vocab: 49152,
         hidden: 576,
         ffn: 1536,
@@ -317,6 +323,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "smollm2-1.7b",
         repo: "HuggingFaceTB/SmolLM2-1.7B",
+        family: Family::Llama,
         vocab: 49152,
         hidden: 2048,
         ffn: 8192,
@@ -337,6 +344,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "mistral-7b",
         repo: "mistralai/Mistral-7B-v0.3",
+        family: Family::Mistral,
         vocab: 32768,
         hidden: 4096,
         ffn: 14336,
@@ -376,8 +384,7 @@ mod tests {
         check("llama-2-13b", 13_015_864_320);
         check("codellama-34b", 33_743_970_304);
         check("qwen2-72b", 72_706_203_648);
-        // 32,762,123,264 published, less the 64 x 2 x 128 q/k norm weights ModelConfig lacks.
-        check("qwen3-32b", 32_762_123_264 - 64 * 2 * 128);
+        check("qwen3-32b", 32_762_123_264);
         check("smollm2-135m", 134_515_008);
         check("smollm2-1.7b", 1_711_376_384);
         check("mistral-7b", 7_248_023_552);

@@ -17,6 +17,7 @@ use wafer_models::{ModelConfig, RopeScaling};
 fn llama3_8b() -> ModelConfig {
     ModelConfig {
         model_type: "llama".into(),
+        family: wafer_models::Family::Llama,
         vocab_size: 128_256,
         hidden_size: 4096,
         intermediate_size: 14_336,

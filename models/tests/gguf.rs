@@ -658,6 +658,104 @@ fn tiny_model_converts_to_hf_layout() {
     }
 }
 
+/// The tiny model as a `qwen3` GGUF: the same tensors with Q/K rows in Hugging
+/// Face order (llama.cpp does not permute Qwen), plus per-head q/k norm gains.
+fn tiny_qwen3() -> (Vec<(&'static str, Meta)>, TinyModel) {
+    let llama = tiny_model(false);
+    let mut hf = Vec::new();
+    let mut gguf = Vec::new();
+    for (h, mut g) in llama.hf.into_iter().zip(llama.gguf) {
+        if h.name.contains("q_proj") || h.name.contains("k_proj") {
+            g.data = encode(&h.values, g.ty);
+        }
+        hf.push(h);
+        gguf.push(g);
+    }
+    for l in 0..LAYERS {
+        for (gname, hname) in [("attn_q_norm", "q_norm"), ("attn_k_norm", "k_norm")] {
+            let t = hf_tensor(
+                format!("model.layers.{l}.self_attn.{hname}.weight"),
+                &[HEAD_DIM],
+                hf.len() + 1,
+            );
+            gguf.push(Tensor {
+                name: format!("blk.{l}.{gname}.weight"),
+                dims: vec![HEAD_DIM as u64],
+                ty: 0,
+                data: encode(&t.values, 0),
+            });
+            hf.push(t);
+        }
+    }
+    let meta = tiny_meta()
+        .into_iter()
+        .map(|(k, v)| match k {
+            "general.architecture" => (k, Meta::Str("qwen3".into())),
+            // Leak the renamed key: a handful of short strings per test run.
+            _ if k.starts_with("llama.") => (
+                &*Box::leak(k.replacen("llama.", "qwen3.", 1).into_boxed_str()),
+                v,
+            ),
+            _ => (k, v),
+        })
+        .collect();
+    (meta, TinyModel { hf, gguf })
+}
+
+#[test]
+fn qwen3_gguf_converts_with_its_qk_norms_and_unpermuted_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (meta, model) = tiny_qwen3();
+    let gguf = write_file(
+        tmp.path(),
+        "qwen3.gguf",
+        &writer::gguf(3, &meta, &model.gguf, 32),
+    );
+    let out = tmp.path().join("out");
+    let report = convert::convert_gguf(&gguf, &out).unwrap();
+    assert_eq!(report.n_tensors, model.hf.len());
+    let c = ModelConfig::from_dir(&out).unwrap();
+    assert_eq!(c.model_type, "qwen3");
+    assert_eq!(c.family, wafer_models::Family::Qwen3);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(json["architectures"][0], "Qwen3ForCausalLM");
+    let got = read_safetensors(&out.join("model.safetensors"));
+    let mut want: Vec<&HfTensor> = model.hf.iter().collect();
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(got.len(), want.len());
+    for ((name, shape, values), w) in got.iter().zip(want) {
+        assert_eq!((name, shape), (&w.name, &w.shape));
+        assert!(values == &w.values, "{name}: values differ");
+    }
+    // The converted directory loads with its norms.
+    let w = wafer_models::weights::LlamaWeights::load_dir(&out, &c, None).unwrap();
+    assert_eq!(w.layers[1].k_norm.as_ref().map(Vec::len), Some(HEAD_DIM));
+
+    // The same norms in a `llama` file do not belong to it.
+    let (_, model) = tiny_qwen3();
+    let mut llama = tiny_model(false).gguf;
+    llama.extend(
+        model
+            .gguf
+            .into_iter()
+            .filter(|t| t.name.contains("attn_q_norm") || t.name.contains("attn_k_norm")),
+    );
+    let bad = write_file(
+        tmp.path(),
+        "llama.gguf",
+        &writer::gguf(3, &tiny_meta(), &llama, 32),
+    );
+    let err = format!(
+        "{:#}",
+        convert::convert_gguf(&bad, &tmp.path().join("out2")).unwrap_err()
+    );
+    assert!(
+        err.contains("blk.0.attn_q_norm.weight") && err.contains("do not belong"),
+        "{err}"
+    );
+}
+
 /// A change applied to the tiny model's metadata and tensors before writing it.
 type EditModel = dyn Fn(&mut Vec<(&'static str, Meta)>, &mut Vec<Tensor>);
 

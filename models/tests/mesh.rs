@@ -54,6 +54,8 @@ fn random_weights(c: &ModelConfig, seed: u64) -> LlamaWeights {
             k_bias: None,
             v_bias: None,
             o_bias: None,
+            q_norm: None,
+            k_norm: None,
             post_attention_layernorm: vec![],
             gate_proj: m(f, d),
             up_proj: m(f, d),

@@ -13,6 +13,7 @@ use wafer_sim::tiling::{Split, Tile};
 fn tiny_model() -> ModelConfig {
     ModelConfig {
         model_type: "llama".into(),
+        family: wafer_models::Family::Llama,
         vocab_size: 10,
         hidden_size: 8,
         intermediate_size: 12,

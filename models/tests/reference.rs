@@ -1,6 +1,7 @@
 //! The reference engine against an independent implementation (transformers),
 //! and its behaviour on bad input. Vectors come from
-//! `fixtures/reference/make_fixtures.py`.
+//! `fixtures/reference/make_fixtures.py` (transformers 4.46) and, for Qwen3,
+//! `fixtures/reference/make_qwen3_fixture.py` (transformers 4.51).
 //!
 //! The SmolLM2 checks need the real model: set `WAFER_TEST_MODEL_DIR` to an
 //! HF-style SmolLM2-135M-Instruct directory; without it they print why and return.
@@ -97,6 +98,75 @@ fn tiny_qwen2_biases_untied_head_matches_transformers() {
     let diff = tiny_case("tiny-qwen2", None);
     eprintln!("tiny-qwen2 max |Δ logprob| = {diff:.2e}");
     assert!(diff < 1e-3, "max abs diff {diff}");
+}
+
+#[test]
+fn tiny_qwen3_qk_norm_matches_transformers() {
+    // Per-head q/k RMSNorm with random gains, GQA, head_dim 12 != hidden / heads,
+    // bf16 file, tied head (make_qwen3_fixture.py, transformers 4.51).
+    let name = "tiny-qwen3";
+    let diff = tiny_case(name, None);
+    eprintln!("{name} max |Δ logprob| = {diff:.2e}");
+    assert!(diff < 1e-3, "max abs diff {diff}");
+
+    // Greedy continuation with the KV cache, token for token.
+    let dir = fixtures().join(name);
+    let want = read_json(&dir.join("expected.json"));
+    let mut model = load(&dir, None);
+    assert!(model.config().qk_norm());
+    assert_eq!(
+        model.weights().layers[2].k_norm.as_ref().map(Vec::len),
+        Some(12)
+    );
+    let ids = lcg_ids(
+        want["prompt_len"].as_u64().unwrap() as usize,
+        128,
+        want["prompt_lcg_seed"].as_u64().unwrap(),
+    );
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+            )
+            .0 as u32
+    };
+    let mut logits = model.prefill(&ids).unwrap();
+    let expected: Vec<u32> = serde_json::from_value(want["greedy"].clone()).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..expected.len() {
+        let t = argmax(&logits);
+        got.push(t);
+        logits = model.decode(t).unwrap();
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn qwen3_fixture_detects_missing_qk_norm() {
+    // The same checkpoint run as a Llama (no q/k norm), the way a qwen3 file ran
+    // before the family table: the vectors must be missed by far.
+    let d = edited_copy(
+        "tiny-qwen3",
+        |t| t.retain(|x| !x.0.contains("_norm.weight") || !x.0.contains("self_attn")),
+        |c| c["model_type"] = "llama".into(),
+    );
+    let want = read_json(&fixtures().join("tiny-qwen3").join("expected.json"));
+    let mut model = load(d.path(), None);
+    assert!(!model.config().qk_norm());
+    let ids = lcg_ids(600, 128, want["prompt_lcg_seed"].as_u64().unwrap());
+    let got = log_softmax(&model.prefill(&ids).unwrap());
+    let want: Vec<f64> = serde_json::from_value(want["last_logprobs"].clone()).unwrap();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        diff > 1e-2,
+        "dropping q/k norm moved log-probs by only {diff}"
+    );
 }
 
 #[test]
@@ -539,4 +609,185 @@ fn llama3_fixture_detects_a_wrong_scaling() {
             "changing {field} moved log-probs by only {diff}"
         );
     }
+}
+
+#[test]
+fn unsupported_configs_are_refused_naming_file_and_field() {
+    for (field, value, needles) in [
+        (
+            "model_type",
+            serde_json::json!("gpt2"),
+            &["`model_type`", "gpt2"][..],
+        ),
+        (
+            "hidden_act",
+            serde_json::json!("gelu"),
+            &["`hidden_act`", "gelu", "silu"],
+        ),
+        (
+            "architectures",
+            serde_json::json!(["GPT2LMHeadModel"]),
+            &["`architectures`", "GPT2LMHeadModel"],
+        ),
+    ] {
+        let d = edited_copy("tiny-llama3", |_| {}, |c| c[field] = value.clone());
+        let err = load_err(d.path());
+        check_err(&err, needles);
+        check_err(&err, &["config.json"]);
+    }
+    // An enabled Qwen sliding window shorter than the context.
+    let d = edited_copy(
+        "tiny-qwen3",
+        |_| {},
+        |c| {
+            c["use_sliding_window"] = true.into();
+            c["sliding_window"] = 256.into();
+            c["max_window_layers"] = 0.into();
+        },
+    );
+    check_err(
+        &load_err(d.path()),
+        &[
+            "config.json",
+            "`sliding_window` = 256",
+            "use_sliding_window",
+        ],
+    );
+    // Switched off, the same window is full attention and loads.
+    let d = edited_copy("tiny-qwen3", |_| {}, |c| c["sliding_window"] = 256.into());
+    load(d.path(), None);
+}
+
+#[test]
+fn leftover_tensors_are_refused_by_name() {
+    // Qwen2 has no o_proj bias: a checkpoint carrying one is not a Qwen2.
+    let d = edited_copy(
+        "tiny-qwen2",
+        |t| {
+            t.push((
+                "model.layers.1.self_attn.o_proj.bias".into(),
+                safetensors::Dtype::F32,
+                vec![32],
+                vec![0; 32 * 4],
+            ))
+        },
+        |_| {},
+    );
+    check_err(
+        &load_err(d.path()),
+        &[
+            "model.layers.1.self_attn.o_proj.bias",
+            "qwen2",
+            "model.safetensors",
+        ],
+    );
+    // Qwen3's q/k norms under a Llama config would be silently dropped.
+    let d = edited_copy("tiny-qwen3", |_| {}, |c| c["model_type"] = "llama".into());
+    check_err(
+        &load_err(d.path()),
+        &["unexpected tensor", "self_attn.k_norm.weight", "llama"],
+    );
+    // A stray name.
+    let d = edited_copy(
+        "tiny-llama3",
+        |t| {
+            t.push((
+                "model.vision_tower.weight".into(),
+                safetensors::Dtype::F32,
+                vec![2],
+                vec![0; 8],
+            ))
+        },
+        |_| {},
+    );
+    check_err(&load_err(d.path()), &["model.vision_tower.weight"]);
+}
+
+#[test]
+fn tied_checkpoint_may_carry_only_an_identical_lm_head() {
+    let copy_embed = |change: bool| {
+        edited_copy(
+            "tiny-llama3",
+            |t| {
+                let e = t
+                    .iter()
+                    .find(|x| x.0 == "model.embed_tokens.weight")
+                    .unwrap()
+                    .clone();
+                let mut head = ("lm_head.weight".to_string(), e.1, e.2, e.3);
+                if change {
+                    head.3[0] ^= 1;
+                }
+                t.push(head);
+            },
+            |_| {},
+        )
+    };
+    load(copy_embed(false).path(), None);
+    check_err(
+        &load_err(copy_embed(true).path()),
+        &["lm_head.weight", "tie_word_embeddings", "differs"],
+    );
+}
+
+#[test]
+fn qwen3_without_its_qk_norm_is_refused() {
+    let d = edited_copy(
+        "tiny-qwen3",
+        |t| t.retain(|x| x.0 != "model.layers.1.self_attn.q_norm.weight"),
+        |_| {},
+    );
+    check_err(
+        &load_err(d.path()),
+        &["missing tensor", "model.layers.1.self_attn.q_norm.weight"],
+    );
+}
+
+#[test]
+fn non_finite_weights_are_refused_by_name() {
+    // f32 file: a NaN in a matrix, an infinity in a bias.
+    let poke = |name: &'static str, index: usize, value: f32| {
+        edited_copy(
+            "tiny-qwen2",
+            move |t| {
+                let e = t.iter_mut().find(|x| x.0 == name).unwrap();
+                e.3[index * 4..index * 4 + 4].copy_from_slice(&value.to_le_bytes());
+            },
+            |_| {},
+        )
+    };
+    let d = poke("model.layers.1.mlp.down_proj.weight", 70, f32::NAN);
+    check_err(
+        &load_err(d.path()),
+        &["model.layers.1.mlp.down_proj.weight", "[1, 6]", "NaN"],
+    );
+    let d = poke("model.layers.0.self_attn.k_proj.bias", 3, f32::INFINITY);
+    check_err(
+        &load_err(d.path()),
+        &["model.layers.0.self_attn.k_proj.bias", "[3]", "inf"],
+    );
+    // Finite in the file, infinite once rounded to f16.
+    let d = poke("model.embed_tokens.weight", 5, 1.0e6);
+    let config = ModelConfig::from_dir(d.path()).unwrap();
+    let err = format!(
+        "{:#}",
+        LlamaWeights::load_dir(d.path(), &config, Some(DType::F16)).unwrap_err()
+    );
+    check_err(&err, &["model.embed_tokens.weight", "overflows", "F16"]);
+    // bf16 file (kept at bf16): an infinity in a per-head norm gain.
+    let d = edited_copy(
+        "tiny-qwen3",
+        |t| {
+            let e = t
+                .iter_mut()
+                .find(|x| x.0 == "model.layers.0.self_attn.q_norm.weight")
+                .unwrap();
+            e.3[2..4].copy_from_slice(&half::bf16::INFINITY.to_le_bytes());
+        },
+        |_| {},
+    );
+    check_err(
+        &load_err(d.path()),
+        &["model.layers.0.self_attn.q_norm.weight", "[1]", "inf"],
+    );
 }

@@ -1,20 +1,22 @@
-//! The model hyper-parameters a Llama-architecture GGUF carries in its metadata,
+//! The model hyper-parameters a GGUF of a supported family (`general.architecture`
+//! `llama`, `qwen2` or `qwen3`, see [`crate::family`]) carries in its metadata,
 //! and the Hugging Face `config.json` written from them.
 //!
 //! Key names are llama.cpp's (`gguf-py/gguf/constants.py`, `Keys.LLM` and
 //! `Keys.Attention`/`Keys.Rope`), prefixed by `general.architecture`.
 
+use crate::config::{ModelConfig, RawConfig};
+use crate::family::{self, Family};
 use crate::gguf::GgufFile;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-
-/// Architectures whose tensors follow llama.cpp's `llama` layout.
-const SUPPORTED_ARCHS: &[&str] = &["llama"];
 
 /// Hyper-parameters read from GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaParams {
     pub arch: String,
+    /// The family `arch` stands for in the family table.
+    pub family: Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -45,11 +47,12 @@ impl LlamaParams {
             .require_str("general.architecture")
             .map_err(|e| g.error(e))?
             .to_string();
-        if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
+        let Some(family) = Family::from_gguf_architecture(&arch) else {
             bail!(
-                "GGUF file {file}: architecture `{arch}` is not supported (expected one of {SUPPORTED_ARCHS:?})"
+                "GGUF file {file}: `general.architecture` is `{arch}`, which is not supported (expected one of {:?})",
+                family::known_gguf_architectures()
             );
-        }
+        };
         let need = |key: &str| -> Result<usize> {
             let full = format!("{arch}.{key}");
             let v = m.require_u64(&full).map_err(|e| g.error(e))?;
@@ -116,6 +119,7 @@ impl LlamaParams {
             rope_scaling,
             tie_word_embeddings: g.tensor("output.weight").is_none(),
             attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+            family,
             bos_token_id: tokenizer_id("bos_token_id")?,
             eos_token_id: tokenizer_id("eos_token_id")?,
             pad_token_id: tokenizer_id("padding_token_id")?,
@@ -132,36 +136,49 @@ impl LlamaParams {
         Ok(p)
     }
 
+    /// The Hugging Face `config.json` fields for these parameters.
+    pub fn to_raw_config(&self) -> RawConfig {
+        let spec = self.family.spec();
+        RawConfig {
+            architectures: Some(
+                spec.architectures
+                    .iter()
+                    .take(1)
+                    .map(|a| a.to_string())
+                    .collect(),
+            ),
+            model_type: Some(spec.name.to_string()),
+            vocab_size: Some(self.vocab_size),
+            hidden_size: Some(self.hidden_size),
+            intermediate_size: Some(self.intermediate_size),
+            num_hidden_layers: Some(self.num_hidden_layers),
+            num_attention_heads: Some(self.num_attention_heads),
+            num_key_value_heads: Some(self.num_key_value_heads),
+            head_dim: self.head_dim_given.then_some(self.head_dim),
+            max_position_embeddings: Some(self.max_position_embeddings),
+            rms_norm_eps: Some(self.rms_norm_eps),
+            rope_theta: Some(self.rope_theta),
+            rope_scaling: Some(self.rope_scaling.clone().unwrap_or(Value::Null)),
+            tie_word_embeddings: Some(self.tie_word_embeddings),
+            attention_bias: Some(self.attention_bias),
+            mlp_bias: Some(false),
+            hidden_act: Some("silu".into()),
+            bos_token_id: self.bos_token_id.map(|v| json!(v)),
+            eos_token_id: self.eos_token_id.map(|v| json!(v)),
+            pad_token_id: self.pad_token_id.map(|v| json!(v)),
+            torch_dtype: Some("float32".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    /// The validated configuration these parameters describe.
+    pub fn to_model_config(&self) -> Result<ModelConfig> {
+        ModelConfig::from_raw(self.to_raw_config())
+    }
+
     /// The Hugging Face `config.json` for these parameters.
     pub fn to_config_json(&self) -> Value {
-        let mut c = json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "max_position_embeddings": self.max_position_embeddings,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
-            "rope_scaling": self.rope_scaling,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "attention_bias": self.attention_bias,
-            "mlp_bias": false,
-            "hidden_act": "silu",
-            "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id,
-            "torch_dtype": "float32",
-        });
-        if self.head_dim_given {
-            c["head_dim"] = json!(self.head_dim);
-        }
-        if let Some(pad) = self.pad_token_id {
-            c["pad_token_id"] = json!(pad);
-        }
-        c
+        serde_json::to_value(self.to_raw_config()).unwrap_or(Value::Null)
     }
 }
 

@@ -1,17 +1,20 @@
-//! GGUF tensors -> `model.safetensors` with Hugging Face Llama names, shapes and
-//! row order, stored as f32.
+//! GGUF tensors -> `model.safetensors` with Hugging Face names, shapes and row
+//! order, stored as f32.
 //!
-//! Names follow llama.cpp's tensor map (`gguf-py/gguf/tensor_mapping.py`).
-//! llama.cpp's `convert_hf_to_gguf.py` (`LlamaModel.permute`) reorders the rows
-//! of each Q and K head from Hugging Face's "first half / second half" RoPE
-//! layout to interleaved pairs; [`unpermute_rows`] undoes that, exactly as
-//! transformers' GGUF loader does (`reverse_permute_weights`), using the KV-head
-//! count for K.
+//! The tensor list and both names of every tensor come from the family table
+//! ([`crate::family`]; GGUF names follow llama.cpp's `gguf-py/gguf/tensor_mapping.py`).
+//! For the `llama` architecture llama.cpp's `convert_hf_to_gguf.py`
+//! (`LlamaModel.permute`) reorders the rows of each Q and K head from Hugging
+//! Face's "first half / second half" RoPE layout to interleaved pairs;
+//! [`unpermute_rows`] undoes that, exactly as transformers' GGUF loader does
+//! (`reverse_permute_weights`), using the KV-head count for K. Qwen2/Qwen3 files
+//! are not permuted.
 //!
 //! Tensors are dequantized lazily while the file is written, so peak memory is
 //! about one tensor, not the whole model.
 
 use super::config::LlamaParams;
+use crate::family::{self, Heads, TensorSpec};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, View};
@@ -34,19 +37,19 @@ pub struct PlannedTensor<'a> {
 /// Maps every GGUF tensor to its Hugging Face name and checks its type and shape
 /// against the configuration. Missing, mis-shaped or unknown tensors are errors.
 pub fn plan<'a>(g: &'a GgufFile, p: &LlamaParams) -> Result<Vec<PlannedTensor<'a>>> {
-    let d = p.hidden_size;
-    let q = p.num_attention_heads * p.head_dim;
-    let kv = p.num_key_value_heads * p.head_dim;
-    let ffn = p.intermediate_size;
+    let c = p.to_model_config().with_context(|| {
+        format!(
+            "GGUF file {}: the configuration derived from the metadata is invalid",
+            g.path().display()
+        )
+    })?;
+    let spec = c.family.spec();
     let mut out = Vec::new();
-    let mut want = |gguf: &str,
-                    hf: &str,
-                    shape: &[usize],
-                    heads: Option<usize>,
-                    required: bool|
-     -> Result<()> {
-        let Some(t) = g.tensor(gguf) else {
-            if required {
+    let mut want = |t: &TensorSpec, layer: usize| -> Result<()> {
+        let (gguf, hf) = (t.gguf_name(layer), t.hf_name(layer));
+        let shape = t.shape.dims(&c);
+        let Some(src) = g.tensor(&gguf) else {
+            if t.presence.required(&c) {
                 bail!(
                     "GGUF file {}: tensor `{gguf}` (for {hf}, shape {shape:?}) is missing",
                     g.path().display()
@@ -54,136 +57,42 @@ pub fn plan<'a>(g: &'a GgufFile, p: &LlamaParams) -> Result<Vec<PlannedTensor<'a
             }
             return Ok(());
         };
-        if t.shape() != shape {
+        if src.shape() != shape {
             bail!(
                 "GGUF file {}: tensor `{gguf}` has shape {:?} (GGUF dims {:?}), but the metadata implies {shape:?}",
                 g.path().display(),
-                t.shape(),
-                t.dims
+                src.shape(),
+                src.dims
             );
         }
-        if !t.ty.is_dequantizable() {
+        if !src.ty.is_dequantizable() {
             return Err(g
                 .error(crate::gguf::GgufErrorKind::UnsupportedTensorType {
-                    tensor: gguf.to_string(),
-                    ty: t.ty.to_string(),
+                    tensor: gguf,
+                    ty: src.ty.to_string(),
                 })
                 .into());
         }
+        let heads = match t.heads {
+            Some(Heads::Query) if spec.gguf_permutes_qk => Some(c.num_attention_heads),
+            Some(Heads::KeyValue) if spec.gguf_permutes_qk => Some(c.num_key_value_heads),
+            _ => None,
+        };
         out.push(PlannedTensor {
-            hf_name: hf.to_string(),
-            source: t,
-            shape: shape.to_vec(),
+            hf_name: hf,
+            source: src,
+            shape,
             unpermute_heads: heads,
         });
         Ok(())
     };
-    want(
-        "token_embd.weight",
-        "model.embed_tokens.weight",
-        &[p.vocab_size, d],
-        None,
-        true,
-    )?;
-    want("output_norm.weight", "model.norm.weight", &[d], None, true)?;
-    if !p.tie_word_embeddings {
-        want(
-            "output.weight",
-            "lm_head.weight",
-            &[p.vocab_size, d],
-            None,
-            true,
-        )?;
+    for t in family::model_tensors(&c) {
+        want(t, 0)?;
     }
-    let (nh, nkv) = (Some(p.num_attention_heads), Some(p.num_key_value_heads));
-    for i in 0..p.num_hidden_layers {
-        let b = format!("blk.{i}");
-        let h = format!("model.layers.{i}");
-        let bias = p.attention_bias;
-        want(
-            &format!("{b}.attn_norm.weight"),
-            &format!("{h}.input_layernorm.weight"),
-            &[d],
-            None,
-            true,
-        )?;
-        want(
-            &format!("{b}.attn_q.weight"),
-            &format!("{h}.self_attn.q_proj.weight"),
-            &[q, d],
-            nh,
-            true,
-        )?;
-        want(
-            &format!("{b}.attn_k.weight"),
-            &format!("{h}.self_attn.k_proj.weight"),
-            &[kv, d],
-            nkv,
-            true,
-        )?;
-        want(
-            &format!("{b}.attn_v.weight"),
-            &format!("{h}.self_attn.v_proj.weight"),
-            &[kv, d],
-            None,
-            true,
-        )?;
-        want(
-            &format!("{b}.attn_output.weight"),
-            &format!("{h}.self_attn.o_proj.weight"),
-            &[d, q],
-            None,
-            true,
-        )?;
-        want(
-            &format!("{b}.attn_q.bias"),
-            &format!("{h}.self_attn.q_proj.bias"),
-            &[q],
-            nh,
-            bias,
-        )?;
-        want(
-            &format!("{b}.attn_k.bias"),
-            &format!("{h}.self_attn.k_proj.bias"),
-            &[kv],
-            nkv,
-            bias,
-        )?;
-        want(
-            &format!("{b}.attn_v.bias"),
-            &format!("{h}.self_attn.v_proj.bias"),
-            &[kv],
-            None,
-            bias,
-        )?;
-        want(
-            &format!("{b}.ffn_norm.weight"),
-            &format!("{h}.post_attention_layernorm.weight"),
-            &[d],
-            None,
-            true,
-        )?;
-        want(
-            &format!("{b}.ffn_gate.weight"),
-            &format!("{h}.mlp.gate_proj.weight"),
-            &[ffn, d],
-            None,
-            true,
-        )?;
-        want(
-            &format!("{b}.ffn_up.weight"),
-            &format!("{h}.mlp.up_proj.weight"),
-            &[ffn, d],
-            None,
-            true,
-        )?;
-        want(
-            &format!("{b}.ffn_down.weight"),
-            &format!("{h}.mlp.down_proj.weight"),
-            &[d, ffn],
-            None,
-            true,
-        )?;
+    for i in 0..c.num_hidden_layers {
+        for t in family::layer_tensors(&c) {
+            want(t, i)?;
+        }
     }
     // Anything left over is a tensor this converter would silently drop.
     let used: HashSet<&str> = out.iter().map(|t| t.source.name.as_str()).collect();
@@ -195,10 +104,11 @@ pub fn plan<'a>(g: &'a GgufFile, p: &LlamaParams) -> Result<Vec<PlannedTensor<'a
         .collect();
     if !unknown.is_empty() {
         bail!(
-            "GGUF file {}: {} tensor(s) do not belong to a {}-layer Llama model: {}",
+            "GGUF file {}: {} tensor(s) do not belong to a {}-layer {} model: {}",
             g.path().display(),
             unknown.len(),
             p.num_hidden_layers,
+            spec.name,
             unknown
                 .iter()
                 .take(8)

@@ -1,6 +1,8 @@
 //! The reference model: Hugging Face `LlamaForCausalLM` semantics (RMSNorm,
 //! RoPE with scaling, grouped-query attention with a KV cache, SwiGLU MLP, tied
-//! or untied LM head), f32 arithmetic at any weight precision.
+//! or untied LM head), plus what the other families add (Qwen2's q/k/v biases,
+//! Qwen3's per-head q/k RMSNorm before RoPE), f32 arithmetic at any weight
+//! precision.
 //!
 //! Prefill runs the whole prompt as one batch (GEMMs); decode runs one token
 //! (GEMVs) against the cache. Only the last position's logits are computed,
@@ -87,6 +89,20 @@ impl ReferenceModel {
                 c.vocab_size
             );
         }
+        // Weights built by hand (not by the loader) may disagree with the family.
+        for (l, layer) in self.weights.layers.iter().enumerate() {
+            if (layer.q_norm.is_some() && layer.k_norm.is_some()) != c.qk_norm()
+                || layer.q_norm.is_some() != layer.k_norm.is_some()
+            {
+                bail!(
+                    "layer {l}: a {} model {} per-head q/k norm weights, but this layer has q_norm {} and k_norm {}",
+                    c.family.spec().name,
+                    if c.qk_norm() { "needs" } else { "has no" },
+                    if layer.q_norm.is_some() { "present" } else { "absent" },
+                    if layer.k_norm.is_some() { "present" } else { "absent" },
+                );
+            }
+        }
         let (n, d) = (tokens.len(), c.hidden_size);
         let mut h = Array2::<f32>::zeros((n, d));
         for (mut row, &t) in h.rows_mut().into_iter().zip(tokens) {
@@ -166,7 +182,9 @@ fn layer_forward(
     let mut k = linear(&w.k_proj, w.k_bias.as_deref(), x.view());
     let v = linear(&w.v_proj, w.v_bias.as_deref(), x.view());
 
-    // RoPE on every query and key head of every row.
+    // Qwen3: per-head RMSNorm of q and k (one gain of head_dim values shared by
+    // every head), then RoPE on every query and key head of every row.
+    let (q_norm, k_norm) = (w.q_norm.as_deref(), w.k_norm.as_deref());
     q.as_slice_mut()
         .expect("contiguous")
         .par_chunks_mut(c.q_dim())
@@ -180,10 +198,16 @@ fn layer_forward(
             let mut cos = vec![0.0; hd / 2];
             let mut sin = vec![0.0; hd / 2];
             rope::cos_sin(inv_freq, start + t, &mut cos, &mut sin);
-            qr.chunks_mut(hd)
-                .for_each(|head| rope::apply(head, &cos, &sin));
-            kr.chunks_mut(hd)
-                .for_each(|head| rope::apply(head, &cos, &sin));
+            let mut normed = vec![0.0; hd];
+            for (row, gain) in [(qr, q_norm), (kr, k_norm)] {
+                for head in row.chunks_mut(hd) {
+                    if let Some(g) = gain {
+                        ops::rms_norm(head, g, c.rms_norm_eps, &mut normed);
+                        head.copy_from_slice(&normed);
+                    }
+                    rope::apply(head, &cos, &sin);
+                }
+            }
         });
     k_cache.extend_from_slice(k.as_slice().expect("contiguous"));
     v_cache.extend_from_slice(v.as_slice().expect("contiguous"));
