@@ -110,6 +110,14 @@ impl LayerTiling {
             matrix("mlp.up_proj.weight", up_proj),
             matrix("mlp.down_proj.weight", down_proj),
         ];
+        if cfg.qk_norm() {
+            // One gain of head_dim values shared by every head: each column holds
+            // the gains of its KV dims' positions in their head (its query dims
+            // sit at the same positions).
+            let gains = Split::with_chunk(cfg.head_dim, w, kv.chunk.min(cfg.head_dim));
+            tiles.push(vector("self_attn.q_norm.weight", gains, Axis::Row));
+            tiles.push(vector("self_attn.k_norm.weight", gains, Axis::Row));
+        }
         if cfg.attention_bias {
             tiles.push(vector("self_attn.q_proj.bias", q, Axis::Row));
             tiles.push(vector("self_attn.k_proj.bias", kv, Axis::Row));

@@ -517,3 +517,52 @@ fn long_context_131072_tokens_matches_reference() {
         t.elapsed().as_secs_f64()
     );
 }
+
+/// Qwen3's per-head q/k RMSNorm on the mesh: the tiny transformers-checked
+/// checkpoint gives the reference's tokens, on a placed layout and on regions
+/// 5 columns wide, where each 12-dim head straddles three columns and its sum
+/// of squares travels across them.
+#[test]
+fn qwen3_qk_norm_matches_reference() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/reference/tiny-qwen3");
+    let config = ModelConfig::from_dir(&dir).unwrap();
+    assert!(config.qk_norm());
+    let weights = LlamaWeights::load_dir(&dir, &config, Some(DType::F16)).unwrap();
+    let spec = tiny_wafer(48, 40);
+    let placement = placed(&config, &spec, 64);
+    check_against_reference(
+        &config,
+        &weights,
+        spec.clone(),
+        placement.layout(),
+        &[5, 9, 33, 2, 100],
+        12,
+        1e-3,
+    );
+    let site = |x: u32, y: u32, w: u32, h: u32| Site {
+        wafer: 0,
+        region: Region::new(PeCoord::new(x, y), RegionShape::new(w, h).unwrap()),
+    };
+    let narrow = site(0, 0, 5, 4);
+    let layout = Layout {
+        embedding: narrow,
+        layers: vec![narrow, site(5, 0, 5, 7), narrow],
+        lm_head: narrow,
+    };
+    check_against_reference(&config, &weights, spec, layout, &[1, 2, 3], 12, 1e-3);
+    // Without the norms the mesh refuses the checkpoint instead of running it.
+    let mut bare = weights.clone();
+    bare.layers.iter_mut().for_each(|l| l.q_norm = None);
+    let err = MeshProgram::new(
+        config.clone(),
+        tiny_wafer(48, 40),
+        placement.layout(),
+        &model_source(&bare),
+        rope::inv_freq(&config),
+        64,
+        &PlanOptions::default(),
+    )
+    .err()
+    .expect("a Qwen3 layer without q_norm");
+    assert!(format!("{err:#}").contains("q_norm"), "{err:#}");
+}

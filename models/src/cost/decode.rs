@@ -289,6 +289,19 @@ pub fn decode_layer_with(
         comm,
         comp(matrix::gemv_tile_cycles(spec, xr, qkv_c)) + ar,
     );
+    if cfg.qk_norm() {
+        // Per-head RMSNorm of q and k: squares of the PE's dims, one f32 sum per
+        // head it touches allreduced across the head's columns, then the scale.
+        let n = q_c + kv_c;
+        let (ar, comm) = allreduce(spec, opts, seg, (g + 1) * heads_c, 4);
+        p.push(
+            OpKind::QkNorm,
+            None,
+            n,
+            comm,
+            comp(vector::sum_squares_cycles(spec, n) + vector::rms_scale_cycles(spec, n)) + ar,
+        );
+    }
     p.push(
         OpKind::Rope,
         None,

@@ -237,6 +237,19 @@ pub fn prefill_layer_with(
     };
     norm(&mut pl);
     matmul(&mut pl, OpKind::QkvProj, n, d, q + 2 * kv);
+    if cfg.qk_norm() {
+        // Per-head RMSNorm of every row's q and k heads: the squares and the
+        // scale as local work; the sums of heads split across PEs travel with
+        // the GEMM's output (not charged: small beside the GEMMs).
+        let work = rows * div(q + kv, p);
+        pl.push(
+            OpKind::QkNorm,
+            None,
+            work,
+            None,
+            comp(vector::sum_squares_cycles(spec, work) + vector::rms_scale_cycles(spec, work)),
+        );
+    }
     let rope_work = rows * div(q + kv, p);
     pl.push(
         OpKind::Rope,

@@ -50,6 +50,9 @@ pub(crate) struct MeshLayer {
     v_bias: Option<Vec<f32>>,
     /// Output-projection bias (added where the O reduction lands, on the rows).
     o_bias: Option<Vec<f32>>,
+    /// Per-head RMSNorm gains of q and k (`head_dim` values; Qwen3).
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     o: TiledMatrix,
     gate: TiledMatrix,
     up: TiledMatrix,
@@ -112,6 +115,42 @@ fn check_shape(name: &str, m: &dyn RowSource, rows: usize, cols: usize) -> Resul
         bail!("{name}: expected a {rows} x {cols} matrix for this config, found {r} x {c}");
     }
     Ok(())
+}
+
+/// Qwen3's per-head RMSNorm of a stored-order q or k vector (`order`: stored
+/// position -> original index; `per_kv` heads per KV head). Each column squares
+/// the dims of each head it holds; a head's partial sums meet across the
+/// segment of columns holding its KV head (attention's segment schedules);
+/// every PE then scales its dims by the head's factor and the gain of their
+/// position in the head.
+fn head_rms_norm(
+    x: &mut [f32],
+    order: &[usize],
+    attn: &AttnGeometry,
+    per_kv: usize,
+    gain: &[f32],
+    eps: f64,
+    parts: &mut Vec<f32>,
+) {
+    let hd = gain.len();
+    let col_chunk = attn.kv_split.chunk * per_kv;
+    let heads = x.len() / hd;
+    let mut inv = vec![0.0f32; heads];
+    for (head, inv) in inv.iter_mut().enumerate() {
+        let (c0, seg) = &attn.segments[head / per_kv];
+        parts.clear();
+        parts.resize(seg.len() as usize, 0.0);
+        for (p, (&v, &orig)) in x.iter().zip(order).enumerate() {
+            if orig / hd == head {
+                parts[p / col_chunk - c0] += v * v;
+            }
+        }
+        let sum = seg.sum(parts, 1, seg.len() as usize)[0];
+        *inv = 1.0 / (sum / hd as f32 + eps as f32).sqrt();
+    }
+    for (v, &orig) in x.iter_mut().zip(order) {
+        *v = gain[orig % hd] * (*v * inv[orig / hd]);
+    }
 }
 
 /// The reduction `opts` charges for a line of `pes` PEs.
@@ -208,6 +247,23 @@ impl MeshProgram {
                 let gate = plain(src.gate_proj, &tiling.gate_proj);
                 let up = plain(src.up_proj, &tiling.up_proj);
                 let down = plain(src.down_proj, &tiling.down_proj);
+                if (src.q_norm.is_some(), src.k_norm.is_some()) != (c.qk_norm(), c.qk_norm()) {
+                    bail!(
+                        "layer {l}: the config {} per-head q/k norms, but the weights have q_norm {} and k_norm {}",
+                        if c.qk_norm() { "needs" } else { "has no" },
+                        if src.q_norm.is_some() { "present" } else { "absent" },
+                        if src.k_norm.is_some() { "present" } else { "absent" },
+                    );
+                }
+                let head_gain = |g: Option<&[f32]>, t: &str| -> Result<Option<Vec<f32>>> {
+                    match g {
+                        None => Ok(None),
+                        Some(g) => {
+                            check_len(&name(t), g, c.head_dim)?;
+                            Ok(Some(g.to_vec()))
+                        }
+                    }
+                };
                 let bias = |b: Option<&[f32]>,
                             order: &[usize],
                             len: usize,
@@ -234,6 +290,8 @@ impl MeshProgram {
                     k_bias: bias(src.k_bias, &heads.kv, kvd, "k_proj.bias")?,
                     v_bias: bias(src.v_bias, &heads.kv, kvd, "v_proj.bias")?,
                     o_bias: bias(src.o_bias, &identity_d, d, "o_proj.bias")?,
+                    q_norm: head_gain(src.q_norm, "q_norm")?,
+                    k_norm: head_gain(src.k_norm, "k_norm")?,
                     o,
                     gate,
                     up,
@@ -317,7 +375,12 @@ impl MeshProgram {
         .iter()
         .map(|m| m.bytes_per_pe())
         .sum();
-        let gains = 2 * chunk(layer.x_split);
+        let mut gains = 2 * chunk(layer.x_split);
+        if layer.q_norm.is_some() {
+            // Each column holds the gains of its KV dims' head positions.
+            let per_column = layer.attn.kv_split.chunk.min(self.config.head_dim) as u64;
+            gains += 2 * per_column * wb;
+        }
         let q_split = layer.q.out_split;
         let kv_split = layer.k.out_split;
         let biases = [
@@ -474,6 +537,27 @@ impl MeshProgram {
                 if let Some(bias) = bias {
                     out.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
                 }
+            }
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                let g = self.heads.group;
+                head_rms_norm(
+                    &mut b.q,
+                    &self.heads.q,
+                    &layer.attn,
+                    g,
+                    qn,
+                    eps,
+                    &mut b.parts,
+                );
+                head_rms_norm(
+                    &mut b.k,
+                    &self.heads.kv,
+                    &layer.attn,
+                    1,
+                    kn,
+                    eps,
+                    &mut b.parts,
+                );
             }
             self.heads.rope_q(&mut b.q, &b.cos, &b.sin);
             self.heads.rope_k(&mut b.k, &b.cos, &b.sin);

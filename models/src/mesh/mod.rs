@@ -61,6 +61,8 @@ pub fn model_source(w: &LlamaWeights) -> ModelSource<'_> {
                 k_bias: l.k_bias.as_deref(),
                 v_bias: l.v_bias.as_deref(),
                 o_bias: l.o_bias.as_deref(),
+                q_norm: l.q_norm.as_deref(),
+                k_norm: l.k_norm.as_deref(),
                 post_attention_layernorm: &l.post_attention_layernorm,
                 gate_proj: &l.gate_proj,
                 up_proj: &l.up_proj,

@@ -39,6 +39,9 @@ pub struct LayerSource<'a> {
     pub k_bias: Option<&'a [f32]>,
     pub v_bias: Option<&'a [f32]>,
     pub o_bias: Option<&'a [f32]>,
+    /// Per-head RMSNorm gains of q and k (`head_dim` values; Qwen3).
+    pub q_norm: Option<&'a [f32]>,
+    pub k_norm: Option<&'a [f32]>,
     pub post_attention_layernorm: &'a [f32],
     pub gate_proj: &'a dyn RowSource,
     pub up_proj: &'a dyn RowSource,
