@@ -10,7 +10,9 @@
 //! giving what that call costs one PE.
 
 pub mod cost;
+pub mod kernel;
 pub mod matrix;
 pub mod vector;
 
 pub use cost::{vector_op_cycles, SimdOp};
+pub use kernel::Kernel;

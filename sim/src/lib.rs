@@ -12,6 +12,7 @@ pub mod cost;
 pub mod error;
 pub mod matrix;
 pub mod mesh;
+pub mod program;
 pub mod schedule;
 pub mod tiling;
 pub mod transfer;

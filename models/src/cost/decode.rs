@@ -1,25 +1,14 @@
-//! One decode step (batch 1) lowered onto the layout's regions.
+//! The price of one decode step (batch 1, KV length T) on the layout's regions:
+//! each layer's placed program ([`crate::lower::decode`]) priced step by step,
+//! and around the layers the embedding lookup, the hand-offs between regions and
+//! wafers, the final norm, the LM head, the argmax and the token's loop-back.
 //!
-//! Data layout on a `w x h` layer region (MeshGEMV, WaferLLM §5): the residual
-//! vector `x` is cut into `h` chunks, chunk `r` replicated along row `r`. A GEMV
-//! whose input is split over rows reduces along columns (lines of `h` PEs) and
-//! leaves its output split over columns; the next GEMV uses the transposed
-//! placement and reduces along rows (lines of `w` PEs). Q/K/V come out split over
-//! columns with the `g` query heads of each KV head beside that KV head's dims
-//! (grouped-query sharing without copies). The KV cache of the layer holds
-//! position `t` in row `t mod h` (new entries land where the replicated K/V chunks
-//! already are, so appending moves nothing) and KV dims over columns.
-//!
-//! Attention: each PE dots its query dims with its `ceil(T/h)` cached keys; the
-//! partial scores are summed across the columns that share a head (a segment of
-//! `head_dim / (kv_dim / w)` columns); softmax max and exp-sum are allreduced along
-//! columns; the probability-weighted V sum is allreduced along columns and then
-//! divided by the softmax sum. Every reduction is a K-tree run from both ends of
-//! its line toward the middle PE: by default K = 2 with the number of groups that
-//! minimises its depth ([`tree_for`]); [`PlanOptions`] picks another K. Rooting in
-//! the middle halves the distance a partial sum travels; in steady state each
-//! phase's broadcast leaves a V-shaped wavefront that the next reduction runs
-//! against for half a line only.
+//! Every reduction is a K-tree run from both ends of its line toward the middle
+//! PE: by default K = 2 with the number of groups that minimises its depth
+//! ([`tree_for`]); [`PlanOptions`] picks another K. Rooting in the middle halves
+//! the distance a partial sum travels; in steady state each phase's broadcast
+//! leaves a V-shaped wavefront that the next reduction runs against for half a
+//! line only.
 //!
 //! The KV length enters a layer's cost only as the cached positions per PE,
 //! `ceil(T / h)`, and every term grows (weakly) with it: kernel cycles are
@@ -31,7 +20,7 @@
 use super::{CommShape, OpKind, Plan, PlanOptions};
 use crate::config::ModelConfig;
 use crate::layout::{Layout, Site};
-use crate::lower::LayerTiling;
+use crate::lower::{decode_layer_program, LayerProgram};
 use wafer_core::WaferSpec;
 use wafer_kernels::{matrix, vector};
 use wafer_sim::collective::{wavelets, Algorithm, Line};
@@ -245,162 +234,23 @@ pub fn decode_layer_with(
     context: usize,
     opts: &PlanOptions,
 ) -> Plan {
-    let mut p = Plan::default();
-    let act = spec.precision.activation_dtype.size_bytes();
-    let kv_dtype = spec.precision.kv_dtype;
-    // The one tiling (placement's and the mesh's): every per-PE size below is a
-    // tile or chunk of it.
-    let t = LayerTiling::new(
-        cfg,
-        spec.precision.weight_dtype,
-        kv_dtype,
-        w as usize,
-        h as usize,
-    );
-    let g = cfg.group_size() as u64;
-    let xr = t.x.chunk as u64; // residual chunk per PE (split over rows)
-    let kv_c = t.kv.chunk as u64; // KV dims per column
-    let q_c = t.q.chunk as u64; // query dims per column (its KV dims' g heads)
-    let pos = div(context, h); // cached positions per PE
-                               // Heads whose dims a column touches, and the columns that share one head.
-    let heads_c = kv_c.div_ceil(cfg.head_dim as u64).max(1);
-    let seg = ((cfg.head_dim as u64).div_ceil(kv_c).min(w as u64)) as u32;
-    let scores_c = pos * g * heads_c; // partial scores per PE
-    let comp = Cost::compute;
+    price_layer(spec, &decode_layer_program(spec, cfg, w, h, context, opts))
+}
 
-    let norm = |p: &mut Plan| {
-        let (ar, comm) = allreduce(spec, opts, h, 1, 4);
+/// A layer program's steps as costed operations (layer index unset).
+pub fn price_layer(spec: &WaferSpec, program: &LayerProgram) -> Plan {
+    let mut p = Plan::default();
+    for s in &program.steps {
         p.push(
-            OpKind::RmsNorm,
+            s.label,
             None,
-            xr,
-            comm,
-            comp(vector::sum_squares_cycles(spec, xr) + vector::rms_scale_cycles(spec, xr)) + ar,
-        );
-    };
-    norm(&mut p);
-    // Q, K and V in one pass: one tile of each per PE.
-    let qkv_c = (t.q_proj.out.chunk + t.k_proj.out.chunk + t.v_proj.out.chunk) as u64;
-    let (ar, comm) = allreduce(spec, opts, h, qkv_c, act);
-    p.push(
-        OpKind::QkvProj,
-        None,
-        xr * qkv_c,
-        comm,
-        comp(matrix::gemv_tile_cycles(spec, xr, qkv_c)) + ar,
-    );
-    if cfg.qk_norm() {
-        // Per-head RMSNorm of q and k: squares of the PE's dims, one f32 sum per
-        // head it touches allreduced across the head's columns, then the scale.
-        let n = q_c + kv_c;
-        let (ar, comm) = allreduce(spec, opts, seg, (g + 1) * heads_c, 4);
-        p.push(
-            OpKind::QkNorm,
-            None,
-            n,
-            comm,
-            comp(vector::sum_squares_cycles(spec, n) + vector::rms_scale_cycles(spec, n)) + ar,
+            s.work_per_pe,
+            s.collective.as_ref().map(|c| CommShape {
+                line_pes: c.line_pes(),
+                values_per_pe: c.values_per_pe,
+            }),
+            s.cost(spec),
         );
     }
-    p.push(
-        OpKind::Rope,
-        None,
-        q_c + kv_c,
-        None,
-        comp(vector::rope_cycles(spec, q_c + kv_c)),
-    );
-    // The PE in row (t mod h) keeps its replicated K and V chunks: a local copy.
-    p.push(
-        OpKind::KvAppend,
-        None,
-        2 * kv_c,
-        None,
-        comp(vector::scale_cycles(spec, 2 * kv_c)),
-    );
-    let (ar, comm) = allreduce(spec, opts, seg, pos * g * heads_c, act);
-    p.push(
-        OpKind::AttnScores,
-        None,
-        pos * q_c,
-        comm,
-        comp(matrix::gemv_tile_cycles_of(spec, kv_c, pos * g, kv_dtype)) + ar,
-    );
-    let (ar, comm) = allreduce(spec, opts, h, g * heads_c, act);
-    p.push(
-        OpKind::SoftmaxMax,
-        None,
-        scores_c,
-        comm,
-        comp(vector::max_cycles(spec, scores_c)) + ar,
-    );
-    let (ar, comm) = allreduce(spec, opts, h, g * heads_c, 4);
-    p.push(
-        OpKind::SoftmaxSum,
-        None,
-        scores_c,
-        comm,
-        comp(vector::exp_sum_cycles(spec, scores_c)) + ar,
-    );
-    let (ar, comm) = allreduce(spec, opts, h, q_c, act);
-    p.push(
-        OpKind::AttnValues,
-        None,
-        pos * q_c,
-        comm,
-        comp(
-            matrix::gemv_tile_cycles_of(spec, pos, q_c, kv_dtype)
-                + vector::normalize_cycles(spec, q_c),
-        ) + ar,
-    );
-    // O projection: input split over columns, reduce along rows (lines of w).
-    let o_r = t.o_proj.out.chunk as u64;
-    let (ar, comm) = allreduce(spec, opts, w, o_r, act);
-    p.push(
-        OpKind::OProj,
-        None,
-        q_c * o_r,
-        comm,
-        comp(matrix::gemv_tile_cycles(spec, q_c, o_r)) + ar,
-    );
-    p.push(
-        OpKind::Residual,
-        None,
-        xr,
-        None,
-        comp(vector::add_cycles(spec, xr)),
-    );
-    norm(&mut p);
-    let gu_c = (t.gate_proj.out.chunk + t.up_proj.out.chunk) as u64;
-    let (ar, comm) = allreduce(spec, opts, h, gu_c, act);
-    p.push(
-        OpKind::GateUpProj,
-        None,
-        xr * gu_c,
-        comm,
-        comp(matrix::gemv_tile_cycles(spec, xr, gu_c)) + ar,
-    );
-    let f_c = t.f.chunk as u64;
-    p.push(
-        OpKind::SiluMul,
-        None,
-        f_c,
-        None,
-        comp(vector::silu_mul_cycles(spec, f_c)),
-    );
-    let (ar, comm) = allreduce(spec, opts, w, o_r, act);
-    p.push(
-        OpKind::DownProj,
-        None,
-        f_c * o_r,
-        comm,
-        comp(matrix::gemv_tile_cycles(spec, f_c, o_r)) + ar,
-    );
-    p.push(
-        OpKind::Residual,
-        None,
-        xr,
-        None,
-        comp(vector::add_cycles(spec, xr)),
-    );
     p
 }

@@ -1,0 +1,179 @@
+//! The placed program of one region: what every PE holds and the ordered steps
+//! every PE runs — the single description of a layout that placement, the
+//! analytic pricer and the functional executor all read (after the Cerebras SDK's
+//! layout + per-PE program, written once).
+//!
+//! - `tiles`: every tensor the region holds and its tile geometry
+//!   ([`crate::tiling`]); bytes per PE follow from them.
+//! - `kv_bytes_per_position`: what a PE adds for each position cached on its row.
+//! - `buffer_bytes`: the working buffers a PE needs for the steps.
+//! - `steps`: in execution order, each a list of local PE [`Kernel`]s with their
+//!   shapes and at most one [`Collective`] after them, whose reduction tree is
+//!   explicit ([`TreeShape`]; [`Collective::schedule`] gives the transfer list).
+//!
+//! The program knows nothing of transformers: a step's `label` is the caller's
+//! type (the lowering of a model names its operations with it).
+
+use crate::collective::{wavelets, Line};
+use crate::cost::Cost;
+use crate::error::SimError;
+use crate::schedule::{Schedule, TreeShape};
+use crate::tiling::{Axis, Tile};
+use serde::Serialize;
+use wafer_core::{Cycles, WaferSpec};
+use wafer_kernels::Kernel;
+
+/// What a collective leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectiveKind {
+    /// The sum (or max) on every PE of the line: a reduction along the tree,
+    /// then a broadcast from its root. Inside a layer program its two phases
+    /// each pay `layer_phase_sync_cycles`.
+    Allreduce,
+    /// The result on the tree's root only.
+    Reduce,
+}
+
+/// A collective along every line of one axis of the region at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Collective {
+    pub kind: CollectiveKind,
+    /// The axis the lines run along (a line along a column has `height` PEs).
+    pub axis: Axis,
+    /// The reduction tree over one line.
+    #[serde(serialize_with = "tree_summary")]
+    pub tree: TreeShape,
+    /// Values each PE contributes.
+    pub values_per_pe: u64,
+    pub bytes_per_value: u64,
+}
+
+fn tree_summary<S: serde::Serializer>(t: &TreeShape, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("TreeShape", 6)?;
+    st.serialize_field("algorithm", &format!("{:?}", t.algorithm()))?;
+    st.serialize_field("line_pes", &t.len())?;
+    st.serialize_field("root", &t.root())?;
+    st.serialize_field("levels", t.levels())?;
+    st.serialize_field("depth", &t.depth())?;
+    st.serialize_field("reach_hops", &t.reach())?;
+    st.end()
+}
+
+impl Collective {
+    /// PEs in one line.
+    pub fn line_pes(&self) -> u32 {
+        self.tree.len()
+    }
+
+    /// Which PE sends to which, in order, along one line.
+    pub fn schedule(&self) -> Result<Schedule, SimError> {
+        Schedule::from_shape(self.tree.clone())
+    }
+
+    pub fn cost(&self, spec: &WaferSpec) -> Cost {
+        let w = wavelets(spec, self.values_per_pe, self.bytes_per_value);
+        let line = Line::new(self.line_pes());
+        match self.kind {
+            CollectiveKind::Reduce => line.tree_reduce_cost(spec, w, &self.tree),
+            CollectiveKind::Allreduce => {
+                let sync = if self.line_pes() > 1 {
+                    Cost::sync(Cycles(2.0 * spec.cost.layer_phase_sync_cycles))
+                } else {
+                    Cost::default()
+                };
+                line.tree_allreduce_cost(spec, w, &self.tree) + sync
+            }
+        }
+    }
+}
+
+/// One step: local kernels on every PE, then at most one collective.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step<L> {
+    pub label: L,
+    /// Elements (or MACs for matrix kernels) each PE computes on.
+    pub work_per_pe: u64,
+    pub kernels: Vec<Kernel>,
+    pub collective: Option<Collective>,
+}
+
+impl<L> Step<L> {
+    /// The step's cycles: its kernels one after another, then its collective.
+    pub fn cost(&self, spec: &WaferSpec) -> Cost {
+        let compute = self
+            .kernels
+            .iter()
+            .fold(Cycles::ZERO, |a, k| a + k.cycles(spec));
+        let comm = self
+            .collective
+            .as_ref()
+            .map(|c| c.cost(spec))
+            .unwrap_or_default();
+        Cost::compute(compute) + comm
+    }
+
+    /// Multiply-accumulates each PE performs in this step.
+    pub fn macs_per_pe(&self) -> u64 {
+        self.kernels.iter().map(Kernel::macs).sum()
+    }
+}
+
+/// The program of one region.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionProgram<L> {
+    pub width: u32,
+    pub height: u32,
+    pub tiles: Vec<Tile>,
+    pub kv_bytes_per_position: u64,
+    pub buffer_bytes: u64,
+    pub steps: Vec<Step<L>>,
+}
+
+impl<L> RegionProgram<L> {
+    /// Weight bytes every PE holds.
+    pub fn weight_bytes_per_pe(&self) -> u64 {
+        self.tiles.iter().map(Tile::bytes_per_pe).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collective::Algorithm;
+    use wafer_core::spec::wse3;
+    use wafer_core::DType;
+
+    #[test]
+    fn a_step_costs_its_kernels_then_its_collective() {
+        let mut s = wse3();
+        s.cost.layer_phase_sync_cycles = 100.0;
+        let tree = TreeShape::new(9, Algorithm::MidKTree { k: 1, groups: None }).unwrap();
+        let c = Collective {
+            kind: CollectiveKind::Allreduce,
+            axis: Axis::Column,
+            tree: tree.clone(),
+            values_per_pe: 6,
+            bytes_per_value: 2,
+        };
+        let k = Kernel::Gemv {
+            k: 4,
+            n: 6,
+            dtype: DType::F16,
+        };
+        let step = Step {
+            label: "gemv",
+            work_per_pe: 24,
+            kernels: vec![k, Kernel::Add { n: 6 }],
+            collective: Some(c.clone()),
+        };
+        let want = Cost::compute(k.cycles(&s) + Kernel::Add { n: 6 }.cycles(&s))
+            + Line::new(9).tree_allreduce_cost(&s, 3, &tree)
+            + Cost::sync(Cycles(200.0));
+        assert_eq!(step.cost(&s), want);
+        assert_eq!(step.macs_per_pe(), 24);
+        let sched = c.schedule().unwrap();
+        assert_eq!((sched.len(), sched.root()), (9, 4));
+    }
+}
