@@ -271,14 +271,38 @@ fn generate_flags_that_do_nothing_are_refused() {
             "--context applies to --engine mesh only",
         ),
         (
-            vec!["--engine", "mesh", "--weight-precision", "f16"],
-            "--weight-precision applies to --engine reference only",
+            vec!["--engine", "mesh", "--weight-precision", "f32"],
+            "--weight-precision f32: --engine mesh holds the weights at wse3's f16",
         ),
     ] {
         let mut a = vec!["generate", "--prompt", "Hi"];
         a.extend(args);
         fails(&a, &[needle]);
     }
+}
+
+#[test]
+fn the_mesh_accepts_the_weight_precision_it_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let o = succeeds(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "2",
+        "--engine",
+        "mesh",
+        "--weight-precision",
+        "f16",
+        "--json",
+    ]);
+    let lines = json_lines(&o);
+    let s = &lines.last().unwrap()["summary"];
+    assert_eq!(s["generated_tokens"], 2, "{s}");
+    assert!(s["decode_cycles_per_token"].as_f64().unwrap() > 0.0, "{s}");
 }
 
 #[cfg(unix)]

@@ -35,7 +35,7 @@ pub enum Precision {
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Flags that do nothing in the chosen mode are refused, not ignored: --top-k and --top-p need --temperature above 0, --top-logprobs needs --json, --weight-precision is for the reference engine, --hw/--region/--wafers/--context for --engine mesh."
+    after_help = "Flags that do nothing in the chosen mode are refused, not ignored: --top-k and --top-p need --temperature above 0, --top-logprobs needs --json, --weight-precision with --engine mesh must be the spec's own (f16 for wse3), --hw/--region/--wafers/--context for --engine mesh."
 )]
 pub struct Args {
     /// Model directory (Hugging Face layout). Default: the cached SmolLM2-135M-Instruct, fetched on first use.
@@ -80,7 +80,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = EngineKind::Reference)]
     engine: EngineKind,
     /// Hold weights at this precision (rounded at load); default: as stored. Arithmetic is f32.
-    /// Reference engine only (the mesh holds the spec's 16-bit weights).
+    /// With --engine mesh only the spec's own weight precision (f16 for wse3) is accepted.
     #[arg(long, value_enum)]
     weight_precision: Option<Precision>,
     /// With --engine mesh: hardware preset (wse3, wse2) or TOML spec file (default wse3).
@@ -98,6 +98,14 @@ pub struct Args {
     context: Option<usize>,
 }
 
+fn dtype(p: Precision) -> DType {
+    match p {
+        Precision::F32 => DType::F32,
+        Precision::F16 => DType::F16,
+        Precision::Bf16 => DType::BF16,
+    }
+}
+
 /// Flags that do nothing in the mode chosen are refused, naming what they need:
 /// a run never silently ignores an option.
 fn check_flags_apply(args: &Args) -> Result<()> {
@@ -113,8 +121,18 @@ fn check_flags_apply(args: &Args) -> Result<()> {
     }
     match args.engine {
         EngineKind::Mesh => {
-            if args.weight_precision.is_some() {
-                bail!("--weight-precision applies to --engine reference only; the mesh holds the hardware spec's 16-bit weights");
+            // The mesh holds the spec's 16-bit weights: asking for those is fine,
+            // asking for another precision would be silently ignored.
+            if let Some(p) = args.weight_precision {
+                let hw = args.hw.as_deref().unwrap_or("wse3");
+                let held = super::common::load_spec(hw)?.precision.weight_dtype;
+                if dtype(p) != held {
+                    bail!(
+                        "--weight-precision {}: --engine mesh holds the weights at {hw}'s {}; drop the flag or give that precision",
+                        format!("{p:?}").to_lowercase(),
+                        format!("{held:?}").to_lowercase()
+                    );
+                }
             }
         }
         EngineKind::Reference => {
@@ -231,11 +249,7 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     let t_load = Instant::now();
-    let precision = args.weight_precision.map(|p| match p {
-        Precision::F32 => DType::F32,
-        Precision::F16 => DType::F16,
-        Precision::Bf16 => DType::BF16,
-    });
+    let precision = args.weight_precision.map(dtype);
     let mut engine: Box<dyn Engine> = match args.engine {
         EngineKind::Reference => {
             let weights = LlamaWeights::load_dir(&dir, &config, precision)?;
