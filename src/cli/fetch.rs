@@ -4,7 +4,7 @@ use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Download and convert again even if the model is already cached.
+    /// Download and convert again even if the model is already cached (repairs a damaged cache).
     #[arg(long)]
     force: bool,
     /// Print the cached GGUF file's path on stdout instead of the model directory.
@@ -14,14 +14,18 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let dir = wafer_models::fetch::fetch(args.force)?;
-    eprintln!(
-        "GGUF:  {}",
-        wafer_models::fetch::cached_gguf_path().display()
-    );
+    // Never print the path of a GGUF that is not there: with --gguf that is an
+    // error; otherwise the model directory is still usable and a warning says so.
+    let gguf = wafer_models::fetch::check_cached_gguf();
+    match (&gguf, args.gguf) {
+        (Ok(g), _) => eprintln!("GGUF:  {}", g.display()),
+        (Err(e), false) => eprintln!("warning: {e:#}"),
+        (Err(_), true) => {}
+    }
     eprintln!("model: {}", dir.display());
     // One path alone on stdout, so scripts can use `$(wafer fetch)`.
     if args.gguf {
-        println!("{}", wafer_models::fetch::cached_gguf_path().display());
+        println!("{}", gguf?.display());
     } else {
         println!("{}", dir.display());
     }

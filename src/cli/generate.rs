@@ -3,17 +3,18 @@
 //! The argument names and the `--json` line format are a contract that users'
 //! scripts and the project's checks rely on (issue 2, point 7).
 
-use anyhow::{bail, Context, Result};
+use super::common::parse_count;
+use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wafer_core::DType;
 use wafer_models::engine::Engine;
 use wafer_models::generate::{generate, stop_ids, GenerateOptions, TokenEvent};
 use wafer_models::reference::ReferenceModel;
 use wafer_models::sampling::SamplingParams;
-use wafer_models::tokenizer::Tokenizer;
+use wafer_models::tokenizer::{Bounded, Tokenizer};
 use wafer_models::weights::LlamaWeights;
 use wafer_models::ModelConfig;
 
@@ -33,6 +34,9 @@ pub enum Precision {
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Flags that do nothing in the chosen mode are refused, not ignored: --top-k and --top-p need --temperature above 0, --top-logprobs needs --json, --weight-precision with --engine mesh must be the spec's own (f16 for wse3), --hw/--region/--wafers/--context for --engine mesh."
+)]
 pub struct Args {
     /// Model directory (Hugging Face layout). Default: the cached SmolLM2-135M-Instruct, fetched on first use.
     #[arg(long)]
@@ -43,28 +47,30 @@ pub struct Args {
     /// The prompt text.
     #[arg(long, conflicts_with = "prompt_file")]
     prompt: Option<String>,
-    /// Read the prompt from a file.
+    /// Read the prompt from a file (UTF-8, at most 16 MiB).
     #[arg(long, value_name = "FILE")]
     prompt_file: Option<PathBuf>,
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 128)]
+    /// Most tokens to generate (tokens or with a k suffix); at most the model's
+    /// max_position_embeddings, and generation also stops at the end of the context.
+    #[arg(long, default_value = "128", value_parser = parse_count)]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
-    /// Sample only among the K most likely tokens.
+    /// Sample only among the K most likely tokens (only with --temperature above 0).
     #[arg(long)]
     top_k: Option<usize>,
-    /// Sample only among the most likely tokens whose probabilities sum to P.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    top_p: f32,
-    /// Random seed for sampling (default: a fresh one, printed in the summary).
+    /// Sample only among the most likely tokens whose probabilities sum to P
+    /// (default 1: all; only with --temperature above 0).
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    /// Random seed for sampling (default: a fresh one, printed on stderr before generation).
     #[arg(long)]
     seed: Option<u64>,
-    /// Report the K most likely next tokens and their log-probabilities per step (with --json).
+    /// Report the K most likely next tokens and their log-probabilities per step (only with --json).
     #[arg(long, value_name = "K")]
     top_logprobs: Option<usize>,
     /// One JSON object per generated token on stdout, then a summary object.
@@ -74,11 +80,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = EngineKind::Reference)]
     engine: EngineKind,
     /// Hold weights at this precision (rounded at load); default: as stored. Arithmetic is f32.
+    /// With --engine mesh only the spec's own weight precision (f16 for wse3) is accepted.
     #[arg(long, value_enum)]
     weight_precision: Option<Precision>,
-    /// With --engine mesh: hardware preset (wse3, wse2) or TOML spec file.
-    #[arg(long, default_value = "wse3")]
-    hw: String,
+    /// With --engine mesh: hardware preset (wse3, wse2) or TOML spec file (default wse3).
+    #[arg(long)]
+    hw: Option<String>,
     /// With --engine mesh: fixed region size WIDTHxHEIGHT (default: chosen by the placement).
     #[arg(long, value_name = "PxQ")]
     region: Option<wafer_core::RegionShape>,
@@ -89,13 +96,69 @@ pub struct Args {
     /// (levels of chains; 1 = chain); default 2, as for `wafer estimate --k`.
     #[arg(long)]
     k: Option<u32>,
-    /// With --engine mesh: KV positions to place room for (default: prompt + --max-tokens).
-    #[arg(long)]
+    /// With --engine mesh: KV positions to place room for, tokens or with a k suffix
+    /// (default: prompt + --max-tokens, at most the model's max_position_embeddings).
+    #[arg(long, value_parser = parse_count)]
     context: Option<usize>,
+}
+
+fn dtype(p: Precision) -> DType {
+    match p {
+        Precision::F32 => DType::F32,
+        Precision::F16 => DType::F16,
+        Precision::Bf16 => DType::BF16,
+    }
+}
+
+/// Flags that do nothing in the mode chosen are refused, naming what they need:
+/// a run never silently ignores an option.
+fn check_flags_apply(args: &Args) -> Result<()> {
+    let greedy = args.temperature == 0.0;
+    if greedy && args.top_k.is_some() {
+        bail!("--top-k only applies when sampling; add --temperature above 0 (found 0: greedy)");
+    }
+    if greedy && args.top_p.is_some() {
+        bail!("--top-p only applies when sampling; add --temperature above 0 (found 0: greedy)");
+    }
+    if args.top_logprobs.is_some() && !args.json {
+        bail!("--top-logprobs is reported in the JSON lines only; add --json");
+    }
+    match args.engine {
+        EngineKind::Mesh => {
+            // The mesh holds the spec's 16-bit weights: asking for those is fine,
+            // asking for another precision would be silently ignored.
+            if let Some(p) = args.weight_precision {
+                let hw = args.hw.as_deref().unwrap_or("wse3");
+                let held = super::common::load_spec(hw)?.precision.weight_dtype;
+                if dtype(p) != held {
+                    bail!(
+                        "--weight-precision {}: --engine mesh holds the weights at {hw}'s {}; drop the flag or give that precision",
+                        format!("{p:?}").to_lowercase(),
+                        format!("{held:?}").to_lowercase()
+                    );
+                }
+            }
+        }
+        EngineKind::Reference => {
+            let mesh_only = [
+                ("--hw", args.hw.is_some()),
+                ("--region", args.region.is_some()),
+                ("--wafers", args.wafers.is_some()),
+                ("--k", args.k.is_some()),
+                ("--context", args.context.is_some()),
+            ];
+            if let Some((flag, _)) = mesh_only.iter().find(|(_, given)| *given) {
+                bail!("{flag} applies to --engine mesh only; add --engine mesh");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> Result<()> {
     // Cheap checks first, so a bad flag fails before the model loads.
+    check_flags_apply(&args)?;
+    check_stdout_open()?;
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1, found 0");
     }
@@ -106,26 +169,45 @@ pub fn run(args: Args) -> Result<()> {
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
-        top_p: args.top_p,
+        top_p: args.top_p.unwrap_or(1.0),
         seed,
     };
     sampling.validate()?;
     let text = match (&args.prompt_arg, &args.prompt, &args.prompt_file) {
         (Some(p), _, _) | (_, Some(p), _) => p.clone(),
-        (_, _, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read --prompt-file {}", f.display()))?,
+        (_, _, Some(f)) => read_prompt_file(f)?,
         _ => bail!(
             "no prompt: give it as an argument, with --prompt TEXT, or with --prompt-file FILE"
         ),
     };
 
     let dir = match &args.model {
-        Some(d) => d.clone(),
+        Some(d) => {
+            check_model_dir(d)?;
+            d.clone()
+        }
         None => wafer_models::fetch::default_model_dir()?,
     };
     let config = ModelConfig::from_dir(&dir)?;
+    let limit = config.max_position_embeddings;
+    let config_path = dir.join("config.json");
+    if args.max_tokens > limit {
+        bail!(
+            "--max-tokens {} is more than the model's context of {limit} tokens (max_position_embeddings in {})",
+            args.max_tokens,
+            config_path.display()
+        );
+    }
+    if let Some(c) = args.context {
+        if c > limit {
+            bail!(
+                "--context {c} is more than the model's context of {limit} tokens (max_position_embeddings in {}); the model cannot run past it",
+                config_path.display()
+            );
+        }
+    }
     let tokenizer = Tokenizer::from_dir(&dir)?;
-    let prompt = if args.chat {
+    let encoded = if args.chat {
         let (rendered, own) = tokenizer.apply_chat_template(&text)?;
         if !own {
             eprintln!(
@@ -134,17 +216,27 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         // The template already carries every special token it wants.
-        tokenizer.encode(&rendered, false)?
+        tokenizer.encode_bounded(&rendered, false, limit)?
     } else {
-        tokenizer.encode(&text, true)?
+        tokenizer.encode_bounded(&text, true, limit)?
     };
-    if prompt.len() > config.max_position_embeddings {
-        bail!(
-            "the prompt has {} tokens but the model's context holds {} (max_position_embeddings in {})",
-            prompt.len(),
-            config.max_position_embeddings,
+    let prompt = match encoded {
+        Bounded::Fits(ids) => ids,
+        Bounded::TooLong { tokens, exact } => bail!(
+            "the prompt has {}{} tokens but the model's context holds {} (max_position_embeddings in {})",
+            if exact { "" } else { "at least " },
+            tokens,
+            limit,
             dir.join("config.json").display()
-        );
+        ),
+    };
+    if let Some(c) = args.context {
+        if c < prompt.len() {
+            bail!(
+                "--context {c} is shorter than the prompt's {} tokens",
+                prompt.len()
+            );
+        }
     }
     if let Some(k) = args.top_logprobs {
         if k > config.vocab_size {
@@ -162,22 +254,22 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     let t_load = Instant::now();
-    let precision = args.weight_precision.map(|p| match p {
-        Precision::F32 => DType::F32,
-        Precision::F16 => DType::F16,
-        Precision::Bf16 => DType::BF16,
-    });
+    let precision = args.weight_precision.map(dtype);
     let mut engine: Box<dyn Engine> = match args.engine {
         EngineKind::Reference => {
             let weights = LlamaWeights::load_dir(&dir, &config, precision)?;
             Box::new(ReferenceModel::new(config, weights))
         }
         EngineKind::Mesh => {
-            let spec = super::common::load_spec(&args.hw)?;
+            let spec = super::common::load_spec(args.hw.as_deref().unwrap_or("wse3"))?;
             // The mesh holds the spec's 16-bit weights whatever --weight-precision says.
             let weights = LlamaWeights::load_dir(&dir, &config, Some(spec.precision.weight_dtype))?;
             let setup = wafer_models::mesh::MeshSetup {
-                context: args.context.unwrap_or(prompt.len() + args.max_tokens),
+                // Generation ends at the model's context anyway, so the default
+                // never places room for positions the model cannot reach.
+                context: args
+                    .context
+                    .unwrap_or((prompt.len() + args.max_tokens).min(limit)),
                 spec,
                 region: args.region,
                 wafers: args.wafers,
@@ -189,8 +281,20 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let load_s = t_load.elapsed().as_secs_f64();
+    // Before any token, so an interrupted sampled run can be repeated.
+    eprintln!(
+        "[{} engine; weights {} loaded in {:.2} s; seed {}]",
+        engine.name(),
+        dir.display(),
+        load_s,
+        seed
+    );
 
     let stdout = std::io::stdout();
+    // Per-token reports go to stderr as they come, except when stdout and stderr
+    // are the same terminal: there they wait until the text is done, so they
+    // never land in the middle of the streamed line.
+    let defer_reports = stdout.is_terminal() && std::io::stderr().is_terminal();
     let mut out = stdout.lock();
     let json = args.json;
     let mut step_reports: Vec<String> = Vec::new();
@@ -223,29 +327,41 @@ pub fn run(args: Args) -> Result<()> {
                 // Per-token reports go to stderr after the text, so they never land in
                 // the middle of the streamed line on a terminal.
                 if let Some(t) = ev.report.as_ref().and_then(|r| r.text.as_ref()) {
-                    step_reports.push(format!(
-                        "token {:>3} {:<14} {t}",
-                        ev.index,
-                        format!("{:?}", ev.text)
-                    ));
+                    let line =
+                        format!("token {:>3} {:<14} {t}", ev.index, format!("{:?}", ev.text));
+                    if defer_reports {
+                        step_reports.push(line);
+                    } else {
+                        eprintln!("{line}");
+                    }
                 }
             }
             out.flush()?;
             Ok(())
         },
     )?;
+    // Without a decode step (one token, or an end-of-sequence first) there is no
+    // decode rate: null in JSON, n/a in text, never 0.
+    let decoded = summary.decode_steps > 0;
     if json {
         let mut s = serde_json::json!({
             "prompt_tokens": summary.prompt_tokens,
             "generated_tokens": summary.generated_tokens,
             "prefill_ms": summary.prefill_ms,
-            "decode_tokens_per_s": summary.decode_tokens_per_s,
+            "decode_tokens_per_s": decoded.then_some(summary.decode_tokens_per_s),
             "stop_reason": summary.stop_reason,
             "engine": engine.name(),
         });
         if let Some(r) = &summary.engine {
             for (k, v) in &r.json {
                 s[k] = v.clone();
+            }
+        }
+        if !decoded {
+            for key in PER_DECODE_STEP_KEYS {
+                if let Some(v) = s.get_mut(key) {
+                    *v = serde_json::Value::Null;
+                }
             }
         }
         writeln!(out, "{}", serde_json::json!({ "summary": s }))?;
@@ -259,25 +375,126 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     eprintln!(
-        "[{} engine; weights {} loaded in {:.2} s; seed {}]",
-        engine.name(),
-        dir.display(),
-        load_s,
-        seed
-    );
-    eprintln!(
-        "prompt tokens: {}  generated tokens: {}  prefill: {:.1} ms ({:.1} tokens/s)  decode: {:.2} tokens/s  (stopped: {})",
+        "prompt tokens: {}  generated tokens: {}  prefill: {:.1} ms ({:.1} tokens/s)  decode: {}  (stopped: {}; seed {seed})",
         summary.prompt_tokens,
         summary.generated_tokens,
         summary.prefill_ms,
         summary.prompt_tokens as f64 / (summary.prefill_ms / 1e3),
-        summary.decode_tokens_per_s,
+        if decoded {
+            format!("{:.2} tokens/s", summary.decode_tokens_per_s)
+        } else {
+            "n/a (no decode step)".to_string()
+        },
         summary.stop_reason
     );
     if let Some(t) = summary.engine.as_ref().and_then(|r| r.text.as_ref()) {
-        eprintln!("{t}");
+        if decoded {
+            eprintln!("{t}");
+        } else {
+            eprintln!("{}", without_decode_rate(t));
+        }
     }
     Ok(())
+}
+
+/// Engine summary keys that are means over decode steps: null without one.
+const PER_DECODE_STEP_KEYS: [&str; 2] = ["decode_cycles_per_token", "simulated_tokens_per_s"];
+
+/// The mesh engine's summary line with its decode figures (a mean over no
+/// steps, printed as 0) replaced by n/a.
+fn without_decode_rate(text: &str) -> String {
+    match (text.find("; decode "), text.find(" simulated tokens/s")) {
+        (Some(a), Some(b)) if a < b => format!(
+            "{}; decode n/a (no decode step){}",
+            &text[..a],
+            &text[b + " simulated tokens/s".len()..]
+        ),
+        _ => text.to_string(),
+    }
+}
+
+/// `--model` must be a directory with weights; a shape preset name (which
+/// `place` and `estimate` take) gets a hint rather than "cannot read NAME/config.json".
+fn check_model_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let arg = dir.display().to_string();
+    if wafer_models::presets::lookup(&arg).is_some() {
+        bail!(
+            "--model {arg} is a shape preset (see `wafer models`): presets have shapes but no weights, for place, estimate and sweep; \
+             generate needs a model directory (config.json, tokenizer.json, safetensors), or no --model for the cached SmolLM2-135M-Instruct"
+        );
+    }
+    if dir.exists() {
+        bail!("--model {arg}: expected a model directory, found a file");
+    }
+    bail!("--model {arg}: no such directory (expected a model directory with config.json, tokenizer.json and safetensors weights)")
+}
+
+/// With standard output closed (`wafer generate ... >&-`), the text would be
+/// lost while the run exits 0: Rust's runtime reopens a closed descriptor 1 on
+/// /dev/null at start-up, read-write. A shell's `>/dev/null` opens it write-only,
+/// so only the reopened descriptor is refused.
+fn check_stdout_open() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: fstat fills the zeroed struct it is given; fcntl(F_GETFL) only
+        // reads the descriptor's flags.
+        let (stat_ok, st, flags) = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            let ok = libc::fstat(1, &mut st) == 0;
+            (ok, st, libc::fcntl(1, libc::F_GETFL))
+        };
+        // dev_t is u64 on Linux but not everywhere.
+        #[allow(clippy::unnecessary_cast)]
+        let reopened_null = stat_ok
+            && (st.st_mode & libc::S_IFMT) == libc::S_IFCHR
+            && std::fs::metadata("/dev/null").is_ok_and(|n| n.rdev() == st.st_rdev as u64)
+            && flags >= 0
+            && (flags & libc::O_ACCMODE) == libc::O_RDWR;
+        if !stat_ok || reopened_null {
+            bail!("standard output is closed: there is nowhere to write the generated text");
+        }
+    }
+    Ok(())
+}
+
+/// The largest `--prompt-file` read, in bytes: far more text than any model's
+/// context holds, but a bound, so `/dev/zero` or a wrong file fails at once.
+pub const MAX_PROMPT_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads `--prompt-file`, refusing more than [`MAX_PROMPT_FILE_BYTES`] (without
+/// reading past the limit) and text that is not UTF-8.
+fn read_prompt_file(path: &Path) -> Result<String> {
+    let what = || format!("--prompt-file {}", path.display());
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", what()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", what()))?;
+    if meta.is_dir() {
+        bail!("{}: expected a text file, found a directory", what());
+    }
+    let limit = format!("the {MAX_PROMPT_FILE_BYTES} bytes (16 MiB) a prompt file may hold");
+    if meta.is_file() && meta.len() > MAX_PROMPT_FILE_BYTES {
+        bail!("{}: {} bytes is more than {limit}", what(), meta.len());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PROMPT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", what()))?;
+    if bytes.len() as u64 > MAX_PROMPT_FILE_BYTES {
+        // A device or pipe: its size is unknown, only that it goes past the limit.
+        bail!("{}: holds more than {limit}", what());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            what(),
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// A seed from the clock and process id, for runs that did not ask for one.

@@ -25,7 +25,16 @@ pub enum Kind {
     Allreduce,
 }
 
+/// The largest `--m`, `--n` or `--k`: 2^24 (16,777,216), beyond any model
+/// dimension, and small enough that products of tile sizes stay exact.
+pub const MAX_SIZE: u64 = 1 << 24;
+/// The most K-tree levels: a tree of more levels of 2 would cover more than 2^32 PEs.
+pub const MAX_LEVELS: u32 = 32;
+
 #[derive(clap::Args)]
+#[command(
+    after_help = "Flags the chosen kernel or algorithm does not read (e.g. gemv --k, --levels with --algorithm chain) are refused, not ignored."
+)]
 pub struct Args {
     pub kind: Kind,
     /// Hardware preset (wse3, wse2) or a TOML spec file.
@@ -34,29 +43,49 @@ pub struct Args {
     /// Region size WIDTHxHEIGHT (or one number for a square).
     #[arg(long)]
     pub region: String,
-    /// GEMV/GEMM rows M; shift: values per PE.
-    #[arg(long, default_value_t = 1)]
-    pub m: u64,
-    /// GEMV/GEMM columns N; allreduce: values per PE.
-    #[arg(long, default_value_t = 1)]
-    pub n: u64,
-    /// GEMM inner dimension K.
+    /// GEMV/GEMM rows M; shift: values per PE (1 to 16,777,216; default 1).
+    #[arg(long)]
+    pub m: Option<u64>,
+    /// GEMV/GEMM columns N; allreduce: values per PE (1 to 16,777,216; default 1).
+    #[arg(long)]
+    pub n: Option<u64>,
+    /// GEMM inner dimension K (1 to 16,777,216; GEMM only).
     #[arg(long)]
     pub k: Option<u64>,
-    /// K-tree groups per line (K = 2, MeshGEMV's G).
+    /// K-tree groups per line (K = 2, MeshGEMV's G): 1 to the line's length in PEs.
     #[arg(long)]
     pub groups: Option<u32>,
-    /// K-tree levels (K) when `--groups` is not given.
-    #[arg(long, default_value_t = 2)]
-    pub levels: u32,
-    /// Shift steps L.
-    #[arg(long, default_value_t = 1)]
-    pub steps: u32,
+    /// K-tree levels (K, 1 to 32) when `--groups` is not given; default 2.
+    #[arg(long)]
+    pub levels: Option<u32>,
+    /// Shift steps L: at least 1, on a region at least 2 PEs wide (shift only; default 1).
+    #[arg(long)]
+    pub steps: Option<u32>,
     /// Reduction algorithm: ktree, chain or ring.
     #[arg(long, default_value = "ktree")]
     pub algorithm: String,
     #[arg(long)]
     pub json: bool,
+}
+
+/// Checks `--FLAG value` is a size in 1..=[`MAX_SIZE`].
+fn size(flag: &str, v: Option<u64>) -> Result<u64> {
+    let v = v.unwrap_or(1);
+    if !(1..=MAX_SIZE).contains(&v) {
+        bail!("--{flag} must be between 1 and {MAX_SIZE}, found {v}");
+    }
+    Ok(v)
+}
+
+/// Refuses a flag given to a kernel that does not use it.
+fn unused(given: bool, flag: &str, kind: Kind) -> Result<()> {
+    if given {
+        bail!(
+            "--{flag} does not apply to `wafer kernel {}`",
+            format!("{kind:?}").to_lowercase()
+        );
+    }
+    Ok(())
 }
 
 /// The cost parts of the requested kernel.
@@ -71,21 +100,78 @@ pub fn kernel_parts(spec: &WaferSpec, args: &Args) -> Result<Parts> {
             spec.name
         );
     }
-    let alg = Algorithm::parse(&args.algorithm, args.levels, args.groups)?;
+    let kind = args.kind;
+    if w == 0 || h == 0 {
+        bail!("--region {shape}: a region needs at least one PE in each direction");
+    }
+    // Which flags each kernel reads: M, N, K, steps, and a reduction along the column.
+    let (uses_m, uses_n, uses_k, uses_steps, reduces) = match kind {
+        Kind::Gemv => (true, true, false, false, true),
+        Kind::Gemm => (true, true, true, false, false),
+        Kind::Shift => (true, false, false, true, false),
+        Kind::Allreduce => (false, true, false, false, true),
+    };
+    unused(!uses_m && args.m.is_some(), "m", kind)?;
+    unused(!uses_n && args.n.is_some(), "n", kind)?;
+    unused(!uses_k && args.k.is_some(), "k", kind)?;
+    unused(!uses_steps && args.steps.is_some(), "steps", kind)?;
+    let (m, n) = (size("m", args.m)?, size("n", args.n)?);
+    let alg = if reduces {
+        let levels = args.levels.unwrap_or(2);
+        if !(1..=MAX_LEVELS).contains(&levels) {
+            bail!("--levels must be between 1 and {MAX_LEVELS}, found {levels}");
+        }
+        let alg = Algorithm::parse(&args.algorithm, levels, args.groups)?;
+        let tree = matches!(alg, Algorithm::KTree { .. } | Algorithm::MidKTree { .. });
+        if !tree && (args.levels.is_some() || args.groups.is_some()) {
+            bail!(
+                "--levels and --groups shape a K-tree; they do not apply to --algorithm {}",
+                args.algorithm
+            );
+        }
+        if let Some(g) = args.groups {
+            if levels != 2 {
+                bail!("--groups applies to a K = 2 tree, found --levels {levels}");
+            }
+            // The reduction runs along each column: a line of `h` PEs.
+            if !(1..=h).contains(&g) {
+                bail!(
+                    "--groups must be between 1 and the {h} PEs of a column of --region {shape}, found {g}"
+                );
+            }
+        }
+        alg
+    } else {
+        unused(args.groups.is_some(), "groups", kind)?;
+        unused(args.levels.is_some(), "levels", kind)?;
+        unused(args.algorithm != "ktree", "algorithm", kind)?;
+        Algorithm::Chain
+    };
     let act = spec.precision.activation_dtype.size_bytes();
-    Ok(match args.kind {
-        Kind::Gemv => matrix::mesh_gemv_cost(spec, w, h, args.m, args.n, alg),
+    Ok(match kind {
+        Kind::Gemv => matrix::mesh_gemv_cost(spec, w, h, m, n, alg),
         Kind::Gemm => {
             if w != h {
                 bail!("--region {shape}: Cannon's GEMM needs a square region");
             }
-            let k = args.k.context("`wafer kernel gemm` needs --k")?;
-            matrix::mesh_gemm_cost(spec, w, args.m, k, args.n)
+            let k = size("k", Some(args.k.context("`wafer kernel gemm` needs --k")?))?;
+            matrix::mesh_gemm_cost(spec, w, m, k, n)
         }
-        Kind::Shift => matrix::shift_broadcast_cost(spec, w, args.m, args.steps),
+        Kind::Shift => {
+            let steps = args.steps.unwrap_or(1);
+            if w < 2 {
+                bail!("--region {shape}: a shift needs a region at least 2 PEs wide");
+            }
+            // Steps are synchronous neighbour exchanges; there may be more of them
+            // than PEs in the row (C5 measures 256 on a 144-wide region).
+            if steps == 0 {
+                bail!("--steps must be at least 1, found 0");
+            }
+            matrix::shift_broadcast_cost(spec, w, m, steps)
+        }
         Kind::Allreduce => vec![(
             "column allreduce",
-            Line::new(h).allreduce_cost(spec, wavelets(spec, args.n, act), alg),
+            Line::new(h).allreduce_cost(spec, wavelets(spec, n, act), alg),
         )],
     })
 }

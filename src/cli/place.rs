@@ -1,7 +1,10 @@
 //! `wafer place`: place a model on the wafer(s) and account for every PE's SRAM.
 //! The placement rules live in `wafer_models::placement`; this prints them.
 
-use super::common::{group_thousands as g, load_model, load_spec, parse_tokens};
+use super::common::{
+    check_png_path, group_thousands as g, load_model, load_spec, parse_tokens,
+    warn_past_model_context, write_atomically, DEFAULT_CONTEXT,
+};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -26,7 +29,7 @@ pub struct Args {
     #[arg(long, default_value = "wse3")]
     hw: String,
     /// Context length to account for: tokens, or with a k suffix (8k = 8192, 128k = 131072).
-    #[arg(long, default_value = "8k", value_parser = parse_tokens)]
+    #[arg(long, default_value = DEFAULT_CONTEXT, value_parser = parse_tokens)]
     context: u64,
     /// Region size WIDTHxHEIGHT in PEs (e.g. 420x420); automatic when omitted.
     #[arg(long)]
@@ -40,18 +43,27 @@ pub struct Args {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
-    /// Draw the wafer(s) to this PNG file: regions by layer, and SRAM fill per PE.
+    /// Draw the wafer(s) to this PNG file (must end in .png): regions by layer, and SRAM fill per PE.
     #[arg(long)]
     png: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(path) = &args.png {
+        check_png_path("--png", path)?;
+    }
     let spec = load_spec(&args.hw)?;
     let (name, model) = load_model(&args.model)?;
     let region = match &args.region {
         Some(r) => Some(r.parse::<RegionShape>().context("--region")?),
         None => None,
     };
+    warn_past_model_context(
+        "--context",
+        args.context,
+        &name,
+        model.max_position_embeddings,
+    );
     let opts = PlaceOptions {
         context_tokens: args.context,
         region,
@@ -81,8 +93,16 @@ pub fn run(args: Args) -> Result<()> {
             spec.name,
             g(p.context_tokens)
         );
-        wafer_models::draw::draw_placement(&p, &title, path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        // Drawn to a temporary file and renamed: a failure leaves any existing
+        // file untouched, and the report is printed before the error.
+        let drawn = write_atomically(path, |tmp| {
+            wafer_models::draw::draw_placement(&p, &title, tmp)
+        })
+        .with_context(|| format!("cannot write {}", path.display()));
+        if let Err(e) = drawn {
+            emit(&out)?;
+            return Err(e);
+        }
         if !args.json {
             w!(out, "picture: {}", path.display());
         }

@@ -9,14 +9,17 @@
 //! numeric field of `wafer hw`'s TOML, by its dotted path). The CSV records the
 //! K and the prefill scheme of every row.
 
-use super::common::load_spec;
+use super::common::{
+    load_spec, parse_positive_count, warn_past_model_context, write_atomically, DEFAULT_CONTEXT,
+};
 use super::estimate::{options, plan_options, resolve_model, Args as EstimateArgs, Target};
 use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use wafer_core::WaferSpec;
+use wafer_core::{RegionShape, WaferSpec};
 use wafer_models::estimate::{estimate_with, Estimate};
+use wafer_models::placement::{place, PlaceOptions};
 use wafer_models::ModelConfig;
 
 #[derive(clap::Args)]
@@ -26,10 +29,10 @@ pub struct Args {
     /// Region size, or a comma list of sizes to sweep (e.g. 360,480,600).
     #[arg(long)]
     pub region: Option<String>,
-    /// KV length, or a comma list to sweep.
-    #[arg(long, default_value = "4096")]
+    /// KV length (tokens, or with a k suffix: 8k = 8192), or a comma list to sweep.
+    #[arg(long, default_value = DEFAULT_CONTEXT)]
     pub context: String,
-    /// Prompt length, or a comma list to sweep.
+    /// Prompt length (tokens or with a k suffix), or a comma list to sweep.
     #[arg(long, default_value = "4096")]
     pub prompt_tokens: String,
     /// K of the reduction trees (1 = chain), or a comma list to sweep; default 2.
@@ -41,9 +44,70 @@ pub struct Args {
     /// Values of --field, comma separated.
     #[arg(long)]
     pub values: Option<String>,
-    /// CSV output path; the plot goes beside it with a .png extension.
+    /// CSV output path (not .png); the plot goes beside it with a .png extension.
+    /// A point whose model does not fit in SRAM is a row with fits_in_sram=false
+    /// and empty figures.
     #[arg(long, default_value = "sweep.csv")]
     pub out: PathBuf,
+}
+
+/// One point of a sweep: its estimate, or, when the model does not fit in SRAM
+/// there, what was asked and where the placement overflowed.
+#[derive(Debug)]
+pub enum Point {
+    Fits(Box<Estimate>),
+    DoesNotFit {
+        region: Option<RegionShape>,
+        wafers: u32,
+        context: usize,
+        prompt_tokens: usize,
+        k: u32,
+    },
+}
+
+impl Point {
+    pub fn estimate(&self) -> Option<&Estimate> {
+        match self {
+            Point::Fits(e) => Some(e),
+            Point::DoesNotFit { .. } => None,
+        }
+    }
+}
+
+/// A `--context` or `--prompt-tokens` value of the sweep, as a count.
+fn count(flag: &str, v: &str) -> Result<usize> {
+    parse_positive_count(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+}
+
+/// The estimate of one point; a model that does not fit is a point, not an error.
+fn point(spec: &WaferSpec, cfg: &ModelConfig, ea: &EstimateArgs) -> Result<Point> {
+    let opts = options(ea)?;
+    let plan_opts = plan_options(ea.k)?;
+    match estimate_with(spec, cfg, &opts, &plan_opts) {
+        Ok(e) => Ok(Point::Fits(Box::new(e))),
+        Err(err) => {
+            let placed = place(
+                cfg,
+                spec,
+                &PlaceOptions {
+                    context_tokens: opts.context.max(opts.prompt_tokens) as u64,
+                    region: opts.region,
+                    wafers: opts.wafers,
+                    strategy: opts.strategy,
+                },
+            );
+            match placed {
+                Ok(p) if !p.fits() => Ok(Point::DoesNotFit {
+                    region: p.layout().layers.first().map(|l| l.region.shape),
+                    wafers: p.wafers,
+                    context: opts.context,
+                    prompt_tokens: opts.prompt_tokens,
+                    k: plan_opts.reduce_k(),
+                }),
+                _ => Err(err),
+            }
+        }
+    }
 }
 
 fn list(s: &str) -> Vec<String> {
@@ -93,7 +157,7 @@ pub fn sweep(
     args: &Args,
     base: &WaferSpec,
     cfg: &ModelConfig,
-) -> Result<(String, Vec<(String, Estimate)>)> {
+) -> Result<(String, Vec<(String, Point)>)> {
     let regions = args.region.as_deref().map(list).unwrap_or_default();
     let contexts = list(&args.context);
     let prompts = list(&args.prompt_tokens);
@@ -134,88 +198,119 @@ pub fn sweep(
         let values = list(args.values.as_deref().context("--field needs --values")?);
         (field, values)
     };
+    // Every context and prompt length is checked before anything is estimated.
+    let contexts = contexts
+        .iter()
+        .map(|v| count("context", v))
+        .collect::<Result<Vec<_>>>()?;
+    let prompts = prompts
+        .iter()
+        .map(|v| count("prompt-tokens", v))
+        .collect::<Result<Vec<_>>>()?;
+    let model_max = cfg.max_position_embeddings;
+    let mut warned = std::collections::BTreeSet::new();
     let mut rows = Vec::new();
     for v in &values {
         let mut spec = base.clone();
         let mut ea = EstimateArgs {
             target: args.target.clone(),
             region: first(&regions),
-            context: first(&contexts)
-                .unwrap_or_default()
-                .parse()
-                .context("--context")?,
-            prompt_tokens: first(&prompts)
-                .unwrap_or_default()
-                .parse()
-                .context("--prompt-tokens")?,
+            context: contexts.first().copied().context("--context is empty")?,
+            prompt_tokens: prompts
+                .first()
+                .copied()
+                .context("--prompt-tokens is empty")?,
             k: fixed_k,
             json: true,
         };
+        // The value column holds the count itself (8k is written 8192).
+        let mut value = v.clone();
         match name.as_str() {
             "region" => ea.region = Some(v.clone()),
-            "context" => ea.context = v.parse().with_context(|| format!("--context: `{v}`"))?,
+            "context" => {
+                ea.context = count("context", v)?;
+                value = ea.context.to_string();
+            }
             "prompt_tokens" => {
-                ea.prompt_tokens = v
-                    .parse()
-                    .with_context(|| format!("--prompt-tokens: `{v}`"))?
+                ea.prompt_tokens = count("prompt-tokens", v)?;
+                value = ea.prompt_tokens.to_string();
             }
             "k" => ea.k = Some(parse_k(v)?),
             field => spec = set_field(base, field, v)?,
         }
-        let e = estimate_with(&spec, cfg, &options(&ea)?, &plan_options(ea.k)?)?;
-        rows.push((v.clone(), e));
+        for (flag, n) in [
+            ("--context", ea.context),
+            ("--prompt-tokens", ea.prompt_tokens),
+        ] {
+            if warned.insert((flag, n)) {
+                warn_past_model_context(flag, n as u64, &args.target.model, model_max);
+            }
+        }
+        rows.push((value, point(&spec, cfg, &ea)?));
     }
     Ok((name, rows))
 }
 
-/// One CSV row per estimate, with a header.
-pub fn write_csv(path: &Path, name: &str, rows: &[(String, Estimate)]) -> Result<()> {
-    let mut csv =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(
-        csv,
-        "variable,value,region,wafers,context,prompt_tokens,decode_cycles_per_token,decode_tokens_per_s,ttft_cycles,prefill_tokens_per_s,fits_in_sram,k,prefill_scheme"
-    )?;
-    for (v, e) in rows {
-        writeln!(
-            csv,
-            "{name},{v},{},{},{},{},{:.1},{:.2},{:.1},{:.2},{},{},{}",
-            e.region,
-            e.wafers,
-            e.context,
-            e.prompt_tokens,
-            e.decode_cycles_per_token.get(),
-            e.decode_tokens_per_s,
-            e.ttft_cycles.get(),
-            e.prefill_tokens_per_s,
-            e.sram.fits,
-            e.reduce_k,
-            e.prefill_scheme.name()
-        )?;
+/// One CSV row per point, with a header. A point that does not fit has
+/// fits_in_sram=false and empty figures.
+pub fn write_csv(path: &Path, name: &str, rows: &[(String, Point)]) -> Result<()> {
+    let mut text = String::from(
+        "variable,value,region,wafers,context,prompt_tokens,decode_cycles_per_token,decode_tokens_per_s,ttft_cycles,prefill_tokens_per_s,fits_in_sram,k,prefill_scheme\n",
+    );
+    for (v, p) in rows {
+        let line = match p {
+            Point::Fits(e) => format!(
+                "{name},{v},{},{},{},{},{:.1},{:.2},{:.1},{:.2},{},{},{}",
+                e.region,
+                e.wafers,
+                e.context,
+                e.prompt_tokens,
+                e.decode_cycles_per_token.get(),
+                e.decode_tokens_per_s,
+                e.ttft_cycles.get(),
+                e.prefill_tokens_per_s,
+                e.sram.fits,
+                e.reduce_k,
+                e.prefill_scheme.name()
+            ),
+            Point::DoesNotFit {
+                region,
+                wafers,
+                context,
+                prompt_tokens,
+                k,
+            } => format!(
+                "{name},{v},{},{wafers},{context},{prompt_tokens},,,,,false,{k},",
+                region.map(|r| r.to_string()).unwrap_or_default()
+            ),
+        };
+        text.push_str(&line);
+        text.push('\n');
     }
-    Ok(())
+    write_atomically(path, |tmp| {
+        std::fs::write(tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let png = args.out.with_extension("png");
+    if png == args.out {
+        bail!(
+            "--out {}: that is where the plot goes; give the CSV path (e.g. sweep.csv) and the plot is written beside it as .png",
+            args.out.display()
+        );
+    }
     let base = load_spec(&args.target.hw)?;
     let cfg = resolve_model(&args.target.model)?;
     let (name, rows) = sweep(&args, &base, &cfg)?;
+    // Both files are written before the table is printed, so a reader that stops
+    // early (`| head -1`) cannot keep them from being written.
     write_csv(&args.out, &name, &rows)?;
-    println!(
-        "{name:>16} {:>18} {:>14} {:>16} {:>15}",
-        "decode cyc/token", "decode tok/s", "prefill tok/s", "prefill scheme"
-    );
-    for (v, e) in &rows {
-        println!(
-            "{v:>16} {:>18.0} {:>14.1} {:>16.1} {:>15}",
-            e.decode_cycles_per_token.get(),
-            e.decode_tokens_per_s,
-            e.prefill_tokens_per_s,
-            e.prefill_scheme.name()
-        );
-    }
-    let png = args.out.with_extension("png");
-    let xs: Vec<f64> = rows
+    let fitting: Vec<(&String, &Estimate)> = rows
+        .iter()
+        .filter_map(|(v, p)| p.estimate().map(|e| (v, e)))
+        .collect();
+    let xs: Vec<f64> = fitting
         .iter()
         .map(|(v, e)| {
             if name == "region" {
@@ -228,12 +323,15 @@ pub fn run(args: Args) -> Result<()> {
     // The prompt length changes only the prefill; everything else moves decode.
     let (ys, yname): (Vec<f64>, &str) = if name == "prompt_tokens" {
         (
-            rows.iter().map(|(_, e)| e.prefill_tokens_per_s).collect(),
+            fitting
+                .iter()
+                .map(|(_, e)| e.prefill_tokens_per_s)
+                .collect(),
             "prefill tokens/s",
         )
     } else {
         (
-            rows.iter().map(|(_, e)| e.decode_tokens_per_s).collect(),
+            fitting.iter().map(|(_, e)| e.decode_tokens_per_s).collect(),
             "decode tokens/s",
         )
     };
@@ -242,9 +340,46 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         name.as_str()
     };
-    plot(&png, xlabel, yname, &args.target.model, &xs, &ys)
+    let drew = !fitting.is_empty();
+    if drew {
+        write_atomically(&png, |tmp| {
+            plot(tmp, xlabel, yname, &args.target.model, &xs, &ys)
+        })
         .with_context(|| format!("cannot draw {}", png.display()))?;
-    println!("wrote {} and {}", args.out.display(), png.display());
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{name:>16} {:>18} {:>14} {:>16} {:>15}\n",
+        "decode cyc/token", "decode tok/s", "prefill tok/s", "prefill scheme"
+    ));
+    for (v, p) in &rows {
+        out.push_str(&match p {
+            Point::Fits(e) => format!(
+                "{v:>16} {:>18.0} {:>14.1} {:>16.1} {:>15}\n",
+                e.decode_cycles_per_token.get(),
+                e.decode_tokens_per_s,
+                e.prefill_tokens_per_s,
+                e.prefill_scheme.name()
+            ),
+            Point::DoesNotFit { .. } => format!(
+                "{v:>16} {:>18} {:>14} {:>16} {:>15}\n",
+                "n/a", "n/a", "n/a", "does not fit"
+            ),
+        });
+    }
+    if drew {
+        out.push_str(&format!(
+            "wrote {} and {}\n",
+            args.out.display(),
+            png.display()
+        ));
+    } else {
+        out.push_str(&format!(
+            "wrote {} (no plot: the model fits at none of the points)\n",
+            args.out.display()
+        ));
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(())
 }
 
@@ -335,7 +470,8 @@ mod tests {
         one.context = "4096,8192".into();
         let (_, rows) = sweep(&one, &wse3(), &cfg).unwrap();
         // (the CSV keeps one decimal)
-        assert!((rows[0].1.decode_cycles_per_token.get() - cycles[1]).abs() < 0.05);
+        let e = rows[0].1.estimate().unwrap();
+        assert!((e.decode_cycles_per_token.get() - cycles[1]).abs() < 0.05);
     }
 
     #[test]

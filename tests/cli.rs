@@ -1,0 +1,562 @@
+//! The `wafer` binary on bad input: each case must end in a clear error (exit
+//! code 1, a message naming the flag or file), never a panic, a silent wrong
+//! answer or a damaged file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn wafer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the wafer binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `wafer ARGS`, expects an error exit (1, or 2 for a value the argument
+/// parser refuses; never a panic's 101) and stderr containing every needle;
+/// returns stderr.
+fn fails(args: &[&str], needles: &[&str]) -> String {
+    let o = wafer(args);
+    let err = stderr(&o);
+    assert!(
+        matches!(o.status.code(), Some(1 | 2)),
+        "wafer {args:?}: {:?} {err}",
+        o.status
+    );
+    assert!(!err.contains("panicked"), "wafer {args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "wafer {args:?}: expected {n:?} in: {err}");
+    }
+    err
+}
+
+fn succeeds(args: &[&str]) -> Output {
+    let o = wafer(args);
+    assert!(o.status.success(), "wafer {args:?}: {}", stderr(&o));
+    o
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// A runnable model directory: the tiny Llama 3 fixture (vocabulary 256, context
+/// 8192) with a byte-level tokenizer of its 256 ids.
+fn tiny_model(dir: &Path) -> PathBuf {
+    let m = dir.join("tiny");
+    std::fs::create_dir_all(&m).unwrap();
+    let src = fixture("reference/tiny-llama3");
+    std::fs::copy(src.join("model.safetensors"), m.join("model.safetensors")).unwrap();
+    // Without an end-of-sequence id, every run generates exactly --max-tokens.
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove("eos_token_id");
+    std::fs::write(m.join("config.json"), config.to_string()).unwrap();
+    // GPT-2's printable stand-ins for the 256 bytes.
+    let mut vocab = serde_json::Map::new();
+    let mut n = 0;
+    for b in 0..=255u32 {
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+        let c = if printable {
+            char::from_u32(b).unwrap()
+        } else {
+            n += 1;
+            char::from_u32(255 + n).unwrap()
+        };
+        vocab.insert(c.to_string(), b.into());
+    }
+    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null,
+            "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []},
+    });
+    std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
+    m
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn prompt_files_are_bounded_before_they_are_read_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A sparse 17 MiB file: refused by its size, naming the size and the limit.
+    let big = tmp.path().join("big.txt");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(17 << 20)
+        .unwrap();
+    let model = tmp.path().join("no-model");
+    let (big_s, model_s) = (big.to_str().unwrap(), model.to_str().unwrap());
+    fails(
+        &["generate", "--model", model_s, "--prompt-file", big_s],
+        &["--prompt-file", "17825792 bytes", "16777216"],
+    );
+    // An endless device: refused after reading just past the limit.
+    if Path::new("/dev/zero").exists() {
+        let t = std::time::Instant::now();
+        fails(
+            &["generate", "--model", model_s, "--prompt-file", "/dev/zero"],
+            &["holds more than the 16777216 bytes"],
+        );
+        assert!(t.elapsed().as_secs() < 60, "{:?}", t.elapsed());
+    }
+    let bad = tmp.path().join("bad.txt");
+    std::fs::write(&bad, b"ok \xff\xfe").unwrap();
+    fails(
+        &[
+            "generate",
+            "--model",
+            model_s,
+            "--prompt-file",
+            bad.to_str().unwrap(),
+        ],
+        &["not UTF-8", "offset 3"],
+    );
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused_without_tokenizing_it_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    // 4 MiB of text, about 4 million tokens for a context of 8192.
+    let long = tmp.path().join("long.txt");
+    std::fs::write(&long, "ab ".repeat((4 << 20) / 3)).unwrap();
+    fails(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-file",
+            long.to_str().unwrap(),
+        ],
+        &[
+            "the prompt has at least",
+            "holds 8192",
+            "max_position_embeddings",
+        ],
+    );
+}
+
+#[test]
+fn tiny_temperatures_generate_what_greedy_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let run = |t: &str| {
+        let o = succeeds(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "The capital of France is",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            t,
+            "--seed",
+            "1",
+            "--json",
+        ]);
+        json_lines(&o)
+            .iter()
+            .filter_map(|l| l.get("token_id").and_then(|v| v.as_u64()))
+            .collect::<Vec<_>>()
+    };
+    let greedy = run("0");
+    assert_eq!(greedy.len(), 6);
+    for t in ["1e-39", "1e-45", "1e-30"] {
+        assert_eq!(run(t), greedy, "--temperature {t}");
+    }
+    for t in ["nan", "-0.5", "inf"] {
+        fails(
+            &["generate", "--prompt", "x", "--temperature", t],
+            &["--temperature"],
+        );
+    }
+}
+
+#[test]
+fn one_generated_token_has_no_decode_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let o = succeeds(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "1",
+        "--json",
+    ]);
+    let lines = json_lines(&o);
+    let s = &lines.last().unwrap()["summary"];
+    assert_eq!(s["generated_tokens"], 1, "{s}");
+    assert!(s["decode_tokens_per_s"].is_null(), "{s}");
+    let err = stderr(&o);
+    assert!(err.contains("decode: n/a"), "{err}");
+    // The seed comes before any token's report, on the first line.
+    assert!(err.lines().next().unwrap().contains("seed"), "{err}");
+}
+
+#[test]
+fn generate_refuses_contexts_and_token_counts_beyond_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let m = model.to_str().unwrap();
+    fails(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "1000000000000",
+        ],
+        &[
+            "--max-tokens 1000000000000",
+            "8192",
+            "max_position_embeddings",
+        ],
+    );
+    fails(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "Hi",
+            "--engine",
+            "mesh",
+            "--context",
+            "128k",
+        ],
+        &["--context 131072", "8192", "max_position_embeddings"],
+    );
+    fails(
+        &["generate", "--model", "smollm2-135m", "--prompt", "Hi"],
+        &["shape preset", "wafer models"],
+    );
+}
+
+#[test]
+fn generate_flags_that_do_nothing_are_refused() {
+    for (args, needle) in [
+        (vec!["--top-k", "5"], "--top-k only applies when sampling"),
+        (vec!["--top-p", "0.5"], "--top-p only applies when sampling"),
+        (vec!["--top-logprobs", "3"], "add --json"),
+        (vec!["--hw", "wse2"], "--hw applies to --engine mesh only"),
+        (
+            vec!["--context", "64"],
+            "--context applies to --engine mesh only",
+        ),
+        (
+            vec!["--engine", "mesh", "--weight-precision", "f32"],
+            "--weight-precision f32: --engine mesh holds the weights at wse3's f16",
+        ),
+    ] {
+        let mut a = vec!["generate", "--prompt", "Hi"];
+        a.extend(args);
+        fails(&a, &[needle]);
+    }
+}
+
+#[test]
+fn the_mesh_accepts_the_weight_precision_it_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let o = succeeds(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "2",
+        "--engine",
+        "mesh",
+        "--weight-precision",
+        "f16",
+        "--json",
+    ]);
+    let lines = json_lines(&o);
+    let s = &lines.last().unwrap()["summary"];
+    assert_eq!(s["generated_tokens"], 2, "{s}");
+    assert!(s["decode_cycles_per_token"].as_f64().unwrap() > 0.0, "{s}");
+}
+
+#[cfg(unix)]
+#[test]
+fn generate_with_stdout_closed_fails() {
+    let o = Command::new("sh")
+        .args(["-c", "exec \"$0\" generate --prompt Hi >&-"])
+        .arg(env!("CARGO_BIN_EXE_wafer"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("standard output is closed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn kernel_sizes_and_trees_are_checked() {
+    let k = |extra: &[&str]| {
+        let mut a = vec!["kernel"];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let cases: [(&[&str], &[&str]); 9] = [
+        (
+            &["gemm", "--region", "4", "--m", "0", "--n", "0", "--k", "0"],
+            &["--m must be between 1 and 16777216, found 0"],
+        ),
+        (
+            &["gemm", "--region", "4", "--m", "8", "--n", "8", "--k", "0"],
+            &["--k must be between 1"],
+        ),
+        (
+            &[
+                "gemv", "--region", "16", "--m", "1", "--n", "1", "--groups", "0",
+            ],
+            &["--groups must be between 1 and the 16 PEs"],
+        ),
+        (
+            &[
+                "gemv", "--region", "16", "--m", "1", "--n", "1", "--groups", "1000",
+            ],
+            &["found 1000"],
+        ),
+        (
+            &["shift", "--region", "1", "--steps", "5"],
+            &["at least 2 PEs wide"],
+        ),
+        (
+            &["shift", "--region", "8", "--steps", "0"],
+            &["--steps must be at least 1, found 0"],
+        ),
+        (
+            &["allreduce", "--region", "16", "--levels", "34"],
+            &["--levels must be between 1 and 32, found 34"],
+        ),
+        (
+            &["gemv", "--region", "16", "--k", "5"],
+            &["--k does not apply to `wafer kernel gemv`"],
+        ),
+        (
+            &[
+                "allreduce",
+                "--region",
+                "16",
+                "--algorithm",
+                "chain",
+                "--levels",
+                "3",
+            ],
+            &["do not apply to --algorithm chain"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let a = k(args);
+        fails(&a.iter().map(String::as_str).collect::<Vec<_>>(), needles);
+    }
+    // In-range values are still priced.
+    let o = succeeds(&[
+        "kernel", "gemv", "--region", "16", "--m", "64", "--n", "64", "--groups", "4", "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["cycles"].as_f64().unwrap() > 0.0, "{v}");
+    succeeds(&["kernel", "allreduce", "--region", "16", "--levels", "32"]);
+    // More shift steps than PEs in the row is a measured case (C5: 256 on 144).
+    succeeds(&["kernel", "shift", "--region", "144", "--steps", "256"]);
+}
+
+#[test]
+fn sizes_take_the_k_suffix_everywhere_and_zero_is_refused() {
+    let est = |ctx: &str| {
+        let o = succeeds(&[
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--context",
+            ctx,
+            "--prompt-tokens",
+            "512",
+            "--json",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    assert_eq!(est("8k"), est("8192"));
+    fails(
+        &[
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--prompt-tokens",
+            "0",
+        ],
+        &["--prompt-tokens", "at least 1"],
+    );
+    fails(
+        &["estimate", "--model", "llama-3.1-8b", "--context", "0"],
+        &["--context", "at least 1"],
+    );
+    // The default context is the same 8k as place's.
+    let o = succeeds(&["estimate", "--model", "llama-3.1-8b", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["context"], 8192, "{v}");
+    let o = succeeds(&["place", "--model", "llama-3.1-8b", "--json"]);
+    assert!(stdout(&o).contains("8192"));
+}
+
+#[test]
+fn contexts_past_the_model_warn_in_what_if_commands() {
+    let o = succeeds(&[
+        "estimate",
+        "--model",
+        "llama-2-13b",
+        "--hw",
+        "wse3",
+        "--context",
+        "16k",
+        "--prompt-tokens",
+        "512",
+        "--wafers",
+        "4",
+    ]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: --context 16,384") && err.contains("4,096"),
+        "{err}"
+    );
+    let o = succeeds(&[
+        "estimate",
+        "--model",
+        "llama-2-13b",
+        "--context",
+        "4096",
+        "--prompt-tokens",
+        "512",
+    ]);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
+#[test]
+fn sweep_keeps_points_that_do_not_fit_and_never_overwrites_its_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("plot.png");
+    fails(
+        &[
+            "sweep",
+            "--model",
+            "llama-3.1-8b",
+            "--context",
+            "4k,8k",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &["--out", "plot.png", "CSV"],
+    );
+    assert!(!png.exists());
+    // One wafer holds llama-3.1-8b at 4k but not at 1M tokens.
+    let csv = tmp.path().join("s.csv");
+    let o = succeeds(&[
+        "sweep",
+        "--model",
+        "llama-3.1-8b",
+        "--wafers",
+        "1",
+        "--prompt-tokens",
+        "512",
+        "--context",
+        "4k,1M",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+    let rows: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0][col("value")], "4096");
+    assert_eq!(rows[0][col("fits_in_sram")], "true");
+    assert_eq!(rows[1][col("value")], "1048576");
+    assert_eq!(rows[1][col("fits_in_sram")], "false");
+    assert_eq!(rows[1][col("decode_tokens_per_s")], "");
+    assert!(stdout(&o).contains("does not fit"));
+    assert!(tmp.path().join("s.png").is_file());
+}
+
+#[cfg(unix)]
+#[test]
+fn sweep_writes_its_files_even_when_nobody_reads_its_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("s.csv");
+    let o = Command::new("sh")
+        .args(["-c", "\"$0\" sweep --model llama-3.1-8b --prompt-tokens 512 --context 4k,8k,16k --out \"$1\" | true"])
+        .arg(env!("CARGO_BIN_EXE_wafer"))
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(csv.is_file() && tmp.path().join("s.png").is_file());
+}
+
+#[test]
+fn place_checks_the_picture_name_before_touching_any_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jpg = tmp.path().join("existing.jpg");
+    std::fs::write(&jpg, "precious").unwrap();
+    fails(
+        &[
+            "place",
+            "--model",
+            "llama-3.1-8b",
+            "--png",
+            jpg.to_str().unwrap(),
+        ],
+        &[
+            "--png",
+            "expected a .png file name",
+            "found the extension .jpg",
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&jpg).unwrap(), "precious");
+    let png = tmp.path().join("p.png");
+    let o = succeeds(&[
+        "place",
+        "--model",
+        "llama-3.1-8b",
+        "--png",
+        png.to_str().unwrap(),
+    ]);
+    assert!(stdout(&o).contains("picture:"));
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+}
