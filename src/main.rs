@@ -33,6 +33,8 @@ enum Command {
     Place(cli::place::Args),
     /// Estimate decode and prefill cycles from shapes alone.
     Estimate(cli::estimate::Args),
+    /// Show one layer's placed program: its tiles, per-PE bytes and decode steps.
+    Program(cli::program::Args),
     /// Estimate one kernel (GEMV, GEMM, shift, allreduce) on one region.
     Kernel(cli::kernel::Args),
     /// Sweep the estimate over region sizes, contexts or spec fields.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Models(a) => cli::models::run(a),
         Command::Place(a) => cli::place::run(a),
         Command::Estimate(a) => cli::estimate::run(a),
+        Command::Program(a) => cli::program::run(a),
         Command::Kernel(a) => cli::kernel::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
     };

@@ -121,6 +121,14 @@ pub fn kernel_parts(spec: &WaferSpec, args: &Args) -> Result<Parts> {
         if !(1..=MAX_LEVELS).contains(&levels) {
             bail!("--levels must be between 1 and {MAX_LEVELS}, found {levels}");
         }
+        if let Some(g) = args.groups {
+            // The reduction runs along each column: a line of `h` PEs.
+            if !(1..=h).contains(&g) {
+                bail!(
+                    "--groups must be between 1 and the {h} PEs of a column of --region {shape}, found {g}"
+                );
+            }
+        }
         let alg = Algorithm::parse(&args.algorithm, levels, args.groups)?;
         let tree = matches!(alg, Algorithm::KTree { .. } | Algorithm::MidKTree { .. });
         if !tree && (args.levels.is_some() || args.groups.is_some()) {
@@ -131,13 +139,7 @@ pub fn kernel_parts(spec: &WaferSpec, args: &Args) -> Result<Parts> {
         }
         if let Some(g) = args.groups {
             if levels != 2 {
-                bail!("--groups applies to a K = 2 tree, found --levels {levels}");
-            }
-            // The reduction runs along each column: a line of `h` PEs.
-            if !(1..=h).contains(&g) {
-                bail!(
-                    "--groups must be between 1 and the {h} PEs of a column of --region {shape}, found {g}"
-                );
+                bail!("--groups applies to a K = 2 tree, found --levels {levels} (groups {g})");
             }
         }
         alg

@@ -9,4 +9,5 @@ pub mod hw;
 pub mod kernel;
 pub mod models;
 pub mod place;
+pub mod program;
 pub mod sweep;

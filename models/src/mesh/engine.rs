@@ -24,10 +24,11 @@ use super::heads::HeadOrder;
 use super::tiling::{MatrixTiling, Split, TiledMatrix};
 use super::weights::{ModelSource, RowSource};
 use crate::config::ModelConfig;
-use crate::cost::PlanOptions;
+use crate::cost::{OpKind, PlanOptions};
 use crate::layout::{Layout, Site};
+use crate::lower::{decode_layer_program, LayerProgram};
 use crate::lower::{table_tiling, LayerTiling};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use half::f16;
 use wafer_core::WaferSpec;
 use wafer_sim::Schedule;
@@ -37,6 +38,8 @@ pub(crate) struct MeshLayer {
     site: Site,
     /// The tiling its tiles were cut by.
     pub(crate) tiling: LayerTiling,
+    /// The decode step it runs: the steps the cost plan prices, in order.
+    pub(crate) program: LayerProgram,
     /// The residual split over the region's rows.
     x_split: Split,
     input_norm: Vec<f32>,
@@ -151,6 +154,51 @@ fn head_rms_norm(
     for (v, &orig) in x.iter_mut().zip(order) {
         *v = gain[orig % hd] * (*v * inv[orig / hd]);
     }
+}
+
+/// Every collective of the layer's program is charged for the tree the mesh
+/// executes for it: along a column or a row, exactly the same tree; across a
+/// head's segment of columns, the same kind of tree over the charged segment
+/// length or one column more (a head whose dims start mid-column spans one
+/// column more than the representative segment the plan charges).
+fn check_trees(
+    program: &LayerProgram,
+    along_column: &Schedule,
+    along_row: &Schedule,
+    attn: &AttnGeometry,
+) -> Result<()> {
+    use wafer_sim::tiling::Axis;
+    let kind = |a: wafer_sim::Algorithm| match a {
+        wafer_sim::Algorithm::MidKTree { k, .. } | wafer_sim::Algorithm::KTree { k, .. } => k,
+        _ => 0,
+    };
+    for step in &program.steps {
+        let Some(c) = &step.collective else { continue };
+        let mismatch = match step.label {
+            OpKind::AttnScores | OpKind::QkNorm => attn.segments.iter().find(|(_, s)| {
+                !(s.len() == c.tree.len() || s.len() == c.tree.len() + 1)
+                    || kind(s.shape().algorithm()) != kind(c.tree.algorithm())
+            }),
+            _ => None,
+        }
+        .map(|(_, s)| s)
+        .or(match (step.label, c.axis) {
+            (OpKind::AttnScores | OpKind::QkNorm, _) => None,
+            (_, Axis::Column) => Some(along_column).filter(|s| s.shape() != &c.tree),
+            (_, Axis::Row) => Some(along_row).filter(|s| s.shape() != &c.tree),
+        });
+        if let Some(s) = mismatch {
+            bail!(
+                "{}: the program charges {:?} over {} PEs, the mesh runs {:?} over {}",
+                step.label.name(),
+                c.tree.algorithm(),
+                c.tree.len(),
+                s.shape().algorithm(),
+                s.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The reduction `opts` charges for a line of `pes` PEs.
@@ -277,9 +325,16 @@ impl MeshProgram {
                         }
                     }
                 };
+                let program = decode_layer_program(&spec, c, w as u32, h as u32, 1, opts);
+                let along_column = line_schedule(h, opts)?;
+                let along_row = line_schedule(w, opts)?;
+                let attn = AttnGeometry::new(w, h, &heads, opts)?;
+                check_trees(&program, &along_column, &along_row, &attn)
+                    .with_context(|| format!("layer {l}"))?;
                 Ok(MeshLayer {
                     site: *site,
                     tiling,
+                    program,
                     x_split,
                     input_norm: src.input_layernorm.to_vec(),
                     post_norm: src.post_attention_layernorm.to_vec(),
@@ -296,9 +351,9 @@ impl MeshProgram {
                     gate,
                     up,
                     down,
-                    along_column: line_schedule(h, opts)?,
-                    along_row: line_schedule(w, opts)?,
-                    attn: AttnGeometry::new(w, h, &heads, opts)?,
+                    along_column,
+                    along_row,
+                    attn,
                     kv: KvCache::new(kvd, context, spec.precision.kv_dtype),
                 })
             })
@@ -513,86 +568,89 @@ impl MeshProgram {
         }
         crate::reference::rope::cos_sin(&self.inv_freq, pos, &mut b.cos, &mut b.sin);
 
+        let heads = &self.heads;
         for layer in self.layers.iter_mut() {
-            Self::rms_norm(
-                layer.x_split,
-                &layer.along_column,
-                eps,
-                &b.h,
-                &layer.input_norm,
-                &mut b.x,
-                &mut b.parts,
-            );
-            tiled_gemvs(
-                &[&layer.q, &layer.k, &layer.v],
-                &b.x,
-                &mut [&mut b.q, &mut b.k, &mut b.v],
-                &layer.along_column,
-            );
-            for (out, bias) in [
-                (&mut b.q, &layer.q_bias),
-                (&mut b.k, &layer.k_bias),
-                (&mut b.v, &layer.v_bias),
-            ] {
-                if let Some(bias) = bias {
-                    out.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+            // The layer's placed program, step by step: every step the pricer
+            // charges is executed here, in its order, or the step is refused.
+            let mut norms = [&layer.input_norm, &layer.post_norm].into_iter();
+            for step in &layer.program.steps {
+                match step.label {
+                    OpKind::RmsNorm => {
+                        let gain = norms.next().context("a third rmsnorm step in a layer")?;
+                        Self::rms_norm(
+                            layer.x_split,
+                            &layer.along_column,
+                            eps,
+                            &b.h,
+                            gain,
+                            &mut b.x,
+                            &mut b.parts,
+                        );
+                    }
+                    OpKind::QkvProj => {
+                        tiled_gemvs(
+                            &[&layer.q, &layer.k, &layer.v],
+                            &b.x,
+                            &mut [&mut b.q, &mut b.k, &mut b.v],
+                            &layer.along_column,
+                        );
+                        for (out, bias) in [
+                            (&mut b.q, &layer.q_bias),
+                            (&mut b.k, &layer.k_bias),
+                            (&mut b.v, &layer.v_bias),
+                        ] {
+                            if let Some(bias) = bias {
+                                out.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                            }
+                        }
+                    }
+                    OpKind::QkNorm => {
+                        let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) else {
+                            bail!(
+                                "the program norms q and k, but the layer holds no q/k norm gains"
+                            );
+                        };
+                        let g = heads.group;
+                        head_rms_norm(&mut b.q, &heads.q, &layer.attn, g, qn, eps, &mut b.parts);
+                        head_rms_norm(&mut b.k, &heads.kv, &layer.attn, 1, kn, eps, &mut b.parts);
+                    }
+                    OpKind::Rope => {
+                        heads.rope_q(&mut b.q, &b.cos, &b.sin);
+                        heads.rope_k(&mut b.k, &b.cos, &b.sin);
+                    }
+                    OpKind::KvAppend => layer.kv.append(&b.k, &b.v)?,
+                    // Scores, softmax max and exp-sum, and the weighted values run
+                    // as one attention pass over the cache (the same reductions,
+                    // in the program's order).
+                    OpKind::AttnScores => attend(
+                        &layer.attn,
+                        heads,
+                        &layer.kv,
+                        &b.q,
+                        &mut b.attn,
+                        &mut b.scratch,
+                    ),
+                    OpKind::SoftmaxMax | OpKind::SoftmaxSum | OpKind::AttnValues => {}
+                    OpKind::OProj => {
+                        tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row);
+                        if let Some(bias) = &layer.o_bias {
+                            b.o.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                        }
+                    }
+                    OpKind::Residual => b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o),
+                    OpKind::GateUpProj => tiled_gemvs(
+                        &[&layer.gate, &layer.up],
+                        &b.x,
+                        &mut [&mut b.gate, &mut b.up],
+                        &layer.along_column,
+                    ),
+                    OpKind::SiluMul => wafer_kernels::vector::silu_mul(&mut b.gate, &b.up),
+                    OpKind::DownProj => {
+                        tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row)
+                    }
+                    other => bail!("`{}` is not a step of a layer program", other.name()),
                 }
             }
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                let g = self.heads.group;
-                head_rms_norm(
-                    &mut b.q,
-                    &self.heads.q,
-                    &layer.attn,
-                    g,
-                    qn,
-                    eps,
-                    &mut b.parts,
-                );
-                head_rms_norm(
-                    &mut b.k,
-                    &self.heads.kv,
-                    &layer.attn,
-                    1,
-                    kn,
-                    eps,
-                    &mut b.parts,
-                );
-            }
-            self.heads.rope_q(&mut b.q, &b.cos, &b.sin);
-            self.heads.rope_k(&mut b.k, &b.cos, &b.sin);
-            layer.kv.append(&b.k, &b.v)?;
-            attend(
-                &layer.attn,
-                &self.heads,
-                &layer.kv,
-                &b.q,
-                &mut b.attn,
-                &mut b.scratch,
-            );
-            tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row);
-            if let Some(bias) = &layer.o_bias {
-                b.o.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-            }
-            b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o);
-            Self::rms_norm(
-                layer.x_split,
-                &layer.along_column,
-                eps,
-                &b.h,
-                &layer.post_norm,
-                &mut b.x,
-                &mut b.parts,
-            );
-            tiled_gemvs(
-                &[&layer.gate, &layer.up],
-                &b.x,
-                &mut [&mut b.gate, &mut b.up],
-                &layer.along_column,
-            );
-            wafer_kernels::vector::silu_mul(&mut b.gate, &b.up);
-            tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row);
-            b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o);
             // Hand-off: the residual moves to the next region (a copy functionally).
         }
         self.position += 1;
