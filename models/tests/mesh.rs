@@ -146,6 +146,30 @@ fn check_against_reference(
     steps: usize,
     tol: f32,
 ) -> Vec<u32> {
+    check_against_reference_with(
+        config,
+        weights,
+        spec,
+        layout,
+        prompt,
+        steps,
+        tol,
+        &PlanOptions::default(),
+    )
+}
+
+/// [`check_against_reference`] with the mesh on the trees `opts` picks.
+#[allow(clippy::too_many_arguments)]
+fn check_against_reference_with(
+    config: &ModelConfig,
+    weights: &LlamaWeights,
+    spec: WaferSpec,
+    layout: Layout,
+    prompt: &[u32],
+    steps: usize,
+    tol: f32,
+    opts: &PlanOptions,
+) -> Vec<u32> {
     let context = prompt.len() + steps;
     let mut mesh = MeshProgram::new(
         config.clone(),
@@ -154,7 +178,7 @@ fn check_against_reference(
         &model_source(weights),
         rope::inv_freq(config),
         context,
-        &PlanOptions::default(),
+        opts,
     )
     .unwrap();
     let mut reference = ReferenceModel::new(config.clone(), weights.clone());
@@ -565,4 +589,98 @@ fn qwen3_qk_norm_matches_reference() {
     .err()
     .expect("a Qwen3 layer without q_norm");
     assert!(format!("{err:#}").contains("q_norm"), "{err:#}");
+}
+
+/// The invariants of the one placed program, on random small configs, regions
+/// and trees: the bytes placement counts on every PE are the bytes the mesh's
+/// tiles hold; the MACs the plan charges each GEMV step are the tiles the mesh
+/// multiplies; KV bytes follow `kv_dtype` on both sides; and the mesh builds
+/// (it refuses a tree other than the charged one) and gives the reference's
+/// tokens.
+#[test]
+fn the_mesh_stores_and_runs_what_placement_and_the_plan_charge() {
+    use wafer_models::cost::{decode_layer_with, OpKind};
+    use wafer_models::placement::{Footprint, Item, Sizes};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    for case in 0..12 {
+        let kv_heads = rng.gen_range(1..=3);
+        let group = rng.gen_range(1..=3);
+        let head_dim = 2 * rng.gen_range(2..=6);
+        let heads = kv_heads * group;
+        let d = heads * head_dim;
+        let bias = if rng.gen_bool(0.3) {
+            r#","model_type":"qwen2""#
+        } else {
+            ""
+        };
+        let config = tiny_config(
+            rng.gen_range(20..90),
+            d,
+            rng.gen_range(8..70),
+            rng.gen_range(1..=3),
+            heads,
+            kv_heads,
+            bias,
+        );
+        let mut weights = random_weights(&config, case);
+        if config.attention_bias {
+            for l in &mut weights.layers {
+                l.q_bias = Some(vec![0.01; config.q_dim()]);
+                l.k_bias = Some(vec![0.02; config.kv_dim()]);
+                l.v_bias = Some(vec![0.03; config.kv_dim()]);
+            }
+        }
+        let mut spec = tiny_wafer(rng.gen_range(8..48), rng.gen_range(8..40));
+        if rng.gen_bool(0.5) {
+            spec.precision.kv_dtype = DType::F16;
+        }
+        let opts = PlanOptions::with_reduce_k(rng.gen_range(1..=3)).unwrap();
+        let placement = placed(&config, &spec, 48);
+        let layout = placement.layout();
+        let mesh = MeshProgram::new(
+            config.clone(),
+            spec.clone(),
+            layout.clone(),
+            &model_source(&weights),
+            rope::inv_freq(&config),
+            48,
+            &opts,
+        )
+        .unwrap();
+        let sizes = Sizes::from_spec(&spec);
+        for (l, site) in layout.layers.iter().enumerate() {
+            let (w, h) = (site.region.width(), site.region.height());
+            let f = Footprint::of(&config, &sizes, Item::Layer(l), w as u64, h as u64);
+            assert_eq!(
+                mesh.layer_weight_bytes_per_pe(l),
+                f.weight_per_pe,
+                "case {case} layer {l} on {w}x{h}"
+            );
+            assert_eq!(mesh.layer_kv_bytes_per_position(l), f.kv_per_token);
+            let plan = decode_layer_with(&spec, &config, w, h, 48, &opts);
+            for (kind, macs) in mesh.layer_gemv_macs_per_pe(l) {
+                let charged: Vec<u64> = plan
+                    .ops
+                    .iter()
+                    .filter(|o| o.kind == kind)
+                    .map(|o| o.work_per_pe)
+                    .collect();
+                assert_eq!(charged, vec![macs], "case {case} layer {l} {kind:?}");
+            }
+            assert!(plan.ops.iter().any(|o| o.kind == OpKind::QkvProj));
+        }
+        drop(mesh);
+        if spec.precision.kv_dtype == DType::F32 {
+            check_against_reference_with(
+                &config,
+                &weights,
+                spec,
+                layout,
+                &[1, 2, 3],
+                4,
+                1e-3,
+                &opts,
+            );
+        }
+    }
 }

@@ -30,7 +30,7 @@ use crate::lower::{decode_layer_program, LayerProgram};
 use crate::lower::{table_tiling, LayerTiling};
 use anyhow::{bail, Context, Result};
 use half::f16;
-use wafer_core::WaferSpec;
+use wafer_core::{DType, WaferSpec};
 use wafer_sim::Schedule;
 
 /// One decoder layer on its region.
@@ -234,6 +234,22 @@ impl MeshProgram {
                 layout.layers.len(),
                 weights.layers.len(),
                 c.num_hidden_layers
+            );
+        }
+        let p = &spec.precision;
+        if p.weight_dtype != DType::F16 {
+            bail!(
+                "the mesh engine holds weights as f16 tiles, but hardware spec `{}` sets precision.weight_dtype = {}",
+                spec.name,
+                p.weight_dtype
+            );
+        }
+        if p.accumulate_dtype != DType::F32 {
+            bail!(
+                "the mesh engine accumulates partial sums in f32, but hardware spec `{}` sets precision.accumulate_dtype = {} (the cost plan would charge {} arithmetic the mesh does not do)",
+                spec.name,
+                p.accumulate_dtype,
+                p.accumulate_dtype
             );
         }
         if context == 0 {
@@ -449,6 +465,19 @@ impl MeshProgram {
         .map(|&(_, s)| chunk(s))
         .sum::<u64>();
         matrices + gains + biases
+    }
+
+    /// Multiply-accumulates each PE performs in each GEMV step of layer `l`: the
+    /// padded tiles the step's GEMV pass multiplies.
+    pub fn layer_gemv_macs_per_pe(&self, l: usize) -> Vec<(OpKind, u64)> {
+        let layer = &self.layers[l];
+        let macs = |ms: &[&TiledMatrix]| ms.iter().map(|m| m.tile_len() as u64).sum::<u64>();
+        vec![
+            (OpKind::QkvProj, macs(&[&layer.q, &layer.k, &layer.v])),
+            (OpKind::OProj, macs(&[&layer.o])),
+            (OpKind::GateUpProj, macs(&[&layer.gate, &layer.up])),
+            (OpKind::DownProj, macs(&[&layer.down])),
+        ]
     }
 
     /// KV bytes every PE of layer `l`'s region holds per position cached on its
@@ -685,5 +714,36 @@ impl MeshProgram {
         let (_, best) = head.along_row.argmax(&mut vals, &mut idx, vs.used());
         self.last_argmax = Some(best);
         Ok(logits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets::lookup;
+
+    /// A program charged for one tree and a mesh running another is refused.
+    #[test]
+    fn a_charged_tree_other_than_the_executed_one_is_refused() {
+        let cfg = lookup("smollm2-135m").unwrap();
+        let spec = wafer_core::spec::wse3();
+        let (w, h) = (40usize, 30usize);
+        let k2 = PlanOptions::default();
+        let k1 = PlanOptions::with_reduce_k(1).unwrap();
+        let program = decode_layer_program(&spec, &cfg, w as u32, h as u32, 64, &k2);
+        let heads = HeadOrder::new(cfg.head_dim, cfg.num_key_value_heads, cfg.group_size());
+        let attn = AttnGeometry::new(w, h, &heads, &k2).unwrap();
+        let (col2, row2) = (
+            line_schedule(h, &k2).unwrap(),
+            line_schedule(w, &k2).unwrap(),
+        );
+        check_trees(&program, &col2, &row2, &attn).unwrap();
+        let col1 = line_schedule(h, &k1).unwrap();
+        let err = check_trees(&program, &col1, &row2, &attn)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the mesh runs"), "{err}");
+        let attn1 = AttnGeometry::new(w, h, &heads, &k1).unwrap();
+        assert!(check_trees(&program, &col2, &row2, &attn1).is_err());
     }
 }
