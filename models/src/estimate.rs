@@ -5,23 +5,20 @@
 //!
 //! The layout is the one `wafer place` computes ([`crate::placement::place`]) for
 //! the same model, hardware, region, wafer count and context, so `wafer estimate`
-//! and `wafer generate --engine mesh` cost the same placement. [`interim_layout`]
-//! is a simpler hand-made layout (regions of one shape dealt contiguous blocks of
-//! layers) kept for experiments that want a layout without the SRAM search.
+//! and `wafer generate --engine mesh` cost the same placement.
 //!
 //! Time-to-first-token is the cheaper prefill scheme ([`crate::cost::prefill`]:
 //! MeshGEMM, or the prompt as decode steps); the estimate says which. Lowering
 //! choices that are not part of the placement (the reduction tree's K) come as
-//! [`PlanOptions`] through the `*_with` functions; the plain ones use the
-//! defaults, which is what the mesh engine runs.
+//! [`PlanOptions`] through [`estimate_with`]; [`estimate`] uses the defaults.
 
 use crate::config::ModelConfig;
 use crate::cost::{decode_plan_with, prefill, Plan, PlanOptions, PrefillScheme};
-use crate::layout::{Layout, Site};
+use crate::layout::Layout;
 use crate::placement::{place, PlaceOptions, Placement, Strategy};
 use anyhow::{bail, Result};
 use serde::Serialize;
-use wafer_core::{Bytes, Cycles, PeCoord, Region, RegionShape, WaferSpec};
+use wafer_core::{Bytes, Cycles, RegionShape, WaferSpec};
 
 /// What to estimate.
 #[derive(Debug, Clone)]
@@ -36,12 +33,13 @@ pub struct EstimateOptions {
     pub prompt_tokens: usize,
 }
 
-/// Whether the layout's weights and KV cache fit the PEs' data SRAM.
+/// Whether the placement fits the PEs' SRAM.
 #[derive(Debug, Clone, Serialize)]
 pub struct SramCheck {
     pub fits: bool,
-    /// Bytes the fullest PE would hold (weights + KV cache at the context).
+    /// Bytes the fullest PE holds (weights, KV cache at the context, buffers, reserve).
     pub bytes_per_pe: Bytes,
+    /// A PE's SRAM.
     pub budget_per_pe: Bytes,
 }
 
@@ -75,108 +73,14 @@ pub struct Estimate {
     pub prefill_tokens_per_s: f64,
 }
 
-/// Regions of `shape` that fit on one wafer (tiled from the north-west corner).
-pub fn regions_per_wafer(spec: &WaferSpec, shape: RegionShape) -> u32 {
-    (spec.fabric.width_pes / shape.width) * (spec.fabric.height_pes / shape.height)
-}
-
-/// The interim layout (see the module doc); replaced by placement at merge.
-pub fn interim_layout(
-    spec: &WaferSpec,
-    cfg: &ModelConfig,
-    shape: RegionShape,
-    wafers: u32,
-) -> Result<Layout> {
-    let per_wafer = regions_per_wafer(spec, shape);
-    if per_wafer == 0 {
-        bail!(
-            "region {shape} does not fit the {}x{} fabric of {}",
-            spec.fabric.width_pes,
-            spec.fabric.height_pes,
-            spec.name
-        );
-    }
-    if wafers == 0 {
-        bail!("--wafers must be at least 1");
-    }
-    let cols = spec.fabric.width_pes / shape.width;
-    let regions = (per_wafer * wafers)
-        .min(cfg.num_hidden_layers as u32)
-        .max(1);
-    let per_region = (cfg.num_hidden_layers as u32).div_ceil(regions);
-    let site = |i: u32| {
-        let local = i % per_wafer;
-        // Snake order so consecutive regions are neighbours.
-        let (row, c) = (local / cols, local % cols);
-        let col = if row % 2 == 0 { c } else { cols - 1 - c };
-        Site {
-            wafer: i / per_wafer,
-            region: Region::new(PeCoord::new(col * shape.width, row * shape.height), shape),
-        }
-    };
-    let layers: Vec<Site> = (0..cfg.num_hidden_layers as u32)
-        .map(|l| site(l / per_region))
-        .collect();
-    Ok(Layout {
-        embedding: layers[0],
-        lm_head: *layers
-            .last()
-            .expect("a validated config has at least one layer"),
-        layers,
-    })
-}
-
-/// Per-PE bytes of the fullest region: its layers' weights and KV cache at
-/// `context`, plus the embedding / LM head where they share it.
-pub fn sram_check(
-    spec: &WaferSpec,
-    cfg: &ModelConfig,
-    layout: &Layout,
-    context: usize,
-) -> SramCheck {
-    let wbytes = spec.precision.weight_dtype.size_bytes();
-    let abytes = spec.precision.activation_dtype.size_bytes();
-    let layer = cfg.layer_params() * wbytes + 2 * (context * cfg.kv_dim()) as u64 * abytes;
-    let table = (cfg.vocab_size * cfg.hidden_size) as u64 * wbytes;
-    let mut worst = 0u64;
-    let mut sites: Vec<Site> = layout.layers.clone();
-    sites.dedup();
-    for s in &sites {
-        let mut bytes = layout.layers.iter().filter(|x| *x == s).count() as u64 * layer;
-        if *s == layout.embedding {
-            bytes += table;
-        }
-        if *s == layout.lm_head && !cfg.tie_word_embeddings {
-            bytes += table;
-        }
-        worst = worst.max(bytes.div_ceil(s.region.pes()));
-    }
-    let budget = spec.pe.sram_bytes - spec.pe.reserve_bytes;
-    SramCheck {
-        fits: worst <= budget,
-        bytes_per_pe: Bytes(worst),
-        budget_per_pe: Bytes(budget),
-    }
-}
-
-/// Lowers decode and prefill on `layout` and gathers the figures, with the
-/// default lowering options.
-pub fn estimate_on(
-    spec: &WaferSpec,
-    cfg: &ModelConfig,
-    layout: &Layout,
-    opts: &EstimateOptions,
-) -> Estimate {
-    estimate_on_with(spec, cfg, layout, opts, &PlanOptions::default())
-}
-
-/// [`estimate_on`] with explicit lowering options.
-pub fn estimate_on_with(
+/// Lowers decode and prefill on `layout` and gathers the figures.
+fn gather(
     spec: &WaferSpec,
     cfg: &ModelConfig,
     layout: &Layout,
     opts: &EstimateOptions,
     plan_opts: &PlanOptions,
+    sram: SramCheck,
 ) -> Estimate {
     let decode = decode_plan_with(spec, cfg, layout, opts.context.max(1), plan_opts);
     let pre = prefill(spec, cfg, layout, opts.prompt_tokens.max(1), plan_opts);
@@ -194,7 +98,7 @@ pub fn estimate_on_with(
         layers_per_region: (layout.layers.len() as u32).div_ceil(sites.len() as u32),
         context: opts.context,
         prompt_tokens: opts.prompt_tokens,
-        sram: sram_check(spec, cfg, layout, opts.context),
+        sram,
         decode_tokens_per_s: spec.clock_hz / d.get(),
         ttft_ms: t.seconds_at(spec.clock_hz) * 1e3,
         prefill_tokens_per_s: opts.prompt_tokens.max(1) as f64 / t.seconds_at(spec.clock_hz),
@@ -254,13 +158,19 @@ pub fn estimate_with(
     plan_opts: &PlanOptions,
 ) -> Result<Estimate> {
     let placement = placement_for(spec, cfg, opts)?;
-    let mut e = estimate_on_with(spec, cfg, &placement.layout(), opts, plan_opts);
-    // The placement's exact per-PE accounting replaces the layout-only check.
+    // The placement's per-PE accounting (the fullest PE, everything included).
     let (fullest, _) = placement.pe_summary();
-    e.sram = SramCheck {
+    let sram = SramCheck {
         fits: placement.fits(),
         bytes_per_pe: Bytes(fullest.total()),
         budget_per_pe: Bytes(spec.pe.sram_bytes),
     };
-    Ok(e)
+    Ok(gather(
+        spec,
+        cfg,
+        &placement.layout(),
+        opts,
+        plan_opts,
+        sram,
+    ))
 }

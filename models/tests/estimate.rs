@@ -6,12 +6,14 @@
 use wafer_core::spec::{wse2, wse3};
 use wafer_core::{Cycles, PeCoord, Region, RegionShape};
 use wafer_models::cost::{
-    decode_plan, decode_plan_with, gemm_prefill_plan, prefill, token_prefill, OpKind, Plan,
-    PlanOptions, PrefillScheme,
+    decode_plan, gemm_prefill_plan, prefill, token_prefill, OpKind, Plan, PlanOptions,
+    PrefillScheme,
 };
-use wafer_models::estimate::{estimate, estimate_with, interim_layout, EstimateOptions};
+use wafer_models::estimate::{estimate, estimate_with, placement_for, EstimateOptions};
 use wafer_models::layout::{Layout, Site};
+use wafer_models::lower::decode_layer_program;
 use wafer_models::{ModelConfig, RopeScaling};
+use wafer_sim::Algorithm;
 
 /// LLaMA3-8B's shape as calibration.md gives it (the calibration config, not a preset).
 fn llama3_8b() -> ModelConfig {
@@ -129,7 +131,9 @@ fn plan_totals_are_the_sum_of_their_phases_and_breakdowns() {
 #[test]
 fn decode_grows_with_kv_length() {
     let (spec, cfg) = (wse3(), llama3_8b());
-    let layout = interim_layout(&spec, &cfg, RegionShape::square(360).unwrap(), 1).unwrap();
+    let layout = placement_for(&spec, &cfg, &opts(360, 4096))
+        .unwrap()
+        .layout();
     let at = |t| decode_plan(&spec, &cfg, &layout, t).total().get();
     let (a, b, c) = (at(4096), at(65_536), at(131_072));
     assert!(a < b && b < c, "{a} {b} {c}");
@@ -378,11 +382,22 @@ fn reduction_tree_k_two_is_the_default_and_the_chain_is_slower() {
     let (spec, cfg) = (wse3(), llama3_8b());
     let o = opts(600, 4096);
     let default = estimate(&spec, &cfg, &o).unwrap();
-    let k2 = estimate_with(&spec, &cfg, &o, &PlanOptions::with_reduce_k(2).unwrap()).unwrap();
-    assert_eq!(k2.decode, default.decode);
-    assert_eq!(k2.prefill, default.prefill);
-    assert_eq!(k2.ttft_cycles, default.ttft_cycles);
-    assert_eq!((k2.reduce_k, default.reduce_k), (2, 2));
+    assert_eq!(default.reduce_k, 2);
+    // By hand: a 600-PE line is rooted at PE 299; its longer half has 301 PEs;
+    // ceil(301 / g) + g is smallest (35) first at g = 16 groups.
+    let program = decode_layer_program(&spec, &cfg, 600, 600, 4096, &PlanOptions::default());
+    let tree = program.steps[0].collective.as_ref().unwrap().tree.clone();
+    assert_eq!(
+        tree.algorithm(),
+        Algorithm::MidKTree {
+            k: 2,
+            groups: Some(16)
+        }
+    );
+    assert_eq!(
+        (tree.root(), tree.levels(), tree.depth()),
+        (299, &[19u32, 16][..], 18 + 15 + 1)
+    );
     let chain = estimate_with(&spec, &cfg, &o, &PlanOptions::with_reduce_k(1).unwrap()).unwrap();
     assert_eq!(chain.reduce_k, 1);
     // On 600-PE lines a chain has ~300 dependent levels per half-line, the
@@ -395,13 +410,9 @@ fn reduction_tree_k_two_is_the_default_and_the_chain_is_slower() {
     );
     // Only reductions change: compute is the same.
     assert_eq!(chain.decode.cost().compute, default.decode.cost().compute);
-    let k3 = decode_plan_with(
-        &spec,
-        &cfg,
-        &interim_layout(&spec, &cfg, RegionShape::square(600).unwrap(), 1).unwrap(),
-        4096,
-        &PlanOptions::with_reduce_k(3).unwrap(),
-    );
-    assert!(k3.total() < chain.decode_cycles_per_token);
+    let k3 = estimate_with(&spec, &cfg, &o, &PlanOptions::with_reduce_k(3).unwrap()).unwrap();
+    assert_eq!(k3.reduce_k, 3);
+    assert!(k3.decode_cycles_per_token < chain.decode_cycles_per_token);
+    assert_eq!(k3.decode.cost().compute, default.decode.cost().compute);
     assert!(PlanOptions::with_reduce_k(0).is_err());
 }

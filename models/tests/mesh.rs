@@ -386,40 +386,59 @@ fn real_model_dir() -> Option<PathBuf> {
     }
 }
 
+/// The mesh engine's cycles are the estimate's for the same placement, context
+/// and reduction trees: the K the engine runs reaches its pricing (K = 3 here,
+/// which costs otherwise than the default).
 #[test]
 fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
+    use wafer_models::cost::{decode_plan_with, prefill};
     use wafer_models::engine::Engine;
-    use wafer_models::estimate::{estimate_on, EstimateOptions};
-    use wafer_models::mesh::MeshEngine;
+    use wafer_models::estimate::{placement_for, EstimateOptions};
+    use wafer_models::mesh::{MeshEngine, MeshSetup};
     let config = tiny_config(96, 48, 80, 4, 6, 2, "");
     let weights = random_weights(&config, 5);
     let spec = tiny_wafer(48, 40);
-    let placement = placed(&config, &spec, 32);
-    let layout = placement.layout();
-    let mut engine = MeshEngine::new(
-        config.clone(),
-        spec.clone(),
-        layout.clone(),
-        &weights,
-        32,
-        PlanOptions::default(),
-    )
-    .unwrap();
+    let k3 = PlanOptions::with_reduce_k(3).unwrap();
+    let setup = MeshSetup {
+        spec: spec.clone(),
+        region: None,
+        wafers: None,
+        context: 32,
+        options: k3,
+    };
+    let mut engine = MeshEngine::place_and_build(config.clone(), &weights, &setup).unwrap();
     let prompt = [5u32, 6, 7, 8, 9];
-    let estimate = |context: usize| {
-        let opts = EstimateOptions {
+    // The layout the engine was placed on is the one `wafer estimate` places for
+    // the same options.
+    let layout = placement_for(
+        &spec,
+        &config,
+        &EstimateOptions {
             wafers: None,
             strategy: Default::default(),
             region: None,
-            context,
-            prompt_tokens: prompt.len(),
-        };
-        estimate_on(&spec, &config, &layout, &opts)
+            context: 32,
+            prompt_tokens: 0,
+        },
+    )
+    .unwrap()
+    .layout();
+    assert_eq!(engine.program().layout, layout);
+    let decode_at = |context: usize, k: &PlanOptions| {
+        decode_plan_with(&spec, &config, &layout, context, k).total()
     };
+    assert_ne!(
+        decode_at(20, &k3),
+        decode_at(20, &PlanOptions::default()),
+        "K = 3 and K = 2 cost alike here: the test would not see K"
+    );
+    let ttft_want = prefill(&spec, &config, &layout, prompt.len(), &k3)
+        .plan
+        .total();
     let logits = engine.prefill(&prompt).unwrap();
     let report = engine.step_report().unwrap();
     let ttft = report.json["cycles"].as_f64().unwrap();
-    assert_eq!(ttft, estimate(prompt.len()).ttft_cycles.get());
+    assert_eq!(ttft, ttft_want.get());
     assert!(ttft > 0.0);
     let mut token = argmax(&logits);
     let mut decode = Vec::new();
@@ -429,10 +448,7 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
             .as_f64()
             .unwrap();
         // The step just attended over every cached position.
-        assert_eq!(
-            cycles,
-            estimate(engine.position()).decode_cycles_per_token.get()
-        );
+        assert_eq!(cycles, decode_at(engine.position(), &k3).get());
         decode.push(cycles);
     }
     // Attention grows with the KV length: later steps cost at least as much.

@@ -1,6 +1,7 @@
 //! The simulated machine: reduction schedules along lines of PEs, the cost of
 //! collectives, transfers and the region-wide matrix schemes built from them
-//! (MeshGEMV, MeshGEMM), and per-PE SRAM accounting.
+//! (MeshGEMV, MeshGEMM), and the placed program of a region that ties them
+//! together.
 //!
 //! Invariants: `sim` never touches files and knows nothing about transformers.
 //! A reduction is charged from the tree shape its schedule executes
@@ -11,7 +12,6 @@ pub mod collective;
 pub mod cost;
 pub mod error;
 pub mod matrix;
-pub mod mesh;
 pub mod program;
 pub mod schedule;
 pub mod tiling;
@@ -20,5 +20,4 @@ pub mod transfer;
 pub use collective::{Algorithm, Line};
 pub use cost::{Category, Cost};
 pub use error::SimError;
-pub use mesh::Mesh;
 pub use schedule::{Schedule, Transfer, TreeShape};

@@ -217,13 +217,7 @@ pub(crate) fn assemble(
     plan
 }
 
-/// One decoder layer's decode step on a `w x h` region (layer index unset), with
-/// the default K = 2 reduction tree.
-pub fn decode_layer(spec: &WaferSpec, cfg: &ModelConfig, w: u32, h: u32, context: usize) -> Plan {
-    decode_layer_with(spec, cfg, w, h, context, &PlanOptions::default())
-}
-
-/// [`decode_layer`] with explicit lowering options. `context` enters only as
+/// One decoder layer's decode step on a `w x h` region (layer index unset), priced. `context` enters only as
 /// `ceil(context / h)` (see the module doc), and the list of operations is the
 /// same for every context.
 pub fn decode_layer_with(

@@ -20,12 +20,9 @@ mod options;
 mod prefill;
 mod token_prefill;
 
-pub use decode::{decode_layer, decode_layer_with, decode_plan, decode_plan_with, tree_for};
+pub use decode::{decode_layer_with, decode_plan, decode_plan_with, price_layer, tree_for};
 pub use options::{PlanOptions, MAX_REDUCE_K};
-pub use prefill::{
-    gemm_prefill_plan, prefill, prefill_layer, prefill_plan, prefill_plan_with, Prefill,
-    PrefillScheme,
-};
+pub use prefill::{gemm_prefill_plan, prefill, prefill_layer_with, Prefill, PrefillScheme};
 pub use token_prefill::{token_prefill, TokenPrefill};
 
 use serde::Serialize;

@@ -87,24 +87,6 @@ pub struct Prefill {
     pub token_by_token_exact: bool,
 }
 
-/// The prefill of `tokens` prompt tokens up to the first generated token, by the
-/// cheaper scheme, with the default K = 2 reduction tree. This is the
-/// time-to-first-token `wafer estimate` and the mesh engine report.
-pub fn prefill_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, tokens: usize) -> Plan {
-    prefill(spec, cfg, layout, tokens, &PlanOptions::default()).plan
-}
-
-/// [`prefill_plan`] with explicit lowering options.
-pub fn prefill_plan_with(
-    spec: &WaferSpec,
-    cfg: &ModelConfig,
-    layout: &Layout,
-    tokens: usize,
-    opts: &PlanOptions,
-) -> Plan {
-    prefill(spec, cfg, layout, tokens, opts).plan
-}
-
 /// Both schemes for a `tokens`-token prompt (at least 1): the token-by-token one
 /// is evaluated only as far as it can still beat the MeshGEMM plan.
 pub fn prefill(
@@ -194,13 +176,7 @@ pub fn gemm_prefill_plan(
     plan
 }
 
-/// One decoder layer's prefill of `n` tokens on a `p x p` square, with the
-/// default K = 2 reduction tree.
-pub fn prefill_layer(spec: &WaferSpec, cfg: &ModelConfig, p: u32, n: usize) -> Plan {
-    prefill_layer_with(spec, cfg, p, n, &PlanOptions::default())
-}
-
-/// [`prefill_layer`] with explicit lowering options.
+/// One decoder layer's prefill of `n` tokens on a `p x p` square.
 pub fn prefill_layer_with(
     spec: &WaferSpec,
     cfg: &ModelConfig,

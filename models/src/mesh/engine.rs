@@ -677,7 +677,16 @@ impl MeshProgram {
                     OpKind::DownProj => {
                         tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row)
                     }
-                    other => bail!("`{}` is not a step of a layer program", other.name()),
+                    // Not steps of a layer: listed so that a new kind of step
+                    // fails to compile here until the executor handles it.
+                    OpKind::Embedding
+                    | OpKind::Handoff
+                    | OpKind::FinalNorm
+                    | OpKind::LmHead
+                    | OpKind::Argmax
+                    | OpKind::TokenLoopback => {
+                        bail!("`{}` is not a step of a layer program", step.label.name())
+                    }
                 }
             }
             // Hand-off: the residual moves to the next region (a copy functionally).

@@ -15,7 +15,7 @@ pub mod tiling;
 pub mod weights;
 
 pub use engine::MeshProgram;
-pub use weights::{DenseF16, LayerSource, ModelSource, RowSource};
+pub use weights::{LayerSource, ModelSource, RowSource};
 
 use crate::weights::matrix::MatrixData;
 use crate::weights::{LlamaWeights, Matrix};

@@ -147,10 +147,6 @@ impl TiledMatrix {
         self.out_split.len
     }
 
-    pub fn in_dim(&self) -> usize {
-        self.in_split.len
-    }
-
     /// Elements of one PE's (padded) tile.
     pub fn tile_len(&self) -> usize {
         self.out_split.chunk * self.in_split.chunk

@@ -1,6 +1,6 @@
 //! What the mesh engine reads its weights from: any row-major matrix that can
 //! hand out one row at 16 bits. The CPU engines' `weights::Matrix` implements it
-//! (see `engine`), and so does a plain f16 buffer for tests and benches.
+//! (in `mesh/mod.rs`).
 
 use half::f16;
 
@@ -9,23 +9,6 @@ pub trait RowSource: Sync {
     fn shape(&self) -> (usize, usize);
     /// Writes row `r` (`cols` values) into `out`.
     fn row_f16(&self, r: usize, out: &mut [f16]);
-}
-
-/// A dense f16 matrix.
-#[derive(Debug, Clone)]
-pub struct DenseF16 {
-    pub rows: usize,
-    pub cols: usize,
-    pub data: Vec<f16>,
-}
-
-impl RowSource for DenseF16 {
-    fn shape(&self) -> (usize, usize) {
-        (self.rows, self.cols)
-    }
-    fn row_f16(&self, r: usize, out: &mut [f16]) {
-        out.copy_from_slice(&self.data[r * self.cols..(r + 1) * self.cols]);
-    }
 }
 
 /// One decoder layer's tensors, borrowed.

@@ -85,11 +85,4 @@ impl Matrix {
             }
         }
     }
-
-    /// Row `r` widened to f32.
-    pub fn row_f32(&self, r: usize) -> Vec<f32> {
-        let mut out = vec![0.0; self.cols];
-        self.rows_to_f32(r, r + 1, &mut out);
-        out
-    }
 }
