@@ -2,8 +2,9 @@
 //! and the GEMM tile update of one Cannon step (MeshGEMM's local step).
 //!
 //! Weights are fp16 (`half::f16`) as the spec's `precision.weight_dtype` says for
-//! WSE; arithmetic is f32, and when `precision.accumulate_dtype` is f16 every
-//! accumulation is rounded to fp16 the way `@fmach` would.
+//! WSE; arithmetic is f32 (the functional GEMV accumulates in f32; the cost reads
+//! `precision.accumulate_dtype` for the multiply-accumulate width). The GEMM
+//! tile update has a cost only: prefill runs functionally as decode steps.
 //!
 //! Costs. The GEMV is one task that streams the whole `k x n` tile through one
 //! multiply-accumulate instruction stream (C6 shows an 8x8 tile costs only ~30
@@ -16,16 +17,56 @@ use crate::cost::{task_cycles, vector_op_cycles, SimdOp};
 use half::f16;
 use wafer_core::{Cycles, DType, WaferSpec};
 
-/// `y[j] += sum_i x[i] * w[i * n + j]` for a `k x n` row-major fp16 tile.
-/// `acc` selects the accumulation precision.
-pub fn gemv_tile(x: &[f32], w: &[f16], y: &mut [f32], acc: DType) {
+/// One PE's GEMV on its `k x n` row-major fp16 tile: `y[j] = sum_i x[i] *
+/// w[i * n + j]` (`k = x.len()`, `n = y.len()`), accumulated in f32 over `i` in
+/// order from zero. Multiply then add, never fused, so the vector path (AVX and
+/// F16C, detected at run time) and the portable path round identically.
+pub fn gemv_tile(x: &[f32], w: &[f16], y: &mut [f32]) {
+    assert_eq!(w.len(), x.len() * y.len(), "gemv tile: w must be k x n");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU supports AVX and F16C (checked above).
+        unsafe { x86::gemv_tile(x, w, y) };
+        return;
+    }
+    gemv_tile_portable(x, w, y, 0);
+}
+
+/// The portable loop, from output `start` on (the vector path's tail).
+fn gemv_tile_portable(x: &[f32], w: &[f16], y: &mut [f32], start: usize) {
     let n = y.len();
-    assert_eq!(w.len(), x.len() * n, "gemv tile: w must be k x n");
-    for (i, &xi) in x.iter().enumerate() {
-        let row = &w[i * n..(i + 1) * n];
-        for (yj, wij) in y.iter_mut().zip(row) {
-            *yj = round_to(acc, *yj + xi * wij.to_f32());
+    for (j, yj) in y.iter_mut().enumerate().skip(start) {
+        let mut acc = 0.0f32;
+        for (i, &xi) in x.iter().enumerate() {
+            acc += w[i * n + j].to_f32() * xi;
         }
+        *yj = acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// Eight outputs per step: widen each tile row's 8 values, multiply by the
+    /// row's input, add into the running sums.
+    #[target_feature(enable = "avx,f16c")]
+    pub unsafe fn gemv_tile(x: &[f32], w: &[f16], y: &mut [f32]) {
+        let n = y.len();
+        let wp = w.as_ptr() as *const u16;
+        let mut j = 0;
+        while j + 8 <= n {
+            let mut acc = _mm256_setzero_ps();
+            for (i, &xi) in x.iter().enumerate() {
+                // SAFETY: i * n + j + 8 <= x.len() * n == w.len().
+                let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(i * n + j) as *const __m128i));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, _mm256_set1_ps(xi)));
+            }
+            _mm256_storeu_ps(y.as_mut_ptr().add(j), acc);
+            j += 8;
+        }
+        super::gemv_tile_portable(x, w, y, j);
     }
 }
 
@@ -41,39 +82,12 @@ pub fn gemv_tile_cycles_of(spec: &WaferSpec, k: u64, n: u64, dtype: DType) -> Cy
     task_cycles(spec) + vector_op_cycles(spec, SimdOp::Fmac, dtype, k * n, 1)
 }
 
-/// `c[i * n + j] += sum_l a[i * k + l] * b[l * n + j]` on row-major tiles
-/// (`a` is `m x k` f32 activations, `b` is `k x n` fp16 weights or activations).
-pub fn gemm_tile(a: &[f32], b: &[f16], c: &mut [f32], m: usize, k: usize, n: usize, acc: DType) {
-    assert_eq!(a.len(), m * k, "gemm tile: a must be m x k");
-    assert_eq!(b.len(), k * n, "gemm tile: b must be k x n");
-    assert_eq!(c.len(), m * n, "gemm tile: c must be m x n");
-    // Loop order l-outer matches the cost model: one task per arriving row of B.
-    for l in 0..k {
-        let brow = &b[l * n..(l + 1) * n];
-        for i in 0..m {
-            let ail = a[i * k + l];
-            let crow = &mut c[i * n..(i + 1) * n];
-            for (cij, blj) in crow.iter_mut().zip(brow) {
-                *cij = round_to(acc, *cij + ail * blj.to_f32());
-            }
-        }
-    }
-}
-
-/// Cycles of [`gemm_tile`]: `k` tasks, each an `m x n` multiply-accumulate stream.
+/// Cycles of one Cannon step's `m x k x n` tile update: `k` tasks (one per
+/// arriving row of B), each an `m x n` multiply-accumulate stream.
 pub fn gemm_tile_cycles(spec: &WaferSpec, m: u64, k: u64, n: u64) -> Cycles {
     let per_row = task_cycles(spec)
         + vector_op_cycles(spec, SimdOp::Fmac, spec.precision.weight_dtype, m * n, 1);
     per_row * k as f64
-}
-
-/// Rounds an accumulator to the accumulation type.
-pub fn round_to(acc: DType, v: f32) -> f32 {
-    match acc {
-        DType::F32 => v,
-        DType::F16 => f16::from_f32(v).to_f32(),
-        DType::BF16 => half::bf16::from_f32(v).to_f32(),
-    }
 }
 
 #[cfg(test)]
@@ -87,42 +101,36 @@ mod tests {
 
     #[test]
     fn gemv_on_a_hand_case() {
-        // x = [1, 2], W = [[1, 2, 3], [4, 5, 6]] -> y = [9, 12, 15] (+ the initial y).
-        let mut y = vec![1.0, 0.0, -1.0];
-        gemv_tile(
-            &[1.0, 2.0],
-            &h(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-            &mut y,
-            DType::F32,
-        );
-        assert_eq!(y, vec![10.0, 12.0, 14.0]);
+        // x = [1, 2], W = [[1, 2, 3], [4, 5, 6]] -> y = [9, 12, 15].
+        let mut y = vec![7.0; 3];
+        gemv_tile(&[1.0, 2.0], &h(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), &mut y);
+        assert_eq!(y, vec![9.0, 12.0, 15.0]);
     }
 
+    /// The vector path and the portable loop give the same bits, tails included.
     #[test]
-    fn fp16_accumulation_rounds_each_step() {
-        // 2048 + 1 is not representable in fp16 (spacing 2 there): it stays 2048.
-        let mut y = vec![2048.0];
-        gemv_tile(&[1.0], &h(&[1.0]), &mut y, DType::F16);
-        assert_eq!(y, vec![2048.0]);
-        let mut y = vec![2048.0];
-        gemv_tile(&[1.0], &h(&[1.0]), &mut y, DType::F32);
-        assert_eq!(y, vec![2049.0]);
-    }
-
-    #[test]
-    fn gemm_on_a_hand_case() {
-        // [[1,2],[3,4]] x [[5,6],[7,8]] = [[19,22],[43,50]]
-        let mut c = vec![0.0; 4];
-        gemm_tile(
-            &[1.0, 2.0, 3.0, 4.0],
-            &h(&[5.0, 6.0, 7.0, 8.0]),
-            &mut c,
-            2,
-            2,
-            2,
-            DType::F32,
-        );
-        assert_eq!(c, vec![19.0, 22.0, 43.0, 50.0]);
+    fn vector_and_portable_paths_agree_bit_for_bit() {
+        let mut seed = 1u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (k, n) in [(1, 1), (3, 8), (5, 13), (16, 64), (7, 29)] {
+            let x: Vec<f32> = (0..k).map(|_| next()).collect();
+            let w: Vec<f16> = (0..k * n).map(|_| f16::from_f32(next())).collect();
+            let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+            gemv_tile(&x, &w, &mut a);
+            gemv_tile_portable(&x, &w, &mut b, 0);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{k} x {n}");
+            // And the plain definition, in f64, to within f32 rounding.
+            for j in 0..n {
+                let want: f64 = (0..k).map(|i| x[i] as f64 * w[i * n + j].to_f64()).sum();
+                assert!((a[j] as f64 - want).abs() < 1e-5, "{k} x {n}: {j}");
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Vector kernels on one PE's slice: dot, axpy, scale, the RMSNorm pieces (local
-//! sum of squares, then scaling by the reciprocal RMS and the norm weight),
-//! RoPE, the softmax pieces (local max, exp-and-sum, normalise) and SiLU * mul.
+//! Vector kernels on one PE's slice: the residual add, the RMSNorm pieces (local
+//! sum of squares, then scaling by the reciprocal RMS and the norm weight), RoPE's
+//! pair rotation and SiLU * mul, each with its cost; and the costs of the other
+//! vector steps a program charges (dot, axpy, copy/scale, the softmax pieces),
+//! whose numerics the mesh's attention runs vectorised across positions.
 //!
 //! The distributed versions (e.g. RMSNorm over a row of PEs) are these local
 //! pieces joined by collectives in `wafer-sim`; the pieces are split exactly where
@@ -10,38 +12,18 @@
 //! dtype, plus one task per kernel call.
 
 use crate::cost::{task_cycles, vector_op_cycles, SimdOp};
-use half::f16;
 use wafer_core::{Cycles, WaferSpec};
 
 fn act(spec: &WaferSpec) -> wafer_core::DType {
     spec.precision.activation_dtype
 }
 
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot: lengths differ");
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 pub fn dot_cycles(spec: &WaferSpec, n: u64) -> Cycles {
     task_cycles(spec) + vector_op_cycles(spec, SimdOp::Fmac, act(spec), n, 2)
 }
 
-/// `y += alpha * x`.
-pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len(), "axpy: lengths differ");
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
-    }
-}
-
 pub fn axpy_cycles(spec: &WaferSpec, n: u64) -> Cycles {
     task_cycles(spec) + vector_op_cycles(spec, SimdOp::Fmac, act(spec), n, 2)
-}
-
-pub fn scale(alpha: f32, x: &mut [f32]) {
-    for v in x {
-        *v *= alpha;
-    }
 }
 
 pub fn scale_cycles(spec: &WaferSpec, n: u64) -> Cycles {
@@ -70,11 +52,11 @@ pub fn sum_squares_cycles(spec: &WaferSpec, n: u64) -> Cycles {
 }
 
 /// RMSNorm piece 2: `x[i] = x[i] / sqrt(total_sum_squares / dim + eps) * weight[i]`.
-pub fn rms_scale(x: &mut [f32], weight: &[f16], total_sum_squares: f32, dim: usize, eps: f32) {
+pub fn rms_scale(x: &mut [f32], weight: &[f32], total_sum_squares: f32, dim: usize, eps: f32) {
     assert_eq!(x.len(), weight.len(), "rms_scale: weight length differs");
     let inv = 1.0 / (total_sum_squares / dim as f32 + eps).sqrt();
     for (v, w) in x.iter_mut().zip(weight) {
-        *v = *v * inv * w.to_f32();
+        *v = *v * inv * w;
     }
 }
 
@@ -84,58 +66,32 @@ pub fn rms_scale_cycles(spec: &WaferSpec, n: u64) -> Cycles {
         + vector_op_cycles(spec, SimdOp::Mul, act(spec), n, 2) * 2.0
 }
 
-/// Rotary embedding of one head slice `x` (length `2 * cos.len()`), in the
-/// "rotate half" convention of Hugging Face Llama: pairs are `(i, i + half)`.
-pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let half = cos.len();
-    assert_eq!(
-        x.len(),
-        2 * half,
-        "rope: head slice must be twice the table length"
-    );
-    assert_eq!(sin.len(), half, "rope: sin and cos lengths differ");
-    for i in 0..half {
-        let (a, b) = (x[i], x[i + half]);
-        x[i] = a * cos[i] - b * sin[i];
-        x[i + half] = b * cos[i] + a * sin[i];
+/// RoPE's rotation of pairs `(a[i], b[i])` by one angle (`cos`, `sin`): the
+/// PE holds both halves of each pair side by side (the mesh's pair-interleaved
+/// head order), so a rotation is local.
+pub fn rotate(a: &mut [f32], b: &mut [f32], cos: f32, sin: f32) {
+    assert_eq!(a.len(), b.len(), "rotate: halves differ in length");
+    for (x1, x2) in a.iter_mut().zip(b.iter_mut()) {
+        let (v1, v2) = (*x1, *x2);
+        *x1 = v1 * cos - v2 * sin;
+        *x2 = v2 * cos + v1 * sin;
     }
 }
 
-/// Four multiplies and two adds per pair of elements.
 pub fn rope_cycles(spec: &WaferSpec, n: u64) -> Cycles {
     task_cycles(spec)
         + vector_op_cycles(spec, SimdOp::Mul, act(spec), 2 * n, 2)
         + vector_op_cycles(spec, SimdOp::Add, act(spec), n, 2)
 }
 
-/// Softmax piece 1: the local maximum (`-inf` for an empty slice).
-pub fn max(x: &[f32]) -> f32 {
-    x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
-}
-
 pub fn max_cycles(spec: &WaferSpec, n: u64) -> Cycles {
     task_cycles(spec) + vector_op_cycles(spec, SimdOp::Max, act(spec), n, 1)
-}
-
-/// Softmax piece 2: `x[i] = exp(x[i] - global_max)`, returning the local sum.
-pub fn exp_sum(x: &mut [f32], global_max: f32) -> f32 {
-    let mut sum = 0.0;
-    for v in x {
-        *v = (*v - global_max).exp();
-        sum += *v;
-    }
-    sum
 }
 
 pub fn exp_sum_cycles(spec: &WaferSpec, n: u64) -> Cycles {
     task_cycles(spec)
         + vector_op_cycles(spec, SimdOp::Add, act(spec), n, 1) * 2.0
         + vector_op_cycles(spec, SimdOp::Transcendental, act(spec), n, 1)
-}
-
-/// Softmax piece 3: divide by the global sum.
-pub fn normalize(x: &mut [f32], global_sum: f32) {
-    scale(1.0 / global_sum, x);
 }
 
 pub fn normalize_cycles(spec: &WaferSpec, n: u64) -> Cycles {
@@ -167,38 +123,25 @@ mod tests {
 
     #[test]
     fn numeric_hand_cases() {
-        assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
-        let mut y = vec![1.0, 1.0];
-        axpy(2.0, &[3.0, -1.0], &mut y);
-        assert_eq!(y, vec![7.0, -1.0]);
         assert_eq!(sum_squares(&[3.0, 4.0]), 25.0);
         // dim 2, sum of squares 25 -> rms = sqrt(12.5); weights 1 and 2.
         let mut x = vec![3.0, 4.0];
-        rms_scale(
-            &mut x,
-            &[f16::from_f32(1.0), f16::from_f32(2.0)],
-            25.0,
-            2,
-            0.0,
-        );
+        rms_scale(&mut x, &[1.0, 2.0], 25.0, 2, 0.0);
         assert!(close(x[0], 3.0 / 12.5f32.sqrt()) && close(x[1], 8.0 / 12.5f32.sqrt()));
-        assert_eq!(max(&[1.0, 5.0, -2.0]), 5.0);
-        let mut s = vec![0.0, 0.0f32.ln_1p() + 2f32.ln()];
-        let total = exp_sum(&mut s, 0.0);
-        assert!(close(total, 3.0));
-        normalize(&mut s, total);
-        assert!(close(s[0], 1.0 / 3.0) && close(s[1], 2.0 / 3.0));
+        let mut y = vec![1.0, 1.0];
+        add_into(&[3.0, -1.0], &mut y);
+        assert_eq!(y, vec![4.0, 0.0]);
         let mut g = vec![0.0, 1.0];
         silu_mul(&mut g, &[5.0, 2.0]);
         assert!(close(g[0], 0.0) && close(g[1], 2.0 / (1.0 + (-1.0f32).exp())));
     }
 
     #[test]
-    fn rope_rotates_pairs_by_the_angle() {
+    fn rotate_turns_pairs_by_the_angle() {
         // A quarter turn maps (a, b) to (-b, a).
-        let mut x = vec![1.0, 2.0, 3.0, 4.0];
-        rope(&mut x, &[0.0, 1.0], &[1.0, 0.0]);
-        assert_eq!(x, vec![-3.0, 2.0, 1.0, 4.0]);
+        let (mut a, mut b) = (vec![1.0, 3.0], vec![2.0, 4.0]);
+        rotate(&mut a, &mut b, 0.0, 1.0);
+        assert_eq!((a, b), (vec![-2.0, -4.0], vec![1.0, 3.0]));
     }
 
     #[test]

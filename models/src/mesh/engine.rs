@@ -31,6 +31,7 @@ use crate::lower::{table_tiling, LayerTiling};
 use anyhow::{bail, Context, Result};
 use half::f16;
 use wafer_core::{DType, WaferSpec};
+use wafer_kernels::vector;
 use wafer_sim::Schedule;
 
 /// One decoder layer on its region.
@@ -543,13 +544,12 @@ impl MeshProgram {
         // Every row's PEs square their chunk; the sums meet along a column.
         let used = x_split.used();
         parts.clear();
-        parts.extend((0..used).map(|r| h[x_split.range(r)].iter().map(|v| v * v).sum::<f32>()));
+        parts.extend((0..used).map(|r| vector::sum_squares(&h[x_split.range(r)])));
         parts.resize(along_column.lines_needed(used), 0.0);
         let sum = along_column.sum(parts, 1, used)[0];
-        let inv = 1.0 / (sum / h.len() as f32 + eps as f32).sqrt();
-        for ((o, v), g) in out.iter_mut().zip(h).zip(w) {
-            *o = g * (v * inv);
-        }
+        // Every PE scales its copy of its row's chunk.
+        out.copy_from_slice(h);
+        vector::rms_scale(out, w, sum, h.len(), eps as f32);
     }
 
     /// Runs one token at the next position and returns the next-token logits.
@@ -666,14 +666,14 @@ impl MeshProgram {
                             b.o.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
                         }
                     }
-                    OpKind::Residual => b.h.iter_mut().zip(&b.o).for_each(|(h, o)| *h += o),
+                    OpKind::Residual => vector::add_into(&b.o, &mut b.h),
                     OpKind::GateUpProj => tiled_gemvs(
                         &[&layer.gate, &layer.up],
                         &b.x,
                         &mut [&mut b.gate, &mut b.up],
                         &layer.along_column,
                     ),
-                    OpKind::SiluMul => wafer_kernels::vector::silu_mul(&mut b.gate, &b.up),
+                    OpKind::SiluMul => vector::silu_mul(&mut b.gate, &b.up),
                     OpKind::DownProj => {
                         tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row)
                     }

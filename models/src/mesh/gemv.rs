@@ -99,56 +99,10 @@ fn gemv_block(
 }
 
 /// One PE's partial sums for the rows of a block: `p[row] = sum_c w[c][row] *
-/// x[c]`, accumulated over `c` in order from zero (`w` is the PE's `ti x rows`
-/// tile slice, `x` its `ti` input values). Multiply then add, never fused, so
-/// the vector path and the portable path round identically.
+/// x[c]`, the PE kernel `wafer_kernels::matrix::gemv_tile` on the PE's `ti x
+/// rows` tile slice and its `ti` input values.
 fn tile_partials(p: &mut [f32], w: &[f16], x: &[f32]) {
-    debug_assert_eq!(w.len(), p.len() * x.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU supports AVX and F16C (checked above).
-        unsafe { x86::tile_partials(p, w, x) };
-        return;
-    }
-    tile_partials_portable(p, w, x, 0);
-}
-
-/// The portable loop, from row `start` on (the vector path's tail).
-fn tile_partials_portable(p: &mut [f32], w: &[f16], x: &[f32], start: usize) {
-    let rows = p.len();
-    for (i, p) in p.iter_mut().enumerate().skip(start) {
-        let mut acc = 0.0f32;
-        for (c, &xc) in x.iter().enumerate() {
-            acc += w[c * rows + i].to_f32() * xc;
-        }
-        *p = acc;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use half::f16;
-    use std::arch::x86_64::*;
-
-    /// Eight rows per step: widen each tile column's 8 values, multiply by the
-    /// column's input, add into the running sums.
-    #[target_feature(enable = "avx,f16c")]
-    pub unsafe fn tile_partials(p: &mut [f32], w: &[f16], x: &[f32]) {
-        let rows = p.len();
-        let wp = w.as_ptr() as *const u16;
-        let mut i = 0;
-        while i + 8 <= rows {
-            let mut acc = _mm256_setzero_ps();
-            for (c, &xc) in x.iter().enumerate() {
-                // SAFETY: c * rows + i + 8 <= x.len() * rows == w.len().
-                let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(c * rows + i) as *const __m128i));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, _mm256_set1_ps(xc)));
-            }
-            _mm256_storeu_ps(p.as_mut_ptr().add(i), acc);
-            i += 8;
-        }
-        super::tile_partials_portable(p, w, x, i);
-    }
+    wafer_kernels::matrix::gemv_tile(x, w, p);
 }
 
 #[cfg(test)]

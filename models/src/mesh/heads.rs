@@ -10,6 +10,8 @@
 //! same order so the attention output lands in the query order, and the O
 //! projection's input columns are permuted to match.
 
+use wafer_kernels::vector::rotate;
+
 /// The permutations of one model's heads.
 #[derive(Debug, Clone)]
 pub struct HeadOrder {
@@ -53,9 +55,8 @@ impl HeadOrder {
         let half = self.head_dim / 2;
         for head in k.chunks_exact_mut(self.head_dim) {
             for (j, pair) in head.chunks_exact_mut(2).enumerate().take(half) {
-                let (x1, x2) = (pair[0], pair[1]);
-                pair[0] = x1 * cos[j] - x2 * sin[j];
-                pair[1] = x2 * cos[j] + x1 * sin[j];
+                let (a, b) = pair.split_at_mut(1);
+                rotate(a, b, cos[j], sin[j]);
             }
         }
     }
@@ -67,11 +68,7 @@ impl HeadOrder {
         for (pair_index, block) in q.chunks_exact_mut(2 * g).enumerate() {
             let j = pair_index % (self.head_dim / 2);
             let (a, b) = block.split_at_mut(g);
-            for (x1, x2) in a.iter_mut().zip(b.iter_mut()) {
-                let (v1, v2) = (*x1, *x2);
-                *x1 = v1 * cos[j] - v2 * sin[j];
-                *x2 = v2 * cos[j] + v1 * sin[j];
-            }
+            rotate(a, b, cos[j], sin[j]);
         }
     }
 }
