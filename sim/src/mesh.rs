@@ -75,13 +75,14 @@ mod tests {
         let spec = wse3();
         let region = Region::new(PeCoord::new(10, 20), RegionShape::new(2, 2).unwrap());
         let mut mesh = Mesh::new(&spec, region);
-        assert_eq!(mesh.budget(), Bytes(40 * 1024));
+        // 49,152 bytes less the preset's 4,176-byte reserve.
+        assert_eq!(mesh.budget(), Bytes(44_976));
         mesh.alloc_all(Bytes(30 * 1024), "weights").unwrap();
-        mesh.alloc(1, 1, Bytes(10 * 1024), "kv").unwrap();
+        mesh.alloc(1, 1, Bytes(44_976 - 30 * 1024), "kv").unwrap();
         let err = mesh.alloc(1, 1, Bytes(1), "scratch").unwrap_err();
         assert!(matches!(err, SimError::SramExceeded { pe, .. } if pe == PeCoord::new(11, 21)));
         assert!(err.to_string().contains("scratch"), "{err}");
-        assert_eq!(mesh.max_used(), Bytes(40 * 1024));
+        assert_eq!(mesh.max_used(), Bytes(44_976));
         assert_eq!(mesh.used(0, 0), Bytes(30 * 1024));
     }
 }
