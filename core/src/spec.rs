@@ -382,8 +382,10 @@ pub fn wse3() -> WaferSpec {
         pe: PeSpec {
             sram_bytes: 48 * 1024,
             sram_banks: 8,
-            // Assumption: 8 KB of each PE for code, task state and runtime.
-            reserve_bytes: 8 * 1024,
+            // Code and runtime: a minimal memcpy program leaves 44,976 of the 49,152
+            // bytes (measured on a CS-3, docs/hardware.md); an inference program's own
+            // code is not measured, so this is a lower bound (8,192 was assumed before).
+            reserve_bytes: 49_152 - 44_976,
             // SDK appendix: two 32-bit reads + one 32-bit write (Hot Chips 34 says 64-bit).
             mem_reads_per_cycle: 2,
             mem_writes_per_cycle: 1,
@@ -464,7 +466,8 @@ pub fn wse2_cost() -> CostSpec {
 
 /// Cerebras WSE-2 (CS-2). Sources and assumptions: `docs/hardware.md`. Fields
 /// not set here (SRAM, reserve, memory ports, clock, links) are as for WSE-3:
-/// the sources give the same values (the 1.1 GHz clock is Hot Chips 34's WSE-2 figure).
+/// the sources give the same values (the 1.1 GHz clock is Hot Chips 34's WSE-2 figure;
+/// the reserve is measured on WSE-3 only and taken for WSE-2 too).
 pub fn wse2() -> WaferSpec {
     let mut spec = wse3();
     spec.name = "wse2".into();

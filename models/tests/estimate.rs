@@ -154,7 +154,10 @@ fn pipelining_over_more_wafers_adds_off_wafer_hops() {
     assert_eq!(one.decode.cost().off_wafer.get(), 0.0);
     assert_eq!(four.wafers, 4);
     assert!(four.decode.cost().off_wafer.get() > 0.0);
-    assert!(four.regions > one.regions);
+    // Every wafer holds a region of the pipeline. (Four wafers need not have more
+    // regions than one: with the measured 4,176-byte reserve one wafer already gives
+    // each layer a region of its own, 32 of 152x167, where four use 16 of 381x586.)
+    assert!(four.regions >= four.wafers);
 }
 
 #[test]

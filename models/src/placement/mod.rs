@@ -243,7 +243,12 @@ impl Placement {
             .regions
             .iter()
             .enumerate()
-            .min_by_key(|(_, r)| r.footprint.max_tokens(&self.sizes).map_or(0, |t| t + 1))?;
+            // A region without KV cache holds any context (`u64::MAX`): never first.
+            .min_by_key(|(_, r)| {
+                r.footprint
+                    .max_tokens(&self.sizes)
+                    .map_or(0, |t| t.saturating_add(1))
+            })?;
         let needed = r.footprint.max(&self.sizes, self.context_tokens);
         let fixed = r.footprint.fixed_max(&self.sizes);
         Some(Overflow {
