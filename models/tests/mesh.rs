@@ -387,8 +387,8 @@ fn real_model_dir() -> Option<PathBuf> {
 }
 
 /// The mesh engine's cycles are the estimate's for the same placement, context
-/// and reduction trees: the K the engine runs reaches its pricing (K = 3 here,
-/// which costs otherwise than the default).
+/// and reduction trees: the K the engine runs reaches its pricing (K = 1 here,
+/// a chain, which costs otherwise than the default tree).
 #[test]
 fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     use wafer_models::cost::{decode_plan_with, prefill};
@@ -398,13 +398,13 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     let config = tiny_config(96, 48, 80, 4, 6, 2, "");
     let weights = random_weights(&config, 5);
     let spec = tiny_wafer(48, 40);
-    let k3 = PlanOptions::with_reduce_k(3).unwrap();
+    let k1 = PlanOptions::with_reduce_k(1).unwrap();
     let setup = MeshSetup {
         spec: spec.clone(),
         region: None,
         wafers: None,
         context: 32,
-        options: k3,
+        options: k1,
     };
     let mut engine = MeshEngine::place_and_build(config.clone(), &weights, &setup).unwrap();
     let prompt = [5u32, 6, 7, 8, 9];
@@ -428,11 +428,11 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
         decode_plan_with(&spec, &config, &layout, context, k).total()
     };
     assert_ne!(
-        decode_at(20, &k3),
+        decode_at(20, &k1),
         decode_at(20, &PlanOptions::default()),
-        "K = 3 and K = 2 cost alike here: the test would not see K"
+        "K = 1 and K = 2 cost alike here: the test would not see K"
     );
-    let ttft_want = prefill(&spec, &config, &layout, prompt.len(), &k3)
+    let ttft_want = prefill(&spec, &config, &layout, prompt.len(), &k1)
         .plan
         .total();
     let logits = engine.prefill(&prompt).unwrap();
@@ -448,7 +448,7 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
             .as_f64()
             .unwrap();
         // The step just attended over every cached position.
-        assert_eq!(cycles, decode_at(engine.position(), &k3).get());
+        assert_eq!(cycles, decode_at(engine.position(), &k1).get());
         decode.push(cycles);
     }
     // Attention grows with the KV length: later steps cost at least as much.

@@ -164,7 +164,7 @@ fn write_report(out: &mut String, p: &Placement, name: &str, hw: &str, model_max
         format_args!("{}x{}", p.grid.cols, p.grid.rows),
         p.grid.slot_shape(),
         if p.auto_region {
-            "automatic: fewest wafers, then longest context, then squarest"
+            "automatic: fewest wafers, near-square when that costs no wafer, then longest context, then squarest"
         } else {
             "--region"
         }

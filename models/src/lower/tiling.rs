@@ -164,25 +164,37 @@ impl LayerTiling {
         2 * self.kv.chunk as u64 * self.kv_dtype.size_bytes()
     }
 
-    /// Working buffers a PE needs for this layer, in bytes: the widest GEMV
-    /// input slice (activations), the widest set of partial sums one pass
-    /// writes (fused Q/K/V, fused gate/up, O, down; accumulators), and the state
-    /// of attention over the PE's keys: its query dims (activations), as many
-    /// output accumulators, and a running max, sum and current score for each
-    /// query head its KV dims touch.
+    /// Working buffers a PE needs for this layer, in bytes: its chunk of the
+    /// residual (activations, live through the whole layer) plus the largest of
+    /// what one phase of the decode step holds at once —
+    /// - Q/K/V: the normalised input chunk and the fused pass's partial sums;
+    /// - attention: the PE's query dims, as many output accumulators, and a
+    ///   running max, sum and current score per query head its KV dims touch;
+    /// - O: the attention output chunk and the residual-sized partial sums;
+    /// - gate/up: the normalised input chunk and the fused pass's partial sums;
+    /// - down: the SiLU x up chunk and the residual-sized partial sums.
+    ///
+    /// Phases run one after another on the same PEs, so their buffers share
+    /// memory; only the residual survives from one phase to the next.
     pub fn buffer_bytes(&self, cfg: &ModelConfig, act: u64, acc: u64) -> u64 {
-        let input = self.x.chunk.max(self.q.chunk).max(self.f.chunk) as u64 * act;
-        let partial = (self.q.chunk + 2 * self.kv.chunk)
-            .max(2 * self.f.chunk)
-            .max(self.x.chunk) as u64
-            * acc;
-        let kc = self.kv.chunk as u64;
+        let (x, q, kv, f) = (
+            self.x.chunk as u64,
+            self.q.chunk as u64,
+            self.kv.chunk as u64,
+            self.f.chunk as u64,
+        );
         let hd = cfg.head_dim as u64;
         let group = cfg.group_size() as u64;
-        // The most heads of `hd` dims an interval of `kc` dims can touch.
-        let kv_heads_touched = ((kc + hd - 2) / hd + 1).min(cfg.num_key_value_heads as u64);
-        let attention = group * kc * act + group * kc * acc + 3 * group * kv_heads_touched * acc;
-        input + partial + attention
+        // The most heads of `hd` dims an interval of `kv` dims can touch.
+        let kv_heads_touched = ((kv + hd - 2) / hd + 1).min(cfg.num_key_value_heads as u64);
+        let phases = [
+            x * act + (q + 2 * kv) * acc,
+            q * act + q * acc + 3 * group * kv_heads_touched * acc,
+            q * act + x * acc,
+            x * act + 2 * f * acc,
+            f * act + x * acc,
+        ];
+        x * act + phases.into_iter().max().unwrap_or(0)
     }
 }
 

@@ -7,14 +7,17 @@
 //! - Packing the pipeline onto a grid of equal regions, wafer after wafer: [`pack`].
 //! - Choosing the grid and the number of wafers: [`search`].
 //!
-//! Region rule (automatic): each wafer is cut into a `cols x rows` grid of equal,
+//! Region rule (automatic): each wafer is cut into a `cols x rows` grid of equal
+//! regions. Every such grid is tried: the pipeline is packed greedily onto it; the
+//! grid needing the fewest wafers at the requested context wins. Among those,
 //! near-square regions (aspect between 1:2 and 2:1, as WaferLLM runs each decode
-//! layer on a P x P region). Every such grid is tried: the pipeline is packed
-//! greedily onto it; the grid needing the fewest wafers at the requested context
-//! wins, ties going to the one whose placement holds the longest context, then to
-//! the squarest. With `--region PxQ` the grid is fixed to regions of that size
-//! (from the north-west corner; leftover edges stay idle). With `--wafers N` the
-//! grid holding the longest context on N wafers wins. The chosen grid is then
+//! layer on a P x P region, so reductions stay short both ways) are preferred
+//! whenever one of them needs no more wafers; an elongated grid is taken only when
+//! it saves wafers. Ties go to the placement holding the longest context, then to
+//! the squarest region. With `--region PxQ` the grid is fixed to regions of that
+//! size (from the north-west corner; leftover edges stay idle). With `--wafers N`
+//! the grid holding the longest context on N wafers wins (near-square ones when
+//! any fits). The chosen grid is then
 //! packed for the longest context it can hold on those wafers, so layers spread
 //! over all of them rather than crowding the first — except when only `--region`
 //! is given: then it is packed for the requested context, so every stage runs on

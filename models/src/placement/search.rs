@@ -128,7 +128,7 @@ pub fn place(
     };
 
     let (grid, wafers, t_max) = match opts.wafers {
-        Some(n) => match best_on(&ctx, &grids, n) {
+        Some(n) => match best_on(&ctx, &near_square_first(&ctx, &grids, n), n) {
             Some((g, tm)) => (g, n, tm),
             None => {
                 let hint = match smallest_wafers(&ctx, &grids, t) {
@@ -151,12 +151,18 @@ pub fn place(
         },
         None => match smallest_wafers(&ctx, &grids, t) {
             Some((_, n)) => {
-                let candidates: Vec<Grid> = grids
+                let fewest: Vec<Grid> = grids
                     .iter()
                     .copied()
                     .filter(|g| wafers_needed(&ctx, *g, t) == Ok(n))
                     .collect();
-                debug_assert!(!candidates.is_empty());
+                debug_assert!(!fewest.is_empty());
+                // Near-square regions when they do it in as few wafers.
+                let candidates = if fewest.iter().any(near_square) {
+                    fewest.into_iter().filter(near_square).collect()
+                } else {
+                    fewest
+                };
                 let (g, tm) =
                     best_on(&ctx, &candidates, n).expect("a grid that fits at t fits at 0");
                 (g, n, tm)
@@ -200,7 +206,8 @@ pub fn place(
             .expect("a placement that does not fit overflows");
         let wafers_needed = smallest_wafers(&ctx, &grids, t).map(|(_, n)| n);
         let auto_region = if opts.region.is_some() {
-            best_on(&ctx, &auto_grids(fabric, units.len(), wafers), wafers)
+            let grids = auto_grids(fabric, units.len(), wafers);
+            best_on(&ctx, &near_square_first(&ctx, &grids, wafers), wafers)
                 .map(|(g, tm)| (g.slot_shape(), tm))
         } else {
             None
@@ -242,9 +249,11 @@ fn fixed_grid(shape: RegionShape, fabric: RegionShape) -> Result<Grid, PlaceErro
     })
 }
 
-/// Every near-square grid (region aspect within 1:2 .. 2:1) with at most about two
-/// regions per pipeline unit that one of `wafers` wafers must hold: more regions
-/// than units cannot help, so the search stays small for big multi-wafer models.
+/// Every grid of equal regions with at most about two regions per pipeline unit
+/// that one of `wafers` wafers must hold: more regions than units cannot help,
+/// so the search stays small for big multi-wafer models. Elongated regions are
+/// included; the search prefers near-square ones ([`near_square`]) and takes an
+/// elongated grid only when it needs fewer wafers.
 pub fn auto_grids(fabric: RegionShape, units: usize, wafers: u32) -> Vec<Grid> {
     let per_wafer = (units as u32).div_ceil(wafers.max(1));
     let cap = (2 * per_wafer + 2).max(4);
@@ -253,7 +262,7 @@ pub fn auto_grids(fabric: RegionShape, units: usize, wafers: u32) -> Vec<Grid> {
         for rows in 1..=fabric.height.min(cap / cols) {
             let w = fabric.width / cols;
             let h = fabric.height / rows;
-            if w == 0 || h == 0 || 2 * w < h || 2 * h < w {
+            if w == 0 || h == 0 {
                 continue;
             }
             grids.push(Grid {
@@ -265,6 +274,26 @@ pub fn auto_grids(fabric: RegionShape, units: usize, wafers: u32) -> Vec<Grid> {
         }
     }
     grids
+}
+
+/// Region aspect within 1:2 .. 2:1, as WaferLLM runs each decode layer on a
+/// P x P region (short reduction lines both ways).
+pub fn near_square(g: &Grid) -> bool {
+    2 * g.slot_w >= g.slot_h && 2 * g.slot_h >= g.slot_w
+}
+
+/// The near-square grids of `grids` when one of them holds the model on
+/// `wafers` wafers at all; otherwise every grid.
+fn near_square_first(ctx: &Ctx, grids: &[Grid], wafers: u32) -> Vec<Grid> {
+    let square: Vec<Grid> = grids.iter().copied().filter(near_square).collect();
+    if square
+        .iter()
+        .any(|g| max_context_on(ctx, *g, wafers).is_some())
+    {
+        square
+    } else {
+        grids.to_vec()
+    }
 }
 
 /// A lower bound on the wafers the weights need: their bytes over the SRAM a wafer
