@@ -1164,6 +1164,10 @@ fn real_gguf() -> Option<PathBuf> {
     if cached.is_file() {
         return Some(cached);
     }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the real-model tests: scripts/test.sh sets WAFER_TEST_GGUF"
+    );
     eprintln!(
         "skipping: set WAFER_TEST_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (or run `wafer fetch`, \
          which caches it at {}) to run this test",

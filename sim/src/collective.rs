@@ -22,7 +22,7 @@
 
 use crate::cost::Cost;
 use crate::error::SimError;
-use crate::schedule::{TreeShape, MAX_K};
+use crate::schedule::{check_ktree, TreeShape};
 use wafer_core::{Cycles, WaferSpec};
 
 /// How a reduction is scheduled along a line.
@@ -50,16 +50,7 @@ impl Algorithm {
             "chain" => Ok(Algorithm::Chain),
             "ring" => Ok(Algorithm::Ring),
             "ktree" | "k-tree" | "tree" | "mid-ktree" | "midktree" => {
-                if k == 0 || k > MAX_K {
-                    return Err(SimError::InvalidCollective(format!(
-                        "a K-tree needs 1 <= K <= {MAX_K}, found K = {k}"
-                    )));
-                }
-                if groups == Some(0) {
-                    return Err(SimError::InvalidCollective(
-                        "a K-tree needs at least one group".into(),
-                    ));
-                }
+                check_ktree(k, groups)?;
                 if name.to_ascii_lowercase().starts_with("mid") {
                     Ok(Algorithm::MidKTree { k, groups })
                 } else {

@@ -57,6 +57,21 @@ pub struct Schedule {
 /// thousand PEs need far fewer; this bounds what `levels` allocates.
 pub const MAX_K: u32 = 32;
 
+/// K and the group count of a K-tree: 1 <= K <= [`MAX_K`], at least one group.
+pub fn check_ktree(k: u32, groups: Option<u32>) -> Result<(), SimError> {
+    if k == 0 || k > MAX_K {
+        return Err(SimError::InvalidCollective(format!(
+            "a K-tree needs 1 <= K <= {MAX_K}, found K = {k}"
+        )));
+    }
+    if groups == Some(0) {
+        return Err(SimError::InvalidCollective(
+            "a K-tree needs at least one group".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The chain length of each level of a K-tree over `p` PEs (product >= p).
 pub fn ktree_levels(p: u32, k: u32, groups: Option<u32>) -> Vec<u32> {
     let p = p.max(1);
@@ -124,16 +139,7 @@ impl TreeShape {
         let levels = match algorithm {
             Algorithm::Chain => vec![tree_len],
             Algorithm::KTree { k, groups } | Algorithm::MidKTree { k, groups } => {
-                if k == 0 || k > MAX_K {
-                    return Err(SimError::InvalidCollective(format!(
-                        "a K-tree needs 1 <= K <= {MAX_K}, found K = {k}"
-                    )));
-                }
-                if groups == Some(0) {
-                    return Err(SimError::InvalidCollective(
-                        "a K-tree needs at least one group".into(),
-                    ));
-                }
+                check_ktree(k, groups)?;
                 ktree_levels(tree_len, k, groups)
             }
             Algorithm::Ring => {

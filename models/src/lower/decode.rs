@@ -92,6 +92,8 @@ pub fn decode_layer_program(
         )
     };
 
+    let residual = || step(OpKind::Residual, xr, vec![Kernel::Add { n: xr }], None);
+
     let mut steps = vec![norm()];
     // Q, K and V in one pass: one tile of each per PE.
     let qkv_c = (t.q_proj.out.chunk + t.k_proj.out.chunk + t.v_proj.out.chunk) as u64;
@@ -168,12 +170,7 @@ pub fn decode_layer_program(
         vec![gemv(q_c, o_r)],
         allreduce(Axis::Row, o_r, act),
     ));
-    steps.push(step(
-        OpKind::Residual,
-        xr,
-        vec![Kernel::Add { n: xr }],
-        None,
-    ));
+    steps.push(residual());
     steps.push(norm());
     let gu_c = (t.gate_proj.out.chunk + t.up_proj.out.chunk) as u64;
     steps.push(step(
@@ -195,12 +192,7 @@ pub fn decode_layer_program(
         vec![gemv(f_c, o_r)],
         allreduce(Axis::Row, o_r, act),
     ));
-    steps.push(step(
-        OpKind::Residual,
-        xr,
-        vec![Kernel::Add { n: xr }],
-        None,
-    ));
+    steps.push(residual());
     RegionProgram {
         width: w,
         height: h,
