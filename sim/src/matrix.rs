@@ -14,8 +14,12 @@
 
 use crate::collective::{wavelets, Algorithm, Line};
 use crate::cost::Cost;
+use crate::program::{Collective, CollectiveKind, RegionProgram, Step};
+use crate::schedule::TreeShape;
+use crate::tiling::{Axis, MatrixTiling, Orientation, Tile};
 use wafer_core::{Cycles, WaferSpec};
-use wafer_kernels::matrix::{gemm_tile_cycles, gemv_tile_cycles};
+use wafer_kernels::matrix::gemm_tile_cycles;
+use wafer_kernels::Kernel;
 
 /// Named cost parts of one kernel, in execution order.
 pub type Parts = Vec<(&'static str, Cost)>;
@@ -24,7 +28,60 @@ pub fn total(parts: &Parts) -> Cost {
     parts.iter().fold(Cost::default(), |a, (_, c)| a + *c)
 }
 
-/// Cost of `y[1,N] = x[1,M] W[M,N]` on a `width x height` region.
+/// MeshGEMV `y[1,N] = x[1,M] W[M,N]` on a `width x height` region as a placed
+/// program: `W`'s output axis over the columns and its input over the rows (the
+/// layout of a layer's Q/K/V GEMV), one step of the local tile GEMV and an
+/// allreduce of the partial outputs along every column on `tree` (over `height`
+/// PEs).
+pub fn mesh_gemv_program(
+    spec: &WaferSpec,
+    width: u32,
+    height: u32,
+    m: u64,
+    n: u64,
+    tree: TreeShape,
+) -> RegionProgram<&'static str> {
+    let tiling = MatrixTiling::new(
+        n as usize,
+        m as usize,
+        width as usize,
+        height as usize,
+        Orientation::OutAlongColumns,
+        spec.precision.weight_dtype,
+    );
+    let (k_tile, n_tile) = (tiling.inp.chunk as u64, tiling.out.chunk as u64);
+    RegionProgram {
+        width,
+        height,
+        tiles: vec![Tile::Matrix {
+            name: "W".into(),
+            tiling,
+        }],
+        kv_bytes_per_position: 0,
+        buffer_bytes: 0,
+        steps: vec![Step {
+            label: "gemv",
+            work_per_pe: k_tile * n_tile,
+            kernels: vec![Kernel::Gemv {
+                k: k_tile,
+                n: n_tile,
+                dtype: spec.precision.weight_dtype,
+            }],
+            collective: Some(Collective {
+                kind: CollectiveKind::Allreduce,
+                axis: Axis::Column,
+                tree,
+                values_per_pe: n_tile,
+                bytes_per_value: spec.precision.activation_dtype.size_bytes(),
+                in_layer: false,
+            }),
+        }],
+    }
+}
+
+/// Cost of `y[1,N] = x[1,M] W[M,N]` on a `width x height` region: the priced
+/// [`mesh_gemv_program`] for a tree algorithm; a ring (not a tree) is priced
+/// from its closed form beside the same local GEMV.
 pub fn mesh_gemv_cost(
     spec: &WaferSpec,
     width: u32,
@@ -33,19 +90,36 @@ pub fn mesh_gemv_cost(
     n: u64,
     alg: Algorithm,
 ) -> Parts {
-    let k_tile = m.div_ceil(height as u64);
-    let n_tile = n.div_ceil(width as u64);
-    let act = spec.precision.activation_dtype.size_bytes();
-    vec![
-        (
-            "local GEMV",
-            Cost::compute(gemv_tile_cycles(spec, k_tile, n_tile)),
+    let line = height.max(1);
+    let tree = match alg {
+        Algorithm::Ring => None,
+        _ => Some(TreeShape::new(line, alg).expect("a validated tree algorithm")),
+    };
+    let program = mesh_gemv_program(
+        spec,
+        width,
+        height,
+        m,
+        n,
+        tree.clone().unwrap_or_else(|| {
+            TreeShape::new(line, Algorithm::Chain).expect("a chain over a line")
+        }),
+    );
+    let step = &program.steps[0];
+    let compute = step
+        .kernels
+        .iter()
+        .fold(Cycles::ZERO, |a, k| a + k.cycles(spec));
+    let collective = step.collective.as_ref().expect("the gemv step reduces");
+    let comm = match tree {
+        Some(_) => collective.cost(spec),
+        None => Line::new(line).allreduce_cost(
+            spec,
+            wavelets(spec, collective.values_per_pe, collective.bytes_per_value),
+            alg,
         ),
-        (
-            "column allreduce",
-            Line::new(height).allreduce_cost(spec, wavelets(spec, n_tile, act), alg),
-        ),
-    ]
+    };
+    vec![("local GEMV", Cost::compute(compute)), ("column allreduce", comm)]
 }
 
 /// Cost of `C[M,N] = A[M,K] B[K,N]` by Cannon's algorithm on a P x P region.

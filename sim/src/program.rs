@@ -28,8 +28,7 @@ use wafer_kernels::Kernel;
 #[serde(rename_all = "snake_case")]
 pub enum CollectiveKind {
     /// The sum (or max) on every PE of the line: a reduction along the tree,
-    /// then a broadcast from its root. Inside a layer program its two phases
-    /// each pay `layer_phase_sync_cycles`.
+    /// then a broadcast from its root.
     Allreduce,
     /// The result on the tree's root only.
     Reduce,
@@ -47,6 +46,11 @@ pub struct Collective {
     /// Values each PE contributes.
     pub values_per_pe: u64,
     pub bytes_per_value: u64,
+    /// Whether it runs inside a whole layer's program, where each of an
+    /// allreduce's two dependent phases pays `layer_phase_sync_cycles` (the
+    /// calibrated hand-over between phases); a microbenchmark's lone collective
+    /// does not.
+    pub in_layer: bool,
 }
 
 fn tree_summary<S: serde::Serializer>(t: &TreeShape, s: S) -> Result<S::Ok, S::Error> {
@@ -78,7 +82,7 @@ impl Collective {
         match self.kind {
             CollectiveKind::Reduce => line.tree_reduce_cost(spec, w, &self.tree),
             CollectiveKind::Allreduce => {
-                let sync = if self.line_pes() > 1 {
+                let sync = if self.in_layer && self.line_pes() > 1 {
                     Cost::sync(Cycles(2.0 * spec.cost.layer_phase_sync_cycles))
                 } else {
                     Cost::default()
@@ -156,6 +160,7 @@ mod tests {
             tree: tree.clone(),
             values_per_pe: 6,
             bytes_per_value: 2,
+            in_layer: true,
         };
         let k = Kernel::Gemv {
             k: 4,
@@ -175,5 +180,8 @@ mod tests {
         assert_eq!(step.macs_per_pe(), 24);
         let sched = c.schedule().unwrap();
         assert_eq!((sched.len(), sched.root()), (9, 4));
+        // A lone collective pays no layer phase hand-over.
+        let lone = Collective { in_layer: false, ..c };
+        assert_eq!(lone.cost(&s), Line::new(9).tree_allreduce_cost(&s, 3, &tree));
     }
 }

@@ -61,6 +61,7 @@ pub fn decode_layer_program(
             tree: tree(line),
             values_per_pe: values,
             bytes_per_value: bytes,
+            in_layer: true,
         })
     };
     let segment = |values: u64, bytes: u64| {
@@ -70,6 +71,7 @@ pub fn decode_layer_program(
             tree: tree(seg),
             values_per_pe: values,
             bytes_per_value: bytes,
+            in_layer: true,
         })
     };
     let step = |label, work_per_pe, kernels: Vec<Kernel>, collective| Step {
