@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use wafer_core::spec::wse3;
 use wafer_core::RegionShape;
-use wafer_models::estimate::{estimate, EstimateOptions};
+use wafer_lower::estimate::{estimate, EstimateOptions};
 
 fn bench(c: &mut Criterion) {
     let spec = wse3();

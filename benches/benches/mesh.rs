@@ -6,8 +6,8 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::{Duration, Instant};
 use wafer_core::{DType, WaferSpec};
+use wafer_mesh::{MeshEngine, MeshSetup};
 use wafer_models::engine::Engine;
-use wafer_models::mesh::{MeshEngine, MeshSetup};
 use wafer_models::reference::ReferenceModel;
 use wafer_models::weights::LlamaWeights;
 use wafer_models::ModelConfig;

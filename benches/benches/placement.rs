@@ -3,7 +3,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use wafer_core::WaferSpec;
-use wafer_models::placement::{place, PlaceOptions, Strategy};
+use wafer_lower::placement::{place, PlaceOptions, Strategy};
 use wafer_models::presets;
 
 fn bench_place(c: &mut Criterion) {

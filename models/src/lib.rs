@@ -1,22 +1,17 @@
-//! Transformer models for the wafer simulator: configs and shape presets, weight
-//! files (safetensors, GGUF import), the tokenizer, the dense reference forward
-//! pass, placement of a model onto the mesh, and its lowering to mesh programs.
+//! Transformer models as data and as the ground truth: the model families
+//! (`family`: which tensors and ops each has), configs and shape presets, weight
+//! files (memory-mapped safetensors), the tokenizer and chat template, sampling,
+//! the generation loop shared by every engine (`Engine`), and the dense reference
+//! forward pass every other engine is tested against.
 //!
-//! Architecture invariant: this crate and the CLI are the only places that read
-//! files or the network; `core`, `kernels` and `sim` stay pure.
+//! Invariants: a config or checkpoint that no family describes is refused naming
+//! the field or tensor; this crate knows nothing of the wafer (placement, lowering
+//! and the mesh live in `wafer-lower` and `wafer-mesh`).
 
 pub mod config;
-pub mod convert;
-pub mod draw;
 pub mod engine;
 pub mod family;
-pub mod fetch;
 pub mod generate;
-pub mod gguf;
-pub mod layout;
-pub mod lower;
-pub mod mesh;
-pub mod placement;
 pub mod presets;
 pub mod reference;
 pub mod sampling;
@@ -25,5 +20,3 @@ pub mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
 pub use family::Family;
-pub mod cost;
-pub mod estimate;

@@ -119,7 +119,10 @@ pub fn mesh_gemv_cost(
             alg,
         ),
     };
-    vec![("local GEMV", Cost::compute(compute)), ("column allreduce", comm)]
+    vec![
+        ("local GEMV", Cost::compute(compute)),
+        ("column allreduce", comm),
+    ]
 }
 
 /// Cost of `C[M,N] = A[M,K] B[K,N]` by Cannon's algorithm on a P x P region.

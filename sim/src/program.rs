@@ -181,7 +181,13 @@ mod tests {
         let sched = c.schedule().unwrap();
         assert_eq!((sched.len(), sched.root()), (9, 4));
         // A lone collective pays no layer phase hand-over.
-        let lone = Collective { in_layer: false, ..c };
-        assert_eq!(lone.cost(&s), Line::new(9).tree_allreduce_cost(&s, 3, &tree));
+        let lone = Collective {
+            in_layer: false,
+            ..c
+        };
+        assert_eq!(
+            lone.cost(&s),
+            Line::new(9).tree_allreduce_cost(&s, 3, &tree)
+        );
     }
 }

@@ -16,7 +16,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
-    let report = wafer_models::convert::convert_gguf(&args.gguf, &args.out)?;
+    let report = wafer_import::convert::convert_gguf(&args.gguf, &args.out)?;
     eprintln!(
         "converted {} tensors ({} parameters, from {}) into {} in {:.2} s",
         report.n_tensors,

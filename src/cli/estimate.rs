@@ -1,7 +1,7 @@
 //! `wafer estimate`: decode and prefill cost of a model from its shape alone.
 //!
 //! The layout is the placement `wafer place` computes for the same options; the
-//! numbers come from `wafer_models::cost` (the same plan the mesh engine runs).
+//! numbers come from `wafer_lower::cost` (the same plan the mesh engine runs).
 //! Time-to-first-token is the cheaper prefill scheme (MeshGEMM or one decode
 //! step per prompt token); the report says which (`prefill_scheme` in JSON).
 
@@ -9,8 +9,8 @@ use super::common::{load_spec, parse_positive_count, warn_past_model_context, DE
 use anyhow::{Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
-use wafer_models::cost::{Plan, PlanOptions, PrefillScheme};
-use wafer_models::estimate::{estimate_with, Estimate, EstimateOptions};
+use wafer_lower::cost::{Plan, PlanOptions, PrefillScheme};
+use wafer_lower::estimate::{estimate_with, Estimate, EstimateOptions};
 use wafer_models::ModelConfig;
 use wafer_sim::Category;
 

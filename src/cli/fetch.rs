@@ -13,10 +13,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = wafer_models::fetch::fetch(args.force)?;
+    let dir = wafer_import::fetch::fetch(args.force)?;
     // Never print the path of a GGUF that is not there: with --gguf that is an
     // error; otherwise the model directory is still usable and a warning says so.
-    let gguf = wafer_models::fetch::check_cached_gguf();
+    let gguf = wafer_import::fetch::check_cached_gguf();
     match (&gguf, args.gguf) {
         (Ok(g), _) => eprintln!("GGUF:  {}", g.display()),
         (Err(e), false) => eprintln!("warning: {e:#}"),

@@ -186,7 +186,7 @@ pub fn run(args: Args) -> Result<()> {
             check_model_dir(d)?;
             d.clone()
         }
-        None => wafer_models::fetch::default_model_dir()?,
+        None => wafer_import::fetch::default_model_dir()?,
     };
     let config = ModelConfig::from_dir(&dir)?;
     let limit = config.max_position_embeddings;
@@ -264,7 +264,7 @@ pub fn run(args: Args) -> Result<()> {
             let spec = super::common::load_spec(args.hw.as_deref().unwrap_or("wse3"))?;
             // The mesh holds the spec's 16-bit weights whatever --weight-precision says.
             let weights = LlamaWeights::load_dir(&dir, &config, Some(spec.precision.weight_dtype))?;
-            let setup = wafer_models::mesh::MeshSetup {
+            let setup = wafer_mesh::MeshSetup {
                 // Generation ends at the model's context anyway, so the default
                 // never places room for positions the model cannot reach.
                 context: args
@@ -275,7 +275,7 @@ pub fn run(args: Args) -> Result<()> {
                 wafers: args.wafers,
                 options: super::estimate::plan_options(args.k)?,
             };
-            Box::new(wafer_models::mesh::MeshEngine::place_and_build(
+            Box::new(wafer_mesh::MeshEngine::place_and_build(
                 config, &weights, &setup,
             )?)
         }

@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod convert;
+pub mod draw;
 pub mod estimate;
 pub mod fetch;
 pub mod generate;

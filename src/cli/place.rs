@@ -1,5 +1,5 @@
 //! `wafer place`: place a model on the wafer(s) and account for every PE's SRAM.
-//! The placement rules live in `wafer_models::placement`; this prints them.
+//! The placement rules live in `wafer_lower::placement`; this prints them.
 
 use super::common::{
     check_png_path, group_thousands as g, load_model, load_spec, parse_tokens,
@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use wafer_core::{Bytes, RegionShape};
-use wafer_models::placement::{place, PlaceOptions, Placement, Strategy};
+use wafer_lower::placement::{place, PlaceOptions, Placement, Strategy};
 
 /// `writeln!` into a `String`, which cannot fail.
 macro_rules! w {
@@ -95,10 +95,8 @@ pub fn run(args: Args) -> Result<()> {
         );
         // Drawn to a temporary file and renamed: a failure leaves any existing
         // file untouched, and the report is printed before the error.
-        let drawn = write_atomically(path, |tmp| {
-            wafer_models::draw::draw_placement(&p, &title, tmp)
-        })
-        .with_context(|| format!("cannot write {}", path.display()));
+        let drawn = write_atomically(path, |tmp| super::draw::draw_placement(&p, &title, tmp))
+            .with_context(|| format!("cannot write {}", path.display()));
         if let Err(e) = drawn {
             emit(&out)?;
             return Err(e);

@@ -9,9 +9,9 @@ use super::estimate::{plan_options, resolve_model, Target};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
-use wafer_models::estimate::{placement_for, EstimateOptions};
-use wafer_models::lower::decode_layer_program;
-use wafer_models::placement::Item;
+use wafer_lower::decode_layer_program;
+use wafer_lower::estimate::{placement_for, EstimateOptions};
+use wafer_lower::placement::Item;
 use wafer_sim::program::CollectiveKind;
 use wafer_sim::tiling::{Axis, Orientation, Tile};
 

@@ -18,8 +18,8 @@ use plotters::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use wafer_core::{RegionShape, WaferSpec};
-use wafer_models::estimate::{estimate_with, Estimate};
-use wafer_models::placement::{place, PlaceOptions};
+use wafer_lower::estimate::{estimate_with, Estimate};
+use wafer_lower::placement::{place, PlaceOptions};
 use wafer_models::ModelConfig;
 
 #[derive(clap::Args)]

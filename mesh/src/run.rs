@@ -1,0 +1,246 @@
+//! `--engine mesh`: the mesh program behind the generation loop's `Engine`
+//! trait, with every step's cycles taken from the cost plan.
+
+use crate::report;
+use crate::{model_source, MeshProgram};
+use anyhow::Result;
+use serde_json::json;
+use std::time::Instant;
+use wafer_core::WaferSpec;
+use wafer_lower::cost::{decode_plan_with, prefill, PlanOptions, PrefillScheme};
+use wafer_lower::layout::Layout;
+use wafer_models::config::ModelConfig;
+use wafer_models::engine::{Engine, StepReport};
+use wafer_models::weights::LlamaWeights;
+
+/// `--engine mesh`: the program plus the cycle accounting of every step.
+pub struct MeshEngine {
+    program: MeshProgram,
+    /// The lowering options the program was built with and is priced with.
+    options: PlanOptions,
+    context: usize,
+    prompt_tokens: usize,
+    ttft_cycles: f64,
+    /// How the cost plan runs the prompt (the functional run is token by token
+    /// either way: the numbers are the same).
+    prefill_scheme: PrefillScheme,
+    decode_cycles: Vec<f64>,
+    last_cycles: Option<f64>,
+    wall_s: f64,
+}
+
+impl MeshEngine {
+    /// Tiles `weights` (any precision; held as 16-bit tiles) onto `layout`, with
+    /// KV room for `context` positions.
+    pub fn new(
+        config: ModelConfig,
+        spec: WaferSpec,
+        layout: Layout,
+        weights: &LlamaWeights,
+        context: usize,
+        options: PlanOptions,
+    ) -> Result<MeshEngine> {
+        let inv_freq = wafer_models::reference::rope::inv_freq(&config);
+        let program = MeshProgram::new(
+            config,
+            spec,
+            layout,
+            &model_source(weights),
+            inv_freq,
+            context,
+            &options,
+        )?;
+        Ok(MeshEngine::from_program(program, context, options))
+    }
+
+    /// An engine around a built program, priced with the `options` it was built with.
+    pub fn from_program(program: MeshProgram, context: usize, options: PlanOptions) -> MeshEngine {
+        MeshEngine {
+            program,
+            options,
+            context,
+            prompt_tokens: 0,
+            ttft_cycles: 0.0,
+            prefill_scheme: PrefillScheme::Gemm,
+            decode_cycles: Vec::new(),
+            last_cycles: None,
+            wall_s: 0.0,
+        }
+    }
+
+    pub fn program(&self) -> &MeshProgram {
+        &self.program
+    }
+
+    /// Cycles of the last prefill or decode step, as the cost plan gives them.
+    pub fn last_cycles(&self) -> Option<f64> {
+        self.last_cycles
+    }
+
+    fn clock_hz(&self) -> f64 {
+        self.program.spec.clock_hz
+    }
+}
+
+impl Engine for MeshEngine {
+    fn name(&self) -> &str {
+        "mesh"
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.program.config
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        anyhow::ensure!(!tokens.is_empty(), "prefill: no tokens to run");
+        let t0 = Instant::now();
+        self.program.reset();
+        let mut logits = Vec::new();
+        for &t in tokens {
+            logits = self.program.step(t)?;
+        }
+        self.wall_s += t0.elapsed().as_secs_f64();
+        let p = &self.program;
+        self.prompt_tokens = tokens.len();
+        let pre = prefill(&p.spec, &p.config, &p.layout, tokens.len(), &self.options);
+        self.ttft_cycles = pre.plan.total().get();
+        self.prefill_scheme = pre.scheme;
+        self.decode_cycles.clear();
+        self.last_cycles = Some(self.ttft_cycles);
+        Ok(logits)
+    }
+
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
+        let t0 = Instant::now();
+        let logits = self.program.step(token)?;
+        self.wall_s += t0.elapsed().as_secs_f64();
+        let p = &self.program;
+        // The step attends over every cached position, the new one included.
+        let cycles = decode_plan_with(&p.spec, &p.config, &p.layout, p.position(), &self.options)
+            .total()
+            .get();
+        self.decode_cycles.push(cycles);
+        self.last_cycles = Some(cycles);
+        Ok(logits)
+    }
+
+    fn position(&self) -> usize {
+        self.program.position()
+    }
+
+    fn context_len(&self) -> usize {
+        self.context
+            .min(self.program.config.max_position_embeddings)
+    }
+
+    fn step_report(&mut self) -> Option<StepReport> {
+        let cycles = self.last_cycles.take()?;
+        let us = cycles / self.clock_hz() * 1e6;
+        let mut json = serde_json::Map::new();
+        json.insert("cycles".into(), json!(cycles));
+        Some(StepReport {
+            json,
+            text: Some(format!("{cycles:.0} cycles ({us:.3} us simulated)")),
+        })
+    }
+
+    fn summary_report(&mut self) -> Option<StepReport> {
+        let p = &self.program;
+        let clock = self.clock_hz();
+        let mean = if self.decode_cycles.is_empty() {
+            0.0
+        } else {
+            self.decode_cycles.iter().sum::<f64>() / self.decode_cycles.len() as f64
+        };
+        let tokens_per_s = if mean > 0.0 { clock / mean } else { 0.0 };
+        // The breakdown of the last decode step (or of one at the prompt's end).
+        let plan = decode_plan_with(
+            &p.spec,
+            &p.config,
+            &p.layout,
+            p.position().max(1),
+            &self.options,
+        );
+        let steps = self.prompt_tokens + self.decode_cycles.len();
+        let mut json = serde_json::Map::new();
+        json.insert("ttft_cycles".into(), json!(self.ttft_cycles));
+        json.insert("ttft_ms".into(), json!(self.ttft_cycles / clock * 1e3));
+        json.insert("prefill_scheme".into(), json!(self.prefill_scheme.name()));
+        json.insert("decode_cycles_per_token".into(), json!(mean));
+        json.insert("simulated_tokens_per_s".into(), json!(tokens_per_s));
+        json.insert("hardware".into(), json!(p.spec.name));
+        json.insert("simulation_wall_s".into(), json!(self.wall_s));
+        json.insert(
+            "simulation_tokens_per_wall_s".into(),
+            json!(if self.wall_s > 0.0 {
+                steps as f64 / self.wall_s
+            } else {
+                0.0
+            }),
+        );
+        json.insert(
+            "breakdown".into(),
+            report::breakdown(&plan, p.config.num_hidden_layers),
+        );
+        let text = format!(
+            "mesh ({}): time to first token {:.0} cycles ({:.3} ms, {} prefill); decode {:.0} cycles/token, {:.1} simulated tokens/s; simulation ran {} token steps in {:.2} s of wall clock",
+            p.spec.name,
+            self.ttft_cycles,
+            self.ttft_cycles / clock * 1e3,
+            self.prefill_scheme.name().replace('_', "-"),
+            mean,
+            tokens_per_s,
+            steps,
+            self.wall_s
+        );
+        Some(StepReport {
+            json,
+            text: Some(text),
+        })
+    }
+}
+
+/// How `--engine mesh` places the model: the hardware, an optional fixed region
+/// size and wafer count (as for `wafer place`), and the positions to hold.
+#[derive(Debug, Clone)]
+pub struct MeshSetup {
+    pub spec: WaferSpec,
+    pub region: Option<wafer_core::RegionShape>,
+    pub wafers: Option<u32>,
+    /// KV positions every layer must hold (prompt plus generated tokens).
+    pub context: usize,
+    /// Lowering options (the reduction tree's K), for the run and its cycles.
+    pub options: PlanOptions,
+}
+
+impl MeshEngine {
+    /// Places the model with the placement search (as `wafer place` does) and
+    /// tiles the weights onto that layout.
+    pub fn place_and_build(
+        config: ModelConfig,
+        weights: &LlamaWeights,
+        setup: &MeshSetup,
+    ) -> Result<MeshEngine> {
+        // The same placement `wafer estimate` costs for these options, so the two
+        // report the same cycles.
+        let placement = wafer_lower::estimate::placement_for(
+            &setup.spec,
+            &config,
+            &wafer_lower::estimate::EstimateOptions {
+                wafers: setup.wafers,
+                region: setup.region,
+                strategy: Default::default(),
+                context: setup.context,
+                prompt_tokens: 0,
+            },
+        )?;
+        MeshEngine::new(
+            config,
+            setup.spec.clone(),
+            placement.layout(),
+            weights,
+            setup.context,
+            setup.options,
+        )
+    }
+}
