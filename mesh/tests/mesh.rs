@@ -135,6 +135,14 @@ fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
+/// A `w x h` region at (`x`, `y`) of wafer 0.
+fn site(x: u32, y: u32, w: u32, h: u32) -> Site {
+    Site {
+        wafer: 0,
+        region: Region::new(PeCoord::new(x, y), RegionShape::new(w, h).unwrap()),
+    }
+}
+
 /// Runs `prompt` then `steps` greedy tokens on both engines, checking every
 /// step's logits (within `tol`), the chosen tokens, and the mesh's own argmax.
 fn check_against_reference(
@@ -268,10 +276,6 @@ fn odd_regions_padding_and_shared_regions_match_reference() {
     );
     let weights = random_weights(&config, 7);
     let spec = tiny_wafer(64, 64);
-    let site = |x: u32, y: u32, w: u32, h: u32| Site {
-        wafer: 0,
-        region: Region::new(PeCoord::new(x, y), RegionShape::new(w, h).unwrap()),
-    };
     let shared = site(0, 0, 5, 3);
     let layout = Layout {
         embedding: site(10, 10, 7, 2),
@@ -519,7 +523,7 @@ fn smollm2_on_wse3_matches_reference() {
 
 /// A 131,072-token prompt through a small synthetic Llama (Llama 3 RoPE scaling)
 /// on the mesh, against the reference. Takes minutes; run it with
-/// `cargo test --release -p wafer-models --test mesh -- --ignored long_context --nocapture`.
+/// `cargo test --release -p wafer-mesh --test mesh -- --ignored long_context --nocapture`.
 #[test]
 #[ignore]
 fn long_context_131072_tokens_matches_reference() {
@@ -583,10 +587,6 @@ fn qwen3_qk_norm_matches_reference() {
         12,
         1e-3,
     );
-    let site = |x: u32, y: u32, w: u32, h: u32| Site {
-        wafer: 0,
-        region: Region::new(PeCoord::new(x, y), RegionShape::new(w, h).unwrap()),
-    };
     let narrow = site(0, 0, 5, 4);
     let layout = Layout {
         embedding: narrow,
