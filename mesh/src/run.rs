@@ -147,12 +147,10 @@ impl Engine for MeshEngine {
     fn summary_report(&mut self) -> Option<StepReport> {
         let p = &self.program;
         let clock = self.clock_hz();
-        let mean = if self.decode_cycles.is_empty() {
-            0.0
-        } else {
-            self.decode_cycles.iter().sum::<f64>() / self.decode_cycles.len() as f64
-        };
-        let tokens_per_s = if mean > 0.0 { clock / mean } else { 0.0 };
+        // Means over decode steps: none without one (null in JSON, n/a in text).
+        let mean = (!self.decode_cycles.is_empty())
+            .then(|| self.decode_cycles.iter().sum::<f64>() / self.decode_cycles.len() as f64);
+        let tokens_per_s = mean.map(|m| clock / m);
         // The breakdown of the last decode step (or of one at the prompt's end).
         let plan = decode_plan_with(
             &p.spec,
@@ -182,14 +180,16 @@ impl Engine for MeshEngine {
             "breakdown".into(),
             report::breakdown(&plan, p.config.num_hidden_layers),
         );
+        let decode = match (mean, tokens_per_s) {
+            (Some(m), Some(r)) => format!("{m:.0} cycles/token, {r:.1} simulated tokens/s"),
+            _ => "n/a (no decode step)".to_string(),
+        };
         let text = format!(
-            "mesh ({}): time to first token {:.0} cycles ({:.3} ms, {} prefill); decode {:.0} cycles/token, {:.1} simulated tokens/s; simulation ran {} token steps in {:.2} s of wall clock",
+            "mesh ({}): time to first token {:.0} cycles ({:.3} ms, {} prefill); decode {decode}; simulation ran {} token steps in {:.2} s of wall clock",
             p.spec.name,
             self.ttft_cycles,
             self.ttft_cycles / clock * 1e3,
             self.prefill_scheme.name().replace('_', "-"),
-            mean,
-            tokens_per_s,
             steps,
             self.wall_s
         );

@@ -357,13 +357,6 @@ pub fn run(args: Args) -> Result<()> {
                 s[k] = v.clone();
             }
         }
-        if !decoded {
-            for key in PER_DECODE_STEP_KEYS {
-                if let Some(v) = s.get_mut(key) {
-                    *v = serde_json::Value::Null;
-                }
-            }
-        }
         writeln!(out, "{}", serde_json::json!({ "summary": s }))?;
     } else {
         writeln!(out, "{}", summary.trailing_text)?;
@@ -388,29 +381,9 @@ pub fn run(args: Args) -> Result<()> {
         summary.stop_reason
     );
     if let Some(t) = summary.engine.as_ref().and_then(|r| r.text.as_ref()) {
-        if decoded {
-            eprintln!("{t}");
-        } else {
-            eprintln!("{}", without_decode_rate(t));
-        }
+        eprintln!("{t}");
     }
     Ok(())
-}
-
-/// Engine summary keys that are means over decode steps: null without one.
-const PER_DECODE_STEP_KEYS: [&str; 2] = ["decode_cycles_per_token", "simulated_tokens_per_s"];
-
-/// The mesh engine's summary line with its decode figures (a mean over no
-/// steps, printed as 0) replaced by n/a.
-fn without_decode_rate(text: &str) -> String {
-    match (text.find("; decode "), text.find(" simulated tokens/s")) {
-        (Some(a), Some(b)) if a < b => format!(
-            "{}; decode n/a (no decode step){}",
-            &text[..a],
-            &text[b + " simulated tokens/s".len()..]
-        ),
-        _ => text.to_string(),
-    }
 }
 
 /// `--model` must be a directory with weights; a shape preset name (which
