@@ -204,7 +204,9 @@ fn check_trees(
 
 /// The reduction `opts` charges for a line of `pes` PEs.
 fn line_schedule(pes: usize, opts: &PlanOptions) -> Result<Schedule> {
-    Ok(Schedule::reduce(pes as u32, opts.tree(pes as u32))?)
+    Schedule::reduce(pes as u32, opts.tree(pes as u32)).with_context(|| {
+        format!("the mesh engine cannot run the reductions along a line of {pes} PEs")
+    })
 }
 
 fn check_len(name: &str, v: &[f32], len: usize) -> Result<()> {

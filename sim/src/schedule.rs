@@ -53,6 +53,12 @@ pub struct Schedule {
     transfers: Vec<Transfer>,
 }
 
+/// The longest line a schedule lists transfers for: its transfers are held in
+/// memory, and the largest wafer is 1,172 PEs tall, so a longer line can only
+/// come from an edited spec. (A tree's shape, which the pricer reads, has no
+/// such bound: it holds only its levels.)
+pub const MAX_SCHEDULE_PES: u32 = 1 << 16;
+
 /// The largest K a schedule accepts: K nested levels over any line of a few
 /// thousand PEs need far fewer; this bounds what `levels` allocates.
 pub const MAX_K: u32 = 32;
@@ -218,6 +224,11 @@ impl Schedule {
     /// The transfers of a tree.
     pub fn from_shape(shape: TreeShape) -> Result<Schedule, SimError> {
         let (n, root, levels) = (shape.n, shape.root, &shape.levels);
+        if n > MAX_SCHEDULE_PES {
+            return Err(SimError::InvalidCollective(format!(
+                "a reduction schedule over {n} PEs: transfers are listed for lines of at most {MAX_SCHEDULE_PES} PEs"
+            )));
+        }
         let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(n as usize - 1);
         if root == 0 {
             end_rooted(n, levels, |a, b| pairs.push((a, b)));
@@ -484,6 +495,11 @@ mod tests {
             }
         )
         .is_err());
+        // A line longer than any wafer: its shape is priced, its transfers refused.
+        let shape = TreeShape::new(1 << 30, Algorithm::MidKTree { k: 2, groups: None }).unwrap();
+        assert!(shape.depth() > 0);
+        let err = Schedule::from_shape(shape).unwrap_err().to_string();
+        assert!(err.contains("at most 65536 PEs"), "{err}");
         // K = 32 over a long line: levels stay bounded, no overflow.
         let s = Schedule::reduce(
             1172,
