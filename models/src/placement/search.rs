@@ -128,7 +128,7 @@ pub fn place(
     };
 
     let (grid, wafers, t_max) = match opts.wafers {
-        Some(n) => match best_on(&ctx, &near_square_first(&ctx, &grids, n), n) {
+        Some(n) => match best_on(&ctx, &near_square_first(&ctx, &grids, n, t), n) {
             Some((g, tm)) => (g, n, tm),
             None => {
                 let hint = match smallest_wafers(&ctx, &grids, t) {
@@ -207,7 +207,7 @@ pub fn place(
         let wafers_needed = smallest_wafers(&ctx, &grids, t).map(|(_, n)| n);
         let auto_region = if opts.region.is_some() {
             let grids = auto_grids(fabric, units.len(), wafers);
-            best_on(&ctx, &near_square_first(&ctx, &grids, wafers), wafers)
+            best_on(&ctx, &near_square_first(&ctx, &grids, wafers, t), wafers)
                 .map(|(g, tm)| (g.slot_shape(), tm))
         } else {
             None
@@ -282,13 +282,14 @@ pub fn near_square(g: &Grid) -> bool {
     2 * g.slot_w >= g.slot_h && 2 * g.slot_h >= g.slot_w
 }
 
-/// The near-square grids of `grids` when one of them holds the model on
-/// `wafers` wafers at all; otherwise every grid.
-fn near_square_first(ctx: &Ctx, grids: &[Grid], wafers: u32) -> Vec<Grid> {
+/// The near-square grids of `grids` when one of them holds context `t` on
+/// `wafers` wafers; otherwise every grid, since an elongated one may hold it
+/// there (and so save wafers) or hold the longest context short of it.
+fn near_square_first(ctx: &Ctx, grids: &[Grid], wafers: u32, t: u64) -> Vec<Grid> {
     let square: Vec<Grid> = grids.iter().copied().filter(near_square).collect();
     if square
         .iter()
-        .any(|g| max_context_on(ctx, *g, wafers).is_some())
+        .any(|g| pack(ctx.model, ctx.sizes, ctx.units, *g, t, wafers, ctx.share).is_ok())
     {
         square
     } else {
