@@ -17,7 +17,7 @@
 //! the squarest region. With `--region PxQ` the grid is fixed to regions of that
 //! size (from the north-west corner; leftover edges stay idle). With `--wafers N`
 //! the grid holding the longest context on N wafers wins (near-square ones when
-//! any fits). The chosen grid is then
+//! any holds the requested context there). The chosen grid is then
 //! packed for the longest context it can hold on those wafers, so layers spread
 //! over all of them rather than crowding the first — except when only `--region`
 //! is given: then it is packed for the requested context, so every stage runs on
