@@ -17,7 +17,8 @@ use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use wafer_core::{RegionShape, WaferSpec};
+use wafer_core::{Cycles, RegionShape, WaferSpec};
+use wafer_lower::cost::PrefillScheme;
 use wafer_lower::estimate::{estimate_with, Estimate};
 use wafer_lower::placement::{place, PlaceOptions};
 use wafer_models::ModelConfig;
@@ -51,11 +52,47 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// One point of a sweep: its estimate, or, when the model does not fit in SRAM
+/// The figures of one estimate a sweep reports. A sweep keeps these, not the
+/// estimate's plans (tens of kilobytes a point), so its memory does not grow
+/// with the plans of every point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    pub region: RegionShape,
+    pub wafers: u32,
+    pub context: usize,
+    pub prompt_tokens: usize,
+    pub decode_cycles_per_token: Cycles,
+    pub decode_tokens_per_s: f64,
+    pub ttft_cycles: Cycles,
+    pub prefill_tokens_per_s: f64,
+    pub fits: bool,
+    pub reduce_k: u32,
+    pub prefill_scheme: PrefillScheme,
+}
+
+impl From<&Estimate> for Figures {
+    fn from(e: &Estimate) -> Figures {
+        Figures {
+            region: e.region,
+            wafers: e.wafers,
+            context: e.context,
+            prompt_tokens: e.prompt_tokens,
+            decode_cycles_per_token: e.decode_cycles_per_token,
+            decode_tokens_per_s: e.decode_tokens_per_s,
+            ttft_cycles: e.ttft_cycles,
+            prefill_tokens_per_s: e.prefill_tokens_per_s,
+            fits: e.sram.fits,
+            reduce_k: e.reduce_k,
+            prefill_scheme: e.prefill_scheme,
+        }
+    }
+}
+
+/// One point of a sweep: its figures, or, when the model does not fit in SRAM
 /// there, what was asked and where the placement overflowed.
 #[derive(Debug)]
 pub enum Point {
-    Fits(Box<Estimate>),
+    Fits(Figures),
     DoesNotFit {
         region: Option<RegionShape>,
         wafers: u32,
@@ -66,7 +103,7 @@ pub enum Point {
 }
 
 impl Point {
-    pub fn estimate(&self) -> Option<&Estimate> {
+    pub fn figures(&self) -> Option<&Figures> {
         match self {
             Point::Fits(e) => Some(e),
             Point::DoesNotFit { .. } => None,
@@ -84,7 +121,7 @@ fn point(spec: &WaferSpec, cfg: &ModelConfig, ea: &EstimateArgs) -> Result<Point
     let opts = options(ea)?;
     let plan_opts = plan_options(ea.k)?;
     match estimate_with(spec, cfg, &opts, &plan_opts) {
-        Ok(e) => Ok(Point::Fits(Box::new(e))),
+        Ok(e) => Ok(Point::Fits(Figures::from(&e))),
         Err(err) => {
             let placed = place(
                 cfg,
@@ -269,7 +306,7 @@ pub fn write_csv(path: &Path, name: &str, rows: &[(String, Point)]) -> Result<()
                 e.decode_tokens_per_s,
                 e.ttft_cycles.get(),
                 e.prefill_tokens_per_s,
-                e.sram.fits,
+                e.fits,
                 e.reduce_k,
                 e.prefill_scheme.name()
             ),
@@ -306,9 +343,9 @@ pub fn run(args: Args) -> Result<()> {
     // Both files are written before the table is printed, so a reader that stops
     // early (`| head -1`) cannot keep them from being written.
     write_csv(&args.out, &name, &rows)?;
-    let fitting: Vec<(&String, &Estimate)> = rows
+    let fitting: Vec<(&String, &Figures)> = rows
         .iter()
-        .filter_map(|(v, p)| p.estimate().map(|e| (v, e)))
+        .filter_map(|(v, p)| p.figures().map(|e| (v, e)))
         .collect();
     let xs: Vec<f64> = fitting
         .iter()
@@ -470,7 +507,7 @@ mod tests {
         one.context = "4096,8192".into();
         let (_, rows) = sweep(&one, &wse3(), &cfg).unwrap();
         // (the CSV keeps one decimal)
-        let e = rows[0].1.estimate().unwrap();
+        let e = rows[0].1.figures().unwrap();
         assert!((e.decode_cycles_per_token.get() - cycles[1]).abs() < 0.05);
     }
 
