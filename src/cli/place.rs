@@ -167,7 +167,15 @@ fn write_report(out: &mut String, p: &Placement, name: &str, hw: &str, model_max
             "--region"
         }
     );
-    w!(out, "wafers used: {}", p.wafers);
+    match p.wafers_requested {
+        Some(n) if n > p.wafers => w!(
+            out,
+            "wafers used: {} of the {n} given (the model's layers spread over {} wafers at most; the others would hold nothing)",
+            p.wafers,
+            p.wafers
+        ),
+        _ => w!(out, "wafers used: {}", p.wafers),
+    }
     w!(out, "");
     w!(
         out,
@@ -318,6 +326,7 @@ fn to_json(p: &Placement, name: &str, hw: &str, model_max: usize) -> serde_json:
         "context_tokens": p.context_tokens,
         "fits": p.fits(),
         "wafers": p.wafers,
+        "wafers_requested": p.wafers_requested,
         "max_context_tokens": p.max_context_tokens,
         "model_max_position_embeddings": model_max,
         "weight_bytes": p.weight_bytes(),

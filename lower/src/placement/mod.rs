@@ -44,7 +44,11 @@ use wafer_core::{PeCoord, RegionShape};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
     pub context_tokens: u64,
+    /// Wafers holding at least one region.
     pub wafers: u32,
+    /// `--wafers N`, when given (it may exceed `wafers`: more wafers than
+    /// pipeline units cannot all be used).
+    pub wafers_requested: Option<u32>,
     pub fabric: RegionShape,
     pub grid: Grid,
     /// Whether the grid was chosen automatically (else `--region` gave it).

@@ -183,9 +183,13 @@ pub fn place(
         .map(|r| r.footprint.max_tokens(&sizes).unwrap_or(0))
         .min()
         .unwrap_or(u64::MAX);
+    // Wafers that hold at least one region: `--wafers N` may give more than the
+    // pipeline can use (each holds at least one unit).
+    let used = regions.iter().map(|r| r.wafer + 1).max().unwrap_or(1);
     let mut placement = Placement {
         context_tokens: t,
-        wafers,
+        wafers: used,
+        wafers_requested: opts.wafers,
         fabric,
         grid,
         auto_region: opts.region.is_none(),
