@@ -110,6 +110,12 @@ impl SafetensorsFiles {
             // assume nobody rewrites the file while it is mapped.
             let map = unsafe { Mmap::map(&file) }
                 .with_context(|| format!("cannot memory-map {}", path.display()))?;
+            check_header(&map).with_context(|| {
+                format!(
+                    "{} is not a valid safetensors file (truncated or corrupt?)",
+                    path.display()
+                )
+            })?;
             let st = SafeTensors::deserialize(&map).map_err(|e| {
                 anyhow::anyhow!(
                     "{} is not a valid safetensors file (truncated or corrupt?): {e:?}",
@@ -229,5 +235,139 @@ impl TensorView<'_> {
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
                 .collect()
         })
+    }
+}
+
+/// The largest safetensors header read (the JSON index of the tensors).
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// Checks a safetensors file's header before the library parses it, so a bad
+/// entry is reported with its tensor's name: the header length within the file,
+/// every tensor's byte range inside the data and as long as its shape and dtype
+/// say.
+fn check_header(bytes: &[u8]) -> Result<()> {
+    let Some(len) = bytes.get(..8) else {
+        bail!(
+            "{} bytes: too short for the 8-byte header length",
+            bytes.len()
+        );
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    let data_len = (bytes.len() as u64 - 8).checked_sub(n).with_context(|| {
+        format!(
+            "the header claims {n} bytes but the file has {}",
+            bytes.len() - 8
+        )
+    })?;
+    if n > MAX_HEADER_BYTES {
+        bail!("the header claims {n} bytes (at most {MAX_HEADER_BYTES} are read)");
+    }
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n as usize])
+            .context("the header is not a JSON object")?;
+    for (name, entry) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |key: &str| {
+            entry
+                .get(key)
+                .with_context(|| format!("tensor `{name}`: no `{key}`"))
+        };
+        let dtype = field("dtype")?.as_str().unwrap_or("");
+        let size: u64 = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+            other => bail!("tensor `{name}`: unknown dtype `{other}`"),
+        };
+        let dims = field("shape")?
+            .as_array()
+            .with_context(|| format!("tensor `{name}`: `shape` is not a list"))?;
+        let mut elements = 1u64;
+        for d in dims {
+            let d = d
+                .as_u64()
+                .with_context(|| format!("tensor `{name}`: shape entry {d} is not a size"))?;
+            elements = elements
+                .checked_mul(d)
+                .with_context(|| format!("tensor `{name}`: shape {dims:?} overflows"))?;
+        }
+        let offsets = field("data_offsets")?
+            .as_array()
+            .filter(|o| o.len() == 2)
+            .with_context(|| format!("tensor `{name}`: `data_offsets` is not [begin, end]"))?;
+        let (a, b) = (offsets[0].as_u64(), offsets[1].as_u64());
+        let (Some(a), Some(b)) = (a, b) else {
+            bail!("tensor `{name}`: `data_offsets` {offsets:?} are not byte offsets");
+        };
+        if a > b || b > data_len {
+            bail!("tensor `{name}`: bytes {a}..{b} lie outside the {data_len} bytes of data");
+        }
+        let want = elements.checked_mul(size);
+        if want != Some(b - a) {
+            bail!(
+                "tensor `{name}`: shape {dims:?} of {dtype} is {} bytes, but its data_offsets hold {}",
+                want.map_or("too many".to_string(), |w| w.to_string()),
+                b - a
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: usize) -> Vec<u8> {
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend(std::iter::repeat_n(0u8, data));
+        v
+    }
+
+    #[test]
+    fn a_bad_header_entry_names_its_tensor() {
+        let ok = r#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}"#;
+        check_header(&file(ok, 24)).unwrap();
+        for (header, data, want) in [
+            (
+                r#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}"#,
+                24,
+                "tensor `w`: shape",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}"#,
+                10,
+                "tensor `w`: bytes 0..24",
+            ),
+            (
+                r#"{"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}}"#,
+                2,
+                "unknown dtype",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#,
+                4,
+                "overflows",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[1]}}"#,
+                4,
+                "no `data_offsets`",
+            ),
+            (r#"[1,2]"#, 0, "not a JSON object"),
+        ] {
+            let err = format!("{:#}", check_header(&file(header, data)).unwrap_err());
+            assert!(err.contains(want), "{header}: {err}");
+        }
+        let err = format!("{:#}", check_header(&[1, 2, 3]).unwrap_err());
+        assert!(err.contains("too short"), "{err}");
+        let mut claims_more = file(ok, 24);
+        claims_more[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        let err = format!("{:#}", check_header(&claims_more).unwrap_err());
+        assert!(err.contains("claims"), "{err}");
     }
 }
