@@ -14,11 +14,14 @@
 //! list of steps is the same for every T.
 
 use crate::cost::{OpKind, PlanOptions};
+use crate::layout::{Layout, Site};
 use crate::tiling::LayerTiling;
+use serde::Serialize;
 use wafer_core::WaferSpec;
 use wafer_kernels::Kernel;
 use wafer_models::config::ModelConfig;
-use wafer_sim::program::{Collective, CollectiveKind, RegionProgram, Step};
+use wafer_sim::collective::wavelets;
+use wafer_sim::program::{Collective, CollectiveKind, RegionProgram, Route, Step, Transfer};
 use wafer_sim::tiling::Axis;
 use wafer_sim::TreeShape;
 
@@ -79,6 +82,7 @@ pub fn decode_layer_program(
         work_per_pe,
         kernels,
         collective,
+        transfer: None,
     };
     let gemv = |k: u64, n: u64| Kernel::Gemv {
         k,
@@ -202,5 +206,172 @@ pub fn decode_layer_program(
         buffer_bytes: t.buffer_bytes(cfg, act, acc),
         tiles: t.tiles,
         steps,
+    }
+}
+
+/// The parts of a decode step around the layers, as placed-program steps: the
+/// embedding lookup on its region and the send to the first layer, the hand-off
+/// after each layer whose successor lies elsewhere, and on the LM head's region
+/// the final norm, the LM-head GEMV, the argmax and the token's way back to the
+/// embedding. The layers' own programs come from [`decode_layer_program`], one
+/// per region shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSteps {
+    pub embedding: Vec<Step<OpKind>>,
+    /// After layer `l`: its hand-off (empty when the next stage shares the region).
+    pub after_layer: Vec<Vec<Step<OpKind>>>,
+    pub head: Vec<Step<OpKind>>,
+}
+
+/// Moving the `values`-long residual (split over the rows of `from`) to `to`,
+/// then replicating each row's part along the rows of `to`; `None` on one region.
+pub fn handoff(spec: &WaferSpec, from: &Site, to: &Site, values: u64) -> Option<Transfer> {
+    if from == to {
+        return None;
+    }
+    let act = spec.precision.activation_dtype.size_bytes();
+    let rows = to.region.height().max(1);
+    let per_row = wavelets(spec, values.div_ceil(rows as u64), act);
+    let route = if from.wafer != to.wafer {
+        Route::OffWafer {
+            bytes: values * act,
+        }
+    } else {
+        Route::OnWafer {
+            wavelets_per_line: per_row,
+            hops: from.region.origin.hops_to(to.region.origin) + from.region.width() as u64,
+        }
+    };
+    Some(Transfer {
+        route,
+        replicate: Some((to.region.width(), per_row)),
+    })
+}
+
+/// The steps around the layers of `cfg` on `layout` (they do not depend on the
+/// KV length).
+pub fn model_steps(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    opts: &PlanOptions,
+) -> ModelSteps {
+    let act = spec.precision.activation_dtype.size_bytes();
+    let d = cfg.hidden_size;
+    let div = |a: usize, b: u32| (a as u64).div_ceil(b.max(1) as u64);
+    let tree = |p: u32| TreeShape::new(p, opts.tree(p)).expect("validated lowering options");
+    let step = |label, work_per_pe, kernels, collective, transfer| Step {
+        label,
+        work_per_pe,
+        kernels,
+        collective,
+        transfer,
+    };
+
+    // The PEs holding the token's row read it and send it to layer 0.
+    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
+    let emb = div(d, first.region.height());
+    let embedding = vec![step(
+        OpKind::Embedding,
+        emb,
+        vec![Kernel::Scale { n: emb }],
+        None,
+        handoff(spec, &layout.embedding, &first, d as u64),
+    )];
+
+    let after_layer = layout
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, site)| {
+            let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
+            handoff(spec, site, next, d as u64)
+                .map(|t| {
+                    step(
+                        OpKind::Handoff,
+                        div(d, next.region.height()),
+                        vec![],
+                        None,
+                        Some(t),
+                    )
+                })
+                .into_iter()
+                .collect()
+        })
+        .collect();
+
+    // Final norm, LM-head GEMV (vocabulary over columns) and the argmax.
+    let (w, h) = (
+        layout.lm_head.region.width(),
+        layout.lm_head.region.height(),
+    );
+    let xr = div(d, h);
+    let vocab_cols = div(cfg.vocab_size, w);
+    let along = |axis: Axis, kind, values, bytes_per_value| {
+        let line = match axis {
+            Axis::Column => h,
+            Axis::Row => w,
+        };
+        Some(Collective {
+            kind,
+            axis,
+            tree: tree(line),
+            values_per_pe: values,
+            bytes_per_value,
+            in_layer: true,
+        })
+    };
+    // The chosen token id goes back to the embedding's site for the next step.
+    let (from, to) = (&layout.lm_head, &layout.embedding);
+    let back = if from.wafer != to.wafer {
+        Route::OffWafer { bytes: 4 }
+    } else {
+        Route::OnWafer {
+            wavelets_per_line: 1,
+            hops: from.region.origin.hops_to(to.region.origin),
+        }
+    };
+    let head = vec![
+        step(
+            OpKind::FinalNorm,
+            xr,
+            vec![Kernel::SumSquares { n: xr }, Kernel::RmsScale { n: xr }],
+            along(Axis::Column, CollectiveKind::Allreduce, 1, 4),
+            None,
+        ),
+        step(
+            OpKind::LmHead,
+            xr * vocab_cols,
+            vec![Kernel::Gemv {
+                k: xr,
+                n: vocab_cols,
+                dtype: spec.precision.weight_dtype,
+            }],
+            along(Axis::Column, CollectiveKind::Allreduce, vocab_cols, act),
+            None,
+        ),
+        // (value, index) pairs, reduced along the row toward its root.
+        step(
+            OpKind::Argmax,
+            vocab_cols,
+            vec![Kernel::Max { n: vocab_cols }],
+            along(Axis::Row, CollectiveKind::Reduce, 2, 4),
+            None,
+        ),
+        step(
+            OpKind::TokenLoopback,
+            1,
+            vec![],
+            None,
+            Some(Transfer {
+                route: back,
+                replicate: None,
+            }),
+        ),
+    ];
+    ModelSteps {
+        embedding,
+        after_layer,
+        head,
     }
 }

@@ -29,9 +29,10 @@ use wafer_core::{DType, WaferSpec};
 use wafer_kernels::vector;
 use wafer_lower::cost::{OpKind, PlanOptions};
 use wafer_lower::layout::{Layout, Site};
-use wafer_lower::program::{decode_layer_program, LayerProgram};
+use wafer_lower::program::{decode_layer_program, model_steps, LayerProgram, ModelSteps};
 use wafer_lower::tiling::{table_tiling, LayerTiling};
 use wafer_models::config::ModelConfig;
+use wafer_sim::program::Step;
 use wafer_sim::Schedule;
 
 /// One decoder layer on its region.
@@ -103,6 +104,8 @@ pub struct MeshProgram {
     pub layout: Layout,
     heads: HeadOrder,
     pub(crate) layers: Vec<MeshLayer>,
+    /// The steps around the layers (embedding, hand-offs, head), as priced.
+    around: ModelSteps,
     /// The embedding table, unless it is the (tied) LM head's.
     embed: Option<TiledMatrix>,
     head: MeshHead,
@@ -163,23 +166,25 @@ fn head_rms_norm(
 /// length or one column more (a head whose dims start mid-column spans one
 /// column more than the representative segment the plan charges).
 fn check_trees(
-    program: &LayerProgram,
+    steps: &[Step<OpKind>],
     along_column: &Schedule,
     along_row: &Schedule,
-    attn: &AttnGeometry,
+    attn: Option<&AttnGeometry>,
 ) -> Result<()> {
     use wafer_sim::tiling::Axis;
     let kind = |a: wafer_sim::Algorithm| match a {
         wafer_sim::Algorithm::MidKTree { k, .. } | wafer_sim::Algorithm::KTree { k, .. } => k,
         _ => 0,
     };
-    for step in &program.steps {
+    for step in steps {
         let Some(c) = &step.collective else { continue };
         let mismatch = match step.label {
-            OpKind::AttnScores | OpKind::QkNorm => attn.segments.iter().find(|(_, s)| {
-                !(s.len() == c.tree.len() || s.len() == c.tree.len() + 1)
-                    || kind(s.shape().algorithm()) != kind(c.tree.algorithm())
-            }),
+            OpKind::AttnScores | OpKind::QkNorm => {
+                attn.iter().flat_map(|a| &a.segments).find(|(_, s)| {
+                    !(s.len() == c.tree.len() || s.len() == c.tree.len() + 1)
+                        || kind(s.shape().algorithm()) != kind(c.tree.algorithm())
+                })
+            }
             _ => None,
         }
         .map(|(_, s)| s)
@@ -348,7 +353,7 @@ impl MeshProgram {
                 let along_column = line_schedule(h, opts)?;
                 let along_row = line_schedule(w, opts)?;
                 let attn = AttnGeometry::new(w, h, &heads, opts)?;
-                check_trees(&program, &along_column, &along_row, &attn)
+                check_trees(&program.steps, &along_column, &along_row, Some(&attn))
                     .with_context(|| format!("layer {l}"))?;
                 Ok(MeshLayer {
                     site: *site,
@@ -403,7 +408,11 @@ impl MeshProgram {
                 weights.embed_tokens.row_f16(o, row)
             }))
         };
+        let around = model_steps(&spec, c, &layout, opts);
+        check_trees(&around.head, &head.along_column, &head.along_row, None)
+            .context("the LM head's region")?;
         let program = MeshProgram {
+            around,
             heads,
             layers,
             embed,
@@ -585,22 +594,20 @@ impl MeshProgram {
         b.cos.resize(c.head_dim / 2, 0.0);
         b.sin.resize(c.head_dim / 2, 0.0);
 
-        // Embedding lookup: the PEs holding the token's row send their chunks.
-        let e = self.embed.as_ref().unwrap_or(&self.head.matrix);
-        let (ob, r) = (
-            token as usize / e.out_split.chunk,
-            token as usize % e.out_split.chunk,
-        );
-        for ib in 0..e.in_split.used() {
-            let range = e.in_split.range(ib);
-            for (c, i) in range.enumerate() {
-                b.h[i] = e.tile_element(ob, ib, r, c).to_f32();
-            }
+        // The steps around the layers run by their labels too (`run_around`).
+        let table = self.embed.as_ref().unwrap_or(&self.head.matrix);
+        let mut logits = Vec::new();
+        let mut best = None;
+        let mut around = |label: OpKind, b: &mut Buffers, logits: &mut Vec<f32>| {
+            run_around(label, token, table, &self.head, eps, b, logits, &mut best)
+        };
+        for step in &self.around.embedding {
+            around(step.label, b, &mut logits)?;
         }
         wafer_models::reference::rope::cos_sin(&self.inv_freq, pos, &mut b.cos, &mut b.sin);
 
         let heads = &self.heads;
-        for layer in self.layers.iter_mut() {
+        for (layer, after) in self.layers.iter_mut().zip(&self.around.after_layer) {
             // The layer's placed program, step by step: every step the pricer
             // charges is executed here, in its order, or the step is refused.
             let mut norms = [&layer.input_norm, &layer.post_norm].into_iter();
@@ -691,12 +698,50 @@ impl MeshProgram {
                     }
                 }
             }
-            // Hand-off: the residual moves to the next region (a copy functionally).
+            for step in after {
+                around(step.label, b, &mut logits)?;
+            }
         }
         self.position += 1;
+        for step in &self.around.head {
+            around(step.label, b, &mut logits)?;
+        }
+        self.last_argmax = best;
+        Ok(logits)
+    }
+}
 
-        let head = &self.head;
-        Self::rms_norm(
+/// Runs one step around the layers: the embedding lookup, a hand-off, the final
+/// norm, the LM head, the argmax or the token's loop-back. Hand-offs and the
+/// loop-back move values between regions; here the values are host memory
+/// already, so they move nothing (their cycles are the program's).
+#[allow(clippy::too_many_arguments)]
+fn run_around(
+    label: OpKind,
+    token: u32,
+    table: &TiledMatrix,
+    head: &MeshHead,
+    eps: f64,
+    b: &mut Buffers,
+    logits: &mut Vec<f32>,
+    best: &mut Option<u32>,
+) -> Result<()> {
+    match label {
+        OpKind::Embedding => {
+            // The PEs holding the token's row (a column of the table) send its
+            // chunks, one per row of the region.
+            let (ob, r) = (
+                token as usize / table.out_split.chunk,
+                token as usize % table.out_split.chunk,
+            );
+            for ib in 0..table.in_split.used() {
+                for (c, i) in table.in_split.range(ib).enumerate() {
+                    b.h[i] = table.tile_element(ob, ib, r, c).to_f32();
+                }
+            }
+        }
+        OpKind::Handoff | OpKind::TokenLoopback => {}
+        OpKind::FinalNorm => MeshProgram::rms_norm(
             head.x_split,
             &head.along_column,
             eps,
@@ -704,28 +749,51 @@ impl MeshProgram {
             &head.norm,
             &mut b.x,
             &mut b.parts,
-        );
-        let mut logits = vec![0.0f32; c.vocab_size];
-        tiled_gemv(&head.matrix, &b.x, &mut logits, &head.along_column);
-        // Argmax: each column's local best, then (value, index) pairs reduced
-        // along the row toward column 0.
-        let vs = head.matrix.out_split;
-        let lines = head.along_row.lines_needed(vs.used());
-        let mut vals: Vec<f32> = vec![f32::NEG_INFINITY; lines];
-        let mut idx: Vec<u32> = vec![u32::MAX; lines];
-        for col in 0..vs.used() {
-            let range = vs.range(col);
-            let (i, v) = logits[range.clone()].iter().enumerate().fold(
-                (0, f32::NEG_INFINITY),
-                |best, (i, &v)| if v > best.1 { (i, v) } else { best },
-            );
-            vals[col] = v;
-            idx[col] = (range.start + i) as u32;
+        ),
+        OpKind::LmHead => {
+            logits.clear();
+            logits.resize(head.matrix.out_dim(), 0.0);
+            tiled_gemv(&head.matrix, &b.x, logits, &head.along_column);
         }
-        let (_, best) = head.along_row.argmax(&mut vals, &mut idx, vs.used());
-        self.last_argmax = Some(best);
-        Ok(logits)
+        OpKind::Argmax => {
+            // Each column's local best, then (value, index) pairs reduced along
+            // the row toward its root.
+            let vs = head.matrix.out_split;
+            let lines = head.along_row.lines_needed(vs.used());
+            let mut vals: Vec<f32> = vec![f32::NEG_INFINITY; lines];
+            let mut idx: Vec<u32> = vec![u32::MAX; lines];
+            for col in 0..vs.used() {
+                let range = vs.range(col);
+                let (i, v) = logits[range.clone()].iter().enumerate().fold(
+                    (0, f32::NEG_INFINITY),
+                    |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+                );
+                vals[col] = v;
+                idx[col] = (range.start + i) as u32;
+            }
+            *best = Some(head.along_row.argmax(&mut vals, &mut idx, vs.used()).1);
+        }
+        // Steps of a layer's own program: listed so that a new kind of step
+        // fails to compile here until it is placed.
+        OpKind::RmsNorm
+        | OpKind::QkvProj
+        | OpKind::QkNorm
+        | OpKind::Rope
+        | OpKind::KvAppend
+        | OpKind::AttnScores
+        | OpKind::SoftmaxMax
+        | OpKind::SoftmaxSum
+        | OpKind::AttnValues
+        | OpKind::OProj
+        | OpKind::Residual
+        | OpKind::GateUpProj
+        | OpKind::SiluMul
+        | OpKind::DownProj => bail!(
+            "`{}` is a step of a layer, not around the layers",
+            label.name()
+        ),
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -748,13 +816,13 @@ mod tests {
             line_schedule(h, &k2).unwrap(),
             line_schedule(w, &k2).unwrap(),
         );
-        check_trees(&program, &col2, &row2, &attn).unwrap();
+        check_trees(&program.steps, &col2, &row2, Some(&attn)).unwrap();
         let col1 = line_schedule(h, &k1).unwrap();
-        let err = check_trees(&program, &col1, &row2, &attn)
+        let err = check_trees(&program.steps, &col1, &row2, Some(&attn))
             .unwrap_err()
             .to_string();
         assert!(err.contains("the mesh runs"), "{err}");
         let attn1 = AttnGeometry::new(w, h, &heads, &k1).unwrap();
-        assert!(check_trees(&program, &col2, &row2, &attn1).is_err());
+        assert!(check_trees(&program.steps, &col2, &row2, Some(&attn1)).is_err());
     }
 }

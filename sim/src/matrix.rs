@@ -75,6 +75,7 @@ pub fn mesh_gemv_program(
                 bytes_per_value: spec.precision.activation_dtype.size_bytes(),
                 in_layer: false,
             }),
+            transfer: None,
         }],
     }
 }

@@ -9,7 +9,8 @@
 //! - `buffer_bytes`: the working buffers a PE needs for the steps.
 //! - `steps`: in execution order, each a list of local PE [`Kernel`]s with their
 //!   shapes and at most one [`Collective`] after them, whose reduction tree is
-//!   explicit ([`TreeShape`]; [`Collective::schedule`] gives the transfer list).
+//!   explicit ([`TreeShape`]; [`Collective::schedule`] gives the transfer list),
+//!   or a [`Transfer`] to another region or wafer.
 //!
 //! The program knows nothing of transformers: a step's `label` is the caller's
 //! type (the lowering of a model names its operations with it).
@@ -19,6 +20,7 @@ use crate::cost::Cost;
 use crate::error::SimError;
 use crate::schedule::{Schedule, TreeShape};
 use crate::tiling::{Axis, Tile};
+use crate::transfer::{offwafer_cost, parallel_lines_cost};
 use serde::Serialize;
 use wafer_core::{Cycles, WaferSpec};
 use wafer_kernels::Kernel;
@@ -93,7 +95,45 @@ impl Collective {
     }
 }
 
-/// One step: local kernels on every PE, then at most one collective.
+/// How a transfer between regions travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// On one wafer: every row of the source sends its part along its own
+    /// links, `wavelets_per_line` over `hops` hops (no two rows share a link).
+    OnWafer { wavelets_per_line: u64, hops: u64 },
+    /// Over the system's link to the next wafer.
+    OffWafer { bytes: u64 },
+}
+
+/// A transfer from one region to another (a hand-off of the residual, the token
+/// going back to the embedding), optionally replicated along the rows of the
+/// destination afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    pub route: Route,
+    /// `(row PEs, wavelets)`: the arriving part broadcast along each row.
+    pub replicate: Option<(u32, u64)>,
+}
+
+impl Transfer {
+    pub fn cost(&self, spec: &WaferSpec) -> Cost {
+        let moved = match self.route {
+            Route::OnWafer {
+                wavelets_per_line,
+                hops,
+            } => parallel_lines_cost(spec, wavelets_per_line, hops),
+            Route::OffWafer { bytes } => offwafer_cost(spec, bytes),
+        };
+        match self.replicate {
+            Some((pes, w)) => moved + Line::new(pes).broadcast_cost(spec, w, 0),
+            None => moved,
+        }
+    }
+}
+
+/// One step: local kernels on every PE, then at most one collective within the
+/// region, or a transfer out of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step<L> {
     pub label: L,
@@ -101,21 +141,25 @@ pub struct Step<L> {
     pub work_per_pe: u64,
     pub kernels: Vec<Kernel>,
     pub collective: Option<Collective>,
+    pub transfer: Option<Transfer>,
 }
 
 impl<L> Step<L> {
-    /// The step's cycles: its kernels one after another, then its collective.
+    /// The step's cycles: its kernels one after another, then its collective
+    /// and its transfer.
     pub fn cost(&self, spec: &WaferSpec) -> Cost {
         let compute = self
             .kernels
             .iter()
             .fold(Cycles::ZERO, |a, k| a + k.cycles(spec));
-        let comm = self
-            .collective
-            .as_ref()
-            .map(|c| c.cost(spec))
-            .unwrap_or_default();
-        Cost::compute(compute) + comm
+        let mut cost = Cost::compute(compute);
+        if let Some(c) = &self.collective {
+            cost += c.cost(spec);
+        }
+        if let Some(t) = &self.transfer {
+            cost += t.cost(spec);
+        }
+        cost
     }
 
     /// Multiply-accumulates each PE performs in this step.
@@ -172,6 +216,7 @@ mod tests {
             work_per_pe: 24,
             kernels: vec![k, Kernel::Add { n: 6 }],
             collective: Some(c.clone()),
+            transfer: None,
         };
         let want = Cost::compute(k.cycles(&s) + Kernel::Add { n: 6 }.cycles(&s))
             + Line::new(9).tree_allreduce_cost(&s, 3, &tree)

@@ -18,13 +18,12 @@
 //! prefill ([`super::token_prefill`]) relies on both facts.
 
 use super::{CommShape, OpKind, Plan, PlanOptions};
-use crate::layout::{Layout, Site};
-use crate::program::{decode_layer_program, LayerProgram};
+use crate::layout::Layout;
+use crate::program::{decode_layer_program, model_steps, LayerProgram};
 use wafer_core::WaferSpec;
-use wafer_kernels::{matrix, vector};
 use wafer_models::config::ModelConfig;
 use wafer_sim::collective::{wavelets, Algorithm, Line};
-use wafer_sim::transfer::{offwafer_cost, parallel_lines_cost};
+use wafer_sim::program::Step;
 use wafer_sim::Cost;
 
 /// The reduction decode uses on a line of `p` PEs: a K = 2 tree run from both
@@ -72,24 +71,6 @@ pub(crate) fn allreduce(
     )
 }
 
-/// Moving the `d`-vector (split over `h` rows) from one site to the next, then
-/// replicating it along the rows of the new region.
-pub(crate) fn handoff(spec: &WaferSpec, from: &Site, to: &Site, values: u64) -> Cost {
-    if from == to {
-        return Cost::default();
-    }
-    let act = spec.precision.activation_dtype.size_bytes();
-    let rows = to.region.height().max(1);
-    let per_row = wavelets(spec, values.div_ceil(rows as u64), act);
-    let replicate = Line::new(to.region.width()).broadcast_cost(spec, per_row, 0);
-    if from.wafer != to.wafer {
-        offwafer_cost(spec, values * act) + replicate
-    } else {
-        let hops = from.region.origin.hops_to(to.region.origin) + from.region.width() as u64;
-        parallel_lines_cost(spec, per_row, hops) + replicate
-    }
-}
-
 /// One decode step at KV length `context` (the new token included), with the
 /// default K = 2 reduction tree.
 pub fn decode_plan(spec: &WaferSpec, cfg: &ModelConfig, layout: &Layout, context: usize) -> Plan {
@@ -109,10 +90,11 @@ pub fn decode_plan_with(
     })
 }
 
-/// A decode step around per-layer plans: the embedding, each layer's plan (from
+/// A decode step around per-layer plans: the steps around the layers
+/// ([`model_steps`]: the embedding, each hand-off, the final norm, LM head,
+/// argmax and the token's loop-back) priced, and each layer's plan (from
 /// `layer(width, height)`, called once per distinct region shape, with its layer
-/// index set) and its hand-off, then the final norm, LM head, argmax and the
-/// token's loop-back.
+/// index set) in its place.
 pub(crate) fn assemble(
     spec: &WaferSpec,
     cfg: &ModelConfig,
@@ -120,26 +102,13 @@ pub(crate) fn assemble(
     opts: &PlanOptions,
     mut layer: impl FnMut(u32, u32) -> Plan,
 ) -> Plan {
+    let around = model_steps(spec, cfg, layout, opts);
     let mut plan = Plan::default();
-    let act = spec.precision.activation_dtype.size_bytes();
-    let d = cfg.hidden_size;
-
-    // Embedding: the PEs holding the token's row read it and send it to layer 0.
-    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
-    let emb_rows = first.region.height();
-    plan.push(
-        OpKind::Embedding,
-        None,
-        div(d, emb_rows),
-        None,
-        Cost::compute(vector::scale_cycles(spec, div(d, emb_rows)))
-            + handoff(spec, &layout.embedding, &first, d as u64),
-    );
-
+    push_steps(&mut plan, spec, &around.embedding, None);
     // Layers on the same region shape at the same context cost the same: lower
     // each distinct shape once (keeps the 400-layer estimate closed-form).
     let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
-    for (l, site) in layout.layers.iter().enumerate() {
+    for (l, (site, after)) in layout.layers.iter().zip(&around.after_layer).enumerate() {
         let key = (site.region.width(), site.region.height());
         let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
             Some((_, p)) => p.clone(),
@@ -153,68 +122,26 @@ pub(crate) fn assemble(
             op.layer = Some(l as u32);
             plan.ops.push(op);
         }
-        let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
-        let h = handoff(spec, site, next, d as u64);
-        if h.total().get() > 0.0 {
-            plan.push(
-                OpKind::Handoff,
-                Some(l as u32),
-                div(d, next.region.height()),
-                None,
-                h,
-            );
-        }
+        push_steps(&mut plan, spec, after, Some(l as u32));
     }
-
-    // Final norm, LM head GEMV and the argmax over the vocabulary.
-    let (w, h) = (
-        layout.lm_head.region.width(),
-        layout.lm_head.region.height(),
-    );
-    let xr = div(d, h);
-    let (ar, comm) = allreduce(spec, opts, h, 1, 4);
-    plan.push(
-        OpKind::FinalNorm,
-        None,
-        xr,
-        comm,
-        Cost::compute(vector::sum_squares_cycles(spec, xr) + vector::rms_scale_cycles(spec, xr))
-            + ar,
-    );
-    let vocab_cols = div(cfg.vocab_size, w);
-    let (ar, comm) = allreduce(spec, opts, h, vocab_cols, act);
-    plan.push(
-        OpKind::LmHead,
-        None,
-        xr * vocab_cols,
-        comm,
-        Cost::compute(matrix::gemv_tile_cycles(spec, xr, vocab_cols)) + ar,
-    );
-    // (value, index) pairs: two wavelets, reduced along the row toward column 0.
-    let argmax = Line::new(w).reduce_cost(spec, 2, opts.tree(w));
-    plan.push(
-        OpKind::Argmax,
-        None,
-        vocab_cols,
-        Some(CommShape {
-            line_pes: w,
-            values_per_pe: 1,
-        }),
-        Cost::compute(vector::max_cycles(spec, vocab_cols)) + argmax,
-    );
-    // The chosen token id goes back to the embedding's site for the next step.
-    let back = if layout.lm_head.wafer != layout.embedding.wafer {
-        offwafer_cost(spec, 4)
-    } else {
-        let hops = layout
-            .lm_head
-            .region
-            .origin
-            .hops_to(layout.embedding.region.origin);
-        parallel_lines_cost(spec, 1, hops)
-    };
-    plan.push(OpKind::TokenLoopback, None, 1, None, back);
+    push_steps(&mut plan, spec, &around.head, None);
     plan
+}
+
+/// Program steps as costed operations of `layer` (or of none).
+fn push_steps(plan: &mut Plan, spec: &WaferSpec, steps: &[Step<OpKind>], layer: Option<u32>) {
+    for s in steps {
+        plan.push(
+            s.label,
+            layer,
+            s.work_per_pe,
+            s.collective.as_ref().map(|c| CommShape {
+                line_pes: c.line_pes(),
+                values_per_pe: c.values_per_pe,
+            }),
+            s.cost(spec),
+        );
+    }
 }
 
 /// One decoder layer's decode step on a `w x h` region (layer index unset), priced. `context` enters only as
@@ -234,17 +161,6 @@ pub fn decode_layer_with(
 /// A layer program's steps as costed operations (layer index unset).
 pub fn price_layer(spec: &WaferSpec, program: &LayerProgram) -> Plan {
     let mut p = Plan::default();
-    for s in &program.steps {
-        p.push(
-            s.label,
-            None,
-            s.work_per_pe,
-            s.collective.as_ref().map(|c| CommShape {
-                line_pes: c.line_pes(),
-                values_per_pe: c.values_per_pe,
-            }),
-            s.cost(spec),
-        );
-    }
+    push_steps(&mut p, spec, &program.steps, None);
     p
 }
