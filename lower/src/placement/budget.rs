@@ -34,8 +34,13 @@ pub struct PeBytes {
 }
 
 impl PeBytes {
+    /// The sum, saturating: a context far past what fits gives `u64::MAX`
+    /// (more than any SRAM), not an overflow.
     pub fn total(&self) -> u64 {
-        self.weights + self.kv + self.buffers + self.reserve
+        self.weights
+            .saturating_add(self.kv)
+            .saturating_add(self.buffers)
+            .saturating_add(self.reserve)
     }
 }
 
@@ -171,7 +176,9 @@ impl Footprint {
         debug_assert!(x < self.w && y < self.h, "PE ({x}, {y}) outside the region");
         PeBytes {
             weights: self.weight_per_pe,
-            kv: self.tokens_in_row(t, y) * self.kv_per_token,
+            // Saturating: the context comes from the command line and may be
+            // anything up to u64::MAX tokens.
+            kv: self.tokens_in_row(t, y).saturating_mul(self.kv_per_token),
             buffers: self.buffers,
             reserve: sizes.reserve,
         }
@@ -197,9 +204,9 @@ impl Footprint {
     /// Bytes stored on the whole region at context `t`.
     pub fn total(&self, sizes: &Sizes, t: u64) -> u64 {
         let pes = self.w * self.h;
-        self.weight_per_pe * pes
-            + self.kv_per_token * t * self.w
-            + (self.buffers + sizes.reserve) * pes
+        (self.weight_per_pe * pes)
+            .saturating_add(self.kv_per_token.saturating_mul(t).saturating_mul(self.w))
+            .saturating_add((self.buffers + sizes.reserve) * pes)
     }
 
     /// Bytes of PE (0, 0) that do not depend on the context.
