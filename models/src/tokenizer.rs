@@ -52,7 +52,18 @@ impl Tokenizer {
     /// Loads `DIR/tokenizer.json` and, if present, `DIR/tokenizer_config.json`.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // The tokenizers crate panics instead of failing on a JSON syntax error
+        // inside `decoder`, so the syntax is checked here first.
+        let json = serde_json::from_str::<serde_json::Value>(&text)
+            .with_context(|| format!("cannot load tokenizer {}: invalid JSON", path.display()))?;
+        if let Some(p) = json.get("post_processor") {
+            check_post_processor(p)
+                .with_context(|| format!("cannot load tokenizer {}", path.display()))?;
+        }
+        let inner = text
+            .parse::<tokenizers::Tokenizer>()
             .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
         let mut tok = Tokenizer {
             inner,
@@ -258,9 +269,81 @@ impl<'a> TextStream<'a> {
     }
 }
 
+/// Checks what the tokenizers crate assumes of a `TemplateProcessing` post-processor
+/// (alone or in a `Sequence`) but does not check when loading one, and panics
+/// on while encoding: every special token a template names is defined, and the
+/// single-sequence template uses sequence `A` only.
+fn check_post_processor(p: &serde_json::Value) -> Result<()> {
+    match p.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => {
+            for inner in p
+                .get("processors")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                check_post_processor(inner)?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            let defined = p.get("special_tokens").and_then(|v| v.as_object());
+            for key in ["single", "pair"] {
+                for piece in p.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
+                    if let Some(id) = piece.pointer("/SpecialToken/id").and_then(|v| v.as_str()) {
+                        if !defined.is_some_and(|d| d.contains_key(id)) {
+                            bail!("post_processor: the `{key}` template names special token `{id}`, which `special_tokens` does not define");
+                        }
+                    }
+                    let seq = piece.pointer("/Sequence/id").and_then(|v| v.as_str());
+                    if key == "single" && seq.is_some_and(|s| s != "A") {
+                        bail!("post_processor: the `single` template uses sequence `{}`; only `A` exists", seq.unwrap_or_default());
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_json_in_the_decoder_is_an_error_not_a_panic() {
+        // Found by fuzzing: a syntax error inside `decoder` made the tokenizers
+        // crate panic ("Helper") while loading.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
+            "post_processor":null,"decoder":{"type":"ByteLevel","add_prefix_space" true},
+            "model":{"type":"WordLevel","vocab":{"a":0},"unk_token":"a"}}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", Tokenizer::from_dir(dir.path()).err().unwrap());
+        assert!(err.contains("invalid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_template_naming_an_undefined_special_token_is_an_error_not_a_panic() {
+        // Found by fuzzing: loading succeeded and encoding panicked ("no entry
+        // found for key") on a template token `special_tokens` lacks.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
+            "post_processor":{"type":"TemplateProcessing",
+              "single":[{"SpecialToken":{"id":"<s<","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],
+              "pair":[{"Sequence":{"id":"A","type_id":0}},{"Sequence":{"id":"B","type_id":1}}],
+              "special_tokens":{"<s>":{"id":"<s>","ids":[0],"tokens":["<s>"]}}},
+            "decoder":null,"model":{"type":"WordLevel","vocab":{"<s>":0,"a":1},"unk_token":"a"}}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", Tokenizer::from_dir(dir.path()).err().unwrap());
+        assert!(err.contains("`<s<`"), "{err}");
+    }
 
     /// A byte-level BPE tokenizer with the 256 byte symbols and the merges given.
     fn byte_tokenizer(merges: &[(&str, &str)]) -> Tokenizer {
