@@ -256,3 +256,35 @@ pub fn item_buffers(model: &ModelConfig, sizes: &Sizes, item: Item, w: u64, h: u
         .buffer_bytes(model, act, acc),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{place, PlaceOptions, Strategy};
+    use wafer_core::WaferSpec;
+
+    #[test]
+    fn a_context_of_u64_max_tokens_saturates_instead_of_overflowing() {
+        // Found by fuzzing: a PE's KV bytes (tokens x bytes per token) overflowed.
+        let model = wafer_models::presets::lookup("smollm2-135m").unwrap();
+        let spec = WaferSpec::preset("wse3").unwrap();
+        for strategy in [Strategy::Packed, Strategy::LayerPerRegion] {
+            let opts = PlaceOptions {
+                context_tokens: u64::MAX,
+                region: None,
+                wafers: None,
+                strategy,
+            };
+            // Nothing holds that context; the answer may be an error or the
+            // longest context that fits, but it is an answer.
+            let _ = place(&model, &spec, &opts);
+        }
+        let full = PeBytes {
+            weights: u64::MAX,
+            kv: 1,
+            buffers: 1,
+            reserve: 1,
+        };
+        assert_eq!(full.total(), u64::MAX);
+    }
+}
