@@ -204,7 +204,15 @@ impl WaferSpec {
         Bytes(self.pe.sram_bytes * self.pes())
     }
 
-    /// Rejects values no machine could have (zero sizes, negative latencies, ...).
+    /// The largest fabric side [`Self::validate`] accepts (WSE-3: 762 x 1172 PEs).
+    pub const MAX_FABRIC_SIDE_PES: u32 = 1 << 14;
+    /// The largest PE SRAM [`Self::validate`] accepts (WSE-3: 48 KiB). With
+    /// [`Self::MAX_FABRIC_SIDE_PES`] a wafer holds at most 2^48 bytes, so the
+    /// byte counts of pipelines of thousands of wafers fit in a `u64`.
+    pub const MAX_PE_SRAM_BYTES: u64 = 1 << 20;
+
+    /// Rejects values no machine could have (zero sizes, sizes so large that
+    /// the wafer's byte counts overflow, negative latencies, ...).
     pub fn validate(&self) -> Result<()> {
         fn positive(field: &str, v: f64) -> Result<()> {
             if v.is_finite() && v > 0.0 {
@@ -236,10 +244,24 @@ impl WaferSpec {
                 })
             }
         }
+        fn at_most(field: &str, v: u64, max: u64) -> Result<()> {
+            if v <= max {
+                Ok(())
+            } else {
+                Err(CoreError::InvalidSpec {
+                    field: field.into(),
+                    problem: format!("expected at most {max}, found {v}"),
+                })
+            }
+        }
         positive("clock_hz", self.clock_hz)?;
         nonzero("fabric.width_pes", self.fabric.width_pes as u64)?;
         nonzero("fabric.height_pes", self.fabric.height_pes as u64)?;
         nonzero("pe.sram_bytes", self.pe.sram_bytes)?;
+        let side = Self::MAX_FABRIC_SIDE_PES as u64;
+        at_most("fabric.width_pes", self.fabric.width_pes as u64, side)?;
+        at_most("fabric.height_pes", self.fabric.height_pes as u64, side)?;
+        at_most("pe.sram_bytes", self.pe.sram_bytes, Self::MAX_PE_SRAM_BYTES)?;
         nonzero("pe.sram_banks", self.pe.sram_banks as u64)?;
         if self.pe.reserve_bytes >= self.pe.sram_bytes {
             return Err(CoreError::InvalidSpec {
@@ -545,6 +567,33 @@ mod tests {
         );
         // Without `base`, the message says how to override only some fields.
         assert!(err.contains("base = \"wse3\""), "{err}");
+    }
+
+    #[test]
+    fn sizes_whose_byte_counts_overflow_are_rejected() {
+        // Found by fuzzing: an SRAM of 2^53 bytes per PE overflowed the bytes
+        // of a wafer (PEs x SRAM) in the placement search.
+        let err = WaferSpec::from_toml_str(
+            "base = \"wse2\"\n[pe]\nsram_bytes = 9007199254740993\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pe.sram_bytes"), "{err}");
+        let err = WaferSpec::from_toml_str(
+            "base = \"wse3\"\n[fabric]\nwidth_pes = 4294967295\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("fabric.width_pes"), "{err}");
+        // The largest spec accepted has byte counts that fit.
+        let mut big = wse3();
+        big.fabric.width_pes = WaferSpec::MAX_FABRIC_SIDE_PES;
+        big.fabric.height_pes = WaferSpec::MAX_FABRIC_SIDE_PES;
+        big.pe.sram_bytes = WaferSpec::MAX_PE_SRAM_BYTES;
+        big.validate().unwrap();
+        assert_eq!(big.wafer_sram().0, 1 << 48);
     }
 
     #[test]

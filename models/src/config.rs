@@ -247,6 +247,25 @@ impl ModelConfig {
                 bail!("config: `{field}` must be at least 1, found 0");
             }
         }
+        // Sizes come from a file: bound them so that every count derived from
+        // the shape (widths, tensor elements, parameters, their bytes) fits.
+        for (field, v, max) in [
+            ("vocab_size", self.vocab_size, MAX_DIM),
+            ("hidden_size", self.hidden_size, MAX_DIM),
+            ("intermediate_size", self.intermediate_size, MAX_DIM),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_DIM),
+            ("num_key_value_heads", self.num_key_value_heads, MAX_DIM),
+            ("head_dim", self.head_dim, MAX_DIM),
+        ] {
+            if v > max {
+                bail!("config: `{field}` is {v}, more than the {max} supported");
+            }
+        }
+        match self.checked_param_count() {
+            Some(n) if n <= MAX_PARAMS => {}
+            _ => bail!("config: the shape has more than {MAX_PARAMS} parameters"),
+        }
         if !self
             .num_attention_heads
             .is_multiple_of(self.num_key_value_heads)
@@ -314,6 +333,26 @@ impl ModelConfig {
             .sum()
     }
 
+    /// [`Self::param_count`] with every product and sum checked; `None` on
+    /// overflow. Needs the width fields within [`MAX_DIM`] (so `q_dim` fits).
+    fn checked_param_count(&self) -> Option<u64> {
+        let elements = |t: &family::TensorSpec| {
+            t.shape
+                .dims(self)
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        };
+        let mut layer = 0u64;
+        for t in family::layer_tensors(self).filter(|t| t.presence.required(self)) {
+            layer = layer.checked_add(elements(t)?)?;
+        }
+        let mut total = layer.checked_mul(self.num_hidden_layers as u64)?;
+        for t in family::model_tensors(self).filter(|t| t.presence.required(self)) {
+            total = total.checked_add(elements(t)?)?;
+        }
+        Some(total)
+    }
+
     /// All parameters, counting a tied LM head once.
     pub fn param_count(&self) -> u64 {
         let outside: u64 = family::model_tensors(self)
@@ -323,6 +362,16 @@ impl ModelConfig {
         outside + self.num_hidden_layers as u64 * self.layer_params()
     }
 }
+
+/// The largest width [`ModelConfig::validate`] accepts for any size field (the
+/// largest real ones are vocabularies of a few hundred thousand).
+pub const MAX_DIM: usize = 1 << 24;
+/// The most decoder layers [`ModelConfig::validate`] accepts (real models have
+/// at most a few hundred; the placement search is quadratic in the layers).
+pub const MAX_LAYERS: usize = 1 << 10;
+/// The most parameters [`ModelConfig::validate`] accepts, about 10^15 (over
+/// a thousand times the largest open model), so byte counts stay within `u64`.
+pub const MAX_PARAMS: u64 = 1 << 50;
 
 /// The family named by `model_type` and `architectures`, which must agree.
 /// A file with neither is taken to be a Llama (older Llama exports omit both).
@@ -440,6 +489,27 @@ fn token_ids(v: Option<&serde_json::Value>, field: &str) -> Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_whose_counts_overflow_are_rejected() {
+        // Found by fuzzing: 4.36 billion layers were accepted, and placing the
+        // model allocated a list of units as long as the layer count.
+        let layers = r#"{"model_type":"llama","vocab_size":128256,"hidden_size":4096,
+            "intermediate_size":14336,"num_hidden_layers":4358760014,"num_attention_heads":32,
+            "num_key_value_heads":8}"#;
+        let err = format!("{:#}", ModelConfig::from_json_str(layers).unwrap_err());
+        assert!(err.contains("num_hidden_layers"), "{err}");
+        // Each field within its bound, but the matrices' elements overflow a u64.
+        let wide = r#"{"model_type":"llama","vocab_size":16777216,"hidden_size":16777216,
+            "intermediate_size":16777216,"num_hidden_layers":1024,"num_attention_heads":16777216,
+            "head_dim":16777216}"#;
+        let err = format!("{:#}", ModelConfig::from_json_str(wide).unwrap_err());
+        assert!(err.contains("parameters"), "{err}");
+        for p in crate::presets::names() {
+            let cfg = crate::presets::lookup(p).unwrap();
+            assert_eq!(cfg.checked_param_count(), Some(cfg.param_count()), "{p}");
+        }
+    }
 
     const SMOLLM2: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama",
       "vocab_size":49152,"hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,

@@ -52,8 +52,21 @@ impl Tokenizer {
     /// Loads `DIR/tokenizer.json` and, if present, `DIR/tokenizer_config.json`.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // The tokenizers crate panics instead of failing on a JSON syntax error
+        // inside `decoder`, so the syntax is checked here first.
+        let json = serde_json::from_str::<serde_json::Value>(&text)
+            .with_context(|| format!("cannot load tokenizer {}: invalid JSON", path.display()))?;
+        if let Some(p) = json.get("post_processor") {
+            check_post_processor(p)
+                .with_context(|| format!("cannot load tokenizer {}", path.display()))?;
+        }
+        let what = || format!("cannot load tokenizer {}", path.display());
+        let inner = guarded(what, || {
+            text.parse::<tokenizers::Tokenizer>()
+                .map_err(|e| anyhow!("{}: {e}", what()))
+        })?;
         let mut tok = Tokenizer {
             inner,
             path,
@@ -101,10 +114,12 @@ impl Tokenizer {
     /// Token ids of `text`. With `add_special_tokens` the tokenizer's own
     /// post-processor runs (it adds a BOS only if tokenizer.json says so).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(|e| anyhow!("tokenizing with {}: {e}", self.path.display()))?;
+        let what = || format!("tokenizing with {}", self.path.display());
+        let enc = guarded(what, || {
+            self.inner
+                .encode(text, add_special_tokens)
+                .map_err(|e| anyhow!("{}: {e}", what()))
+        })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -150,9 +165,12 @@ impl Tokenizer {
 
     /// Text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| anyhow!("decoding with {}: {e}", self.path.display()))
+        let what = || format!("decoding with {}", self.path.display());
+        guarded(what, || {
+            self.inner
+                .decode(ids, false)
+                .map_err(|e| anyhow!("{}: {e}", what()))
+        })
     }
 
     /// Renders a single user message through the chat template with
@@ -258,9 +276,117 @@ impl<'a> TextStream<'a> {
     }
 }
 
+/// Runs a call into the tokenizers crate, turning a panic into an error. The
+/// crate panics on some tokenizer.json files it loads without complaint (e.g. a
+/// `Strip` decoder told to strip more characters than a token has); the panic
+/// message still reaches stderr through the panic hook, the caller gets an error.
+fn guarded<T>(what: impl Fn() -> String, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            bail!(
+                "{}: the tokenizers crate failed on this tokenizer.json ({message})",
+                what()
+            )
+        }
+    }
+}
+
+/// Checks what the tokenizers crate assumes of a `TemplateProcessing` post-processor
+/// (alone or in a `Sequence`; the crate tells them apart by their fields, whatever
+/// `type` says) but does not check when loading one, and panics on while
+/// encoding: every special token a template names is defined, and the
+/// single-sequence template uses sequence `A` only.
+fn check_post_processor(p: &serde_json::Value) -> Result<()> {
+    for inner in p
+        .get("processors")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        check_post_processor(inner)?;
+    }
+    let defined = p.get("special_tokens").and_then(|v| v.as_object());
+    for key in ["single", "pair"] {
+        for piece in p.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
+            if let Some(id) = piece.pointer("/SpecialToken/id").and_then(|v| v.as_str()) {
+                if !defined.is_some_and(|d| d.contains_key(id)) {
+                    bail!("post_processor: the `{key}` template names special token `{id}`, which `special_tokens` does not define");
+                }
+            }
+            let seq = piece.pointer("/Sequence/id").and_then(|v| v.as_str());
+            if key == "single" && seq.is_some_and(|s| s != "A") {
+                bail!(
+                    "post_processor: the `single` template uses sequence `{}`; only `A` exists",
+                    seq.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_json_in_the_decoder_is_an_error_not_a_panic() {
+        // Found by fuzzing: a syntax error inside `decoder` made the tokenizers
+        // crate panic ("Helper") while loading.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
+            "post_processor":null,"decoder":{"type":"ByteLevel","add_prefix_space" true},
+            "model":{"type":"WordLevel","vocab":{"a":0},"unk_token":"a"}}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", Tokenizer::from_dir(dir.path()).err().unwrap());
+        assert!(err.contains("invalid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_template_naming_an_undefined_special_token_is_an_error_not_a_panic() {
+        // Found by fuzzing: loading succeeded and encoding panicked ("no entry
+        // found for key") on a template token `special_tokens` lacks.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
+            "post_processor":{"type":"TemplateProcessing",
+              "single":[{"SpecialToken":{"id":"<s<","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],
+              "pair":[{"Sequence":{"id":"A","type_id":0}},{"Sequence":{"id":"B","type_id":1}}],
+              "special_tokens":{"<s>":{"id":"<s>","ids":[0],"tokens":["<s>"]}}},
+            "decoder":null,"model":{"type":"WordLevel","vocab":{"<s>":0,"a":1},"unk_token":"a"}}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", Tokenizer::from_dir(dir.path()).err().unwrap());
+        assert!(err.contains("`<s<`"), "{err}");
+    }
+
+    #[test]
+    fn a_panic_in_the_tokenizers_crate_is_an_error() {
+        // Found by fuzzing: a `Strip` decoder stripping more characters than a
+        // token has underflows (then indexes out of bounds) inside the crate.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
+            "post_processor":null,
+            "decoder":{"type":"Strip","content":" ","start":0,"stop":387922494148990},
+            "model":{"type":"WordLevel","vocab":{"a":0," ":1},"unk_token":"a"}}"#,
+        )
+        .unwrap();
+        let tok = Tokenizer::from_dir(dir.path()).unwrap();
+        let err = format!("{:#}", tok.decode(&[1]).unwrap_err());
+        assert!(err.contains("tokenizers crate failed"), "{err}");
+    }
 
     /// A byte-level BPE tokenizer with the 256 byte symbols and the merges given.
     fn byte_tokenizer(merges: &[(&str, &str)]) -> Tokenizer {

@@ -34,8 +34,13 @@ pub struct PeBytes {
 }
 
 impl PeBytes {
+    /// The sum, saturating: a context far past what fits gives `u64::MAX`
+    /// (more than any SRAM), not an overflow.
     pub fn total(&self) -> u64 {
-        self.weights + self.kv + self.buffers + self.reserve
+        self.weights
+            .saturating_add(self.kv)
+            .saturating_add(self.buffers)
+            .saturating_add(self.reserve)
     }
 }
 
@@ -171,7 +176,9 @@ impl Footprint {
         debug_assert!(x < self.w && y < self.h, "PE ({x}, {y}) outside the region");
         PeBytes {
             weights: self.weight_per_pe,
-            kv: self.tokens_in_row(t, y) * self.kv_per_token,
+            // Saturating: the context comes from the command line and may be
+            // anything up to u64::MAX tokens.
+            kv: self.tokens_in_row(t, y).saturating_mul(self.kv_per_token),
             buffers: self.buffers,
             reserve: sizes.reserve,
         }
@@ -197,9 +204,9 @@ impl Footprint {
     /// Bytes stored on the whole region at context `t`.
     pub fn total(&self, sizes: &Sizes, t: u64) -> u64 {
         let pes = self.w * self.h;
-        self.weight_per_pe * pes
-            + self.kv_per_token * t * self.w
-            + (self.buffers + sizes.reserve) * pes
+        (self.weight_per_pe * pes)
+            .saturating_add(self.kv_per_token.saturating_mul(t).saturating_mul(self.w))
+            .saturating_add((self.buffers + sizes.reserve) * pes)
     }
 
     /// Bytes of PE (0, 0) that do not depend on the context.
@@ -247,5 +254,37 @@ pub fn item_buffers(model: &ModelConfig, sizes: &Sizes, item: Item, w: u64, h: u
             h as usize,
         )
         .buffer_bytes(model, act, acc),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{place, PlaceOptions, Strategy};
+    use wafer_core::WaferSpec;
+
+    #[test]
+    fn a_context_of_u64_max_tokens_saturates_instead_of_overflowing() {
+        // Found by fuzzing: a PE's KV bytes (tokens x bytes per token) overflowed.
+        let model = wafer_models::presets::lookup("smollm2-135m").unwrap();
+        let spec = WaferSpec::preset("wse3").unwrap();
+        for strategy in [Strategy::Packed, Strategy::LayerPerRegion] {
+            let opts = PlaceOptions {
+                context_tokens: u64::MAX,
+                region: None,
+                wafers: None,
+                strategy,
+            };
+            // Nothing holds that context; the answer may be an error or the
+            // longest context that fits, but it is an answer.
+            let _ = place(&model, &spec, &opts);
+        }
+        let full = PeBytes {
+            weights: u64::MAX,
+            kv: 1,
+            buffers: 1,
+            reserve: 1,
+        };
+        assert_eq!(full.total(), u64::MAX);
     }
 }
