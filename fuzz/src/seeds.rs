@@ -3,6 +3,7 @@
 //! run starts from the same corpus on every machine).
 
 use std::path::Path;
+use wafer_import::gguf::writer::{self, Meta, Tensor};
 
 /// `(target, file name, bytes)` for every seed.
 pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
@@ -43,105 +44,14 @@ pub fn write_all(dir: &Path) -> std::io::Result<usize> {
 
 // --- GGUF -------------------------------------------------------------------
 
-enum Meta {
-    U8(u8),
-    I8(i8),
-    U16(u16),
-    I16(i16),
-    U32(u32),
-    I32(i32),
-    F32(f32),
-    Bool(bool),
-    Str(&'static str),
-    Array(u32, Vec<Meta>),
-    U64(u64),
-    I64(i64),
-    F64(f64),
-}
-
-impl Meta {
-    fn type_id(&self) -> u32 {
-        match self {
-            Meta::U8(_) => 0,
-            Meta::I8(_) => 1,
-            Meta::U16(_) => 2,
-            Meta::I16(_) => 3,
-            Meta::U32(_) => 4,
-            Meta::I32(_) => 5,
-            Meta::F32(_) => 6,
-            Meta::Bool(_) => 7,
-            Meta::Str(_) => 8,
-            Meta::Array(..) => 9,
-            Meta::U64(_) => 10,
-            Meta::I64(_) => 11,
-            Meta::F64(_) => 12,
-        }
+/// A tensor of a seed file (GGUF dims innermost first, GGML type id).
+fn tensor(name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> Tensor {
+    Tensor {
+        name: name.into(),
+        dims: dims.to_vec(),
+        ty,
+        data,
     }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        match self {
-            Meta::U8(v) => out.push(*v),
-            Meta::I8(v) => out.extend(v.to_le_bytes()),
-            Meta::U16(v) => out.extend(v.to_le_bytes()),
-            Meta::I16(v) => out.extend(v.to_le_bytes()),
-            Meta::U32(v) => out.extend(v.to_le_bytes()),
-            Meta::I32(v) => out.extend(v.to_le_bytes()),
-            Meta::F32(v) => out.extend(v.to_le_bytes()),
-            Meta::Bool(v) => out.push(*v as u8),
-            Meta::Str(s) => string(out, s),
-            Meta::Array(ty, items) => {
-                out.extend(ty.to_le_bytes());
-                out.extend((items.len() as u64).to_le_bytes());
-                for i in items {
-                    i.write(out);
-                }
-            }
-            Meta::U64(v) => out.extend(v.to_le_bytes()),
-            Meta::I64(v) => out.extend(v.to_le_bytes()),
-            Meta::F64(v) => out.extend(v.to_le_bytes()),
-        }
-    }
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.extend((s.len() as u64).to_le_bytes());
-    out.extend(s.as_bytes());
-}
-
-/// A tensor: name, dims (innermost first), GGML type id, data.
-type Tensor = (&'static str, Vec<u64>, u32, Vec<u8>);
-
-fn gguf_image(version: u32, meta: &[(&str, Meta)], tensors: &[Tensor], alignment: u64) -> Vec<u8> {
-    let mut out = b"GGUF".to_vec();
-    out.extend(version.to_le_bytes());
-    out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend((meta.len() as u64).to_le_bytes());
-    for (k, v) in meta {
-        string(&mut out, k);
-        out.extend(v.type_id().to_le_bytes());
-        v.write(&mut out);
-    }
-    let mut offset = 0u64;
-    for (name, dims, ty, data) in tensors {
-        string(&mut out, name);
-        out.extend((dims.len() as u32).to_le_bytes());
-        for d in dims {
-            out.extend(d.to_le_bytes());
-        }
-        out.extend(ty.to_le_bytes());
-        out.extend(offset.to_le_bytes());
-        offset = (offset + data.len() as u64).next_multiple_of(alignment);
-    }
-    while !(out.len() as u64).is_multiple_of(alignment) {
-        out.push(0);
-    }
-    for (_, _, _, data) in tensors {
-        out.extend(data);
-        while !(out.len() as u64).is_multiple_of(alignment) {
-            out.push(0);
-        }
-    }
-    out
 }
 
 /// Deterministic filler bytes; f16/bf16 scales are kept finite by the decoder anyway.
@@ -153,7 +63,7 @@ fn bytes(n: usize, salt: u8) -> Vec<u8> {
 
 fn gguf() -> Vec<(String, Vec<u8>)> {
     let every_type = vec![
-        ("general.architecture", Meta::Str("llama")),
+        ("general.architecture", Meta::Str("llama".into())),
         ("general.alignment", Meta::U32(32)),
         ("t.u8", Meta::U8(7)),
         ("t.i8", Meta::I8(-7)),
@@ -170,7 +80,14 @@ fn gguf() -> Vec<(String, Vec<u8>)> {
         ("llama.embedding_length", Meta::U32(64)),
         (
             "tokenizer.ggml.tokens",
-            Meta::Array(8, vec![Meta::Str("<s>"), Meta::Str("a"), Meta::Str("b")]),
+            Meta::Array(
+                8,
+                vec![
+                    Meta::Str("<s>".into()),
+                    Meta::Str("a".into()),
+                    Meta::Str("b".into()),
+                ],
+            ),
         ),
         (
             "tokenizer.ggml.scores",
@@ -181,42 +98,42 @@ fn gguf() -> Vec<(String, Vec<u8>)> {
             Meta::Array(9, vec![Meta::Array(4, vec![Meta::U32(1), Meta::U32(2)])]),
         ),
     ];
-    let tensors: Vec<Tensor> = vec![
-        ("f32", vec![8], 0, bytes(32, 1)),
-        ("f16", vec![4, 2], 1, bytes(16, 2)),
-        ("q4_0", vec![32, 2], 2, bytes(36, 3)),
-        ("q4_1", vec![32], 3, bytes(20, 4)),
-        ("q8_0", vec![32], 8, bytes(34, 5)),
-        ("q6_k", vec![256], 14, bytes(210, 6)),
-        ("bf16", vec![8], 30, bytes(16, 7)),
+    let tensors = vec![
+        tensor("f32", &[8], 0, bytes(32, 1)),
+        tensor("f16", &[4, 2], 1, bytes(16, 2)),
+        tensor("q4_0", &[32, 2], 2, bytes(36, 3)),
+        tensor("q4_1", &[32], 3, bytes(20, 4)),
+        tensor("q8_0", &[32], 8, bytes(34, 5)),
+        tensor("q6_k", &[256], 14, bytes(210, 6)),
+        tensor("bf16", &[8], 30, bytes(16, 7)),
     ];
     vec![
         (
             "v3-every-type.gguf".into(),
-            gguf_image(3, &every_type, &tensors, 32),
+            writer::gguf(3, &every_type, &tensors, 32),
         ),
         (
             "v2-one-tensor.gguf".into(),
-            gguf_image(
+            writer::gguf(
                 2,
-                &[("general.name", Meta::Str("tiny"))],
-                &[("w", vec![4], 0, bytes(16, 9))],
+                &[("general.name", Meta::Str("tiny".into()))],
+                &[tensor("w", &[4], 0, bytes(16, 9))],
                 32,
             ),
         ),
         (
             "v3-align-8.gguf".into(),
-            gguf_image(
+            writer::gguf(
                 3,
                 &[("general.alignment", Meta::U64(8))],
                 &[
-                    ("a", vec![2, 2], 0, bytes(16, 10)),
-                    ("b", vec![32], 8, bytes(34, 11)),
+                    tensor("a", &[2, 2], 0, bytes(16, 10)),
+                    tensor("b", &[32], 8, bytes(34, 11)),
                 ],
                 8,
             ),
         ),
-        ("v3-empty.gguf".into(), gguf_image(3, &[], &[], 32)),
+        ("v3-empty.gguf".into(), writer::gguf(3, &[], &[], 32)),
     ]
 }
 

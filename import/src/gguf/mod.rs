@@ -10,6 +10,7 @@ mod error;
 mod metadata;
 mod reader;
 mod types;
+pub mod writer;
 
 pub use dequant::dequantize;
 pub use error::{GgufError, GgufErrorKind};
