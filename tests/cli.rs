@@ -198,45 +198,36 @@ fn tiny_temperatures_generate_what_greedy_does() {
 fn one_generated_token_has_no_decode_rate() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
-    let o = succeeds(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "Hi",
-        "--max-tokens",
-        "1",
-        "--json",
-    ]);
-    let lines = json_lines(&o);
-    let s = &lines.last().unwrap()["summary"];
+    // One token on `engine`: the JSON summary and stderr.
+    let one_token = |engine: &str| {
+        let o = succeeds(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "1",
+            "--engine",
+            engine,
+            "--json",
+        ]);
+        let summary = json_lines(&o).last().unwrap()["summary"].clone();
+        (summary, stderr(&o))
+    };
+    let (s, err) = one_token("reference");
     assert_eq!(s["generated_tokens"], 1, "{s}");
     assert!(s["decode_tokens_per_s"].is_null(), "{s}");
-    let err = stderr(&o);
     assert!(err.contains("decode: n/a"), "{err}");
     // The seed comes before any token's report, on the first line.
     assert!(err.lines().next().unwrap().contains("seed"), "{err}");
     // The mesh engine's own means over decode steps are null too, and its
     // summary line says n/a rather than 0.
-    let o = succeeds(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "Hi",
-        "--max-tokens",
-        "1",
-        "--engine",
-        "mesh",
-        "--json",
-    ]);
-    let lines = json_lines(&o);
-    let s = &lines.last().unwrap()["summary"];
+    let (s, err) = one_token("mesh");
     for key in ["decode_cycles_per_token", "simulated_tokens_per_s"] {
         assert!(s[key].is_null(), "{key}: {s}");
     }
     assert!(s["ttft_cycles"].as_f64().unwrap() > 0.0, "{s}");
-    let err = stderr(&o);
     assert!(err.contains("decode n/a (no decode step)"), "{err}");
 }
 
