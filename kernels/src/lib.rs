@@ -9,6 +9,7 @@
 //! slices (f32 arithmetic, fp16 weights as `half::f16`) and a `*_cycles` function
 //! giving what that call costs one PE.
 
+pub mod attention;
 pub mod cost;
 pub mod kernel;
 pub mod matrix;

@@ -30,6 +30,7 @@ use crate::tiling::Split;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use wafer_core::DType;
+use wafer_kernels::attention;
 use wafer_lower::cost::PlanOptions;
 use wafer_sim::schedule::Schedule;
 
@@ -189,14 +190,7 @@ fn block_scores(
             for (i, part) in parts.chunks_exact_mut(g * n).enumerate() {
                 let c = c0 + i;
                 let (a, z) = ((c * kc).max(lo), ((c + 1) * kc).min(hi));
-                for e in a..z {
-                    let kv = &kblk[e * B..e * B + n];
-                    for (pm, &qm) in part.chunks_exact_mut(n).zip(&q[e * g..(e + 1) * g]) {
-                        for (p, &k) in pm.iter_mut().zip(kv) {
-                            *p += qm * k;
-                        }
-                    }
-                }
+                attention::score_partials(part, q, kblk, B, a..z, g);
             }
             // Across the segment's columns, every slot of the block at once.
             let summed = seg.sum(&mut parts, g * n, seg.len() as usize);
@@ -260,11 +254,12 @@ pub fn attend(
     let score = |t: usize, head: usize| scores[(t / B * n_heads + head) * B + t % B];
     // Each row's max over its positions, then along the columns (over rows).
     maxes.fill(f32::NEG_INFINITY);
+    let mut s = vec![0.0f32; n_heads];
     for t in 0..t_len {
-        let row = &mut maxes[(t % h) * n_heads..][..n_heads];
-        for (head, m) in row.iter_mut().enumerate() {
-            *m = m.max(score(t, head));
-        }
+        s.iter_mut()
+            .enumerate()
+            .for_each(|(head, x)| *x = score(t, head));
+        attention::max_into(&mut maxes[(t % h) * n_heads..][..n_heads], &s);
     }
     let global_max = geo.column.max(maxes, n_heads, rows);
 
@@ -284,39 +279,25 @@ pub fn attend(
         .for_each(|(group, (sums, values))| {
             let r0 = group * rows_per_group;
             let r1 = (r0 + rows_per_group).min(rows);
-            let mut p = vec![0.0f32; n_heads];
+            let (mut p, mut s) = (vec![0.0f32; n_heads], vec![0.0f32; n_heads]);
             for t in 0..t_len {
                 let r = t % h;
                 if r < r0 || r >= r1 {
                     continue;
                 }
+                s.iter_mut()
+                    .enumerate()
+                    .for_each(|(head, x)| *x = score(t, head));
                 let row_sum = &mut sums[(r - r0) * n_heads..][..n_heads];
-                for (head, (p, sum)) in p.iter_mut().zip(row_sum).enumerate() {
-                    *p = (score(t, head) - global_max[head]).exp();
-                    *sum += *p;
-                }
+                attention::softmax_weights(&s, global_max, &mut p, row_sum);
                 let row_values = &mut values[(r - r0) * q_dim..][..q_dim];
                 let val = &cache.v[t * kv_dim..(t + 1) * kv_dim];
-                for (e, &ve) in val.iter().enumerate() {
-                    let gk = e / hd;
-                    for (m, o) in row_values[e * g..(e + 1) * g].iter_mut().enumerate() {
-                        *o += p[gk * g + m] * ve;
-                    }
-                }
+                attention::weighted_values(row_values, &p, val, hd, g);
             }
         });
     let total = geo.column.sum(sums, n_heads, rows);
     let values = geo.column.sum(&mut scratch.values, q_dim, rows);
-    for (e, (o, v)) in out
-        .chunks_exact_mut(g)
-        .zip(values.chunks_exact(g))
-        .enumerate()
-    {
-        let gk = e / hd;
-        for (m, (o, v)) in o.iter_mut().zip(v).enumerate() {
-            *o = v / total[gk * g + m];
-        }
-    }
+    attention::normalize_heads(out, values, total, hd, g);
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@
 //!
 //! Prefill runs the prompt token by token through the same decode program (the
 //! functional result of a batched pass is the same numbers); its cycles are the
-//! cost plan's prefill, the cheaper of a MeshGEMM pass and one decode step per
-//! prompt token (`cost::prefill`), not the wall-clock order of this run.
+//! price of exactly that scheme (`cost::token_prefill`), which `wafer estimate`
+//! reports beside the MeshGEMM and streamed prefills. Attention's per-PE math is
+//! `wafer_kernels::attention`; the tile GEMV is `wafer_kernels::matrix`.
 
 use crate::attention::{attend, AttnGeometry, AttnScratch, KvCache};
 use crate::gemv::{tiled_gemv, tiled_gemvs};
