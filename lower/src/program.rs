@@ -31,6 +31,43 @@ use wafer_sim::TreeShape;
 /// The placed program of one decoder layer's decode step.
 pub type LayerProgram = RegionProgram<OpKind>;
 
+/// A collective of a layer program along `axis`, over lines of `line` PEs on
+/// the tree the options pick for them.
+fn in_layer(
+    kind: CollectiveKind,
+    axis: Axis,
+    line: u32,
+    opts: &PlanOptions,
+    values_per_pe: u64,
+    bytes_per_value: u64,
+) -> Collective {
+    Collective {
+        kind,
+        axis,
+        tree: TreeShape::new(line, opts.tree(line)).expect("validated lowering options"),
+        values_per_pe,
+        bytes_per_value,
+        in_layer: true,
+    }
+}
+
+/// A step of local kernels, then at most one collective.
+fn step(
+    label: OpKind,
+    work_per_pe: u64,
+    kernels: Vec<Kernel>,
+    collective: Option<Collective>,
+) -> Step<OpKind> {
+    Step {
+        label,
+        work_per_pe,
+        kernels,
+        collective,
+        transfer: None,
+        cannon: None,
+    }
+}
+
 /// The decode step of one layer of `cfg` on a `w x h` region at KV length
 /// `context` (the new token included).
 pub fn decode_layer_program(
@@ -75,38 +112,29 @@ pub fn layer_pass_program(
     let seg = ((cfg.head_dim as u64).div_ceil(kv_c).min(w as u64)) as u32;
     let scores_c = pos * g * heads_c; // partial scores per PE
 
-    let tree = |p: u32| TreeShape::new(p, opts.tree(p)).expect("validated lowering options");
     let allreduce = |axis: Axis, values: u64, bytes: u64| {
         let line = match axis {
             Axis::Column => h,
             Axis::Row => w,
         };
-        Some(Collective {
-            kind: CollectiveKind::Allreduce,
+        Some(in_layer(
+            CollectiveKind::Allreduce,
             axis,
-            tree: tree(line),
-            values_per_pe: values,
-            bytes_per_value: bytes,
-            in_layer: true,
-        })
+            line,
+            opts,
+            values,
+            bytes,
+        ))
     };
     let segment = |values: u64, bytes: u64| {
-        Some(Collective {
-            kind: CollectiveKind::Allreduce,
-            axis: Axis::Row,
-            tree: tree(seg),
-            values_per_pe: values,
-            bytes_per_value: bytes,
-            in_layer: true,
-        })
-    };
-    let step = |label, work_per_pe, kernels: Vec<Kernel>, collective| Step {
-        label,
-        work_per_pe,
-        kernels,
-        collective,
-        transfer: None,
-        cannon: None,
+        Some(in_layer(
+            CollectiveKind::Allreduce,
+            Axis::Row,
+            seg,
+            opts,
+            values,
+            bytes,
+        ))
     };
     // A tile product for the pass: a GEMV for one token, a GEMM for several.
     let mm = |k: u64, cols: u64, dtype| {
@@ -284,24 +312,15 @@ pub fn prefill_layer_program(
     let div = |a: usize| (a as u64).div_ceil(p.max(1) as u64);
     let rows = div(n); // tokens per PE row-block
     let xt = rows * div(d); // X tile elements per PE
-    let tree = TreeShape::new(p, opts.tree(p)).expect("validated lowering options");
     let along_rows = |values: u64, bytes: u64| {
-        Some(Collective {
-            kind: CollectiveKind::Allreduce,
-            axis: Axis::Row,
-            tree: tree.clone(),
-            values_per_pe: values,
-            bytes_per_value: bytes,
-            in_layer: true,
-        })
-    };
-    let step = |label, work_per_pe, kernels: Vec<Kernel>, collective| Step {
-        label,
-        work_per_pe,
-        kernels,
-        collective,
-        transfer: None,
-        cannon: None,
+        Some(in_layer(
+            CollectiveKind::Allreduce,
+            Axis::Row,
+            p,
+            opts,
+            values,
+            bytes,
+        ))
     };
     // An (m x k) . (k x nn) product as Cannon rounds over the square.
     let matmul = |label, m: usize, k: usize, nn: usize| {
@@ -560,7 +579,6 @@ pub fn model_steps(
     let act = spec.precision.activation_dtype.size_bytes();
     let d = cfg.hidden_size;
     let div = |a: usize, b: u32| (a as u64).div_ceil(b.max(1) as u64);
-    let tree = |p: u32| TreeShape::new(p, opts.tree(p)).expect("validated lowering options");
     let step = |label, work_per_pe, kernels, collective, transfer| Step {
         label,
         work_per_pe,
@@ -614,14 +632,7 @@ pub fn model_steps(
             Axis::Column => h,
             Axis::Row => w,
         };
-        Some(Collective {
-            kind,
-            axis,
-            tree: tree(line),
-            values_per_pe: values,
-            bytes_per_value,
-            in_layer: true,
-        })
+        Some(in_layer(kind, axis, line, opts, values, bytes_per_value))
     };
     // The chosen token id goes back to the embedding's site for the next step.
     let (from, to) = (&layout.lm_head, &layout.embedding);

@@ -21,7 +21,7 @@
 use super::decode::{div, price_layer, push_steps};
 use super::token_prefill::token_prefill;
 use super::{OpKind, Plan, PlanOptions};
-use crate::layout::Layout;
+use crate::layout::{Layout, Site};
 use crate::program::{handoff, layer_pass_program, prefill_handoff, prefill_layer_program};
 use serde::Serialize;
 use wafer_core::Cycles;
@@ -220,7 +220,6 @@ pub fn stream_prefill_plan(
     let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
     let mut plan: Option<Plan> = None;
     for ((n, _), keys, count) in passes {
-        let mut pass = Plan::default();
         let emb = div(d, first.region.height()) * n as u64;
         let embedding = Step {
             label: OpKind::Embedding,
@@ -230,36 +229,22 @@ pub fn stream_prefill_plan(
             transfer: handoff(spec, &layout.embedding, &first, (n * d) as u64),
             cannon: None,
         };
-        push_steps(&mut pass, spec, &[embedding], None);
-        let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
-        for (l, site) in layout.layers.iter().enumerate() {
-            let key = (site.region.width(), site.region.height());
-            let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
-                Some((_, lp)) => lp.clone(),
-                None => {
-                    let program = layer_pass_program(spec, cfg, key.0, key.1, keys, n, opts);
-                    let lp = price_layer(spec, &program);
-                    cache.push((key, lp.clone()));
-                    lp
-                }
-            };
-            for mut op in layer_plan.ops {
-                op.layer = Some(l as u32);
-                pass.ops.push(op);
-            }
-            let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
-            if let Some(t) = handoff(spec, site, next, (n * d) as u64) {
-                let handoff = Step {
+        let mut pass = price_pass(
+            spec,
+            layout,
+            embedding,
+            |w, h| layer_pass_program(spec, cfg, w, h, keys, n, opts),
+            |site, next| {
+                handoff(spec, site, next, (n * d) as u64).map(|t| Step {
                     label: OpKind::Handoff,
                     work_per_pe: div(d, next.region.height()) * n as u64,
                     kernels: vec![],
                     collective: None,
                     transfer: Some(t),
                     cannon: None,
-                };
-                push_steps(&mut pass, spec, &[handoff], Some(l as u32));
-            }
-        }
+                })
+            },
+        );
         match plan.as_mut() {
             None => {
                 for op in &mut pass.ops {
@@ -274,6 +259,41 @@ pub fn stream_prefill_plan(
     let mut plan = plan?;
     push_tail(&mut plan, spec, cfg, layout, tokens, opts);
     Some((plan, chunking))
+}
+
+/// One pass through the layout: the `embedding` step, then every layer's
+/// program (`layer(w, h)`, lowered once per region shape) priced with its layer
+/// index, each followed by its hand-off to the next stage (`after(site, next)`).
+fn price_pass(
+    spec: &WaferSpec,
+    layout: &Layout,
+    embedding: Step<OpKind>,
+    layer: impl Fn(u32, u32) -> crate::LayerProgram,
+    after: impl Fn(&Site, &Site) -> Option<Step<OpKind>>,
+) -> Plan {
+    let mut plan = Plan::default();
+    push_steps(&mut plan, spec, &[embedding], None);
+    let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
+    for (l, site) in layout.layers.iter().enumerate() {
+        let key = (site.region.width(), site.region.height());
+        let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, lp)) => lp.clone(),
+            None => {
+                let lp = price_layer(spec, &layer(key.0, key.1));
+                cache.push((key, lp.clone()));
+                lp
+            }
+        };
+        for mut op in layer_plan.ops {
+            op.layer = Some(l as u32);
+            plan.ops.push(op);
+        }
+        let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
+        if let Some(h) = after(site, next) {
+            push_steps(&mut plan, spec, &[h], Some(l as u32));
+        }
+    }
+    plan
 }
 
 /// Adds `count` times `pass` into `sum`, operation by operation (every pass
@@ -400,7 +420,6 @@ pub fn gemm_prefill_plan(
     };
     // One pass of `n` tokens that has cached `keys` positions.
     let pass = |n: usize, keys: usize| {
-        let mut plan = Plan::default();
         let p0 = first.region.width().min(first.region.height());
         let emb_work = div(n, p0) * div(d, p0);
         let embedding = step(
@@ -409,31 +428,18 @@ pub fn gemm_prefill_plan(
             vec![Kernel::Scale { n: emb_work }],
             prefill_handoff(spec, &layout.embedding, &first, n, d),
         );
-        push_steps(&mut plan, spec, &[embedding], None);
-        let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
-        for (l, site) in layout.layers.iter().enumerate() {
-            let key = (site.region.width(), site.region.height());
-            let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
-                Some((_, lp)) => lp.clone(),
-                None => {
-                    let program = prefill_layer_program(spec, cfg, key.0, key.1, n, keys, opts);
-                    let lp = price_layer(spec, &program);
-                    cache.push((key, lp.clone()));
-                    lp
-                }
-            };
-            for mut op in layer_plan.ops {
-                op.layer = Some(l as u32);
-                plan.ops.push(op);
-            }
-            let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
-            if let Some(t) = prefill_handoff(spec, site, next, n, d) {
-                let p = key.0.min(key.1);
-                let handoff = step(OpKind::Handoff, div(n, p) * div(d, p), vec![], Some(t));
-                push_steps(&mut plan, spec, &[handoff], Some(l as u32));
-            }
-        }
-        plan
+        price_pass(
+            spec,
+            layout,
+            embedding,
+            |w, h| prefill_layer_program(spec, cfg, w, h, n, keys, opts),
+            |site, next| {
+                prefill_handoff(spec, site, next, n, d).map(|t| {
+                    let p = site.region.width().min(site.region.height());
+                    step(OpKind::Handoff, div(n, p) * div(d, p), vec![], Some(t))
+                })
+            },
+        )
     };
     let mut plan = pass(
         chunking.chunk_tokens.min(tokens),
