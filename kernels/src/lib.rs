@@ -11,6 +11,7 @@
 
 pub mod attention;
 pub mod cost;
+pub mod format;
 pub mod kernel;
 pub mod matrix;
 pub mod vector;

@@ -25,12 +25,14 @@
 //! columns and divided by the softmax sum. Rows run in parallel (rayon); rows
 //! that hold no position yet contribute nothing.
 
+use crate::engine::Numerics;
 use crate::heads::HeadOrder;
 use crate::tiling::Split;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use wafer_core::DType;
 use wafer_kernels::attention;
+use wafer_kernels::format::round_slice;
 use wafer_lower::cost::PlanOptions;
 use wafer_sim::schedule::Schedule;
 
@@ -159,6 +161,7 @@ const MIN_POSITIONS_PER_TASK: usize = 512;
 /// positions), reduces them across the segment, and scales; fills `scores`
 /// (`[block][head][position]`). `positions` counts the valid ones from the
 /// first block on.
+#[allow(clippy::too_many_arguments)]
 fn block_scores(
     geo: &AttnGeometry,
     heads: &HeadOrder,
@@ -166,6 +169,7 @@ fn block_scores(
     positions: usize,
     q: &[f32],
     scale: f32,
+    nums: Numerics,
     scores: &mut [f32],
 ) {
     const B: usize = SLOTS_PER_BLOCK;
@@ -193,7 +197,7 @@ fn block_scores(
                 attention::score_partials(part, q, kblk, B, a..z, g);
             }
             // Across the segment's columns, every slot of the block at once.
-            let summed = seg.sum(&mut parts, g * n, seg.len() as usize);
+            let summed = seg.sum_in(&mut parts, g * n, seg.len() as usize, nums.acts);
             for (m, pm) in summed.chunks_exact(n).enumerate() {
                 let head = gk * g + m;
                 let dst = &mut sblk[head * B..head * B + n];
@@ -214,6 +218,7 @@ pub fn attend(
     q: &[f32],
     out: &mut [f32],
     scratch: &mut AttnScratch,
+    nums: Numerics,
 ) {
     const B: usize = SLOTS_PER_BLOCK;
     let (hd, g, kv_dim) = (heads.head_dim, heads.group, cache.kv_dim);
@@ -248,7 +253,7 @@ pub fn attend(
         .enumerate()
         .with_min_len(min_blocks)
         .for_each(|(b, (scores, keys))| {
-            block_scores(geo, heads, keys, t_len - b * B, q, scale, scores);
+            block_scores(geo, heads, keys, t_len - b * B, q, scale, nums, scores);
         });
     let scores = &scratch.scores[..need];
     let score = |t: usize, head: usize| scores[(t / B * n_heads + head) * B + t % B];
@@ -261,7 +266,7 @@ pub fn attend(
             .for_each(|(head, x)| *x = score(t, head));
         attention::max_into(&mut maxes[(t % h) * n_heads..][..n_heads], &s);
     }
-    let global_max = geo.column.max(maxes, n_heads, rows);
+    let global_max = geo.column.max_in(maxes, n_heads, rows, nums.acts);
 
     // exp, each row's local sums and probability-weighted value partials, its
     // positions in slot order; row groups in parallel (each task walks the
@@ -295,9 +300,12 @@ pub fn attend(
                 attention::weighted_values(row_values, &p, val, hd, g);
             }
         });
-    let total = geo.column.sum(sums, n_heads, rows);
-    let values = geo.column.sum(&mut scratch.values, q_dim, rows);
+    let total = geo.column.sum_in(sums, n_heads, rows, nums.sums);
+    let values = geo
+        .column
+        .sum_in(&mut scratch.values, q_dim, rows, nums.acts);
     attention::normalize_heads(out, values, total, hd, g);
+    round_slice(nums.act, out);
 }
 
 #[cfg(test)]
@@ -385,6 +393,7 @@ mod tests {
                 &q_st,
                 &mut out,
                 &mut AttnScratch::default(),
+                Numerics::F32,
             );
             let want = dense(&q, &ks, &vs, hd, kvh, g);
             for (p, &i) in heads.q.iter().enumerate() {

@@ -9,9 +9,11 @@
 //! of `w`), leaving the residual split over rows again. Every reduction runs the
 //! schedule of the tree the plan charges for its line (`PlanOptions::tree`:
 //! mid-rooted K-trees, K = 2 unless `--k` says otherwise). RMSNorm's sum of
-//! squares is reduced along a column. Activations and partial sums are f32 (the spec's
-//! accumulation type); weights are 16-bit tiles; KV values are rounded to the
-//! spec's `kv_dtype` when appended.
+//! squares is reduced along a column. Every precision field is honoured
+//! ([`Numerics`]): activations are stored and sent as `activation_dtype` (the
+//! bytes the program charges), reductions sum in `accumulate_dtype`, KV values
+//! are rounded to `kv_dtype` when appended; weights are f16 tiles (another
+//! `weight_dtype` is refused). A PE's own tile arithmetic is f32.
 //!
 //! Prefill runs the prompt token by token through the same decode program (the
 //! functional result of a batched pass is the same numbers); its cycles are the
@@ -27,6 +29,7 @@ use crate::weights::{ModelSource, RowSource};
 use anyhow::{bail, Context, Result};
 use half::f16;
 use wafer_core::{DType, WaferSpec};
+use wafer_kernels::format::{round_slice, Formats};
 use wafer_kernels::vector;
 use wafer_lower::cost::{OpKind, PlanOptions};
 use wafer_lower::layout::{Layout, Site};
@@ -98,6 +101,44 @@ struct Buffers {
     scratch: AttnScratch,
 }
 
+/// The number formats of the spec's precision block, as the mesh applies them:
+/// activations are stored and sent as `act` (every value a step leaves on a PE
+/// and every value a GEMV or attention reduction moves), the sums of squares
+/// and softmax sums travel as f32, and every running sum of a reduction is kept
+/// as `accumulate_dtype`. A PE's own tile arithmetic is f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numerics {
+    pub act: DType,
+    /// Reductions of activations (GEMV partials, scores, maxima, weighted values).
+    pub acts: Formats,
+    /// Reductions of f32 sums (sums of squares, softmax sums).
+    pub sums: Formats,
+}
+
+impl Numerics {
+    /// Everything f32: an f32 host's arithmetic.
+    pub const F32: Numerics = Numerics {
+        act: DType::F32,
+        acts: Formats::F32,
+        sums: Formats::F32,
+    };
+
+    pub fn of(spec: &WaferSpec) -> Numerics {
+        let p = &spec.precision;
+        Numerics {
+            act: p.activation_dtype,
+            acts: Formats {
+                wire: p.activation_dtype,
+                acc: p.accumulate_dtype,
+            },
+            sums: Formats {
+                wire: DType::F32,
+                acc: p.accumulate_dtype,
+            },
+        }
+    }
+}
+
 /// A model placed and tiled on the simulated mesh.
 pub struct MeshProgram {
     pub config: ModelConfig,
@@ -111,6 +152,7 @@ pub struct MeshProgram {
     embed: Option<TiledMatrix>,
     head: MeshHead,
     inv_freq: Vec<f32>,
+    numerics: Numerics,
     position: usize,
     buf: Buffers,
     /// The token the mesh's argmax reduction chose at the last step.
@@ -131,6 +173,7 @@ fn check_shape(name: &str, m: &dyn RowSource, rows: usize, cols: usize) -> Resul
 /// segment of columns holding its KV head (attention's segment schedules);
 /// every PE then scales its dims by the head's factor and the gain of their
 /// position in the head.
+#[allow(clippy::too_many_arguments)]
 fn head_rms_norm(
     x: &mut [f32],
     order: &[usize],
@@ -138,6 +181,7 @@ fn head_rms_norm(
     per_kv: usize,
     gain: &[f32],
     eps: f64,
+    nums: Numerics,
     parts: &mut Vec<f32>,
 ) {
     let hd = gain.len();
@@ -153,12 +197,13 @@ fn head_rms_norm(
                 parts[p / col_chunk - c0] += v * v;
             }
         }
-        let sum = seg.sum(parts, 1, seg.len() as usize)[0];
+        let sum = seg.sum_in(parts, 1, seg.len() as usize, nums.sums)[0];
         *inv = 1.0 / (sum / hd as f32 + eps as f32).sqrt();
     }
     for (v, &orig) in x.iter_mut().zip(order) {
         *v = gain[orig % hd] * (*v * inv[orig / hd]);
     }
+    round_slice(nums.act, x);
 }
 
 /// Every collective of the layer's program is charged for the tree the mesh
@@ -251,14 +296,6 @@ impl MeshProgram {
                 "the mesh engine holds weights as f16 tiles, but hardware spec `{}` sets precision.weight_dtype = {}",
                 spec.name,
                 p.weight_dtype
-            );
-        }
-        if p.accumulate_dtype != DType::F32 {
-            bail!(
-                "the mesh engine accumulates partial sums in f32, but hardware spec `{}` sets precision.accumulate_dtype = {} (the cost plan would charge {} arithmetic the mesh does not do)",
-                spec.name,
-                p.accumulate_dtype,
-                p.accumulate_dtype
             );
         }
         if context == 0 {
@@ -412,6 +449,7 @@ impl MeshProgram {
         let around = model_steps(&spec, c, &layout, opts);
         check_trees(&around.head, &head.along_column, &head.along_row, None)
             .context("the LM head's region")?;
+        let numerics = Numerics::of(&spec);
         let program = MeshProgram {
             around,
             heads,
@@ -419,6 +457,7 @@ impl MeshProgram {
             embed,
             head,
             inv_freq,
+            numerics,
             position: 0,
             buf: Buffers::default(),
             last_argmax: None,
@@ -544,9 +583,11 @@ impl MeshProgram {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn rms_norm(
         x_split: Split,
         along_column: &Schedule,
+        nums: Numerics,
         eps: f64,
         h: &[f32],
         w: &[f32],
@@ -558,10 +599,11 @@ impl MeshProgram {
         parts.clear();
         parts.extend((0..used).map(|r| vector::sum_squares(&h[x_split.range(r)])));
         parts.resize(along_column.lines_needed(used), 0.0);
-        let sum = along_column.sum(parts, 1, used)[0];
+        let sum = along_column.sum_in(parts, 1, used, nums.sums)[0];
         // Every PE scales its copy of its row's chunk.
         out.copy_from_slice(h);
         vector::rms_scale(out, w, sum, h.len(), eps as f32);
+        round_slice(nums.act, out);
     }
 
     /// Runs one token at the next position and returns the next-token logits.
@@ -582,6 +624,7 @@ impl MeshProgram {
         let pos = self.position;
         let (d, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
         let eps = c.rms_norm_eps;
+        let nums = self.numerics;
         let b = &mut self.buf;
         b.h.resize(d, 0.0);
         b.x.resize(d, 0.0);
@@ -600,7 +643,9 @@ impl MeshProgram {
         let mut logits = Vec::new();
         let mut best = None;
         let mut around = |label: OpKind, b: &mut Buffers, logits: &mut Vec<f32>| {
-            run_around(label, token, table, &self.head, eps, b, logits, &mut best)
+            run_around(
+                label, token, table, &self.head, eps, nums, b, logits, &mut best,
+            )
         };
         for step in &self.around.embedding {
             around(step.label, b, &mut logits)?;
@@ -619,6 +664,7 @@ impl MeshProgram {
                         Self::rms_norm(
                             layer.x_split,
                             &layer.along_column,
+                            nums,
                             eps,
                             &b.h,
                             gain,
@@ -632,6 +678,7 @@ impl MeshProgram {
                             &b.x,
                             &mut [&mut b.q, &mut b.k, &mut b.v],
                             &layer.along_column,
+                            nums.acts,
                         );
                         for (out, bias) in [
                             (&mut b.q, &layer.q_bias),
@@ -640,6 +687,7 @@ impl MeshProgram {
                         ] {
                             if let Some(bias) = bias {
                                 out.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                                round_slice(nums.act, out);
                             }
                         }
                     }
@@ -650,12 +698,15 @@ impl MeshProgram {
                             );
                         };
                         let g = heads.group;
-                        head_rms_norm(&mut b.q, &heads.q, &layer.attn, g, qn, eps, &mut b.parts);
-                        head_rms_norm(&mut b.k, &heads.kv, &layer.attn, 1, kn, eps, &mut b.parts);
+                        let at = &layer.attn;
+                        head_rms_norm(&mut b.q, &heads.q, at, g, qn, eps, nums, &mut b.parts);
+                        head_rms_norm(&mut b.k, &heads.kv, at, 1, kn, eps, nums, &mut b.parts);
                     }
                     OpKind::Rope => {
                         heads.rope_q(&mut b.q, &b.cos, &b.sin);
                         heads.rope_k(&mut b.k, &b.cos, &b.sin);
+                        round_slice(nums.act, &mut b.q);
+                        round_slice(nums.act, &mut b.k);
                     }
                     OpKind::KvAppend => layer.kv.append(&b.k, &b.v)?,
                     // Scores, softmax max and exp-sum, and the weighted values run
@@ -668,24 +719,33 @@ impl MeshProgram {
                         &b.q,
                         &mut b.attn,
                         &mut b.scratch,
+                        nums,
                     ),
                     OpKind::SoftmaxMax | OpKind::SoftmaxSum | OpKind::AttnValues => {}
                     OpKind::OProj => {
-                        tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row);
+                        tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row, nums.acts);
                         if let Some(bias) = &layer.o_bias {
                             b.o.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                            round_slice(nums.act, &mut b.o);
                         }
                     }
-                    OpKind::Residual => vector::add_into(&b.o, &mut b.h),
+                    OpKind::Residual => {
+                        vector::add_into(&b.o, &mut b.h);
+                        round_slice(nums.act, &mut b.h);
+                    }
                     OpKind::GateUpProj => tiled_gemvs(
                         &[&layer.gate, &layer.up],
                         &b.x,
                         &mut [&mut b.gate, &mut b.up],
                         &layer.along_column,
+                        nums.acts,
                     ),
-                    OpKind::SiluMul => vector::silu_mul(&mut b.gate, &b.up),
+                    OpKind::SiluMul => {
+                        vector::silu_mul(&mut b.gate, &b.up);
+                        round_slice(nums.act, &mut b.gate);
+                    }
                     OpKind::DownProj => {
-                        tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row)
+                        tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row, nums.acts)
                     }
                     // Not steps of a layer: listed so that a new kind of step
                     // fails to compile here until the executor handles it.
@@ -723,6 +783,7 @@ fn run_around(
     table: &TiledMatrix,
     head: &MeshHead,
     eps: f64,
+    nums: Numerics,
     b: &mut Buffers,
     logits: &mut Vec<f32>,
     best: &mut Option<u32>,
@@ -740,11 +801,13 @@ fn run_around(
                     b.h[i] = table.tile_element(ob, ib, r, c).to_f32();
                 }
             }
+            round_slice(nums.act, &mut b.h);
         }
         OpKind::Handoff | OpKind::TokenLoopback => {}
         OpKind::FinalNorm => MeshProgram::rms_norm(
             head.x_split,
             &head.along_column,
+            nums,
             eps,
             &b.h,
             &head.norm,
@@ -754,7 +817,7 @@ fn run_around(
         OpKind::LmHead => {
             logits.clear();
             logits.resize(head.matrix.out_dim(), 0.0);
-            tiled_gemv(&head.matrix, &b.x, logits, &head.along_column);
+            tiled_gemv(&head.matrix, &b.x, logits, &head.along_column, nums.acts);
         }
         OpKind::Argmax => {
             // Each column's local best, then (value, index) pairs reduced along

@@ -13,25 +13,34 @@
 //! rows (`parts[in line][row]`), then runs the line's reduction schedule with
 //! each transfer adding the sender's whole row vector into the receiver's. Every
 //! output row still sees exactly the additions, in exactly the order, of its own
-//! PE-by-PE reduction. Arithmetic is f32 (the spec's
-//! `precision.accumulate_dtype` on WSE-3).
+//! PE-by-PE reduction. Arithmetic is f32 inside a PE's tile; the partial sums
+//! travel in the reduction's wire format and are summed in its accumulation
+//! format ([`Formats`]: the spec's `activation_dtype` and `accumulate_dtype`),
+//! and the result arrives in the wire format.
 
 use crate::tiling::TiledMatrix;
 use half::f16;
 use rayon::prelude::*;
-use wafer_sim::schedule::{line_pair, Schedule};
+use wafer_kernels::format::{round_slice, Formats};
+use wafer_sim::schedule::{line_pair_mut, Schedule};
 
 /// `y = W x` with `W` held as `m`'s tiles; `schedule` reduces along the whole
 /// input axis of the region (`m.in_split.parts` PEs; lines past the used ones
 /// hold no tile and contribute nothing).
-pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &Schedule) {
-    tiled_gemvs(&[m], x, &mut [y], schedule);
+pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &Schedule, f: Formats) {
+    tiled_gemvs(&[m], x, &mut [y], schedule, f);
 }
 
 /// Several GEMVs over the same input and reduction lines (Q, K and V; gate and
 /// up), as one parallel pass over all their blocks: on the wafer they run side
 /// by side on the same PEs, and on the host one pass keeps both cores busy.
-pub fn tiled_gemvs(ms: &[&TiledMatrix], x: &[f32], ys: &mut [&mut [f32]], schedule: &Schedule) {
+pub fn tiled_gemvs(
+    ms: &[&TiledMatrix],
+    x: &[f32],
+    ys: &mut [&mut [f32]],
+    schedule: &Schedule,
+    f: Formats,
+) {
     assert_eq!(ms.len(), ys.len(), "one output per matrix");
     let Some(first) = ms.first() else { return };
     let in_split = first.in_split;
@@ -59,17 +68,19 @@ pub fn tiled_gemvs(ms: &[&TiledMatrix], x: &[f32], ys: &mut [&mut [f32]], schedu
     tasks
         .into_par_iter()
         .for_each_init(Vec::<f32>::new, |parts, (y_block, block)| {
-            gemv_block(block, &x_pad, nin, ti, schedule, parts, y_block)
+            gemv_block(block, &x_pad, nin, ti, schedule, f, parts, y_block)
         });
 }
 
 /// One storage block: every PE's partial sums, then the line's reduction.
+#[allow(clippy::too_many_arguments)]
 fn gemv_block(
     block: &[f16],
     x_pad: &[f32],
     nin: usize,
     ti: usize,
     schedule: &Schedule,
+    f: Formats,
     parts: &mut Vec<f32>,
     y_block: &mut [f32],
 ) {
@@ -89,13 +100,16 @@ fn gemv_block(
     // The reduction along the input axis, transfer by transfer in the
     // schedule's order, every row of the block at once.
     schedule.for_each_live(nin, |from, to| {
-        let (src, dst) = line_pair(parts, bo, from, to);
-        for (d, s) in dst.iter_mut().zip(src) {
+        let (src, dst) = line_pair_mut(parts, bo, from, to);
+        round_slice(f.wire, src);
+        for (d, s) in dst.iter_mut().zip(src.iter()) {
             *d += s;
         }
+        round_slice(f.acc, dst);
     });
     let n = y_block.len();
     y_block.copy_from_slice(&parts[schedule.root() as usize * bo..][..n]);
+    round_slice(f.wire, y_block);
 }
 
 /// One PE's partial sums for the rows of a block: `p[row] = sum_c w[c][row] *
@@ -140,7 +154,7 @@ mod tests {
             let tree = PlanOptions::with_reduce_k(k).unwrap().tree(h as u32);
             let schedule = Schedule::reduce(m.in_split.parts as u32, tree).unwrap();
             let mut y = vec![0.0; out_dim];
-            tiled_gemv(&m, &x, &mut y, &schedule);
+            tiled_gemv(&m, &x, &mut y, &schedule, Formats::F32);
             let (to, ti) = (m.out_split.chunk, m.in_split.chunk);
             let nin = m.in_split.used();
             for (o, yo) in y.iter().enumerate() {
@@ -204,7 +218,7 @@ mod tests {
             );
             let schedule = Schedule::reduce(m.in_split.parts as u32, alg).unwrap();
             let mut y = vec![0.0; out_dim];
-            tiled_gemv(&m, &x, &mut y, &schedule);
+            tiled_gemv(&m, &x, &mut y, &schedule, Formats::F32);
             for o in 0..out_dim {
                 let want: f64 = (0..in_dim)
                     .map(|i| dense[o * in_dim + i].to_f64() * x[i] as f64)

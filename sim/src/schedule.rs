@@ -24,6 +24,7 @@
 
 use crate::collective::Algorithm;
 use crate::error::SimError;
+use wafer_kernels::format::{round_slice, Formats};
 
 /// One transfer: `from` sends its (accumulated) partial to `to`, which adds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -320,12 +321,36 @@ impl Schedule {
     /// [`lines_needed`](Self::lines_needed)`(used)` lines, those past `used`
     /// zero) into the root's line, which it returns.
     pub fn sum<'a>(&self, parts: &'a mut [f32], len: usize, used: usize) -> &'a [f32] {
-        self.combine(parts, len, used, |d, s| *d += s)
+        self.sum_in(parts, len, used, Formats::F32)
+    }
+
+    /// As [`sum`](Self::sum) in the number formats `f`: each sender's line is
+    /// rounded to `f.wire` as it leaves, each receiver's sum to `f.acc`, and the
+    /// root's sum to `f.wire` (as an allreduce's broadcast delivers it).
+    pub fn sum_in<'a>(
+        &self,
+        parts: &'a mut [f32],
+        len: usize,
+        used: usize,
+        f: Formats,
+    ) -> &'a [f32] {
+        self.combine(parts, len, used, f, |d, s| *d += s)
     }
 
     /// As [`sum`](Self::sum) with `max` (lines past `used` hold -inf).
     pub fn max<'a>(&self, parts: &'a mut [f32], len: usize, used: usize) -> &'a [f32] {
-        self.combine(parts, len, used, |d, s| *d = d.max(s))
+        self.max_in(parts, len, used, Formats::F32)
+    }
+
+    /// As [`max`](Self::max), values rounded to `f.wire` as they travel.
+    pub fn max_in<'a>(
+        &self,
+        parts: &'a mut [f32],
+        len: usize,
+        used: usize,
+        f: Formats,
+    ) -> &'a [f32] {
+        self.combine(parts, len, used, f, |d, s| *d = d.max(s))
     }
 
     fn combine<'a>(
@@ -333,15 +358,20 @@ impl Schedule {
         parts: &'a mut [f32],
         len: usize,
         used: usize,
+        f: Formats,
         op: impl Fn(&mut f32, f32),
     ) -> &'a [f32] {
         self.for_each_live(used, |from, to| {
-            let (src, dst) = line_pair(parts, len, from, to);
-            for (d, &s) in dst.iter_mut().zip(src) {
+            let (src, dst) = line_pair_mut(parts, len, from, to);
+            round_slice(f.wire, src);
+            for (d, &s) in dst.iter_mut().zip(src.iter()) {
                 op(d, s);
             }
+            round_slice(f.acc, dst);
         });
-        &parts[self.root() as usize * len..][..len]
+        let root = &mut parts[self.root() as usize * len..][..len];
+        round_slice(f.wire, root);
+        root
     }
 
     /// Reduces `(value, index)` pairs to the largest value (the lower index on a
@@ -361,14 +391,19 @@ impl Schedule {
 
 /// The sender's line and the receiver's line of a PE-ordered buffer of `len`-value lines.
 #[inline]
-pub fn line_pair(parts: &mut [f32], len: usize, from: usize, to: usize) -> (&[f32], &mut [f32]) {
+pub fn line_pair_mut(
+    parts: &mut [f32],
+    len: usize,
+    from: usize,
+    to: usize,
+) -> (&mut [f32], &mut [f32]) {
     debug_assert_ne!(from, to);
     if from > to {
         let (lo, hi) = parts.split_at_mut(from * len);
-        (&hi[..len], &mut lo[to * len..][..len])
+        (&mut hi[..len], &mut lo[to * len..][..len])
     } else {
         let (lo, hi) = parts.split_at_mut(to * len);
-        (&lo[from * len..][..len], &mut hi[..len])
+        (&mut lo[from * len..][..len], &mut hi[..len])
     }
 }
 
