@@ -1,0 +1,312 @@
+//! Fabric programs generated from the placed program: one step of a
+//! [`RegionProgram`](crate::program::RegionProgram) — its PE kernels, then its
+//! collective along every line of one axis — as per-PE tasks plus routes.
+//!
+//! Nothing here describes a tree of its own: the reduction runs the
+//! transfers of the step's [`Schedule`] (the tree the pricer charges and the
+//! functional mesh executes). Per line:
+//! - every transfer `from -> to` is a stream of the PE's wavelets on a colour
+//!   routed straight along the line (`from`'s ramp, through the routers in
+//!   between, into `to`'s ramp). Two transfers share a colour only if their
+//!   paths share no router (greedy interval colouring, in order of the lowest
+//!   PE on the path: as many colours as transfers meet at the busiest router);
+//! - a PE receives its children's streams in schedule order, adding each into
+//!   its values; the last child's stream is element-pipelined: each wavelet is
+//!   added and sent on to the parent at once. A PE without children sends its
+//!   values. So every PE's partial is the schedule's: own + children in order;
+//! - an allreduce then multicasts the root's values along the line on one more
+//!   colour (each router passes it on and delivers it to its PE).
+//!
+//! The kernels' cycles come from [`wafer_kernels::Kernel::cycles`], rounded up
+//! to whole cycles, as one compute operation before the collective.
+
+use super::engine::{
+    ceil_cycles, run, Colour, Combine, Dir, DirSet, FabricProgram, FabricRun, Op, Packing, Route,
+    RunOptions, Task, Trigger,
+};
+use super::FabricError;
+use crate::program::{Collective, CollectiveKind, Step};
+use crate::schedule::TreeShape;
+use crate::tiling::Axis;
+use wafer_core::{Cycles, WaferSpec};
+
+/// The most wavelets a generated program may send in all (PEs x wavelets per
+/// PE, each crossing at least one link): bounds a run's events and memory.
+pub const MAX_PROGRAM_WAVELETS: u64 = 1 << 28;
+
+/// A step's fabric program and where its lines lie.
+#[derive(Debug, Clone)]
+pub struct StepProgram {
+    pub program: FabricProgram,
+    /// For each line of the collective (none without one): its PEs in line
+    /// order (row-major PE indices), index 0 at the north or west end.
+    pub lines: Vec<Vec<usize>>,
+}
+
+/// How `bytes_per_value`-byte values travel.
+pub fn packing_of(bytes_per_value: u64) -> Result<Packing, FabricError> {
+    match bytes_per_value {
+        4 => Ok(Packing::F32),
+        2 => Ok(Packing::F16Pair),
+        b => Err(FabricError::Unsupported(format!(
+            "{b}-byte values (the fabric carries 16- and 32-bit floats)"
+        ))),
+    }
+}
+
+/// An allreduce of `values` values of `bytes_per_value` bytes along every
+/// column of a region, on `tree` (over the column's PEs), as a step with no
+/// kernels (the `wafer kernel allreduce` microbenchmark).
+pub fn column_allreduce_step(
+    tree: TreeShape,
+    values: u64,
+    bytes_per_value: u64,
+) -> Step<&'static str> {
+    Step {
+        label: "allreduce",
+        work_per_pe: values,
+        kernels: Vec::new(),
+        collective: Some(Collective {
+            kind: CollectiveKind::Allreduce,
+            axis: Axis::Column,
+            tree,
+            values_per_pe: values,
+            bytes_per_value,
+            in_layer: false,
+        }),
+        transfer: None,
+    }
+}
+
+/// Along a line: toward index 0 or away from it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Low,
+    High,
+}
+
+/// One line's routes `(index, colour, rx, tx)` and per-index operations, in
+/// line terms; the same for every line of the step.
+struct LinePlan {
+    routes: Vec<(u32, Colour, LPort, Vec<LPort>)>,
+    ops: Vec<Vec<Op>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LPort {
+    Ramp,
+    Toward(Way),
+}
+
+fn plan_line(c: &Collective, wavelets: u32) -> Result<LinePlan, FabricError> {
+    let sched = c.schedule()?;
+    let n = sched.len();
+    let transfers = sched.transfers();
+    // Greedy interval colouring in order of the lowest PE on each path.
+    let mut order: Vec<usize> = (0..transfers.len()).collect();
+    order.sort_by_key(|&k| transfers[k].from.min(transfers[k].to));
+    let mut last_hi: Vec<u32> = Vec::new();
+    let mut colour = vec![0u8; transfers.len()];
+    for k in order {
+        let t = transfers[k];
+        let (lo, hi) = (t.from.min(t.to), t.from.max(t.to));
+        let free = last_hi.iter().position(|&h| h < lo);
+        let c = match free {
+            Some(c) => c,
+            None => {
+                last_hi.push(0);
+                last_hi.len() - 1
+            }
+        };
+        if c > u8::MAX as usize - 1 {
+            return Err(FabricError::Unsupported(
+                "a tree needing more than 255 colours".into(),
+            ));
+        }
+        last_hi[c] = hi;
+        colour[k] = c as u8;
+    }
+    let bcast = Colour(last_hi.len() as u8);
+    let mut routes = Vec::new();
+    for (k, t) in transfers.iter().enumerate() {
+        let way = if t.to < t.from { Way::Low } else { Way::High };
+        let back = if way == Way::Low { Way::High } else { Way::Low };
+        let col = Colour(colour[k]);
+        routes.push((t.from, col, LPort::Ramp, vec![LPort::Toward(way)]));
+        let mut i = t.from;
+        loop {
+            i = if way == Way::Low { i - 1 } else { i + 1 };
+            if i == t.to {
+                break;
+            }
+            routes.push((i, col, LPort::Toward(back), vec![LPort::Toward(way)]));
+        }
+        routes.push((t.to, col, LPort::Toward(back), vec![LPort::Ramp]));
+    }
+    let mut ops: Vec<Vec<Op>> = vec![Vec::new(); n as usize];
+    for (i, pe_ops) in ops.iter_mut().enumerate() {
+        let i = i as u32;
+        let children: Vec<usize> = (0..transfers.len())
+            .filter(|&k| transfers[k].to == i)
+            .collect();
+        let parent = transfers.iter().position(|t| t.from == i);
+        for (m, &k) in children.iter().enumerate() {
+            let last = m + 1 == children.len();
+            pe_ops.push(Op::Recv {
+                colour: Colour(colour[k]),
+                first: 0,
+                wavelets,
+                combine: Combine::Add,
+                forward: parent.filter(|_| last).map(|p| Colour(colour[p])),
+            });
+        }
+        if let (true, Some(p)) = (children.is_empty(), parent) {
+            pe_ops.push(Op::Send {
+                colour: Colour(colour[p]),
+                first: 0,
+                wavelets,
+            });
+        }
+    }
+    if c.kind == CollectiveKind::Allreduce && n > 1 {
+        let root = sched.root();
+        for i in 0..n {
+            let mut tx = vec![LPort::Ramp];
+            let rx = if i == root {
+                tx.clear();
+                LPort::Ramp
+            } else if i < root {
+                LPort::Toward(Way::High)
+            } else {
+                LPort::Toward(Way::Low)
+            };
+            if i <= root && i > 0 {
+                tx.push(LPort::Toward(Way::Low));
+            }
+            if i >= root && i + 1 < n {
+                tx.push(LPort::Toward(Way::High));
+            }
+            routes.push((i, bcast, rx, tx));
+            ops[i as usize].push(if i == root {
+                Op::Send {
+                    colour: bcast,
+                    first: 0,
+                    wavelets,
+                }
+            } else {
+                Op::Recv {
+                    colour: bcast,
+                    first: 0,
+                    wavelets,
+                    combine: Combine::Store,
+                    forward: None,
+                }
+            });
+        }
+    }
+    Ok(LinePlan { routes, ops })
+}
+
+/// The fabric program of one step on a `width x height` region.
+pub fn step_program<L>(
+    spec: &WaferSpec,
+    width: u32,
+    height: u32,
+    step: &Step<L>,
+) -> Result<StepProgram, FabricError> {
+    if width == 0 || height == 0 || width > spec.fabric.width_pes || height > spec.fabric.height_pes
+    {
+        return Err(FabricError::InvalidProgram(format!(
+            "a {width}x{height} region on the {}x{} fabric of {}",
+            spec.fabric.width_pes, spec.fabric.height_pes, spec.name
+        )));
+    }
+    if step.transfer.is_some() {
+        return Err(FabricError::Unsupported("transfers between regions".into()));
+    }
+    let compute = ceil_cycles(
+        step.kernels
+            .iter()
+            .fold(Cycles::ZERO, |a, k| a + k.cycles(spec)),
+    );
+    let pes = width as u64 * height as u64;
+    let (packing, values) = match &step.collective {
+        Some(c) => (packing_of(c.bytes_per_value)?, c.values_per_pe),
+        None => (Packing::F32, 0),
+    };
+    let wavelets = values.div_ceil(packing.values_per_wavelet());
+    if pes.saturating_mul(wavelets) > MAX_PROGRAM_WAVELETS {
+        return Err(FabricError::TooLarge(format!(
+            "{pes} PEs x {wavelets} wavelets each; at most {MAX_PROGRAM_WAVELETS} wavelets in all"
+        )));
+    }
+    let mut prog = FabricProgram::new(width, height, packing, values);
+    let mut ops: Vec<Vec<Op>> = vec![Vec::new(); pes as usize];
+    if compute > 0 {
+        for o in &mut ops {
+            o.push(Op::Compute { cycles: compute });
+        }
+    }
+    let mut lines = Vec::new();
+    if let Some(c) = step.collective.as_ref().filter(|c| c.values_per_pe > 0) {
+        let (along, across) = match c.axis {
+            Axis::Column => (height, width),
+            Axis::Row => (width, height),
+        };
+        if c.tree.len() != along {
+            return Err(FabricError::InvalidProgram(format!(
+                "a tree over {} PEs on lines of {along}",
+                c.tree.len()
+            )));
+        }
+        let plan = plan_line(c, wavelets as u32)?;
+        let (low, high) = match c.axis {
+            Axis::Column => (Dir::North, Dir::South),
+            Axis::Row => (Dir::West, Dir::East),
+        };
+        let port = |p: LPort| match p {
+            LPort::Ramp => Dir::Ramp,
+            LPort::Toward(Way::Low) => low,
+            LPort::Toward(Way::High) => high,
+        };
+        for l in 0..across {
+            let pe = |i: u32| match c.axis {
+                Axis::Column => i as usize * width as usize + l as usize,
+                Axis::Row => l as usize * width as usize + i as usize,
+            };
+            for (i, colour, rx, tx) in &plan.routes {
+                let tx = tx.iter().fold(DirSet::default(), |s, p| s.with(port(*p)));
+                prog.routes[pe(*i)].push((*colour, Route { rx: port(*rx), tx }));
+            }
+            for (i, o) in plan.ops.iter().enumerate() {
+                ops[pe(i as u32)].extend_from_slice(o);
+            }
+            lines.push((0..along).map(pe).collect());
+        }
+    }
+    for (p, o) in prog.pes.iter_mut().zip(ops) {
+        if !o.is_empty() {
+            p.tasks.push(Task {
+                name: "main",
+                trigger: Trigger::Start,
+                ops: o,
+            });
+        }
+    }
+    Ok(StepProgram {
+        program: prog,
+        lines,
+    })
+}
+
+/// Runs one step on the fabric.
+pub fn simulate_step<L>(
+    spec: &WaferSpec,
+    width: u32,
+    height: u32,
+    step: &Step<L>,
+    opts: &RunOptions,
+) -> Result<FabricRun, FabricError> {
+    let sp = step_program(spec, width, height, step)?;
+    run(spec, &sp.program, opts)
+}
