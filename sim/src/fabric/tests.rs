@@ -441,3 +441,71 @@ fn gemv_on_the_fabric_delivers_the_functional_result() {
         assert!(out.pe_cycles.iter().all(|&c| c > compute));
     }
 }
+
+#[test]
+fn row_collectives_run_along_rows() {
+    // The same allreduce along every row (west to east) instead of every column.
+    let s = spec_h1_r2();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (w, h, values) = (7u32, 3u32, 5usize);
+    let tree = TreeShape::new(w, Algorithm::MidKTree { k: 2, groups: None }).unwrap();
+    let sched = Schedule::from_shape(tree.clone()).unwrap();
+    let mut step = column_allreduce_step(tree, values as u64, 4);
+    step.collective.as_mut().unwrap().axis = crate::tiling::Axis::Row;
+    let input: Vec<f32> = (0..(w * h) as usize * values)
+        .map(|_| rng.gen_range(-1.0f32..1.0))
+        .collect();
+    let opts = RunOptions {
+        values: Some(input.clone()),
+        ..RunOptions::default()
+    };
+    let got = simulate_step(&s, w, h, &step, &opts)
+        .unwrap()
+        .values
+        .unwrap();
+    for y in 0..h as usize {
+        let row = y * w as usize * values;
+        let mut parts = input[row..][..w as usize * values].to_vec();
+        let want = sched.sum(&mut parts, values, w as usize).to_vec();
+        for x in 0..w as usize {
+            assert_eq!(&got[row + x * values..][..values], &want[..], "({x},{y})");
+        }
+    }
+    // A tree over the wrong axis's length is refused.
+    let bad = column_allreduce_step(
+        TreeShape::new(h, Algorithm::Chain).unwrap(),
+        values as u64,
+        4,
+    );
+    let mut bad = bad;
+    bad.collective.as_mut().unwrap().axis = crate::tiling::Axis::Row;
+    let err = simulate_step(&s, w, h, &bad, &RunOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("a tree over 3 PEs on lines of 7"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wavefront_launch_starts_each_pe_one_hop_latency_per_hop_later() {
+    // Every PE computes 40 cycles and nothing else: each PE's own figure is 40
+    // whatever the launch, and the span grows by the hop latency h times the
+    // Manhattan distance of the farthest PE from the launch PE (0, 0).
+    let mut s = spec_h1_r2();
+    s.router.hop_latency_cycles = 3.0;
+    let (w, h) = (5u32, 4u32);
+    let mut p = FabricProgram::new(w, h, Packing::F32, 0);
+    for pe in &mut p.pes {
+        pe.tasks
+            .push(task(Trigger::Start, vec![Op::Compute { cycles: 40 }]));
+    }
+    let opts = RunOptions {
+        launch: Launch::Wavefront { x: 0, y: 0 },
+        ..RunOptions::default()
+    };
+    let out = run(&s, &p, &opts).unwrap();
+    assert!(out.pe_cycles.iter().all(|&c| c == 40));
+    assert_eq!(out.span, 40 + 3 * ((w - 1) + (h - 1)) as u64);
+    let together = run(&s, &p, &RunOptions::default()).unwrap();
+    assert_eq!(together.span, 40);
+}
