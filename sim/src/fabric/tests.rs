@@ -509,3 +509,89 @@ fn a_wavefront_launch_starts_each_pe_one_hop_latency_per_hop_later() {
     let together = run(&s, &p, &RunOptions::default()).unwrap();
     assert_eq!(together.span, 40);
 }
+
+#[test]
+fn a_two_level_tree_takes_the_hand_derived_cycles() {
+    // K = 2 with 2 groups over a column of 4 PEs: the schedule is 1 -> 0,
+    // 3 -> 2, then 2 -> 0 (two hops, through PE 1's router on a colour of its
+    // own). W f32 wavelets per PE, W <= 7; all start at 0; h = 1, r = 2; each
+    // wavelet costs a PE 1 cycle to send, add or store.
+    //
+    // PE 1's wavelet j reaches PE 0's input queue at j + 2r + h; PE 0 adds it
+    // in 1 cycle, so PE 0 has taken all of PE 1's by W + 2r + h. PE 3's wavelet
+    // j reaches PE 2 at j + 2r + h; PE 2 adds it and sends it on at once:
+    // + 1 + r to its router, 2 hops, + r into PE 0: j + 4r + 3h + 1 = j + 12,
+    // later than PE 0 becomes free (W + 5 <= 12 for W <= 7), so PE 0's last add
+    // ends at R = W - 1 + 4r + 3h + 1 + 1 = W + 12. The two streams share the
+    // link 1 -> 0 but never in the same cycle (PE 1's uses it at cycles
+    // r .. r + W - 1 = 2 .. W + 1 < 9, PE 2's from 3r + 2h + 1 = 9 on).
+    // Then the broadcast, as in the chain: PE 0 ends at R + W, PE k at
+    // R + (W - 1) + 2r + k h + 1.
+    let s = spec_h1_r2();
+    let alg = Algorithm::KTree {
+        k: 2,
+        groups: Some(2),
+    };
+    for w in [1u64, 3, 7] {
+        let step = column_allreduce_step(TreeShape::new(4, alg).unwrap(), w, 4);
+        let out = simulate_step(&s, 1, 4, &step, &RunOptions::default()).unwrap();
+        let big_r = w + 12;
+        let mut want = vec![big_r + w];
+        want.extend((1..4).map(|k| big_r + (w - 1) + 4 + k + 1));
+        assert_eq!(out.pe_cycles, want, "W {w}");
+    }
+}
+
+#[test]
+fn two_colours_on_one_link_share_its_cycles() {
+    // Row of 4 PEs: PE 0 streams W wavelets on colour 0 to PE 3, PE 1 streams
+    // W on colour 1 to PE 2; both cross the link 1 -> 2, which carries one
+    // wavelet per cycle. h = 1, r = 2; receivers store at 1 cycle per wavelet.
+    // PE 1's first wavelet reaches its router at r and PE 0's at r + h, and from
+    // then on one of the two always waits there, so the link is busy from
+    // cycle r to r + 2W - 1 and its last wavelet crosses at r + 2W - 1. If it
+    // is PE 1's, PE 2 stores it at r + 2W - 1 + h + r and ends a cycle later;
+    // if PE 0's, PE 3 does one hop later. Alone, PE 0's stream ends at
+    // PE 3 at (W - 1) + 3h + 2r + 1.
+    let s = spec_h1_r2();
+    let w = 40u32;
+    let program = |both: bool| {
+        let mut p = FabricProgram::new(4, 1, Packing::F32, w as u64);
+        east_route(&mut p, Colour(0), 0, 3);
+        let send = |c| Op::Send {
+            colour: Colour(c),
+            first: 0,
+            wavelets: w,
+        };
+        let recv = |c| Op::Recv {
+            colour: Colour(c),
+            first: 0,
+            wavelets: w,
+            combine: Combine::Store,
+            forward: None,
+        };
+        p.pes[0].tasks.push(task(Trigger::Start, vec![send(0)]));
+        p.pes[3].tasks.push(task(Trigger::Start, vec![recv(0)]));
+        if both {
+            east_route(&mut p, Colour(1), 1, 2);
+            p.pes[1].tasks.push(task(Trigger::Start, vec![send(1)]));
+            p.pes[2].tasks.push(task(Trigger::Start, vec![recv(1)]));
+        }
+        p
+    };
+    let (h, r, w64) = (1u64, 2u64, w as u64);
+    let alone = run(&s, &program(false), &RunOptions::default()).unwrap();
+    assert_eq!(alone.pe_cycles[3], (w64 - 1) + 3 * h + 2 * r + 1);
+    let out = run(&s, &program(true), &RunOptions::default()).unwrap();
+    let last = out.pe_cycles[2].max(out.pe_cycles[3]);
+    let via_pe2 = r + 2 * w64 - 1 + h + r + 1;
+    assert!(
+        last == via_pe2 || (last == via_pe2 + h && out.pe_cycles[3] == last),
+        "{:?}",
+        out.pe_cycles
+    );
+    assert!(
+        out.max_queue_occupancy >= 2,
+        "a queue backs up behind the link"
+    );
+}
