@@ -621,6 +621,11 @@ fn kernel_sim_fabric_runs_allreduce_and_gemv_and_refuses_the_rest() {
         "kernel", "gemv", "--region", "16", "--m", "64", "--n", "64", "--sim", "fabric",
     ]);
     assert!(stdout(&o).contains("analytic model"), "{}", stdout(&o));
+    let o = succeeds(&[
+        "kernel", "shift", "--region", "8", "--m", "4", "--steps", "3", "--sim", "fabric", "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["cycles"].as_f64().unwrap() > 0.0, "{v}");
     fails(
         &[
             "kernel", "gemm", "--region", "4", "--m", "4", "--n", "4", "--k", "4", "--sim",

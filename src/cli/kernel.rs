@@ -4,7 +4,7 @@
 //!
 //! The figure is the one the measurements define: the mean over PEs of each PE's
 //! own start-to-end cycles (see `docs/cost-model.md` for how the model reads it).
-//! With `--sim fabric` the allreduce and the GEMV run instead, timing-only, on
+//! With `--sim fabric` the allreduce, the GEMV and the shift run instead, timing-only, on
 //! the discrete-event fabric simulator (`wafer_sim::fabric`, `docs/fabric.md`),
 //! whose figure is the same mean, printed beside the analytic one.
 
@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, default_value = "ktree")]
     pub algorithm: String,
     /// How to estimate: the analytic cost model, or the fabric simulator
-    /// (allreduce and gemv so far; timing-only, wavelet by wavelet).
+    /// (allreduce, gemv and shift so far; timing-only, wavelet by wavelet).
     #[arg(long, value_enum, default_value = "analytic")]
     pub sim: Sim,
     /// With `--sim fabric`: when each PE starts — all at cycle 0, or as a
@@ -242,9 +242,9 @@ fn parts(spec: &WaferSpec, args: &Args, c: &Checked) -> Result<Parts> {
 
 pub fn run(args: Args) -> Result<()> {
     let spec = load_spec(&args.hw)?;
-    if args.sim == Sim::Fabric && !matches!(args.kind, Kind::Allreduce | Kind::Gemv) {
+    if args.sim == Sim::Fabric && matches!(args.kind, Kind::Gemm) {
         bail!(
-            "`wafer kernel {}` is not yet simulated on the fabric (allreduce and gemv are); use --sim analytic",
+            "`wafer kernel {}` is not yet simulated on the fabric (allreduce, gemv and shift are); use --sim analytic",
             kind_name(args.kind)
         );
     }
@@ -319,27 +319,41 @@ fn run_fabric(spec: &WaferSpec, args: &Args, c: &Checked, analytic: Cycles) -> R
     if c.alg == Algorithm::Ring {
         bail!("--algorithm ring is not yet simulated on the fabric (chain and K-trees are)");
     }
-    let tree = TreeShape::new(c.h, c.alg)?;
     let act = spec.precision.activation_dtype.size_bytes();
-    let step = match args.kind {
-        Kind::Gemv => matrix::mesh_gemv_program(spec, c.w, c.h, c.m, c.n, tree)
-            .steps
-            .swap_remove(0),
-        Kind::Allreduce => fabric::column_allreduce_step(tree, c.n, act),
-        other => bail!(
-            "`wafer kernel {}` is not yet simulated on the fabric",
-            kind_name(other)
-        ),
-    };
-    let values = step.collective.as_ref().map_or(0, |col| col.values_per_pe);
     let pes = c.w as u64 * c.h as u64;
-    let sent = pes.saturating_mul(wavelets(spec, values, act));
+    // Values per PE and how many times each PE sends them.
+    let (values, rounds) = match args.kind {
+        Kind::Shift => (c.m, args.steps.unwrap_or(1) as u64 + 1),
+        _ => (c.n, 1),
+    };
+    let sent = pes
+        .saturating_mul(wavelets(spec, values, act))
+        .saturating_mul(rounds);
     if sent > MAX_FABRIC_WAVELETS {
         bail!(
-            "--sim fabric on --region {} with {values} values per PE sends {sent} wavelets; at most {MAX_FABRIC_WAVELETS} (use a smaller region or --n)",
+            "--sim fabric on --region {} sends {sent} wavelets; at most {MAX_FABRIC_WAVELETS} (use a smaller region, fewer values or steps)",
             c.shape
         );
     }
+    let program = match args.kind {
+        Kind::Gemv => {
+            let tree = TreeShape::new(c.h, c.alg)?;
+            let step = matrix::mesh_gemv_program(spec, c.w, c.h, c.m, c.n, tree)
+                .steps
+                .swap_remove(0);
+            fabric::step_program(spec, c.w, c.h, &step)?
+        }
+        Kind::Allreduce => {
+            let tree = TreeShape::new(c.h, c.alg)?;
+            let step = fabric::column_allreduce_step(tree, c.n, act);
+            fabric::step_program(spec, c.w, c.h, &step)?
+        }
+        Kind::Shift => {
+            let steps = args.steps.unwrap_or(1);
+            fabric::programs::row_shift_program(spec, c.w, c.h, c.m, act, steps, true)?
+        }
+        Kind::Gemm => bail!("`wafer kernel gemm` is not yet simulated on the fabric"),
+    };
     let launch = match args.launch.unwrap_or(LaunchArg::Together) {
         LaunchArg::Together => fabric::Launch::Together,
         LaunchArg::Wavefront => fabric::Launch::Wavefront { x: 0, y: 0 },
@@ -349,7 +363,7 @@ fn run_fabric(spec: &WaferSpec, args: &Args, c: &Checked, analytic: Cycles) -> R
         ..fabric::RunOptions::default()
     };
     let t0 = Instant::now();
-    let out = fabric::simulate_step(spec, c.w, c.h, &step, &opts)?;
+    let out = fabric::run(spec, &program.program, &opts)?;
     let wall_s = t0.elapsed().as_secs_f64();
     let launch_name = format!("{:?}", args.launch.unwrap_or(LaunchArg::Together)).to_lowercase();
     if args.json {

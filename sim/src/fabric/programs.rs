@@ -310,3 +310,157 @@ pub fn simulate_step<L>(
     let sp = step_program(spec, width, height, step)?;
     run(spec, &sp.program, opts)
 }
+
+/// The most operations a generated shift program may hold in all (PEs x
+/// operations per PE): bounds its memory.
+pub const MAX_PROGRAM_OPS: u64 = 1 << 24;
+
+/// The shift microbenchmark of `wafer kernel shift` (`matrix::shift_broadcast_cost`):
+/// on every row of a `width x height` region, each PE's tile of `values`
+/// values moves one PE east per step for `steps` synchronous neighbour
+/// exchanges (no wrap: the west PE only sends, the east PE only receives),
+/// then, with `broadcast`, the west PE's tile is multicast along the row.
+///
+/// Tiles are double-buffered (a PE's values are two tiles of whole wavelets;
+/// step `s` sends from tile `s mod 2` and receives into the other), so the
+/// order of a PE's send and receive does not change the values: even columns
+/// send first, odd ones receive first, and no PE waits on a PE that waits on it.
+/// Links east are coloured by the sender's column parity, the broadcast on a
+/// third colour.
+pub fn row_shift_program(
+    spec: &WaferSpec,
+    width: u32,
+    height: u32,
+    values: u64,
+    bytes_per_value: u64,
+    steps: u32,
+    broadcast: bool,
+) -> Result<StepProgram, FabricError> {
+    if width < 2 || height == 0 || width > spec.fabric.width_pes || height > spec.fabric.height_pes
+    {
+        return Err(FabricError::InvalidProgram(format!(
+            "a shift needs a region at least 2 PEs wide on the {}x{} fabric of {}, found {width}x{height}",
+            spec.fabric.width_pes, spec.fabric.height_pes, spec.name
+        )));
+    }
+    let packing = packing_of(bytes_per_value)?;
+    let tile = values.div_ceil(packing.values_per_wavelet());
+    let pes = width as u64 * height as u64;
+    let sent = pes
+        .saturating_mul(tile)
+        .saturating_mul(steps as u64 + u64::from(broadcast));
+    if sent > MAX_PROGRAM_WAVELETS {
+        return Err(FabricError::TooLarge(format!(
+            "{pes} PEs x {tile} wavelets x {steps} steps; at most {MAX_PROGRAM_WAVELETS} wavelets in all"
+        )));
+    }
+    if pes.saturating_mul(2 * steps as u64 + 1) > MAX_PROGRAM_OPS {
+        return Err(FabricError::TooLarge(format!(
+            "{pes} PEs x {steps} steps; at most {MAX_PROGRAM_OPS} operations in all"
+        )));
+    }
+    let tile = u32::try_from(tile)
+        .map_err(|_| FabricError::TooLarge(format!("a tile of {tile} wavelets")))?;
+    let mut prog = FabricProgram::new(
+        width,
+        height,
+        packing,
+        2 * tile as u64 * packing.values_per_wavelet(),
+    );
+    let bcast = Colour(2);
+    let mut lines = Vec::new();
+    for y in 0..height {
+        let pe = |x: u32| y as usize * width as usize + x as usize;
+        for x in 0..width {
+            let p = pe(x);
+            let out = Colour((x % 2) as u8);
+            let inc = Colour(((x + 1) % 2) as u8);
+            if x + 1 < width {
+                prog.routes[p].push((
+                    out,
+                    Route {
+                        rx: Dir::Ramp,
+                        tx: DirSet::of(&[Dir::East]),
+                    },
+                ));
+            }
+            if x > 0 {
+                prog.routes[p].push((
+                    inc,
+                    Route {
+                        rx: Dir::West,
+                        tx: DirSet::of(&[Dir::Ramp]),
+                    },
+                ));
+            }
+            let mut ops = Vec::with_capacity(2 * steps as usize + 1);
+            for s in 0..steps {
+                let (from, to) = ((s % 2) * tile, ((s + 1) % 2) * tile);
+                let send = (x + 1 < width).then_some(Op::Send {
+                    colour: out,
+                    first: from,
+                    wavelets: tile,
+                });
+                let recv = (x > 0).then_some(Op::Recv {
+                    colour: inc,
+                    first: to,
+                    wavelets: tile,
+                    combine: Combine::Store,
+                    forward: None,
+                });
+                if x % 2 == 0 {
+                    ops.extend(send.into_iter().chain(recv));
+                } else {
+                    ops.extend(recv.into_iter().chain(send));
+                }
+            }
+            if broadcast {
+                let at = (steps % 2) * tile;
+                let route = if x == 0 {
+                    Route {
+                        rx: Dir::Ramp,
+                        tx: DirSet::of(&[Dir::East]),
+                    }
+                } else if x + 1 < width {
+                    Route {
+                        rx: Dir::West,
+                        tx: DirSet::of(&[Dir::Ramp, Dir::East]),
+                    }
+                } else {
+                    Route {
+                        rx: Dir::West,
+                        tx: DirSet::of(&[Dir::Ramp]),
+                    }
+                };
+                prog.routes[p].push((bcast, route));
+                ops.push(if x == 0 {
+                    Op::Send {
+                        colour: bcast,
+                        first: at,
+                        wavelets: tile,
+                    }
+                } else {
+                    Op::Recv {
+                        colour: bcast,
+                        first: at,
+                        wavelets: tile,
+                        combine: Combine::Store,
+                        forward: None,
+                    }
+                });
+            }
+            if !ops.is_empty() {
+                prog.pes[p].tasks.push(Task {
+                    name: "shift",
+                    trigger: Trigger::Start,
+                    ops,
+                });
+            }
+        }
+        lines.push((0..width).map(pe).collect());
+    }
+    Ok(StepProgram {
+        program: prog,
+        lines,
+    })
+}

@@ -595,3 +595,79 @@ fn two_colours_on_one_link_share_its_cycles() {
         "a queue backs up behind the link"
     );
 }
+
+#[test]
+fn shifted_tiles_land_where_the_shift_puts_them() {
+    let s = spec_h1_r2();
+    let (w, h, vals) = (6u32, 2u32, 3usize);
+    for steps in [1u32, 2, 3, 5] {
+        for broadcast in [false, true] {
+            let sp = row_shift_program(&s, w, h, vals as u64, 4, steps, broadcast).unwrap();
+            let per = sp.program.values_per_pe as usize; // two tiles
+            assert_eq!(per, 2 * vals);
+            // PE p's tile 0 holds 1000 p + i, tile 1 holds -(1000 p + i).
+            let input: Vec<f32> = (0..(w * h) as usize)
+                .flat_map(|p| {
+                    (0..per).map(move |i| {
+                        let v = (1000 * p + i % vals) as f32;
+                        if i < vals {
+                            v
+                        } else {
+                            -v
+                        }
+                    })
+                })
+                .collect();
+            let opts = RunOptions {
+                values: Some(input.clone()),
+                ..RunOptions::default()
+            };
+            let got = run(&s, &sp.program, &opts).unwrap().values.unwrap();
+            let at = (steps as usize % 2) * vals;
+            for y in 0..h as usize {
+                for x in 0..w as usize {
+                    let p = y * w as usize + x;
+                    let have = &got[p * per + at..][..vals];
+                    // After L steps a PE's tile L mod 2 holds the first tile
+                    // of the PE L to its west; a broadcast then copies the west
+                    // PE's tile L mod 2 (which never received anything).
+                    let want = if broadcast {
+                        y * w as usize * per + at
+                    } else if x >= steps as usize {
+                        (p - steps as usize) * per
+                    } else {
+                        continue;
+                    };
+                    assert_eq!(
+                        have,
+                        &input[want..][..vals],
+                        "L {steps} bcast {broadcast} ({x},{y})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_shift_takes_the_hand_derived_cycles() {
+    // A row of 3 PEs, one f32 wavelet per tile, L steps, h = 1, r = 2, 1 cycle
+    // per wavelet sent or stored. PE 0 only sends: at cycles 0 .. L - 1, ending
+    // at L (the queues hold everything; PE 1 takes one per 2 cycles). PE 1
+    // receives first: step s's wavelet reaches it at s + 2r + h = s + 5, but it
+    // also sends each step, so it takes one at 5 + 2s and sends at 6 + 2s,
+    // ending at 2L + 5. PE 2 only receives: PE 1's wavelet of step s arrives
+    // at 6 + 2s + 2r + h = 11 + 2s, stored by 12 + 2s: PE 2 ends at 2L + 10.
+    let s = spec_h1_r2();
+    for steps in [1u64, 3, 6] {
+        let sp = row_shift_program(&s, 3, 1, 1, 4, steps as u32, false).unwrap();
+        let out = run(&s, &sp.program, &RunOptions::default()).unwrap();
+        assert_eq!(
+            out.pe_cycles,
+            vec![steps, 2 * steps + 5, 2 * steps + 10],
+            "L {steps}"
+        );
+    }
+    let err = row_shift_program(&s, 1, 4, 1, 4, 3, true).unwrap_err();
+    assert!(err.to_string().contains("at least 2 PEs wide"), "{err}");
+}
