@@ -17,11 +17,13 @@ pub enum Kernel {
         n: u64,
         dtype: DType,
     },
-    /// One Cannon step's tile update, `m x k x n`.
+    /// `C[m, n] += A[m, k] B[k, n]` with `B` held as `dtype`: one Cannon
+    /// round's tile update, or `m` tokens through a weight tile at once.
     Gemm {
         m: u64,
         k: u64,
         n: u64,
+        dtype: DType,
     },
     SumSquares {
         n: u64,
@@ -58,7 +60,7 @@ impl Kernel {
     pub fn cycles(&self, spec: &WaferSpec) -> Cycles {
         match *self {
             Kernel::Gemv { k, n, dtype } => matrix::gemv_tile_cycles_of(spec, k, n, dtype),
-            Kernel::Gemm { m, k, n } => matrix::gemm_tile_cycles(spec, m, k, n),
+            Kernel::Gemm { m, k, n, dtype } => matrix::gemm_tile_cycles_of(spec, m, k, n, dtype),
             Kernel::SumSquares { n } => vector::sum_squares_cycles(spec, n),
             Kernel::RmsScale { n } => vector::rms_scale_cycles(spec, n),
             Kernel::Rope { n } => vector::rope_cycles(spec, n),
@@ -75,7 +77,7 @@ impl Kernel {
     pub fn macs(&self) -> u64 {
         match *self {
             Kernel::Gemv { k, n, .. } => k * n,
-            Kernel::Gemm { m, k, n } => m * k * n,
+            Kernel::Gemm { m, k, n, .. } => m * k * n,
             _ => 0,
         }
     }

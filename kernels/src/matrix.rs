@@ -85,8 +85,12 @@ pub fn gemv_tile_cycles_of(spec: &WaferSpec, k: u64, n: u64, dtype: DType) -> Cy
 /// Cycles of one Cannon step's `m x k x n` tile update: `k` tasks (one per
 /// arriving row of B), each an `m x n` multiply-accumulate stream.
 pub fn gemm_tile_cycles(spec: &WaferSpec, m: u64, k: u64, n: u64) -> Cycles {
-    let per_row = task_cycles(spec)
-        + vector_op_cycles(spec, SimdOp::Fmac, spec.precision.weight_dtype, m * n, 1);
+    gemm_tile_cycles_of(spec, m, k, n, spec.precision.weight_dtype)
+}
+
+/// The same update with `B` stored as `dtype`.
+pub fn gemm_tile_cycles_of(spec: &WaferSpec, m: u64, k: u64, n: u64, dtype: DType) -> Cycles {
+    let per_row = task_cycles(spec) + vector_op_cycles(spec, SimdOp::Fmac, dtype, m * n, 1);
     per_row * k as f64
 }
 

@@ -12,7 +12,7 @@
 //! choices that are not part of the placement (the reduction tree's K) come as
 //! [`PlanOptions`] through [`estimate_with`]; [`estimate`] uses the defaults.
 
-use crate::cost::{decode_plan_with, prefill, Plan, PlanOptions, PrefillScheme};
+use crate::cost::{decode_plan_with, prefill, Chunking, Plan, PlanOptions, PrefillScheme};
 use crate::layout::Layout;
 use crate::placement::{place, PlaceOptions, Placement, Strategy};
 use anyhow::{bail, Result};
@@ -59,8 +59,15 @@ pub struct Estimate {
     /// The chosen prefill scheme's plan; its total is `ttft_cycles`.
     pub prefill: Plan,
     pub prefill_scheme: PrefillScheme,
-    /// The MeshGEMM prefill's total (= `ttft_cycles` when it was chosen).
-    pub prefill_gemm_cycles: Cycles,
+    /// The MeshGEMM prefill's total (= `ttft_cycles` when it was chosen);
+    /// `None` when not even a chunk of the prompt fits the PEs.
+    pub prefill_gemm_cycles: Option<Cycles>,
+    /// How the MeshGEMM prefill splits the prompt to fit.
+    pub prefill_gemm_chunking: Option<Chunking>,
+    /// The streamed prefill's total and chunks (`None`: not even one token's
+    /// buffers fit).
+    pub prefill_stream_cycles: Option<Cycles>,
+    pub prefill_stream_chunking: Option<Chunking>,
     /// The token-by-token prefill's total when `prefill_token_by_token_exact`;
     /// otherwise a lower bound on it that already reached the MeshGEMM cost (it
     /// was not evaluated further).
@@ -109,6 +116,9 @@ fn gather(
         prefill,
         prefill_scheme: pre.scheme,
         prefill_gemm_cycles: pre.gemm_cycles,
+        prefill_gemm_chunking: pre.gemm_chunking,
+        prefill_stream_cycles: pre.stream_cycles,
+        prefill_stream_chunking: pre.stream_chunking,
         prefill_token_by_token_cycles: pre.token_by_token_cycles,
         prefill_token_by_token_exact: pre.token_by_token_exact,
     }

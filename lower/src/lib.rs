@@ -16,5 +16,5 @@ pub mod placement;
 pub mod program;
 pub mod tiling;
 
-pub use program::{decode_layer_program, LayerProgram};
+pub use program::{decode_layer_program, layer_pass_program, prefill_layer_program, LayerProgram};
 pub use tiling::{final_norm_tiling, has_o_bias, table_tiling, LayerTiling};

@@ -15,14 +15,17 @@
 
 use crate::cost::{OpKind, PlanOptions};
 use crate::layout::{Layout, Site};
+use crate::tiling::has_o_bias;
 use crate::tiling::LayerTiling;
 use serde::Serialize;
 use wafer_core::WaferSpec;
 use wafer_kernels::Kernel;
 use wafer_models::config::ModelConfig;
 use wafer_sim::collective::wavelets;
-use wafer_sim::program::{Collective, CollectiveKind, RegionProgram, Route, Step, Transfer};
-use wafer_sim::tiling::Axis;
+use wafer_sim::program::{
+    Cannon, Collective, CollectiveKind, RegionProgram, Route, Step, Transfer,
+};
+use wafer_sim::tiling::{Axis, MatrixTiling, Orientation, Split, Tile, VectorTiling};
 use wafer_sim::TreeShape;
 
 /// The placed program of one decoder layer's decode step.
@@ -38,6 +41,26 @@ pub fn decode_layer_program(
     context: usize,
     opts: &PlanOptions,
 ) -> LayerProgram {
+    layer_pass_program(spec, cfg, w, h, context, 1, opts)
+}
+
+/// `tokens` consecutive positions through one layer at once on the decode
+/// tiling, the last at KV length `context`: the decode step with every vector
+/// `tokens` times longer, each GEMV a GEMM of `tokens` rows through the same
+/// weight tile (weights stay where decode placed them), and `tokens` times the
+/// values in every collective and buffer. The streamed prefill runs the prompt
+/// through it in chunks; `tokens = 1` is the decode step. Every position is
+/// charged the whole `context` (the causal mask saves nothing, as in Cannon).
+pub fn layer_pass_program(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    w: u32,
+    h: u32,
+    context: usize,
+    tokens: usize,
+    opts: &PlanOptions,
+) -> LayerProgram {
+    let n = tokens.max(1) as u64;
     let act = spec.precision.activation_dtype.size_bytes();
     let acc = spec.precision.accumulate_dtype.size_bytes();
     let (weight, kv_dtype) = (spec.precision.weight_dtype, spec.precision.kv_dtype);
@@ -83,128 +106,375 @@ pub fn decode_layer_program(
         kernels,
         collective,
         transfer: None,
+        cannon: None,
     };
-    let gemv = |k: u64, n: u64| Kernel::Gemv {
-        k,
-        n,
-        dtype: weight,
+    // A tile product for the pass: a GEMV for one token, a GEMM for several.
+    let mm = |k: u64, cols: u64, dtype| {
+        if n == 1 {
+            Kernel::Gemv { k, n: cols, dtype }
+        } else {
+            Kernel::Gemm {
+                m: n,
+                k,
+                n: cols,
+                dtype,
+            }
+        }
     };
     let norm = || {
         step(
             OpKind::RmsNorm,
-            xr,
-            vec![Kernel::SumSquares { n: xr }, Kernel::RmsScale { n: xr }],
-            allreduce(Axis::Column, 1, 4),
+            n * xr,
+            vec![
+                Kernel::SumSquares { n: n * xr },
+                Kernel::RmsScale { n: n * xr },
+            ],
+            allreduce(Axis::Column, n, 4),
         )
     };
 
-    let residual = || step(OpKind::Residual, xr, vec![Kernel::Add { n: xr }], None);
+    let residual = || {
+        step(
+            OpKind::Residual,
+            n * xr,
+            vec![Kernel::Add { n: n * xr }],
+            None,
+        )
+    };
 
     let mut steps = vec![norm()];
     // Q, K and V in one pass: one tile of each per PE.
     let qkv_c = (t.q_proj.out.chunk + t.k_proj.out.chunk + t.v_proj.out.chunk) as u64;
     steps.push(step(
         OpKind::QkvProj,
-        xr * qkv_c,
-        vec![gemv(xr, qkv_c)],
-        allreduce(Axis::Column, qkv_c, act),
+        n * xr * qkv_c,
+        vec![mm(xr, qkv_c, weight)],
+        allreduce(Axis::Column, n * qkv_c, act),
     ));
     if cfg.qk_norm() {
         // Per-head RMSNorm of q and k: squares of the PE's dims, one f32 sum per
         // head it touches allreduced across the head's columns, then the scale.
-        let n = q_c + kv_c;
+        let e = n * (q_c + kv_c);
         steps.push(step(
             OpKind::QkNorm,
-            n,
-            vec![Kernel::SumSquares { n }, Kernel::RmsScale { n }],
-            segment((g + 1) * heads_c, 4),
+            e,
+            vec![Kernel::SumSquares { n: e }, Kernel::RmsScale { n: e }],
+            segment(n * (g + 1) * heads_c, 4),
         ));
     }
     steps.push(step(
         OpKind::Rope,
-        q_c + kv_c,
-        vec![Kernel::Rope { n: q_c + kv_c }],
+        n * (q_c + kv_c),
+        vec![Kernel::Rope {
+            n: n * (q_c + kv_c),
+        }],
         None,
     ));
     // The PE in row (t mod h) keeps its replicated K and V chunks: a local copy.
     steps.push(step(
         OpKind::KvAppend,
-        2 * kv_c,
-        vec![Kernel::Scale { n: 2 * kv_c }],
+        2 * n * kv_c,
+        vec![Kernel::Scale { n: 2 * n * kv_c }],
         None,
     ));
     steps.push(step(
         OpKind::AttnScores,
-        pos * q_c,
-        vec![Kernel::Gemv {
-            k: kv_c,
-            n: pos * g,
-            dtype: kv_dtype,
-        }],
-        segment(pos * g * heads_c, act),
+        n * pos * q_c,
+        vec![mm(kv_c, pos * g, kv_dtype)],
+        segment(n * pos * g * heads_c, act),
     ));
     steps.push(step(
         OpKind::SoftmaxMax,
-        scores_c,
-        vec![Kernel::Max { n: scores_c }],
-        allreduce(Axis::Column, g * heads_c, act),
+        n * scores_c,
+        vec![Kernel::Max { n: n * scores_c }],
+        allreduce(Axis::Column, n * g * heads_c, act),
     ));
     steps.push(step(
         OpKind::SoftmaxSum,
-        scores_c,
-        vec![Kernel::ExpSum { n: scores_c }],
-        allreduce(Axis::Column, g * heads_c, 4),
+        n * scores_c,
+        vec![Kernel::ExpSum { n: n * scores_c }],
+        allreduce(Axis::Column, n * g * heads_c, 4),
     ));
     steps.push(step(
         OpKind::AttnValues,
-        pos * q_c,
-        vec![
-            Kernel::Gemv {
-                k: pos,
-                n: q_c,
-                dtype: kv_dtype,
-            },
-            Kernel::Normalize { n: q_c },
-        ],
-        allreduce(Axis::Column, q_c, act),
+        n * pos * q_c,
+        vec![mm(pos, q_c, kv_dtype), Kernel::Normalize { n: n * q_c }],
+        allreduce(Axis::Column, n * q_c, act),
     ));
     // O projection: input split over columns, reduce along rows (lines of w).
     let o_r = t.o_proj.out.chunk as u64;
     steps.push(step(
         OpKind::OProj,
-        q_c * o_r,
-        vec![gemv(q_c, o_r)],
-        allreduce(Axis::Row, o_r, act),
+        n * q_c * o_r,
+        vec![mm(q_c, o_r, weight)],
+        allreduce(Axis::Row, n * o_r, act),
     ));
     steps.push(residual());
     steps.push(norm());
     let gu_c = (t.gate_proj.out.chunk + t.up_proj.out.chunk) as u64;
     steps.push(step(
         OpKind::GateUpProj,
-        xr * gu_c,
-        vec![gemv(xr, gu_c)],
-        allreduce(Axis::Column, gu_c, act),
+        n * xr * gu_c,
+        vec![mm(xr, gu_c, weight)],
+        allreduce(Axis::Column, n * gu_c, act),
     ));
     let f_c = t.f.chunk as u64;
     steps.push(step(
         OpKind::SiluMul,
-        f_c,
-        vec![Kernel::SiluMul { n: f_c }],
+        n * f_c,
+        vec![Kernel::SiluMul { n: n * f_c }],
         None,
     ));
     steps.push(step(
         OpKind::DownProj,
-        f_c * o_r,
-        vec![gemv(f_c, o_r)],
-        allreduce(Axis::Row, o_r, act),
+        n * f_c * o_r,
+        vec![mm(f_c, o_r, weight)],
+        allreduce(Axis::Row, n * o_r, act),
     ));
     steps.push(residual());
     RegionProgram {
         width: w,
         height: h,
         kv_bytes_per_position: t.kv_bytes_per_position(),
-        buffer_bytes: t.buffer_bytes(cfg, act, acc),
+        // Every position of the pass has its own activations and softmax state.
+        buffer_bytes: n * t.buffer_bytes(cfg, act, acc),
         tiles: t.tiles,
+        steps,
+    }
+}
+
+/// One decoder layer's prefill of `n` prompt tokens attending to `keys`
+/// positions (`n` for a whole prompt; a later chunk of a chunked prompt also
+/// attends to the chunks before it) as a placed program on the `p x p` square
+/// at its region's origin (the largest square inside it).
+///
+/// Every projection is a MeshGEMM (Cannon's schedule, [`Cannon`]): the
+/// activations `X[n, d]` in `ceil(n/p) x ceil(d/p)` blocks, each weight in square
+/// blocks with its output over the columns (Q/K/V fused into one `d x (q+2kv)`
+/// matrix, gate and up into one `d x 2f`). Attention is two more MeshGEMMs over
+/// all heads at once: scores `Q K^T` (inner dimension the query width, each PE
+/// accumulating only the heads its dims belong to) and `P V` (inner dimension
+/// n); the Cannon schedule visits masked blocks too, so the causal mask saves
+/// nothing. Softmax max and sum and each RMSNorm's sum of squares are allreduced
+/// along the rows of the square, `ceil(n/p)` values each.
+///
+/// These are the square's own tiles: on a square region they are the decode
+/// tiling's blocks in another order (the Cannon skew, applied as the tiles are
+/// loaded); on an elongated one the square's PEs hold more of each matrix than
+/// the decode tiling puts on them, and [`prefill_fits`] says whether they can.
+pub fn prefill_layer_program(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    w: u32,
+    h: u32,
+    n: usize,
+    keys: usize,
+    opts: &PlanOptions,
+) -> LayerProgram {
+    let p = w.min(h);
+    let keys = keys.max(n);
+    let act = spec.precision.activation_dtype.size_bytes();
+    let weight = spec.precision.weight_dtype;
+    let (d, q, kv, f) = (
+        cfg.hidden_size,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+    );
+    let div = |a: usize| (a as u64).div_ceil(p.max(1) as u64);
+    let rows = div(n); // tokens per PE row-block
+    let xt = rows * div(d); // X tile elements per PE
+    let tree = TreeShape::new(p, opts.tree(p)).expect("validated lowering options");
+    let along_rows = |values: u64, bytes: u64| {
+        Some(Collective {
+            kind: CollectiveKind::Allreduce,
+            axis: Axis::Row,
+            tree: tree.clone(),
+            values_per_pe: values,
+            bytes_per_value: bytes,
+            in_layer: true,
+        })
+    };
+    let step = |label, work_per_pe, kernels: Vec<Kernel>, collective| Step {
+        label,
+        work_per_pe,
+        kernels,
+        collective,
+        transfer: None,
+        cannon: None,
+    };
+    // An (m x k) . (k x nn) product as Cannon rounds over the square.
+    let matmul = |label, m: usize, k: usize, nn: usize| {
+        let (mt, kt, nt) = (div(m), div(k), div(nn));
+        Step {
+            label,
+            work_per_pe: mt * kt * nt * p as u64,
+            kernels: vec![Kernel::Gemm {
+                m: mt,
+                k: kt,
+                n: nt,
+                dtype: weight,
+            }],
+            collective: None,
+            transfer: None,
+            cannon: Some(Cannon {
+                p,
+                a_values: mt * kt,
+                b_values: kt * nt,
+                bytes_per_value: act,
+                in_layer: true,
+            }),
+        }
+    };
+    let norm = || {
+        step(
+            OpKind::RmsNorm,
+            xt,
+            vec![Kernel::SumSquares { n: xt }, Kernel::RmsScale { n: xt }],
+            along_rows(rows, 4),
+        )
+    };
+    let residual = || step(OpKind::Residual, xt, vec![Kernel::Add { n: xt }], None);
+
+    let mut steps = vec![norm(), matmul(OpKind::QkvProj, n, d, q + 2 * kv)];
+    if cfg.qk_norm() {
+        // Per-head RMSNorm of every row's q and k heads: the squares and the
+        // scale as local work; the sums of heads split across PEs travel with
+        // the GEMM's output (not charged: small beside the GEMMs).
+        let work = rows * div(q + kv);
+        steps.push(step(
+            OpKind::QkNorm,
+            work,
+            vec![Kernel::SumSquares { n: work }, Kernel::RmsScale { n: work }],
+            None,
+        ));
+    }
+    let rope = rows * div(q + kv);
+    steps.push(step(
+        OpKind::Rope,
+        rope,
+        vec![Kernel::Rope { n: rope }],
+        None,
+    ));
+    let kv_work = 2 * rows * div(kv);
+    steps.push(step(
+        OpKind::KvAppend,
+        kv_work,
+        vec![Kernel::Scale { n: kv_work }],
+        None,
+    ));
+    steps.push(matmul(OpKind::AttnScores, n, q, keys));
+    let s_tile = rows * div(keys);
+    steps.push(step(
+        OpKind::SoftmaxMax,
+        s_tile,
+        vec![Kernel::Max { n: s_tile }],
+        along_rows(rows, act),
+    ));
+    steps.push(step(
+        OpKind::SoftmaxSum,
+        s_tile,
+        vec![
+            Kernel::ExpSum { n: s_tile },
+            Kernel::Normalize { n: s_tile },
+        ],
+        along_rows(rows, 4),
+    ));
+    steps.push(matmul(OpKind::AttnValues, n, keys, q));
+    steps.push(matmul(OpKind::OProj, n, q, d));
+    steps.push(residual());
+    steps.push(norm());
+    steps.push(matmul(OpKind::GateUpProj, n, d, 2 * f));
+    let silu = rows * div(f);
+    steps.push(step(
+        OpKind::SiluMul,
+        silu,
+        vec![Kernel::SiluMul { n: silu }],
+        None,
+    ));
+    steps.push(matmul(OpKind::DownProj, n, f, d));
+    steps.push(residual());
+
+    // The square's tiles: every weight in p x p blocks, output over columns.
+    let pu = p as usize;
+    let block = |out: usize, inp: usize| MatrixTiling {
+        out: Split::new(out, pu),
+        inp: Split::new(inp, pu),
+        orientation: Orientation::OutAlongColumns,
+        dtype: weight,
+    };
+    let matrix = |name: &str, tiling| Tile::Matrix {
+        name: name.into(),
+        tiling,
+    };
+    // Gains and biases follow their activation's dims, split over the columns.
+    let vector = |name: &str, len: usize| Tile::Vector {
+        name: name.into(),
+        tiling: VectorTiling {
+            split: Split::new(len, pu),
+            along: Axis::Row,
+            dtype: weight,
+        },
+    };
+    let mut tiles = vec![
+        vector("input_layernorm.weight", d),
+        matrix("self_attn.{q,k,v}_proj.weight", block(q + 2 * kv, d)),
+        matrix("self_attn.o_proj.weight", block(d, q)),
+        vector("post_attention_layernorm.weight", d),
+        matrix("mlp.{gate,up}_proj.weight", block(2 * f, d)),
+        matrix("mlp.down_proj.weight", block(d, f)),
+    ];
+    if cfg.qk_norm() {
+        // Every PE holds the whole head_dim gains: its dims may sit anywhere in a head.
+        for name in ["self_attn.q_norm.weight", "self_attn.k_norm.weight"] {
+            tiles.push(Tile::Vector {
+                name: name.into(),
+                tiling: VectorTiling {
+                    split: Split::new(cfg.head_dim, 1),
+                    along: Axis::Row,
+                    dtype: weight,
+                },
+            });
+        }
+    }
+    if cfg.attention_bias {
+        tiles.push(vector("self_attn.{q,k,v}_proj.bias", q + 2 * kv));
+    }
+    if has_o_bias(cfg) {
+        tiles.push(vector("self_attn.o_proj.bias", d));
+    }
+
+    // Working buffers: the residual tile, plus the largest phase's live tiles
+    // (a GEMM's A tile and C tile, one arriving A and B tile, and the B tile
+    // itself when it is an activation rather than a weight).
+    let wb = weight.size_bytes();
+    let live = |m: usize, k: usize, nn: usize, b_is_weight: bool| {
+        let (mt, kt, nt) = (div(m), div(k), div(nn));
+        let b = if b_is_weight {
+            kt * nt * wb
+        } else {
+            2 * kt * nt * act
+        };
+        (2 * mt * kt + mt * nt) * act + b
+    };
+    let qkv_tile = rows * div(q + 2 * kv) * act;
+    let phases = [
+        live(n, d, q + 2 * kv, true),
+        qkv_tile + live(n, q, keys, false),
+        qkv_tile + live(n, keys, q, false),
+        live(n, q, d, true),
+        live(n, d, 2 * f, true),
+        rows * div(2 * f) * act + live(n, f, d, true),
+    ];
+    // The prompt's K and V are kept where decode reads them: the whole region's
+    // decode tiling.
+    let decode = LayerTiling::new(cfg, weight, spec.precision.kv_dtype, w as usize, h as usize);
+    RegionProgram {
+        width: p,
+        height: p,
+        tiles,
+        kv_bytes_per_position: decode.kv_bytes_per_position(),
+        buffer_bytes: xt * act + phases.into_iter().max().unwrap_or(0),
         steps,
     }
 }
@@ -248,6 +518,37 @@ pub fn handoff(spec: &WaferSpec, from: &Site, to: &Site, values: u64) -> Option<
     })
 }
 
+/// Moving a prefill's `tokens x d` activations from the square of `from` to
+/// the square of `to`: every row of the source square sends its
+/// `ceil(tokens / p) x d` values east along its own links; `None` on one region.
+pub fn prefill_handoff(
+    spec: &WaferSpec,
+    from: &Site,
+    to: &Site,
+    tokens: usize,
+    d: usize,
+) -> Option<Transfer> {
+    if from == to {
+        return None;
+    }
+    let act = spec.precision.activation_dtype.size_bytes();
+    let route = if from.wafer != to.wafer {
+        Route::OffWafer {
+            bytes: (tokens * d) as u64 * act,
+        }
+    } else {
+        let p = from.region.width().min(from.region.height());
+        Route::OnWafer {
+            wavelets_per_line: wavelets(spec, (tokens as u64).div_ceil(p as u64) * d as u64, act),
+            hops: from.region.origin.hops_to(to.region.origin) + from.region.width() as u64,
+        }
+    };
+    Some(Transfer {
+        route,
+        replicate: None,
+    })
+}
+
 /// The steps around the layers of `cfg` on `layout` (they do not depend on the
 /// KV length).
 pub fn model_steps(
@@ -266,6 +567,7 @@ pub fn model_steps(
         kernels,
         collective,
         transfer,
+        cannon: None,
     };
 
     // The PEs holding the token's row read it and send it to layer 0.

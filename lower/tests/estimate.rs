@@ -6,12 +6,12 @@
 use wafer_core::spec::{wse2, wse3};
 use wafer_core::{Cycles, PeCoord, Region, RegionShape};
 use wafer_lower::cost::{
-    decode_plan, gemm_prefill_plan, prefill, token_prefill, OpKind, Plan, PlanOptions,
-    PrefillScheme,
+    decode_plan, gemm_prefill_plan, prefill, prefill_bytes_per_pe, prefill_chunking,
+    stream_prefill_plan, token_prefill, OpKind, Plan, PlanOptions, PrefillScheme,
 };
-use wafer_lower::decode_layer_program;
-use wafer_lower::estimate::{estimate, estimate_with, placement_for, EstimateOptions};
+use wafer_lower::estimate::{estimate, estimate_with, placement_for, Estimate, EstimateOptions};
 use wafer_lower::layout::{Layout, Site};
+use wafer_lower::{decode_layer_program, layer_pass_program, prefill_layer_program, LayerTiling};
 use wafer_models::{ModelConfig, RopeScaling};
 use wafer_sim::Algorithm;
 
@@ -65,9 +65,12 @@ fn c1_c2_within_ten_percent_with_their_trends() {
         }
         decode.push(e.decode_tokens_per_s);
     }
+    // C2 measured WaferLLM's MeshGEMM prefill: cost that scheme.
+    let gemm = PlanOptions::default().with_prefill_scheme(Some(PrefillScheme::Gemm));
     let mut prefill = Vec::new();
     for (side, tps) in [(480, 20320.6), (600, 25037.2), (720, 27686.5)] {
-        let e = estimate(&spec, &cfg, &opts(side, 4096)).unwrap();
+        let e = estimate_with(&spec, &cfg, &opts(side, 4096), &gemm).unwrap();
+        assert_eq!(e.prefill_scheme, PrefillScheme::Gemm);
         let err = e.prefill_tokens_per_s / tps - 1.0;
         if err.abs() > 0.10 {
             failures.push(format!(
@@ -267,7 +270,9 @@ fn decode_cost_never_falls_as_the_kv_length_grows() {
 
 #[test]
 fn token_by_token_prefill_is_the_decode_steps_summed_by_hand() {
-    let (spec, cfg, layout) = (wse3(), small_model(), two_shape_layout());
+    let (mut spec, cfg, layout) = (wse3(), small_model(), two_shape_layout());
+    // Room for every scheme on this hand-made layout's small squares.
+    spec.pe.sram_bytes = 1 << 20;
     let opts = PlanOptions::default();
     let exact = |n: usize| {
         token_prefill(&spec, &cfg, &layout, n, &opts, Cycles(f64::INFINITY))
@@ -316,24 +321,43 @@ fn token_by_token_prefill_is_the_decode_steps_summed_by_hand() {
         op_cycles(&last, |k, _| k == OpKind::LmHead)
     ));
     assert_eq!(op_cycles(&plan, |k, _| k == OpKind::TokenLoopback), 0.0);
-    // TTFT is the cheaper scheme, GEMM on a tie; both occur on this layout (its
-    // 8- and 5-PE squares make the Cannon schedule short, so GEMM wins early).
+    // TTFT is the cheapest scheme (GEMM, then streamed, on a tie); with only
+    // GEMM and token-by-token costed, both occur on this layout (its 8- and
+    // 5-PE squares make the Cannon schedule short, so GEMM wins early).
+    let two = opts.with_prefill_scheme(Some(PrefillScheme::Gemm));
     let mut schemes = Vec::new();
     for n in [1, 2, 23, 400] {
-        let p = prefill(&spec, &cfg, &layout, n, &opts);
-        let gemm = gemm_prefill_plan(&spec, &cfg, &layout, n, &opts).total();
+        let gemm = gemm_prefill_plan(&spec, &cfg, &layout, n, &opts)
+            .unwrap()
+            .0
+            .total();
+        let stream = stream_prefill_plan(&spec, &cfg, &layout, n, &opts)
+            .unwrap()
+            .0
+            .total();
         let tbt = exact(n).total();
-        assert_eq!(p.gemm_cycles, gemm);
-        let want = if tbt < gemm {
+        let p = prefill(&spec, &cfg, &layout, n, &opts);
+        assert_eq!((p.gemm_cycles, p.stream_cycles), (Some(gemm), Some(stream)));
+        let want = if tbt < gemm && tbt < stream {
             PrefillScheme::TokenByToken
+        } else if stream < gemm {
+            PrefillScheme::Stream
         } else {
             PrefillScheme::Gemm
         };
-        assert_eq!(p.scheme, want, "n = {n}: gemm {gemm}, token by token {tbt}");
-        assert!(close(p.plan.total().get(), gemm.get().min(tbt.get())));
-        // When the GEMM plan wins, what is reported for the other is a true lower bound.
+        assert_eq!(
+            p.scheme, want,
+            "n = {n}: gemm {gemm}, stream {stream}, token by token {tbt}"
+        );
+        assert!(close(
+            p.plan.total().get(),
+            gemm.get().min(tbt.get()).min(stream.get())
+        ));
+        // What is reported for the token-by-token plan is a true lower bound.
         assert!(p.token_by_token_cycles.get() <= tbt.get() * (1.0 + 1e-12));
-        schemes.push(p.scheme);
+        let g = prefill(&spec, &cfg, &layout, n, &two);
+        assert_eq!(g.stream_cycles, None);
+        schemes.push(g.scheme);
     }
     assert_eq!(
         schemes,
@@ -349,10 +373,21 @@ fn token_by_token_prefill_is_the_decode_steps_summed_by_hand() {
 #[test]
 fn ttft_grows_with_short_prompts_and_long_prompts_use_the_gemm_prefill() {
     let (spec, cfg) = (wse2(), llama3_8b());
+    // Only the MeshGEMM and the token-by-token prefill.
+    let two = [PrefillScheme::Gemm, PrefillScheme::TokenByToken];
     let at = |n: usize| {
         let mut o = opts(420, 4096);
         o.prompt_tokens = n;
-        estimate(&spec, &cfg, &o).unwrap()
+        let only = |s| PlanOptions::default().with_prefill_scheme(Some(s));
+        let [g, t] = two.map(|s| estimate_with(&spec, &cfg, &o, &only(s)).unwrap());
+        if t.ttft_cycles < g.ttft_cycles {
+            Estimate {
+                prefill_gemm_cycles: g.prefill_gemm_cycles,
+                ..t
+            }
+        } else {
+            g
+        }
     };
     let (one, six, long) = (at(1), at(6), at(4096));
     assert_eq!(one.prefill_scheme, PrefillScheme::TokenByToken);
@@ -360,14 +395,14 @@ fn ttft_grows_with_short_prompts_and_long_prompts_use_the_gemm_prefill() {
     // Six steps at KV <= 6 cost about six times one step (same cached positions per PE).
     let ratio = six.ttft_cycles.get() / one.ttft_cycles.get();
     assert!(ratio > 5.0 && ratio < 6.5, "{ratio}");
-    assert!(six.ttft_cycles < six.prefill_gemm_cycles);
+    assert!(six.ttft_cycles < six.prefill_gemm_cycles.unwrap());
     assert!(one.ttft_cycles.get() < one.decode_cycles_per_token.get());
     assert_eq!(long.prefill_scheme, PrefillScheme::Gemm);
-    assert_eq!(long.ttft_cycles, long.prefill_gemm_cycles);
-    assert!(!long.prefill_token_by_token_exact);
-    assert!(long.prefill_token_by_token_cycles >= long.ttft_cycles);
+    assert_eq!(Some(long.ttft_cycles), long.prefill_gemm_cycles);
     // The MeshGEMM prefill costs nearly the same for 1 and 6 tokens (P shift steps).
-    assert!(six.prefill_gemm_cycles.get() / one.prefill_gemm_cycles.get() < 1.001);
+    assert!(
+        six.prefill_gemm_cycles.unwrap().get() / one.prefill_gemm_cycles.unwrap().get() < 1.001
+    );
     // The chosen plan's breakdown adds up to the TTFT.
     for e in [&one, &six, &long] {
         let by_kind: f64 = e
@@ -418,4 +453,103 @@ fn reduction_tree_k_two_is_the_default_and_the_chain_is_slower() {
     assert!(k3.decode_cycles_per_token < chain.decode_cycles_per_token);
     assert_eq!(k3.decode.cost().compute, default.decode.cost().compute);
     assert!(PlanOptions::with_reduce_k(0).is_err());
+}
+
+/// The most layers any region of `layout` with the shape `(w, h)` holds.
+fn sharing(layout: &Layout, (w, h): (u32, u32)) -> usize {
+    layout
+        .layers
+        .iter()
+        .filter(|s| (s.region.width(), s.region.height()) == (w, h))
+        .map(|s| layout.layers.iter().filter(|t| *t == s).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn streamed_prefill_chunks_are_the_largest_whose_pass_fits_every_region() {
+    let (spec, cfg) = (wse3(), llama3_8b());
+    for (side, tokens) in [(152u32, 4096usize), (300, 8192), (600, 4096)] {
+        let mut o = opts(side, 8192);
+        o.prompt_tokens = tokens;
+        let layout = placement_for(&spec, &cfg, &o).unwrap().layout();
+        let (plan, c) =
+            stream_prefill_plan(&spec, &cfg, &layout, tokens, &PlanOptions::default()).unwrap();
+        assert_eq!(c.chunks, tokens.div_ceil(c.chunk_tokens));
+        // A pass's footprint from its program: the layers' tiles and the
+        // prompt's cache, the pass's buffers, the reserve.
+        let bytes = |n: usize| {
+            let (w, h) = (side, side);
+            let p = layer_pass_program(&spec, &cfg, w, h, tokens, n, &PlanOptions::default());
+            let layers = sharing(&layout, (w, h)) as u64;
+            layers
+                * (p.weight_bytes_per_pe()
+                    + (tokens as u64).div_ceil(h as u64) * p.kv_bytes_per_position)
+                + p.buffer_bytes
+                + spec.pe.reserve_bytes
+        };
+        assert!(bytes(c.chunk_tokens) <= spec.pe.sram_bytes, "{side}: {c:?}");
+        assert!(c.chunk_tokens == tokens || bytes(c.chunk_tokens + 1) > spec.pe.sram_bytes);
+        // Every prompt token goes through every projection once: the Q/K/V
+        // MACs of layer 0, summed over the chunks, are the prompt's tokens times
+        // one decode step's.
+        let decode = decode_layer_program(&spec, &cfg, side, side, 1, &PlanOptions::default());
+        let per_token = decode
+            .steps
+            .iter()
+            .find(|s| s.label == OpKind::QkvProj)
+            .unwrap()
+            .macs_per_pe();
+        let qkv: u64 = plan
+            .ops
+            .iter()
+            .filter(|o| o.kind == OpKind::QkvProj && o.layer == Some(0))
+            .map(|o| o.work_per_pe)
+            .sum();
+        assert_eq!(qkv, tokens as u64 * per_token);
+    }
+}
+
+#[test]
+fn meshgemm_prefill_chunks_fit_the_square_and_elongated_regions_may_not_fit_at_all() {
+    let (spec, cfg) = (wse3(), llama3_8b());
+    let o = PlanOptions::default();
+    // On the default 8B layout the whole 4096-token prompt does not fit the
+    // square; the chunk chosen does, and one more row of tokens per PE does not.
+    let mut eo = opts(152, 8192);
+    eo.region = Some("152x167".parse().unwrap());
+    eo.strategy = "layer-per-region".parse().unwrap();
+    let layout = placement_for(&spec, &cfg, &eo).unwrap().layout();
+    let tokens = 4096;
+    let c = prefill_chunking(&spec, &cfg, &layout, tokens, &o).unwrap();
+    assert!(c.chunks > 1 && c.chunk_tokens.is_multiple_of(152), "{c:?}");
+    let bytes = |n: usize| {
+        let p = prefill_layer_program(&spec, &cfg, 152, 167, n, tokens, &o);
+        prefill_bytes_per_pe(&spec, &cfg, &p, (152, 167), 1, tokens)
+    };
+    assert!(bytes(c.chunk_tokens) <= spec.pe.sram_bytes);
+    assert!(bytes(c.chunk_tokens + 152) > spec.pe.sram_bytes);
+    // By hand, one row of tokens on the 152 x 152 square: the gate/up block
+    // is 27 x 189 f16 values (ceil(4096/152) x ceil(28672/152)).
+    let p = prefill_layer_program(&spec, &cfg, 152, 167, 152, 152, &o);
+    assert!(p.tiles.iter().any(|t| t.bytes_per_pe() == 27 * 189 * 2));
+    // A region ten times taller than wide cannot hold a layer on its square.
+    let mut tall = opts(108, 8192);
+    tall.region = Some("108x1172".parse().unwrap());
+    let big = wafer_models::presets::lookup("llama-3.1-70b").unwrap();
+    let layout = placement_for(&spec, &big, &tall).unwrap().layout();
+    assert_eq!(prefill_chunking(&spec, &big, &layout, tokens, &o), None);
+    let e = estimate_with(&spec, &big, &tall, &o).unwrap();
+    assert_eq!(e.prefill_gemm_cycles, None);
+    assert_ne!(e.prefill_scheme, PrefillScheme::Gemm);
+    // The tiling the square holds is not the decode tiling of the region.
+    let decode = LayerTiling::new(
+        &big,
+        spec.precision.weight_dtype,
+        spec.precision.kv_dtype,
+        108,
+        1172,
+    );
+    let square = prefill_layer_program(&spec, &big, 108, 1172, 1, 1, &o);
+    assert!(square.weight_bytes_per_pe() > 10 * decode.weight_bytes_per_pe());
 }

@@ -6,8 +6,8 @@ use crate::{model_source, MeshProgram};
 use anyhow::Result;
 use serde_json::json;
 use std::time::Instant;
-use wafer_core::WaferSpec;
-use wafer_lower::cost::{decode_plan_with, prefill, PlanOptions, PrefillScheme};
+use wafer_core::{Cycles, WaferSpec};
+use wafer_lower::cost::{decode_plan_with, token_prefill, PlanOptions, PrefillScheme};
 use wafer_lower::layout::Layout;
 use wafer_models::config::ModelConfig;
 use wafer_models::engine::{Engine, StepReport};
@@ -61,7 +61,7 @@ impl MeshEngine {
             context,
             prompt_tokens: 0,
             ttft_cycles: 0.0,
-            prefill_scheme: PrefillScheme::Gemm,
+            prefill_scheme: PrefillScheme::TokenByToken,
             decode_cycles: Vec::new(),
             last_cycles: None,
             wall_s: 0.0,
@@ -102,9 +102,16 @@ impl Engine for MeshEngine {
         self.wall_s += t0.elapsed().as_secs_f64();
         let p = &self.program;
         self.prompt_tokens = tokens.len();
-        let pre = prefill(&p.spec, &p.config, &p.layout, tokens.len(), &self.options);
-        self.ttft_cycles = pre.plan.total().get();
-        self.prefill_scheme = pre.scheme;
+        // The mesh ran the prompt one token at a time: the price of exactly that.
+        let run = token_prefill(
+            &p.spec,
+            &p.config,
+            &p.layout,
+            tokens.len(),
+            &self.options,
+            Cycles(f64::INFINITY),
+        );
+        self.ttft_cycles = run.cycles.get();
         self.decode_cycles.clear();
         self.last_cycles = Some(self.ttft_cycles);
         Ok(logits)

@@ -399,7 +399,7 @@ fn real_model_dir() -> Option<PathBuf> {
 /// a chain, which costs otherwise than the default tree).
 #[test]
 fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
-    use wafer_lower::cost::{decode_plan_with, prefill};
+    use wafer_lower::cost::{decode_plan_with, prefill, PrefillScheme};
     use wafer_lower::estimate::{placement_for, EstimateOptions};
     use wafer_mesh::{MeshEngine, MeshSetup};
     use wafer_models::engine::Engine;
@@ -440,7 +440,9 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
         decode_at(20, &PlanOptions::default()),
         "K = 1 and K = 2 cost alike here: the test would not see K"
     );
-    let ttft_want = prefill(&spec, &config, &layout, prompt.len(), &k1)
+    // The mesh runs the prompt one token at a time: it reports that scheme's price.
+    let tbt = k1.with_prefill_scheme(Some(PrefillScheme::TokenByToken));
+    let ttft_want = prefill(&spec, &config, &layout, prompt.len(), &tbt)
         .plan
         .total();
     let logits = engine.prefill(&prompt).unwrap();

@@ -14,11 +14,10 @@
 
 use crate::collective::{wavelets, Algorithm, Line};
 use crate::cost::Cost;
-use crate::program::{Collective, CollectiveKind, RegionProgram, Step};
+use crate::program::{Cannon, Collective, CollectiveKind, RegionProgram, Step};
 use crate::schedule::TreeShape;
 use crate::tiling::{Axis, MatrixTiling, Orientation, Tile};
 use wafer_core::{Cycles, WaferSpec};
-use wafer_kernels::matrix::gemm_tile_cycles;
 use wafer_kernels::Kernel;
 
 /// Named cost parts of one kernel, in execution order.
@@ -76,6 +75,7 @@ pub fn mesh_gemv_program(
                 in_layer: false,
             }),
             transfer: None,
+            cannon: None,
         }],
     }
 }
@@ -126,24 +126,70 @@ pub fn mesh_gemv_cost(
     ]
 }
 
-/// Cost of `C[M,N] = A[M,K] B[K,N]` by Cannon's algorithm on a P x P region.
-pub fn mesh_gemm_cost(spec: &WaferSpec, p: u32, m: u64, k: u64, n: u64) -> Parts {
+/// MeshGEMM `C[M,N] = A[M,K] B[K,N]` on a `p x p` region as a placed program:
+/// `A` and `B` in square blocks (`B`'s output axis over the columns), one step
+/// of `p` Cannon rounds, each the local tile GEMM and the two ring shifts.
+pub fn mesh_gemm_program(
+    spec: &WaferSpec,
+    p: u32,
+    m: u64,
+    k: u64,
+    n: u64,
+) -> RegionProgram<&'static str> {
     let pp = p as u64;
     let (mt, kt, nt) = (m.div_ceil(pp), k.div_ceil(pp), n.div_ceil(pp));
-    let act = spec.precision.activation_dtype.size_bytes();
-    let wa = wavelets(spec, mt * kt, act);
-    let wb = wavelets(spec, kt * nt, act);
-    let c = &spec.cost;
-    let steps = p as f64;
-    let shift_step = c.relay_stage_cycles
-        + c.relay_cycles_per_wavelet * (wa + wb).saturating_sub(2) as f64
-        + 2.0 * spec.router.hop_latency_cycles;
-    let compute_step = Cycles(c.task_overhead_cycles) + gemm_tile_cycles(spec, mt, kt, nt);
-    vec![
-        ("launch", Cost::sync(Cycles(c.phase_overhead_cycles))),
-        ("tile multiply", Cost::compute(compute_step * steps)),
-        ("Cannon shifts", Cost::fabric(Cycles(shift_step * steps))),
-    ]
+    let tiling = MatrixTiling::new(
+        n as usize,
+        k as usize,
+        p as usize,
+        p as usize,
+        Orientation::OutAlongColumns,
+        spec.precision.weight_dtype,
+    );
+    RegionProgram {
+        width: p,
+        height: p,
+        tiles: vec![Tile::Matrix {
+            name: "B".into(),
+            tiling,
+        }],
+        kv_bytes_per_position: 0,
+        // The A tile and the C tile, and one arriving A and B tile in flight.
+        buffer_bytes: (2 * mt * kt + mt * nt) * spec.precision.activation_dtype.size_bytes()
+            + kt * nt * spec.precision.weight_dtype.size_bytes(),
+        steps: vec![Step {
+            label: "gemm",
+            work_per_pe: mt * kt * nt * pp,
+            kernels: vec![Kernel::Gemm {
+                m: mt,
+                k: kt,
+                n: nt,
+                dtype: spec.precision.weight_dtype,
+            }],
+            collective: None,
+            transfer: None,
+            cannon: Some(Cannon {
+                p,
+                a_values: mt * kt,
+                b_values: kt * nt,
+                bytes_per_value: spec.precision.activation_dtype.size_bytes(),
+                in_layer: false,
+            }),
+        }],
+    }
+}
+
+/// Cost of `C[M,N] = A[M,K] B[K,N]` by Cannon's algorithm on a P x P region:
+/// the priced [`mesh_gemm_program`].
+pub fn mesh_gemm_cost(spec: &WaferSpec, p: u32, m: u64, k: u64, n: u64) -> Parts {
+    let program = mesh_gemm_program(spec, p, m, k, n);
+    let step = &program.steps[0];
+    let round = step
+        .kernels
+        .iter()
+        .fold(Cycles::ZERO, |a, k| a + k.cycles(spec));
+    let cannon = step.cannon.expect("a MeshGEMM step runs Cannon rounds");
+    cannon.parts(spec, round).to_vec()
 }
 
 /// Calibration C5: a tile of `elements` 16-bit values moved `steps` PEs east by

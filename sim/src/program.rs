@@ -132,8 +132,57 @@ impl Transfer {
     }
 }
 
+/// Cannon's schedule (MeshGEMM, `C = A B`) on the `p x p` square at the
+/// region's origin, tiles pre-skewed as they are loaded: `p` rounds, each the
+/// step's kernels on every PE of the square, then every PE passes its A tile one
+/// PE west and its B tile one PE north around an interleaved ring (every logical
+/// neighbour at most two hops away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cannon {
+    pub p: u32,
+    /// Values of the A tile and of the B tile each PE passes on every round.
+    pub a_values: u64,
+    pub b_values: u64,
+    pub bytes_per_value: u64,
+    /// Whether it runs inside a whole layer's program (then it pays one
+    /// `layer_phase_sync_cycles` hand-over, as a collective phase does).
+    pub in_layer: bool,
+}
+
+impl Cannon {
+    /// The named parts of its cost when one round's kernels take `round`
+    /// cycles: the launch, the rounds' tile multiplies (each a task), the
+    /// rounds' shifts.
+    pub fn parts(&self, spec: &WaferSpec, round: Cycles) -> [(&'static str, Cost); 3] {
+        let c = &spec.cost;
+        let wa = wavelets(spec, self.a_values, self.bytes_per_value);
+        let wb = wavelets(spec, self.b_values, self.bytes_per_value);
+        let rounds = self.p as f64;
+        let shift = c.relay_stage_cycles
+            + c.relay_cycles_per_wavelet * (wa + wb).saturating_sub(2) as f64
+            + 2.0 * spec.router.hop_latency_cycles;
+        let multiply = Cycles(c.task_overhead_cycles) + round;
+        [
+            ("launch", Cost::sync(Cycles(c.phase_overhead_cycles))),
+            ("tile multiply", Cost::compute(multiply * rounds)),
+            ("Cannon shifts", Cost::fabric(Cycles(shift * rounds))),
+        ]
+    }
+
+    pub fn cost(&self, spec: &WaferSpec, round: Cycles) -> Cost {
+        let parts = self.parts(spec, round);
+        let total = parts.iter().fold(Cost::default(), |a, (_, c)| a + *c);
+        if self.in_layer {
+            total + Cost::sync(Cycles(spec.cost.layer_phase_sync_cycles))
+        } else {
+            total
+        }
+    }
+}
+
 /// One step: local kernels on every PE, then at most one collective within the
-/// region, or a transfer out of it.
+/// region, or a transfer out of it; or, with `cannon`, the kernels as the rounds
+/// of a MeshGEMM.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step<L> {
     pub label: L,
@@ -142,17 +191,22 @@ pub struct Step<L> {
     pub kernels: Vec<Kernel>,
     pub collective: Option<Collective>,
     pub transfer: Option<Transfer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cannon: Option<Cannon>,
 }
 
 impl<L> Step<L> {
-    /// The step's cycles: its kernels one after another, then its collective
-    /// and its transfer.
+    /// The step's cycles: its kernels one after another (every round of its
+    /// MeshGEMM, if it is one), then its collective and its transfer.
     pub fn cost(&self, spec: &WaferSpec) -> Cost {
         let compute = self
             .kernels
             .iter()
             .fold(Cycles::ZERO, |a, k| a + k.cycles(spec));
-        let mut cost = Cost::compute(compute);
+        let mut cost = match &self.cannon {
+            Some(c) => c.cost(spec, compute),
+            None => Cost::compute(compute),
+        };
         if let Some(c) = &self.collective {
             cost += c.cost(spec);
         }
@@ -162,9 +216,10 @@ impl<L> Step<L> {
         cost
     }
 
-    /// Multiply-accumulates each PE performs in this step.
+    /// Multiply-accumulates each PE performs in this step (over all rounds).
     pub fn macs_per_pe(&self) -> u64 {
-        self.kernels.iter().map(Kernel::macs).sum()
+        let rounds = self.cannon.map_or(1, |c| c.p as u64);
+        self.kernels.iter().map(Kernel::macs).sum::<u64>() * rounds
     }
 }
 
@@ -217,6 +272,7 @@ mod tests {
             kernels: vec![k, Kernel::Add { n: 6 }],
             collective: Some(c.clone()),
             transfer: None,
+            cannon: None,
         };
         let want = Cost::compute(k.cycles(&s) + Kernel::Add { n: 6 }.cycles(&s))
             + Line::new(9).tree_allreduce_cost(&s, 3, &tree)

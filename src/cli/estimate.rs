@@ -6,7 +6,7 @@
 //! step per prompt token); the report says which (`prefill_scheme` in JSON).
 
 use super::common::{load_spec, parse_positive_count, warn_past_model_context, DEFAULT_CONTEXT};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
 use wafer_lower::cost::{Plan, PlanOptions, PrefillScheme};
@@ -48,8 +48,23 @@ pub struct Args {
     /// MeshGEMV tree with the depth-minimising group count.
     #[arg(long)]
     pub k: Option<u32>,
+    /// Prefill scheme to cost: auto (the cheapest), gemm (Cannon MeshGEMMs on
+    /// each layer's square), stream (chunks through the decode tiling) or
+    /// token-by-token.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gemm", "stream", "token-by-token"])]
+    pub prefill_scheme: String,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--prefill-scheme`: `None` for auto.
+pub fn prefill_scheme(arg: &str) -> Option<PrefillScheme> {
+    match arg {
+        "gemm" => Some(PrefillScheme::Gemm),
+        "stream" => Some(PrefillScheme::Stream),
+        "token-by-token" => Some(PrefillScheme::TokenByToken),
+        _ => None,
+    }
 }
 
 /// Resolves `--model`: a preset name, or a directory with config.json.
@@ -80,7 +95,8 @@ pub fn plan_options(k: Option<u32>) -> Result<PlanOptions> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let plan_opts = plan_options(args.k)?;
+    let forced = prefill_scheme(&args.prefill_scheme);
+    let plan_opts = plan_options(args.k)?.with_prefill_scheme(forced);
     let spec = load_spec(&args.target.hw)?;
     let cfg = resolve_model(&args.target.model)?;
     for (flag, n) in [
@@ -95,13 +111,29 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let e = estimate_with(&spec, &cfg, &options(&args)?, &plan_opts)?;
+    if let Some(s) = forced.filter(|s| *s != e.prefill_scheme) {
+        bail!(
+            "--prefill-scheme {}: it does not fit this layout ({})",
+            args.prefill_scheme,
+            match s {
+                PrefillScheme::Gemm =>
+                    "the square cannot hold the layer's tiles and one row of tokens",
+                _ => "not even one token's buffers fit beside the prompt's cache",
+            }
+        );
+    }
     if args.json {
         println!(
             "{}",
             serde_json::to_string(&to_json(&e, cfg.num_hidden_layers))?
         );
     } else {
-        print_report(&e, &args.target.model, cfg.num_hidden_layers);
+        print_report(
+            &e,
+            &args.target.model,
+            cfg.num_hidden_layers,
+            forced.is_some(),
+        );
     }
     Ok(())
 }
@@ -146,7 +178,11 @@ pub fn to_json(e: &Estimate, layers: usize) -> serde_json::Value {
         "ttft_ms": e.ttft_ms,
         "prefill_tokens_per_s": e.prefill_tokens_per_s,
         "prefill_scheme": e.prefill_scheme.name(),
-        "prefill_gemm_cycles": e.prefill_gemm_cycles.get(),
+        // null when not even one chunk of the prompt fits the PEs
+        "prefill_gemm_cycles": e.prefill_gemm_cycles.map(|c| c.get()),
+        "prefill_gemm_chunks": e.prefill_gemm_chunking.map(|c| c.chunks),
+        "prefill_stream_cycles": e.prefill_stream_cycles.map(|c| c.get()),
+        "prefill_stream_chunks": e.prefill_stream_chunking.map(|c| c.chunks),
         // null when the scheme was ruled out by a lower bound before it was costed in full
         "prefill_token_by_token_cycles": e.prefill_token_by_token_exact.then_some(e.prefill_token_by_token_cycles.get()),
         "reduce_k": e.reduce_k,
@@ -198,7 +234,7 @@ fn print_plan(title: &str, plan: &Plan, layers: usize) {
     println!("  per layer: mean {mean:.0} cycles, min {min:.0}, max {max:.0} ({layers} layers)");
 }
 
-fn print_report(e: &Estimate, model: &str, layers: usize) {
+fn print_report(e: &Estimate, model: &str, layers: usize, forced: bool) {
     println!(
         "{model} on {} x{} wafer(s): {} regions of {} ({} layer(s) per region)",
         e.hw, e.wafers, e.regions, e.region, e.layers_per_region
@@ -230,15 +266,35 @@ fn print_report(e: &Estimate, model: &str, layers: usize) {
             e.prefill_token_by_token_cycles.get()
         )
     };
-    let scheme = match e.prefill_scheme {
-        PrefillScheme::Gemm => format!(
-            "MeshGEMM over each layer's region (one decode step per token would take {other})"
-        ),
-        PrefillScheme::TokenByToken => format!(
-            "one decode step per prompt token, LM head for the last only (MeshGEMM prefill would take {:.0} cycles)",
-            e.prefill_gemm_cycles.get()
-        ),
+    let chunked = |c: Option<wafer_lower::cost::Chunking>| match c {
+        Some(c) if c.chunks > 1 => format!(" in {} chunks of {} tokens", c.chunks, c.chunk_tokens),
+        _ => String::new(),
     };
+    let gemm = match e.prefill_gemm_cycles {
+        Some(g) => format!(
+            "MeshGEMM on each layer's square{}: {:.0} cycles",
+            chunked(e.prefill_gemm_chunking),
+            g.get()
+        ),
+        None if forced => "MeshGEMM: not costed".to_string(),
+        None => "MeshGEMM: does not fit (the square cannot hold the layer's tiles)".to_string(),
+    };
+    let stream = match e.prefill_stream_cycles {
+        Some(s) => format!(
+            "streamed through the decode tiling{}: {:.0} cycles",
+            chunked(e.prefill_stream_chunking),
+            s.get()
+        ),
+        None if forced => "streamed: not costed".to_string(),
+        None => "streamed: no room for one token's buffers".to_string(),
+    };
+    let tbt = format!("one decode step per token: {other}");
+    let (chosen, others) = match e.prefill_scheme {
+        PrefillScheme::Gemm => (gemm, [stream, tbt]),
+        PrefillScheme::Stream => (stream, [gemm, tbt]),
+        PrefillScheme::TokenByToken => (tbt, [gemm, stream]),
+    };
+    let scheme = format!("{chosen} (others: {})", others.join("; "));
     println!("  prefill scheme: {scheme}");
     if e.reduce_k != PlanOptions::default().reduce_k() {
         println!("  reductions: K = {} trees", e.reduce_k);
@@ -246,6 +302,7 @@ fn print_report(e: &Estimate, model: &str, layers: usize) {
     print_plan("decode step breakdown", &e.decode, layers);
     let title = match e.prefill_scheme {
         PrefillScheme::Gemm => "prefill breakdown (MeshGEMM)".to_string(),
+        PrefillScheme::Stream => "prefill breakdown (streamed, summed over chunks)".to_string(),
         PrefillScheme::TokenByToken => format!(
             "prefill breakdown ({} decode steps, summed)",
             e.prompt_tokens.max(1)

@@ -9,9 +9,9 @@ use super::estimate::{plan_options, resolve_model, Target};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
-use wafer_lower::decode_layer_program;
 use wafer_lower::estimate::{placement_for, EstimateOptions};
 use wafer_lower::placement::Item;
+use wafer_lower::{decode_layer_program, prefill_layer_program};
 use wafer_sim::program::CollectiveKind;
 use wafer_sim::tiling::{Axis, Orientation, Tile};
 
@@ -31,6 +31,10 @@ pub struct Args {
     /// K of every reduction tree (levels of chains; 1 = chain); default 2.
     #[arg(long)]
     pub k: Option<u32>,
+    /// Show the layer's prefill of this many prompt tokens (MeshGEMMs on the
+    /// region's largest square) instead of its decode step.
+    #[arg(long, value_parser = parse_positive_count)]
+    pub prefill: Option<usize>,
     /// Also list every collective's transfers (which PE sends to which, in order).
     #[arg(long)]
     pub transfers: bool,
@@ -69,7 +73,18 @@ pub fn run(args: Args) -> Result<()> {
     let layout = placement.layout();
     let site = layout.layers[args.layer];
     let (w, h) = (site.region.width(), site.region.height());
-    let program = decode_layer_program(&spec, &cfg, w, h, args.context, &opts);
+    if let Some(n) = args.prefill {
+        if n > args.context {
+            bail!(
+                "--prefill {n}: the prompt is longer than the context the placement holds ({}); raise --context",
+                args.context
+            );
+        }
+    }
+    let program = match args.prefill {
+        Some(n) => prefill_layer_program(&spec, &cfg, w, h, n, n, &opts),
+        None => decode_layer_program(&spec, &cfg, w, h, args.context, &opts),
+    };
     let shared: Vec<usize> = placement
         .regions
         .iter()
@@ -84,7 +99,8 @@ pub fn run(args: Args) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let positions = (args.context as u64).div_ceil(h as u64);
+    // Cached positions on a PE: the whole context in decode, the prompt in prefill.
+    let positions = (args.prefill.unwrap_or(args.context) as u64).div_ceil(h as u64);
     let weights = program.weight_bytes_per_pe();
     let kv = positions * program.kv_bytes_per_position;
     let reserve = spec.pe.reserve_bytes;
@@ -112,6 +128,7 @@ pub fn run(args: Args) -> Result<()> {
                     "macs_per_pe": s.macs_per_pe(),
                     "kernels": s.kernels,
                     "collective": s.collective,
+                    "cannon": s.cannon,
                     "cycles": c,
                 });
                 if let (true, Some(sched)) = (args.transfers, sched) {
@@ -135,6 +152,7 @@ pub fn run(args: Args) -> Result<()> {
                 "height": h,
             },
             "context": args.context,
+            "prefill_tokens": args.prefill,
             "reduce_k": opts.reduce_k(),
             "tiles": program.tiles,
             "per_pe_bytes": {
@@ -167,13 +185,23 @@ pub fn run(args: Args) -> Result<()> {
             [a, .., b] => format!(", shared by layers {a}..={b}"),
         }
     );
-    println!(
-        "decode step at KV length {} ({positions} cached positions on row 0's PEs), reduction trees K = {}",
-        args.context,
-        opts.reduce_k()
-    );
+    match args.prefill {
+        Some(n) => println!(
+            "prefill of {n} prompt tokens on the {p}x{p} square at the region's origin (Cannon MeshGEMMs; {positions} prompt positions cached on row 0's PEs), reduction trees K = {}",
+            opts.reduce_k(),
+            p = program.width,
+        ),
+        None => println!(
+            "decode step at KV length {} ({positions} cached positions on row 0's PEs), reduction trees K = {}",
+            args.context,
+            opts.reduce_k()
+        ),
+    }
     println!();
-    println!("tiles (every PE holds one of each):");
+    match args.prefill {
+        Some(_) => println!("tiles (every PE of the square holds one of each):"),
+        None => println!("tiles (every PE holds one of each):"),
+    }
     println!(
         "  {:<34} {:<28} {:>22} {:>22} {:>5} {:>8}",
         "tensor", "layout", "out: len/lines/chunk", "in: len/lines/chunk", "dtype", "bytes/PE"
@@ -249,6 +277,12 @@ pub fn run(args: Args) -> Result<()> {
             kernels.join(" "),
             c
         );
+        if let Some(c) = &s.cannon {
+            println!(
+                "       Cannon: {} rounds over {}x{}, each passing {} A and {} B values of {} B one PE west / north",
+                c.p, c.p, c.p, c.a_values, c.b_values, c.bytes_per_value
+            );
+        }
         if let Some(col) = &s.collective {
             let t = &col.tree;
             println!(

@@ -119,7 +119,8 @@ fn count(flag: &str, v: &str) -> Result<usize> {
 /// The estimate of one point; a model that does not fit is a point, not an error.
 fn point(spec: &WaferSpec, cfg: &ModelConfig, ea: &EstimateArgs) -> Result<Point> {
     let opts = options(ea)?;
-    let plan_opts = plan_options(ea.k)?;
+    let plan_opts = plan_options(ea.k)?
+        .with_prefill_scheme(super::estimate::prefill_scheme(&ea.prefill_scheme));
     match estimate_with(spec, cfg, &opts, &plan_opts) {
         Ok(e) => Ok(Point::Fits(Figures::from(&e))),
         Err(err) => {
@@ -258,6 +259,7 @@ pub fn sweep(
                 .copied()
                 .context("--prompt-tokens is empty")?,
             k: fixed_k,
+            prefill_scheme: "auto".into(),
             json: true,
         };
         // The value column holds the count itself (8k is written 8192).

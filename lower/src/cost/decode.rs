@@ -22,9 +22,8 @@ use crate::layout::Layout;
 use crate::program::{decode_layer_program, model_steps, LayerProgram};
 use wafer_core::WaferSpec;
 use wafer_models::config::ModelConfig;
-use wafer_sim::collective::{wavelets, Algorithm, Line};
+use wafer_sim::collective::Algorithm;
 use wafer_sim::program::Step;
-use wafer_sim::Cost;
 
 /// The reduction decode uses on a line of `p` PEs: a K = 2 tree run from both
 /// ends toward the middle, with the group count that minimises the depth of
@@ -44,31 +43,6 @@ pub fn tree_for(p: u32) -> Algorithm {
 
 pub(crate) fn div(a: usize, b: u32) -> u64 {
     (a as u64).div_ceil(b.max(1) as u64)
-}
-
-/// Allreduce of `values` values of `bytes` each along a line of `p` PEs, on the
-/// reduction tree `opts` chooses.
-pub(crate) fn allreduce(
-    spec: &WaferSpec,
-    opts: &PlanOptions,
-    p: u32,
-    values: u64,
-    bytes: u64,
-) -> (Cost, Option<CommShape>) {
-    let w = wavelets(spec, values, bytes);
-    // Two dependent phases (reduce, broadcast) inside a layer program.
-    let sync = if p > 1 {
-        Cost::sync(wafer_core::Cycles(2.0 * spec.cost.layer_phase_sync_cycles))
-    } else {
-        Cost::default()
-    };
-    (
-        Line::new(p).allreduce_cost(spec, w, opts.tree(p)) + sync,
-        Some(CommShape {
-            line_pes: p,
-            values_per_pe: values,
-        }),
-    )
 }
 
 /// One decode step at KV length `context` (the new token included), with the
@@ -129,7 +103,12 @@ pub(crate) fn assemble(
 }
 
 /// Program steps as costed operations of `layer` (or of none).
-fn push_steps(plan: &mut Plan, spec: &WaferSpec, steps: &[Step<OpKind>], layer: Option<u32>) {
+pub(crate) fn push_steps(
+    plan: &mut Plan,
+    spec: &WaferSpec,
+    steps: &[Step<OpKind>],
+    layer: Option<u32>,
+) {
     for s in steps {
         plan.push(
             s.label,

@@ -22,7 +22,10 @@ mod token_prefill;
 
 pub use decode::{decode_layer_with, decode_plan, decode_plan_with, price_layer, tree_for};
 pub use options::{PlanOptions, MAX_REDUCE_K};
-pub use prefill::{gemm_prefill_plan, prefill, prefill_layer_with, Prefill, PrefillScheme};
+pub use prefill::{
+    gemm_prefill_plan, prefill, prefill_bytes_per_pe, prefill_chunking, prefill_layer_with,
+    stream_prefill_plan, Chunking, Prefill, PrefillScheme,
+};
 pub use token_prefill::{token_prefill, TokenPrefill};
 
 use serde::Serialize;

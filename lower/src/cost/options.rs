@@ -1,5 +1,6 @@
 //! Choices of the lowering that are neither the model, the hardware nor the
-//! layout: today, the K of the reduction tree every collective of a plan uses.
+//! layout: the K of the reduction tree every collective of a plan uses, and
+//! (optionally) the one prefill scheme to cost.
 //!
 //! K is the number of nested chain levels of `wafer_sim`'s K-tree
 //! (`Algorithm::MidKTree { k, groups }`, run from both ends of the line toward
@@ -14,6 +15,7 @@
 //! the extra router colours a deep tree would need.
 
 use super::decode::tree_for;
+use super::PrefillScheme;
 use anyhow::{bail, Result};
 use wafer_sim::collective::Algorithm;
 
@@ -27,11 +29,16 @@ pub const MAX_REDUCE_K: u32 = 32;
 pub struct PlanOptions {
     /// K of the reduction tree (levels of chains); 2 by default.
     reduce_k: u32,
+    /// The prefill scheme to cost, or `None` for the cheapest.
+    prefill: Option<PrefillScheme>,
 }
 
 impl Default for PlanOptions {
     fn default() -> PlanOptions {
-        PlanOptions { reduce_k: 2 }
+        PlanOptions {
+            reduce_k: 2,
+            prefill: None,
+        }
     }
 }
 
@@ -46,7 +53,22 @@ impl PlanOptions {
                 "K = {k} is more levels than any line of PEs can use (expected 1..={MAX_REDUCE_K})"
             );
         }
-        Ok(PlanOptions { reduce_k: k })
+        Ok(PlanOptions {
+            reduce_k: k,
+            ..PlanOptions::default()
+        })
+    }
+
+    /// Cost only `scheme` for the prefill (`None`: the cheapest of all).
+    pub fn with_prefill_scheme(self, scheme: Option<PrefillScheme>) -> PlanOptions {
+        PlanOptions {
+            prefill: scheme,
+            ..self
+        }
+    }
+
+    pub fn prefill_scheme(&self) -> Option<PrefillScheme> {
+        self.prefill
     }
 
     pub fn reduce_k(&self) -> u32 {

@@ -18,47 +18,28 @@
 //! ([`super::token_prefill`]) is cheaper. Time-to-first-token is the cheaper of
 //! the two ([`prefill`]); the MeshGEMM plan is kept on a tie.
 
-use super::decode::{allreduce, div};
+use super::decode::{div, price_layer, push_steps};
 use super::token_prefill::token_prefill;
 use super::{OpKind, Plan, PlanOptions};
-use crate::layout::{Layout, Site};
+use crate::layout::Layout;
+use crate::program::{handoff, layer_pass_program, prefill_handoff, prefill_layer_program};
 use serde::Serialize;
 use wafer_core::Cycles;
 use wafer_core::WaferSpec;
-use wafer_kernels::vector;
+use wafer_kernels::Kernel;
 use wafer_models::config::ModelConfig;
-use wafer_sim::collective::wavelets;
-use wafer_sim::matrix::{mesh_gemm_cost, total};
-use wafer_sim::transfer::{offwafer_cost, parallel_lines_cost};
-use wafer_sim::Cost;
-
-/// A MeshGEMM as one phase of the layer program.
-fn gemm(spec: &WaferSpec, p: u32, m: usize, k: usize, n: usize) -> Cost {
-    total(&mesh_gemm_cost(spec, p, m as u64, k as u64, n as u64))
-        + Cost::sync(wafer_core::Cycles(spec.cost.layer_phase_sync_cycles))
-}
-
-fn tile_handoff(spec: &WaferSpec, from: &Site, to: &Site, tokens: usize, d: usize) -> Cost {
-    if from == to {
-        return Cost::default();
-    }
-    let act = spec.precision.activation_dtype.size_bytes();
-    if from.wafer != to.wafer {
-        return offwafer_cost(spec, (tokens * d) as u64 * act);
-    }
-    let p = from.region.width().min(from.region.height());
-    // A row of P PEs sends its N/P x d tiles east over the same row links.
-    let per_row = wavelets(spec, div(tokens, p) * d as u64, act);
-    let hops = from.region.origin.hops_to(to.region.origin) + from.region.width() as u64;
-    parallel_lines_cost(spec, per_row, hops)
-}
+use wafer_sim::program::Step;
 
 /// How a prompt is run up to its first generated token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrefillScheme {
-    /// The whole prompt at once: MeshGEMMs over each layer's region.
+    /// The whole prompt at once (or in chunks that fit): MeshGEMMs over each
+    /// layer's largest square.
     Gemm,
+    /// The prompt in chunks through each layer's decode tiling, every weight
+    /// tile multiplying a chunk of tokens at once (weights stay put).
+    Stream,
     /// One decode step per prompt token, the LM head only for the last.
     TokenByToken,
 }
@@ -68,9 +49,21 @@ impl PrefillScheme {
     pub fn name(self) -> &'static str {
         match self {
             PrefillScheme::Gemm => "gemm",
+            PrefillScheme::Stream => "stream",
             PrefillScheme::TokenByToken => "token_by_token",
         }
     }
+}
+
+/// How the MeshGEMM prefill passes the prompt through the layers: `chunks`
+/// passes of `chunk_tokens` tokens (the last may be shorter), chunk `j`
+/// attending to the `j + 1` chunks so far. One pass when the whole prompt's
+/// tiles fit; otherwise the largest chunk (a multiple of the square's side, as
+/// a smaller one frees nothing more) whose tiles fit every region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Chunking {
+    pub chunks: usize,
+    pub chunk_tokens: usize,
 }
 
 /// Time-to-first-token: the cheaper scheme's plan and what the other would cost.
@@ -79,16 +72,25 @@ pub struct Prefill {
     pub scheme: PrefillScheme,
     /// The chosen scheme's plan; its total is the time-to-first-token.
     pub plan: Plan,
-    /// Total of the MeshGEMM plan.
-    pub gemm_cycles: Cycles,
+    /// Total of the MeshGEMM plan; `None` when no chunk of the prompt fits.
+    pub gemm_cycles: Option<Cycles>,
+    /// How the MeshGEMM plan splits the prompt (when it fits at all).
+    pub gemm_chunking: Option<Chunking>,
+    /// Total of the streamed plan and its chunks; `None` when not even one
+    /// token's buffers fit (never, on a layout that holds a decode step).
+    pub stream_cycles: Option<Cycles>,
+    pub stream_chunking: Option<Chunking>,
     /// Total of the token-by-token plan when `token_by_token_exact`; otherwise a
     /// lower bound that already reached `gemm_cycles` (evaluation stopped there).
     pub token_by_token_cycles: Cycles,
     pub token_by_token_exact: bool,
 }
 
-/// Both schemes for a `tokens`-token prompt (at least 1): the token-by-token one
-/// is evaluated only as far as it can still beat the MeshGEMM plan.
+/// The three schemes for a `tokens`-token prompt (at least 1): the cheapest is
+/// chosen (the MeshGEMM plan on a tie, then the streamed one); the
+/// token-by-token one is evaluated only as far as it can still win. With a
+/// scheme set in `opts` only that one is costed; if it does not fit, the
+/// token-by-token plan is returned, and the caller sees the scheme differ.
 pub fn prefill(
     spec: &WaferSpec,
     cfg: &ModelConfig,
@@ -96,196 +98,365 @@ pub fn prefill(
     tokens: usize,
     opts: &PlanOptions,
 ) -> Prefill {
-    let gemm = gemm_prefill_plan(spec, cfg, layout, tokens, opts);
-    let gemm_cycles = gemm.total();
-    let tbt = token_prefill(spec, cfg, layout, tokens, opts, gemm_cycles);
-    match tbt.plan {
-        Some(plan) if tbt.cycles < gemm_cycles => Prefill {
-            scheme: PrefillScheme::TokenByToken,
-            plan,
-            gemm_cycles,
-            token_by_token_cycles: tbt.cycles,
-            token_by_token_exact: true,
-        },
-        exact => Prefill {
-            scheme: PrefillScheme::Gemm,
-            plan: gemm,
-            gemm_cycles,
-            token_by_token_cycles: tbt.cycles,
-            token_by_token_exact: exact.is_some(),
-        },
+    // A scheme the options rule out is not costed (its figures are `None`).
+    let costed = |s| opts.prefill_scheme().is_none_or(|only| only == s);
+    let gemm = costed(PrefillScheme::Gemm)
+        .then(|| gemm_prefill_plan(spec, cfg, layout, tokens, opts))
+        .flatten();
+    let stream = costed(PrefillScheme::Stream)
+        .then(|| stream_prefill_plan(spec, cfg, layout, tokens, opts))
+        .flatten();
+    let gemm_cycles = gemm.as_ref().map(|(p, _)| p.total());
+    let stream_cycles = stream.as_ref().map(|(p, _)| p.total());
+    let inf = Cycles(f64::INFINITY);
+    let limit = Cycles(
+        gemm_cycles
+            .unwrap_or(inf)
+            .get()
+            .min(stream_cycles.unwrap_or(inf).get()),
+    );
+    // With neither plan the limit is infinite and the token-by-token plan is
+    // evaluated to the end.
+    let tbt = token_prefill(spec, cfg, layout, tokens, opts, limit);
+    let tbt_wins = tbt.plan.is_some() && tbt.cycles < limit;
+    let tbt_exact = tbt.plan.is_some();
+    let gemm_chunking = gemm.as_ref().map(|(_, c)| *c);
+    let stream_chunking = stream.as_ref().map(|(_, c)| *c);
+    let (scheme, plan) = match (gemm, stream) {
+        _ if tbt_wins => (PrefillScheme::TokenByToken, tbt.plan.unwrap_or_default()),
+        (Some((g, _)), Some((s, _))) if s.total() < g.total() => (PrefillScheme::Stream, s),
+        (Some((g, _)), _) => (PrefillScheme::Gemm, g),
+        (None, Some((s, _))) => (PrefillScheme::Stream, s),
+        (None, None) => (PrefillScheme::TokenByToken, tbt.plan.unwrap_or_default()),
+    };
+    Prefill {
+        scheme,
+        plan,
+        gemm_cycles,
+        gemm_chunking,
+        stream_cycles,
+        stream_chunking,
+        token_by_token_cycles: tbt.cycles,
+        token_by_token_exact: tbt_exact,
     }
 }
 
-/// The MeshGEMM prefill of `tokens` prompt tokens up to the first generated token.
-pub fn gemm_prefill_plan(
+/// Distinct layer-region shapes of `layout` and the most layers a region of
+/// that shape holds.
+fn layer_shapes(layout: &Layout) -> Vec<((u32, u32), usize)> {
+    let mut shapes: Vec<((u32, u32), usize)> = Vec::new();
+    for site in &layout.layers {
+        let key = (site.region.width(), site.region.height());
+        let sharing = layout.layers.iter().filter(|s| *s == site).count();
+        match shapes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, m)) => *m = (*m).max(sharing),
+            None => shapes.push((key, sharing)),
+        }
+    }
+    shapes
+}
+
+/// The streamed prefill of `tokens` prompt tokens: chunks of as many tokens as
+/// the PEs' free memory holds buffers for ([`layer_pass_program`]: a chunk's
+/// buffers are its token count times one token's), each chunk through every
+/// layer's decode tiling, attending to the chunks so far; then the last
+/// position's final norm, LM head and argmax. `None` when not even one token's
+/// buffers fit beside the prompt's cache.
+pub fn stream_prefill_plan(
     spec: &WaferSpec,
     cfg: &ModelConfig,
     layout: &Layout,
     tokens: usize,
     opts: &PlanOptions,
-) -> Plan {
+) -> Option<(Plan, Chunking)> {
     let tokens = tokens.max(1);
-    let mut plan = Plan::default();
-    let d = cfg.hidden_size;
-    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
-    let p0 = first.region.width().min(first.region.height());
-    let emb_work = div(tokens, p0) * div(d, p0);
-    plan.push(
-        OpKind::Embedding,
-        None,
-        emb_work,
-        None,
-        Cost::compute(vector::scale_cycles(spec, emb_work))
-            + tile_handoff(spec, &layout.embedding, &first, tokens, d),
+    let shapes = layer_shapes(layout);
+    let (act, acc) = (
+        spec.precision.activation_dtype.size_bytes(),
+        spec.precision.accumulate_dtype.size_bytes(),
     );
-    let mut cache: Vec<(u32, Plan)> = Vec::new();
-    for (l, site) in layout.layers.iter().enumerate() {
-        let p = site.region.width().min(site.region.height());
-        let layer_plan = match cache.iter().find(|(k, _)| *k == p) {
-            Some((_, lp)) => lp.clone(),
-            None => {
-                let lp = prefill_layer_with(spec, cfg, p, tokens, opts);
-                cache.push((p, lp.clone()));
-                lp
-            }
-        };
-        for mut op in layer_plan.ops {
-            op.layer = Some(l as u32);
-            plan.ops.push(op);
-        }
-        let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
-        let h = tile_handoff(spec, site, next, tokens, d);
-        if h.total().get() > 0.0 {
-            plan.push(
-                OpKind::Handoff,
-                Some(l as u32),
-                div(tokens, p) * div(d, p),
-                None,
-                h,
-            );
+    let mut chunk = tokens as u64;
+    for &((w, h), layers) in &shapes {
+        let t = crate::LayerTiling::new(
+            cfg,
+            spec.precision.weight_dtype,
+            spec.precision.kv_dtype,
+            w as usize,
+            h as usize,
+        );
+        let kv = (tokens as u64).div_ceil(h.max(1) as u64) * t.kv_bytes_per_position();
+        let held = (t.weight_bytes_per_pe() + kv)
+            .saturating_mul(layers as u64)
+            .saturating_add(spec.pe.reserve_bytes);
+        let per_token = t.buffer_bytes(cfg, act, acc).max(1);
+        chunk = chunk.min(spec.pe.sram_bytes.saturating_sub(held) / per_token);
+    }
+    if chunk == 0 {
+        return None;
+    }
+    let chunk = chunk as usize;
+    let chunking = Chunking {
+        chunks: tokens.div_ceil(chunk),
+        chunk_tokens: chunk,
+    };
+    // A chunk's cost depends on its KV length only through the cached
+    // positions per PE of each shape: price each distinct pass once.
+    let mut passes: Vec<((usize, Vec<u64>), usize, f64)> = Vec::new();
+    for j in 0..chunking.chunks {
+        let start = j * chunk;
+        let n = chunk.min(tokens - start);
+        let keys = start + n;
+        let groups = shapes
+            .iter()
+            .map(|((_, h), _)| (keys as u64).div_ceil(*h as u64))
+            .collect();
+        let key = (n, groups);
+        match passes.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, count)) => *count += 1.0,
+            None => passes.push((key, keys, 1.0)),
         }
     }
-    // The last position's logits and the first token: the tail of decode.
+    let d = cfg.hidden_size;
+    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
+    let mut plan: Option<Plan> = None;
+    for ((n, _), keys, count) in passes {
+        let mut pass = Plan::default();
+        let emb = div(d, first.region.height()) * n as u64;
+        let embedding = Step {
+            label: OpKind::Embedding,
+            work_per_pe: emb,
+            kernels: vec![Kernel::Scale { n: emb }],
+            collective: None,
+            transfer: handoff(spec, &layout.embedding, &first, (n * d) as u64),
+            cannon: None,
+        };
+        push_steps(&mut pass, spec, &[embedding], None);
+        let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
+        for (l, site) in layout.layers.iter().enumerate() {
+            let key = (site.region.width(), site.region.height());
+            let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
+                Some((_, lp)) => lp.clone(),
+                None => {
+                    let program = layer_pass_program(spec, cfg, key.0, key.1, keys, n, opts);
+                    let lp = price_layer(spec, &program);
+                    cache.push((key, lp.clone()));
+                    lp
+                }
+            };
+            for mut op in layer_plan.ops {
+                op.layer = Some(l as u32);
+                pass.ops.push(op);
+            }
+            let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
+            if let Some(t) = handoff(spec, site, next, (n * d) as u64) {
+                let handoff = Step {
+                    label: OpKind::Handoff,
+                    work_per_pe: div(d, next.region.height()) * n as u64,
+                    kernels: vec![],
+                    collective: None,
+                    transfer: Some(t),
+                    cannon: None,
+                };
+                push_steps(&mut pass, spec, &[handoff], Some(l as u32));
+            }
+        }
+        match plan.as_mut() {
+            None => {
+                for op in &mut pass.ops {
+                    op.cost = op.cost * count;
+                    op.work_per_pe = (op.work_per_pe as f64 * count) as u64;
+                }
+                plan = Some(pass);
+            }
+            Some(sum) => add_scaled(sum, pass, count),
+        }
+    }
+    let mut plan = plan?;
+    push_tail(&mut plan, spec, cfg, layout, tokens, opts);
+    Some((plan, chunking))
+}
+
+/// Adds `count` times `pass` into `sum`, operation by operation (every pass
+/// lists the same operations in the same order).
+fn add_scaled(sum: &mut Plan, pass: Plan, count: f64) {
+    for (s, op) in sum.ops.iter_mut().zip(pass.ops) {
+        debug_assert_eq!((s.kind, s.layer), (op.kind, op.layer));
+        s.work_per_pe += (op.work_per_pe as f64 * count) as u64;
+        s.cost += op.cost * count;
+        s.comm = op.comm;
+    }
+}
+
+/// The last position's logits and the first token: the tail of decode.
+fn push_tail(
+    plan: &mut Plan,
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    tokens: usize,
+    opts: &PlanOptions,
+) {
     let tail = super::decode_plan_with(spec, cfg, layout, tokens, opts);
     for op in tail.ops {
         if matches!(op.kind, OpKind::FinalNorm | OpKind::LmHead | OpKind::Argmax) {
             plan.ops.push(op);
         }
     }
-    plan
 }
 
-/// One decoder layer's prefill of `n` tokens on a `p x p` square.
+/// Bytes a PE of the square holds while one layer of a region shared by
+/// `layers` layers runs a prefill pass that has cached `keys` positions: the
+/// pass's program (its square tiles, its buffers), the other layers' decode
+/// tiles, every layer's cache of the `keys` positions, and the reserve.
+pub fn prefill_bytes_per_pe(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    program: &crate::LayerProgram,
+    (w, h): (u32, u32),
+    layers: usize,
+    keys: usize,
+) -> u64 {
+    let resident = crate::LayerTiling::new(
+        cfg,
+        spec.precision.weight_dtype,
+        spec.precision.kv_dtype,
+        w as usize,
+        h as usize,
+    )
+    .weight_bytes_per_pe();
+    let kv = (keys as u64).div_ceil(h.max(1) as u64) * program.kv_bytes_per_position;
+    program
+        .weight_bytes_per_pe()
+        .saturating_add(resident.saturating_mul(layers.saturating_sub(1) as u64))
+        .saturating_add(kv.saturating_mul(layers as u64))
+        .saturating_add(program.buffer_bytes)
+        .saturating_add(spec.pe.reserve_bytes)
+}
+
+/// The chunking of a `tokens`-token prompt whose passes fit every layer region
+/// of `layout`, or `None` when not even a one-row chunk does.
+pub fn prefill_chunking(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    tokens: usize,
+    opts: &PlanOptions,
+) -> Option<Chunking> {
+    let tokens = tokens.max(1);
+    let shapes = layer_shapes(layout);
+    // The last chunk caches the whole prompt: the largest footprint of a pass.
+    let fits = |chunk: usize| {
+        shapes.iter().all(|&((w, h), layers)| {
+            let program = prefill_layer_program(spec, cfg, w, h, chunk, tokens, opts);
+            prefill_bytes_per_pe(spec, cfg, &program, (w, h), layers, tokens) <= spec.pe.sram_bytes
+        })
+    };
+    if fits(tokens) {
+        return Some(Chunking {
+            chunks: 1,
+            chunk_tokens: tokens,
+        });
+    }
+    // Chunks of `r` rows of the smallest square: the footprint grows with r.
+    let side = shapes.iter().map(|((w, h), _)| (*w).min(*h)).min()? as usize;
+    let rows_max = tokens.div_ceil(side.max(1));
+    let (mut lo, mut hi) = (0usize, rows_max); // fits(lo * side) (0: nothing yet); !fits(hi * side)
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid * side) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo > 0).then(|| Chunking {
+        chunks: tokens.div_ceil(lo * side),
+        chunk_tokens: lo * side,
+    })
+}
+
+/// The MeshGEMM prefill of `tokens` prompt tokens up to the first generated
+/// token, in the chunks that fit ([`prefill_chunking`]); `None` when none does.
+/// A layer's operations are summed over the chunks (one operation per layer and
+/// kind, as in the token-by-token plan).
+pub fn gemm_prefill_plan(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    tokens: usize,
+    opts: &PlanOptions,
+) -> Option<(Plan, Chunking)> {
+    let tokens = tokens.max(1);
+    let chunking = prefill_chunking(spec, cfg, layout, tokens, opts)?;
+    let d = cfg.hidden_size;
+    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
+    let step = |label, work_per_pe, kernels, transfer| Step {
+        label,
+        work_per_pe,
+        kernels,
+        collective: None,
+        transfer,
+        cannon: None,
+    };
+    // One pass of `n` tokens that has cached `keys` positions.
+    let pass = |n: usize, keys: usize| {
+        let mut plan = Plan::default();
+        let p0 = first.region.width().min(first.region.height());
+        let emb_work = div(n, p0) * div(d, p0);
+        let embedding = step(
+            OpKind::Embedding,
+            emb_work,
+            vec![Kernel::Scale { n: emb_work }],
+            prefill_handoff(spec, &layout.embedding, &first, n, d),
+        );
+        push_steps(&mut plan, spec, &[embedding], None);
+        let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
+        for (l, site) in layout.layers.iter().enumerate() {
+            let key = (site.region.width(), site.region.height());
+            let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
+                Some((_, lp)) => lp.clone(),
+                None => {
+                    let program = prefill_layer_program(spec, cfg, key.0, key.1, n, keys, opts);
+                    let lp = price_layer(spec, &program);
+                    cache.push((key, lp.clone()));
+                    lp
+                }
+            };
+            for mut op in layer_plan.ops {
+                op.layer = Some(l as u32);
+                plan.ops.push(op);
+            }
+            let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
+            if let Some(t) = prefill_handoff(spec, site, next, n, d) {
+                let p = key.0.min(key.1);
+                let handoff = step(OpKind::Handoff, div(n, p) * div(d, p), vec![], Some(t));
+                push_steps(&mut plan, spec, &[handoff], Some(l as u32));
+            }
+        }
+        plan
+    };
+    let mut plan = pass(
+        chunking.chunk_tokens.min(tokens),
+        chunking.chunk_tokens.min(tokens),
+    );
+    for j in 1..chunking.chunks {
+        let start = j * chunking.chunk_tokens;
+        let n = chunking.chunk_tokens.min(tokens - start);
+        add_scaled(&mut plan, pass(n, start + n), 1.0);
+    }
+    push_tail(&mut plan, spec, cfg, layout, tokens, opts);
+    Some((plan, chunking))
+}
+
+/// One decoder layer's prefill of `n` tokens on a `w x h` region (its largest
+/// square), priced ([`prefill_layer_program`]).
 pub fn prefill_layer_with(
     spec: &WaferSpec,
     cfg: &ModelConfig,
-    p: u32,
+    w: u32,
+    h: u32,
     n: usize,
     opts: &PlanOptions,
 ) -> Plan {
-    let mut pl = Plan::default();
-    let act = spec.precision.activation_dtype.size_bytes();
-    let (d, q, kv, f) = (
-        cfg.hidden_size,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.intermediate_size,
-    );
-    let rows = div(n, p); // tokens per PE row-block
-    let xt = rows * div(d, p); // X tile elements per PE
-    let comp = Cost::compute;
-    // A (m x k) . (k x nn) product as a Cannon MeshGEMM over the square.
-    let matmul = |pl: &mut Plan, kind: OpKind, m: usize, k: usize, nn: usize| {
-        let macs = div(m, p) * div(k, p) * div(nn, p) * p as u64;
-        pl.push(kind, None, macs, None, gemm(spec, p, m, k, nn));
-    };
-
-    let norm = |pl: &mut Plan| {
-        let (ar, comm) = allreduce(spec, opts, p, rows, 4);
-        pl.push(
-            OpKind::RmsNorm,
-            None,
-            xt,
-            comm,
-            comp(vector::sum_squares_cycles(spec, xt) + vector::rms_scale_cycles(spec, xt)) + ar,
-        );
-    };
-    norm(&mut pl);
-    matmul(&mut pl, OpKind::QkvProj, n, d, q + 2 * kv);
-    if cfg.qk_norm() {
-        // Per-head RMSNorm of every row's q and k heads: the squares and the
-        // scale as local work; the sums of heads split across PEs travel with
-        // the GEMM's output (not charged: small beside the GEMMs).
-        let work = rows * div(q + kv, p);
-        pl.push(
-            OpKind::QkNorm,
-            None,
-            work,
-            None,
-            comp(vector::sum_squares_cycles(spec, work) + vector::rms_scale_cycles(spec, work)),
-        );
-    }
-    let rope_work = rows * div(q + kv, p);
-    pl.push(
-        OpKind::Rope,
-        None,
-        rope_work,
-        None,
-        comp(vector::rope_cycles(spec, rope_work)),
-    );
-    let kv_work = 2 * rows * div(kv, p);
-    pl.push(
-        OpKind::KvAppend,
-        None,
-        kv_work,
-        None,
-        comp(vector::scale_cycles(spec, kv_work)),
-    );
-    matmul(&mut pl, OpKind::AttnScores, n, q, n);
-    let s_tile = rows * div(n, p);
-    let (ar, comm) = allreduce(spec, opts, p, rows, act);
-    pl.push(
-        OpKind::SoftmaxMax,
-        None,
-        s_tile,
-        comm,
-        comp(vector::max_cycles(spec, s_tile)) + ar,
-    );
-    let (ar, comm) = allreduce(spec, opts, p, rows, 4);
-    pl.push(
-        OpKind::SoftmaxSum,
-        None,
-        s_tile,
-        comm,
-        comp(vector::exp_sum_cycles(spec, s_tile) + vector::normalize_cycles(spec, s_tile)) + ar,
-    );
-    matmul(&mut pl, OpKind::AttnValues, n, n, q);
-    matmul(&mut pl, OpKind::OProj, n, q, d);
-    pl.push(
-        OpKind::Residual,
-        None,
-        xt,
-        None,
-        comp(vector::add_cycles(spec, xt)),
-    );
-    norm(&mut pl);
-    matmul(&mut pl, OpKind::GateUpProj, n, d, 2 * f);
-    let silu_work = rows * div(f, p);
-    pl.push(
-        OpKind::SiluMul,
-        None,
-        silu_work,
-        None,
-        comp(vector::silu_mul_cycles(spec, silu_work)),
-    );
-    matmul(&mut pl, OpKind::DownProj, n, f, d);
-    pl.push(
-        OpKind::Residual,
-        None,
-        xt,
-        None,
-        comp(vector::add_cycles(spec, xt)),
-    );
-    pl
+    price_layer(spec, &prefill_layer_program(spec, cfg, w, h, n, n, opts))
 }

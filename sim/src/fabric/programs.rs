@@ -75,6 +75,7 @@ pub fn column_allreduce_step(
             in_layer: false,
         }),
         transfer: None,
+        cannon: None,
     }
 }
 
@@ -223,6 +224,9 @@ pub fn step_program<L>(
     }
     if step.transfer.is_some() {
         return Err(FabricError::Unsupported("transfers between regions".into()));
+    }
+    if step.cannon.is_some() {
+        return Err(FabricError::Unsupported("Cannon rounds (MeshGEMM)".into()));
     }
     let compute = ceil_cycles(
         step.kernels
