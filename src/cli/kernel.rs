@@ -4,7 +4,7 @@
 //!
 //! The figure is the one the measurements define: the mean over PEs of each PE's
 //! own start-to-end cycles (see `docs/cost-model.md` for how the model reads it).
-//! With `--sim fabric` the allreduce, the GEMV and the shift run instead, timing-only, on
+//! With `--sim fabric` the allreduce, the GEMV, the shift and the GEMM run instead, timing-only, on
 //! the discrete-event fabric simulator (`wafer_sim::fabric`, `docs/fabric.md`),
 //! whose figure is the same mean, printed beside the analytic one.
 
@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, default_value = "ktree")]
     pub algorithm: String,
     /// How to estimate: the analytic cost model, or the fabric simulator
-    /// (allreduce, gemv and shift so far; timing-only, wavelet by wavelet).
+    /// (allreduce, gemv, shift and gemm; timing-only, wavelet by wavelet).
     #[arg(long, value_enum, default_value = "analytic")]
     pub sim: Sim,
     /// With `--sim fabric`: when each PE starts — all at cycle 0, or as a
@@ -242,12 +242,6 @@ fn parts(spec: &WaferSpec, args: &Args, c: &Checked) -> Result<Parts> {
 
 pub fn run(args: Args) -> Result<()> {
     let spec = load_spec(&args.hw)?;
-    if args.sim == Sim::Fabric && matches!(args.kind, Kind::Gemm) {
-        bail!(
-            "`wafer kernel {}` is not yet simulated on the fabric (allreduce, gemv and shift are); use --sim analytic",
-            kind_name(args.kind)
-        );
-    }
     if args.sim == Sim::Analytic && args.launch.is_some() {
         bail!("--launch applies to --sim fabric only");
     }
@@ -322,13 +316,28 @@ fn run_fabric(spec: &WaferSpec, args: &Args, c: &Checked, analytic: Cycles) -> R
     let act = spec.precision.activation_dtype.size_bytes();
     let pes = c.w as u64 * c.h as u64;
     // Values per PE and how many times each PE sends them.
-    let (values, rounds) = match args.kind {
-        Kind::Shift => (c.m, args.steps.unwrap_or(1) as u64 + 1),
-        _ => (c.n, 1),
+    let gemm = match args.kind {
+        Kind::Gemm => {
+            let k = size("k", args.k)?;
+            Some(matrix::mesh_gemm_program(spec, c.w, c.m, k, c.n))
+        }
+        _ => None,
     };
-    let sent = pes
-        .saturating_mul(wavelets(spec, values, act))
-        .saturating_mul(rounds);
+    let sent = match (&gemm, args.kind) {
+        (Some(g), _) => {
+            let cannon = g.steps[0]
+                .cannon
+                .context("a MeshGEMM step has Cannon rounds")?;
+            let per_round =
+                wavelets(spec, cannon.a_values, act) + wavelets(spec, cannon.b_values, act);
+            pes.saturating_mul(per_round)
+                .saturating_mul(cannon.p as u64)
+        }
+        (None, Kind::Shift) => pes
+            .saturating_mul(wavelets(spec, c.m, act))
+            .saturating_mul(args.steps.unwrap_or(1) as u64 + 1),
+        (None, _) => pes.saturating_mul(wavelets(spec, c.n, act)),
+    };
     if sent > MAX_FABRIC_WAVELETS {
         bail!(
             "--sim fabric on --region {} sends {sent} wavelets; at most {MAX_FABRIC_WAVELETS} (use a smaller region, fewer values or steps)",
@@ -352,7 +361,10 @@ fn run_fabric(spec: &WaferSpec, args: &Args, c: &Checked, analytic: Cycles) -> R
             let steps = args.steps.unwrap_or(1);
             fabric::programs::row_shift_program(spec, c.w, c.h, c.m, act, steps, true)?
         }
-        Kind::Gemm => bail!("`wafer kernel gemm` is not yet simulated on the fabric"),
+        Kind::Gemm => {
+            let g = gemm.context("the MeshGEMM program")?;
+            fabric::programs::cannon_program(spec, c.w, c.h, &g.steps[0])?
+        }
     };
     let launch = match args.launch.unwrap_or(LaunchArg::Together) {
         LaunchArg::Together => fabric::Launch::Together,

@@ -99,50 +99,64 @@ enum LPort {
     Toward(Way),
 }
 
-fn plan_line(c: &Collective, wavelets: u32) -> Result<LinePlan, FabricError> {
-    let sched = c.schedule()?;
-    let n = sched.len();
-    let transfers = sched.transfers();
-    // Greedy interval colouring in order of the lowest PE on each path.
-    let mut order: Vec<usize> = (0..transfers.len()).collect();
-    order.sort_by_key(|&k| transfers[k].from.min(transfers[k].to));
+/// Colours for straight paths `from -> to` along a line that all carry data at
+/// once: two paths share a colour only if they share no router. Greedy interval
+/// colouring in order of each path's lowest PE (optimal for intervals: as many
+/// colours as paths meet at the busiest router). Returns each path's colour and
+/// the number of colours.
+fn colour_paths(pairs: &[(u32, u32)]) -> Result<(Vec<u8>, u8), FabricError> {
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&k| pairs[k].0.min(pairs[k].1));
     let mut last_hi: Vec<u32> = Vec::new();
-    let mut colour = vec![0u8; transfers.len()];
+    let mut colour = vec![0u8; pairs.len()];
     for k in order {
-        let t = transfers[k];
-        let (lo, hi) = (t.from.min(t.to), t.from.max(t.to));
-        let free = last_hi.iter().position(|&h| h < lo);
-        let c = match free {
+        let (from, to) = pairs[k];
+        let (lo, hi) = (from.min(to), from.max(to));
+        let c = match last_hi.iter().position(|&h| h < lo) {
             Some(c) => c,
             None => {
                 last_hi.push(0);
                 last_hi.len() - 1
             }
         };
-        if c > u8::MAX as usize - 1 {
+        if c >= u8::MAX as usize {
             return Err(FabricError::Unsupported(
-                "a tree needing more than 255 colours".into(),
+                "a pattern needing more than 254 colours".into(),
             ));
         }
         last_hi[c] = hi;
         colour[k] = c as u8;
     }
-    let bcast = Colour(last_hi.len() as u8);
+    Ok((colour, last_hi.len() as u8))
+}
+
+/// The routes of a straight path `from -> to` on `colour`, in line terms.
+fn path_routes(from: u32, to: u32, colour: Colour) -> Vec<(u32, Colour, LPort, Vec<LPort>)> {
+    let way = if to < from { Way::Low } else { Way::High };
+    let back = if way == Way::Low { Way::High } else { Way::Low };
+    let mut routes = vec![(from, colour, LPort::Ramp, vec![LPort::Toward(way)])];
+    let mut i = from;
+    loop {
+        i = if way == Way::Low { i - 1 } else { i + 1 };
+        if i == to {
+            break;
+        }
+        routes.push((i, colour, LPort::Toward(back), vec![LPort::Toward(way)]));
+    }
+    routes.push((to, colour, LPort::Toward(back), vec![LPort::Ramp]));
+    routes
+}
+
+fn plan_line(c: &Collective, wavelets: u32) -> Result<LinePlan, FabricError> {
+    let sched = c.schedule()?;
+    let n = sched.len();
+    let transfers = sched.transfers();
+    let pairs: Vec<(u32, u32)> = transfers.iter().map(|t| (t.from, t.to)).collect();
+    let (colour, used) = colour_paths(&pairs)?;
+    let bcast = Colour(used);
     let mut routes = Vec::new();
     for (k, t) in transfers.iter().enumerate() {
-        let way = if t.to < t.from { Way::Low } else { Way::High };
-        let back = if way == Way::Low { Way::High } else { Way::Low };
-        let col = Colour(colour[k]);
-        routes.push((t.from, col, LPort::Ramp, vec![LPort::Toward(way)]));
-        let mut i = t.from;
-        loop {
-            i = if way == Way::Low { i - 1 } else { i + 1 };
-            if i == t.to {
-                break;
-            }
-            routes.push((i, col, LPort::Toward(back), vec![LPort::Toward(way)]));
-        }
-        routes.push((t.to, col, LPort::Toward(back), vec![LPort::Ramp]));
+        routes.extend(path_routes(t.from, t.to, Colour(colour[k])));
     }
     let mut ops: Vec<Vec<Op>> = vec![Vec::new(); n as usize];
     for (i, pe_ops) in ops.iter_mut().enumerate() {
@@ -226,7 +240,9 @@ pub fn step_program<L>(
         return Err(FabricError::Unsupported("transfers between regions".into()));
     }
     if step.cannon.is_some() {
-        return Err(FabricError::Unsupported("Cannon rounds (MeshGEMM)".into()));
+        return Err(FabricError::Unsupported(
+            "Cannon rounds in a step program (see cannon_program)".into(),
+        ));
     }
     let compute = ceil_cycles(
         step.kernels
@@ -303,7 +319,8 @@ pub fn step_program<L>(
     })
 }
 
-/// Runs one step on the fabric.
+/// Runs one step on the fabric ([`cannon_program`] for a step of Cannon
+/// rounds, [`step_program`] otherwise).
 pub fn simulate_step<L>(
     spec: &WaferSpec,
     width: u32,
@@ -311,7 +328,11 @@ pub fn simulate_step<L>(
     step: &Step<L>,
     opts: &RunOptions,
 ) -> Result<FabricRun, FabricError> {
-    let sp = step_program(spec, width, height, step)?;
+    let sp = if step.cannon.is_some() {
+        cannon_program(spec, width, height, step)?
+    } else {
+        step_program(spec, width, height, step)?
+    };
     run(spec, &sp.program, opts)
 }
 
@@ -462,6 +483,189 @@ pub fn row_shift_program(
             }
         }
         lines.push((0..width).map(pe).collect());
+    }
+    Ok(StepProgram {
+        program: prog,
+        lines,
+    })
+}
+
+/// The interleaved ring over the `p` PEs of a line: logical position `l` is
+/// PE `ring[l]`, the even PEs ascending and then the odd ones descending, so
+/// logical neighbours are at most two PEs apart and no link wraps around.
+pub fn interleaved_ring(p: u32) -> Vec<u32> {
+    let mut ring: Vec<u32> = (0..p).step_by(2).collect();
+    ring.extend((1..p).step_by(2).rev());
+    ring
+}
+
+/// A MeshGEMM step (a step with [`Cannon`](crate::program::Cannon) rounds) on
+/// the `p x p` square at the region's origin: every round, the step's kernels,
+/// then every PE passes its A tile one logical PE west around its row's
+/// interleaved ring and its B tile one logical PE north around its column's
+/// (logical position `l` sends to `l - 1`, mod `p`).
+///
+/// Exchanges are synchronous and tiles double-buffered, as in
+/// [`row_shift_program`]: a PE at an even logical position sends then
+/// receives, at an odd one receives then sends. Row rings take the colours
+/// their paths need (3 for `p >= 4`), column rings as many again.
+pub fn cannon_program<L>(
+    spec: &WaferSpec,
+    width: u32,
+    height: u32,
+    step: &Step<L>,
+) -> Result<StepProgram, FabricError> {
+    cannon_rounds(spec, width, height, step, None)
+}
+
+pub(crate) fn cannon_rounds<L>(
+    spec: &WaferSpec,
+    width: u32,
+    height: u32,
+    step: &Step<L>,
+    rounds: Option<u32>,
+) -> Result<StepProgram, FabricError> {
+    let Some(c) = step.cannon else {
+        return Err(FabricError::InvalidProgram(
+            "a MeshGEMM program needs a step with Cannon rounds".into(),
+        ));
+    };
+    if step.collective.is_some() || step.transfer.is_some() {
+        return Err(FabricError::Unsupported(
+            "a Cannon step with a collective or a transfer".into(),
+        ));
+    }
+    let p = c.p;
+    if p == 0
+        || p > width
+        || p > height
+        || width > spec.fabric.width_pes
+        || height > spec.fabric.height_pes
+    {
+        return Err(FabricError::InvalidProgram(format!(
+            "Cannon rounds on a {p}x{p} square of a {width}x{height} region on the {}x{} fabric",
+            spec.fabric.width_pes, spec.fabric.height_pes
+        )));
+    }
+    let rounds = rounds.unwrap_or(p);
+    let packing = packing_of(c.bytes_per_value)?;
+    let vpw = packing.values_per_wavelet();
+    let (wa, wb) = (c.a_values.div_ceil(vpw), c.b_values.div_ceil(vpw));
+    let square = p as u64 * p as u64;
+    let sent = square
+        .saturating_mul(wa.saturating_add(wb))
+        .saturating_mul(rounds as u64);
+    if sent > MAX_PROGRAM_WAVELETS {
+        return Err(FabricError::TooLarge(format!(
+            "{square} PEs x {} wavelets x {rounds} rounds; at most {MAX_PROGRAM_WAVELETS} wavelets in all",
+            wa + wb
+        )));
+    }
+    if square.saturating_mul(5 * rounds as u64) > MAX_PROGRAM_OPS {
+        return Err(FabricError::TooLarge(format!(
+            "{square} PEs x {rounds} rounds; at most {MAX_PROGRAM_OPS} operations in all"
+        )));
+    }
+    let (wa, wb) = (wa as u32, wb as u32);
+    let compute = ceil_cycles(
+        step.kernels
+            .iter()
+            .fold(Cycles::ZERO, |a, k| a + k.cycles(spec)),
+    );
+    // A's two tiles, then B's two.
+    let mut prog = FabricProgram::new(width, height, packing, 2 * (wa + wb) as u64 * vpw);
+    let ring = interleaved_ring(p);
+    let mut pos = vec![0u32; p as usize];
+    for (l, &x) in ring.iter().enumerate() {
+        pos[x as usize] = l as u32;
+    }
+    let pairs: Vec<(u32, u32)> = (0..p as usize)
+        .map(|l| (ring[l], ring[(l + p as usize - 1) % p as usize]))
+        .collect();
+    let (colour, used) = colour_paths(&pairs)?;
+    let pe = |x: u32, y: u32| y as usize * width as usize + x as usize;
+    let mut lines = Vec::new();
+    if p > 1 {
+        for line in 0..p {
+            for (k, &(from, to)) in pairs.iter().enumerate() {
+                for (i, col, rx, tx) in path_routes(from, to, Colour(colour[k])) {
+                    // Along row `line` (West/East), then along column `line` (North/South).
+                    let row = |q: LPort| match q {
+                        LPort::Ramp => Dir::Ramp,
+                        LPort::Toward(Way::Low) => Dir::West,
+                        LPort::Toward(Way::High) => Dir::East,
+                    };
+                    let column = |q: LPort| match q {
+                        LPort::Ramp => Dir::Ramp,
+                        LPort::Toward(Way::Low) => Dir::North,
+                        LPort::Toward(Way::High) => Dir::South,
+                    };
+                    let txr = tx.iter().fold(DirSet::default(), |s, q| s.with(row(*q)));
+                    prog.routes[pe(i, line)].push((
+                        col,
+                        Route {
+                            rx: row(rx),
+                            tx: txr,
+                        },
+                    ));
+                    let txc = tx.iter().fold(DirSet::default(), |s, q| s.with(column(*q)));
+                    let colc = Colour(col.0 + used);
+                    prog.routes[pe(line, i)].push((
+                        colc,
+                        Route {
+                            rx: column(rx),
+                            tx: txc,
+                        },
+                    ));
+                }
+            }
+            lines.push((0..p).map(|i| pe(i, line)).collect());
+        }
+    }
+    let n = p as usize;
+    for y in 0..p {
+        for x in 0..p {
+            let (lx, ly) = (pos[x as usize] as usize, pos[y as usize] as usize);
+            let mut ops = Vec::with_capacity(5 * rounds as usize);
+            for r in 0..rounds {
+                if compute > 0 {
+                    ops.push(Op::Compute { cycles: compute });
+                }
+                if p == 1 {
+                    continue;
+                }
+                let (cur, next) = (r % 2, (r + 1) % 2);
+                for (l, base, w, offset) in [(lx, 0, wa, 0u8), (ly, 2 * wa, wb, used)] {
+                    let send = Op::Send {
+                        colour: Colour(colour[l] + offset),
+                        first: base + cur * w,
+                        wavelets: w,
+                    };
+                    let recv = Op::Recv {
+                        colour: Colour(colour[(l + 1) % n] + offset),
+                        first: base + next * w,
+                        wavelets: w,
+                        combine: Combine::Store,
+                        forward: None,
+                    };
+                    if w == 0 {
+                        continue;
+                    }
+                    if l % 2 == 0 {
+                        ops.extend([send, recv]);
+                    } else {
+                        ops.extend([recv, send]);
+                    }
+                }
+            }
+            if !ops.is_empty() {
+                prog.pes[pe(x, y)].tasks.push(Task {
+                    name: "cannon",
+                    trigger: Trigger::Start,
+                    ops,
+                });
+            }
+        }
     }
     Ok(StepProgram {
         program: prog,

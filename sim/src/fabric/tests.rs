@@ -671,3 +671,79 @@ fn a_shift_takes_the_hand_derived_cycles() {
     let err = row_shift_program(&s, 1, 4, 1, 4, 3, true).unwrap_err();
     assert!(err.to_string().contains("at least 2 PEs wide"), "{err}");
 }
+
+#[test]
+fn cannon_rounds_rotate_the_tiles_around_the_interleaved_rings() {
+    // After R rounds the PE at logical position l of its row holds the A tile
+    // that started at position l + R (mod p), and the PE at logical position l
+    // of its column the B tile that started at l + R, in tile R mod 2.
+    let s = spec_h1_r2();
+    assert_eq!(interleaved_ring(6), vec![0, 2, 4, 5, 3, 1]);
+    assert_eq!(interleaved_ring(5), vec![0, 2, 4, 3, 1]);
+    for (p, m, k, n) in [(2u32, 2u64, 6u64, 4u64), (5, 10, 5, 15), (6, 12, 18, 6)] {
+        let prog = crate::matrix::mesh_gemm_program(&s, p, m, k, n);
+        let step = &prog.steps[0];
+        let c = step.cannon.unwrap();
+        let ring = interleaved_ring(p);
+        for rounds in [1u32, 2, 3] {
+            let sp = cannon_rounds(&s, p + 1, p, step, Some(rounds)).unwrap();
+            let per = sp.program.values_per_pe as usize;
+            let (wa, wb) = (
+                c.a_values.div_ceil(2) as usize,
+                c.b_values.div_ceil(2) as usize,
+            );
+            assert_eq!(per, 2 * 2 * (wa + wb));
+            let input: Vec<f32> = (0..((p + 1) * p) as usize * per)
+                .map(|i| (i % 2048) as f32)
+                .collect();
+            let opts = RunOptions {
+                values: Some(input.clone()),
+                ..RunOptions::default()
+            };
+            let got = run(&s, &sp.program, &opts).unwrap().values.unwrap();
+            let at = |x: u32, y: u32| (y * (p + 1) + x) as usize * per;
+            let cur = rounds as usize % 2;
+            let src = |l: usize| ring[(l + rounds as usize) % p as usize];
+            for y in 0..p {
+                for x in 0..p {
+                    let lx = ring.iter().position(|&v| v == x).unwrap();
+                    let ly = ring.iter().position(|&v| v == y).unwrap();
+                    // A: values [cur * 2 wa, ...) of its tile (2 per wavelet).
+                    let a = |pe: usize, t: usize| &input[pe + t * 2 * wa..][..2 * wa];
+                    let have_a = &got[at(x, y) + cur * 2 * wa..][..2 * wa];
+                    assert_eq!(have_a, a(at(src(lx), y), 0), "p {p} R {rounds} A ({x},{y})");
+                    let b0 = 4 * wa;
+                    let have_b = &got[at(x, y) + b0 + cur * 2 * wb..][..2 * wb];
+                    let want_b = &input[at(x, src(ly)) + b0..][..2 * wb];
+                    assert_eq!(have_b, want_b, "p {p} R {rounds} B ({x},{y})");
+                }
+            }
+        }
+        // A column of PEs outside the square runs nothing.
+        let out = simulate_step(&s, p + 1, p, step, &RunOptions::default()).unwrap();
+        assert_eq!(out.pe_cycles[p as usize], 0);
+    }
+}
+
+#[test]
+fn a_cannon_round_on_two_by_two_takes_the_hand_derived_cycles() {
+    // p = 2, one wavelet per tile, one round; each PE first computes for C
+    // cycles (the Gemm kernel's cost, rounded up). Rings of 2: each PE sends to
+    // the other one of its row (A) and of its column (B); even logical
+    // positions (x or y = 0) send first, odd ones receive first. A wavelet sent
+    // at t is stored by its receiver at t + 2r + h = t + 5, done at t + 6.
+    // (0,0): sends A at C, (1,0) stores it by C + 6 and sends A back at C + 6,
+    //   stored at (0,0) by C + 12; (0,0) sends B at C + 12; (0,1) (receiving B
+    //   first) stores it by C + 18 and sends B back at C + 18, stored at (0,0)
+    //   by C + 24. (0,0) ends at C + 24, (0,1) at C + 19.
+    // (1,0): A done at C + 7 (its send), sends B at C + 7; (1,1) (A done at
+    //   C + 7 too: it received (0,1)'s A by C + 6 and sent it back) stores B by
+    //   C + 13, sends B at C + 13 (ends C + 14), stored at (1,0) by C + 19.
+    let s = spec_h1_r2();
+    let prog = crate::matrix::mesh_gemm_program(&s, 2, 2, 2, 2);
+    let step = &prog.steps[0];
+    let c = ceil_cycles(step.kernels[0].cycles(&s));
+    let sp = cannon_rounds(&s, 2, 2, step, Some(1)).unwrap();
+    let out = run(&s, &sp.program, &RunOptions::default()).unwrap();
+    assert_eq!(out.pe_cycles, vec![c + 24, c + 19, c + 19, c + 14]);
+}
