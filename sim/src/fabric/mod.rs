@@ -12,7 +12,9 @@
 //!   descriptions — a step's kernels (their cycles from `wafer-kernels`) and its
 //!   collective, reduced on the [`crate::Schedule`] of the step's tree, then
 //!   broadcast back for an allreduce. MeshGEMV is [`crate::matrix::mesh_gemv_program`]'s
-//!   step run here.
+//!   step run here; MeshGEMM's step of Cannon rounds runs on interleaved rings
+//!   ([`programs::cannon_program`]); [`programs::row_shift_program`] is the
+//!   shift-then-broadcast microbenchmark.
 //!
 //! What is modelled and what is assumed: `docs/fabric.md`.
 

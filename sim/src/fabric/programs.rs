@@ -3,7 +3,7 @@
 //! collective along every line of one axis — as per-PE tasks plus routes.
 //!
 //! Nothing here describes a tree of its own: the reduction runs the
-//! transfers of the step's [`Schedule`] (the tree the pricer charges and the
+//! transfers of the step's [`Schedule`](crate::Schedule) (the tree the pricer charges and the
 //! functional mesh executes). Per line:
 //! - every transfer `from -> to` is a stream of the PE's wavelets on a colour
 //!   routed straight along the line (`from`'s ramp, through the routers in
@@ -19,6 +19,10 @@
 //!
 //! The kernels' cycles come from [`wafer_kernels::Kernel::cycles`], rounded up
 //! to whole cycles, as one compute operation before the collective.
+//!
+//! Also here: MeshGEMM's Cannon rounds ([`cannon_program`]) and the shift
+//! microbenchmark ([`row_shift_program`]), both synchronous double-buffered
+//! neighbour exchanges.
 
 use super::engine::{
     ceil_cycles, run, Colour, Combine, Dir, DirSet, FabricProgram, FabricRun, Op, Packing, Route,
