@@ -573,3 +573,100 @@ fn place_checks_the_picture_name_before_touching_any_file() {
         .collect();
     assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
 }
+
+#[test]
+fn kernel_sim_fabric_runs_beside_the_analytic_figure_and_refuses_what_it_cannot() {
+    // A spec with the latencies fixed here: hop h = 1, ramp r = 2.
+    let tmp = tempfile::tempdir().unwrap();
+    let hw = tmp.path().join("hw.toml");
+    std::fs::write(
+        &hw,
+        "base = \"wse3\"\n[router]\nhop_latency_cycles = 1.0\nramp_latency_cycles = 2.0\n",
+    )
+    .unwrap();
+    let hw = hw.to_str().unwrap();
+    let base = [
+        "kernel",
+        "allreduce",
+        "--hw",
+        hw,
+        "--region",
+        "1x8",
+        "--n",
+        "2",
+        "--algorithm",
+        "chain",
+    ];
+    let with = |extra: &[&'static str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        let o = succeeds(&a);
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    let fab = with(&["--sim", "fabric", "--json"]);
+    let ana = with(&["--json"]);
+    // A chain allreduce over a column of n = 8 PEs, one wavelet (two 16-bit
+    // values) per PE, every step of a wavelet through a PE costing 1 cycle:
+    // the root's add ends at R = 7 (h + 2r + 1) = 42 and the root ends at 43;
+    // PE k receives the broadcast at R + 2r + k h and ends a cycle later, at
+    // 47 + k. Mean: (43 + 7 * 47 + 28) / 8 = 50. Each wavelet crosses 7 links
+    // toward the root and the broadcast crosses 7 back: 14 wavelet-hops.
+    assert_eq!(fab["cycles"].as_f64(), Some(50.0), "{fab}");
+    assert_eq!(fab["wavelet_hops"].as_u64(), Some(14), "{fab}");
+    assert_eq!(fab["analytic_cycles"], ana["cycles"], "{fab} {ana}");
+    assert!(fab["events"].as_u64().unwrap() > 14, "{fab}");
+    assert!(fab["max_queue_occupancy"].as_u64().unwrap() >= 1, "{fab}");
+    assert!(fab["wall_s"].as_f64().unwrap() >= 0.0, "{fab}");
+    let o = succeeds(&[
+        "kernel", "gemv", "--region", "16", "--m", "64", "--n", "64", "--sim", "fabric",
+    ]);
+    assert!(stdout(&o).contains("analytic model"), "{}", stdout(&o));
+    let o = succeeds(&[
+        "kernel", "shift", "--region", "8", "--m", "4", "--steps", "3", "--sim", "fabric", "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["cycles"].as_f64().unwrap() > 0.0, "{v}");
+    let o = succeeds(&[
+        "kernel", "gemm", "--region", "4", "--m", "8", "--n", "8", "--k", "8", "--sim", "fabric",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["cycles"].as_f64().unwrap() > 0.0, "{v}");
+    fails(
+        &[
+            "kernel",
+            "allreduce",
+            "--region",
+            "8",
+            "--algorithm",
+            "ring",
+            "--sim",
+            "fabric",
+        ],
+        &["ring is not yet simulated on the fabric"],
+    );
+    fails(
+        &[
+            "kernel",
+            "allreduce",
+            "--region",
+            "8",
+            "--launch",
+            "together",
+        ],
+        &["--launch applies to --sim fabric"],
+    );
+    fails(
+        &[
+            "kernel",
+            "allreduce",
+            "--region",
+            "700",
+            "--n",
+            "4096",
+            "--sim",
+            "fabric",
+        ],
+        &["at most"],
+    );
+}

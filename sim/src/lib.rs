@@ -11,6 +11,7 @@
 pub mod collective;
 pub mod cost;
 pub mod error;
+pub mod fabric;
 pub mod matrix;
 pub mod program;
 pub mod schedule;

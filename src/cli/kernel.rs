@@ -4,14 +4,19 @@
 //!
 //! The figure is the one the measurements define: the mean over PEs of each PE's
 //! own start-to-end cycles (see `docs/cost-model.md` for how the model reads it).
+//! With `--sim fabric` the allreduce, the GEMV, the shift and the GEMM run instead, timing-only, on
+//! the discrete-event fabric simulator (`wafer_sim::fabric`, `docs/fabric.md`),
+//! whose figure is the same mean, printed beside the analytic one.
 
 use super::common::load_spec;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use wafer_core::{RegionShape, WaferSpec};
+use std::time::Instant;
+use wafer_core::{Cycles, RegionShape, WaferSpec};
 use wafer_sim::collective::{wavelets, Algorithm, Line};
+use wafer_sim::fabric;
 use wafer_sim::matrix::{self, Parts};
-use wafer_sim::Category;
+use wafer_sim::{Category, TreeShape};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Kind {
@@ -64,9 +69,35 @@ pub struct Args {
     /// Reduction algorithm: ktree, chain or ring.
     #[arg(long, default_value = "ktree")]
     pub algorithm: String,
+    /// How to estimate: the analytic cost model, or the fabric simulator
+    /// (allreduce, gemv, shift and gemm; timing-only, wavelet by wavelet).
+    #[arg(long, value_enum, default_value = "analytic")]
+    pub sim: Sim,
+    /// With `--sim fabric`: when each PE starts — all at cycle 0, or as a
+    /// launch wavefront from the north-west PE at one hop latency per hop.
+    #[arg(long, value_enum)]
+    pub launch: Option<LaunchArg>,
     #[arg(long)]
     pub json: bool,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sim {
+    /// The closed-form cost model (`docs/cost-model.md`).
+    Analytic,
+    /// The discrete-event fabric simulator (`docs/fabric.md`).
+    Fabric,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LaunchArg {
+    Together,
+    Wavefront,
+}
+
+/// The most PEs x wavelets per PE `--sim fabric` runs (each wavelet is a few
+/// events per router it crosses).
+pub const MAX_FABRIC_WAVELETS: u64 = 1 << 24;
 
 /// Checks `--FLAG value` is a size in 1..=[`MAX_SIZE`].
 fn size(flag: &str, v: Option<u64>) -> Result<u64> {
@@ -88,8 +119,18 @@ fn unused(given: bool, flag: &str, kind: Kind) -> Result<()> {
     Ok(())
 }
 
-/// The cost parts of the requested kernel.
-pub fn kernel_parts(spec: &WaferSpec, args: &Args) -> Result<Parts> {
+/// A kernel request whose flags have been checked.
+struct Checked {
+    shape: RegionShape,
+    w: u32,
+    h: u32,
+    m: u64,
+    n: u64,
+    alg: Algorithm,
+}
+
+/// Checks the flags of the requested kernel against the spec.
+fn check(spec: &WaferSpec, args: &Args) -> Result<Checked> {
     let shape: RegionShape = args.region.parse().context("--region")?;
     let (w, h) = (shape.width, shape.height);
     if w > spec.fabric.width_pes || h > spec.fabric.height_pes {
@@ -149,6 +190,27 @@ pub fn kernel_parts(spec: &WaferSpec, args: &Args) -> Result<Parts> {
         unused(args.algorithm != "ktree", "algorithm", kind)?;
         Algorithm::Chain
     };
+    Ok(Checked {
+        shape,
+        w,
+        h,
+        m,
+        n,
+        alg,
+    })
+}
+
+/// The analytic cost parts of the requested kernel.
+fn parts(spec: &WaferSpec, args: &Args, c: &Checked) -> Result<Parts> {
+    let Checked {
+        shape,
+        w,
+        h,
+        m,
+        n,
+        alg,
+    } = *c;
+    let kind = args.kind;
     let act = spec.precision.activation_dtype.size_bytes();
     Ok(match kind {
         Kind::Gemv => matrix::mesh_gemv_cost(spec, w, h, m, n, alg),
@@ -180,8 +242,15 @@ pub fn kernel_parts(spec: &WaferSpec, args: &Args) -> Result<Parts> {
 
 pub fn run(args: Args) -> Result<()> {
     let spec = load_spec(&args.hw)?;
-    let parts = kernel_parts(&spec, &args)?;
+    if args.sim == Sim::Analytic && args.launch.is_some() {
+        bail!("--launch applies to --sim fabric only");
+    }
+    let checked = check(&spec, &args)?;
+    let parts = parts(&spec, &args, &checked)?;
     let total = matrix::total(&parts);
+    if args.sim == Sim::Fabric {
+        return run_fabric(&spec, &args, &checked, total.total());
+    }
     if args.json {
         let items: Vec<_> = parts
             .iter()
@@ -230,6 +299,119 @@ pub fn run(args: Args) -> Result<()> {
                 c.sync.get()
             );
         }
+    }
+    Ok(())
+}
+
+fn kind_name(kind: Kind) -> String {
+    format!("{kind:?}").to_lowercase()
+}
+
+/// `--sim fabric`: the kernel's step of the placed program, simulated
+/// timing-only wavelet by wavelet, beside the analytic figure.
+fn run_fabric(spec: &WaferSpec, args: &Args, c: &Checked, analytic: Cycles) -> Result<()> {
+    if c.alg == Algorithm::Ring {
+        bail!("--algorithm ring is not yet simulated on the fabric (chain and K-trees are)");
+    }
+    let act = spec.precision.activation_dtype.size_bytes();
+    let pes = c.w as u64 * c.h as u64;
+    // Values per PE and how many times each PE sends them.
+    let gemm = match args.kind {
+        Kind::Gemm => {
+            let k = size("k", args.k)?;
+            Some(matrix::mesh_gemm_program(spec, c.w, c.m, k, c.n))
+        }
+        _ => None,
+    };
+    let sent = match (&gemm, args.kind) {
+        (Some(g), _) => {
+            let cannon = g.steps[0]
+                .cannon
+                .context("a MeshGEMM step has Cannon rounds")?;
+            let per_round =
+                wavelets(spec, cannon.a_values, act) + wavelets(spec, cannon.b_values, act);
+            pes.saturating_mul(per_round)
+                .saturating_mul(cannon.p as u64)
+        }
+        (None, Kind::Shift) => pes
+            .saturating_mul(wavelets(spec, c.m, act))
+            .saturating_mul(args.steps.unwrap_or(1) as u64 + 1),
+        (None, _) => pes.saturating_mul(wavelets(spec, c.n, act)),
+    };
+    if sent > MAX_FABRIC_WAVELETS {
+        bail!(
+            "--sim fabric on --region {} sends {sent} wavelets; at most {MAX_FABRIC_WAVELETS} (use a smaller region, fewer values or steps)",
+            c.shape
+        );
+    }
+    let program = match args.kind {
+        Kind::Gemv => {
+            let tree = TreeShape::new(c.h, c.alg)?;
+            let step = matrix::mesh_gemv_program(spec, c.w, c.h, c.m, c.n, tree)
+                .steps
+                .swap_remove(0);
+            fabric::step_program(spec, c.w, c.h, &step)?
+        }
+        Kind::Allreduce => {
+            let tree = TreeShape::new(c.h, c.alg)?;
+            let step = fabric::column_allreduce_step(tree, c.n, act);
+            fabric::step_program(spec, c.w, c.h, &step)?
+        }
+        Kind::Shift => {
+            let steps = args.steps.unwrap_or(1);
+            fabric::programs::row_shift_program(spec, c.w, c.h, c.m, act, steps, true)?
+        }
+        Kind::Gemm => {
+            let g = gemm.context("the MeshGEMM program")?;
+            fabric::programs::cannon_program(spec, c.w, c.h, &g.steps[0])?
+        }
+    };
+    let launch = match args.launch.unwrap_or(LaunchArg::Together) {
+        LaunchArg::Together => fabric::Launch::Together,
+        LaunchArg::Wavefront => fabric::Launch::Wavefront { x: 0, y: 0 },
+    };
+    let opts = fabric::RunOptions {
+        launch,
+        ..fabric::RunOptions::default()
+    };
+    let t0 = Instant::now();
+    let out = fabric::run(spec, &program.program, &opts)?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let launch_name = format!("{:?}", args.launch.unwrap_or(LaunchArg::Together)).to_lowercase();
+    if args.json {
+        let o = json!({
+            "kernel": kind_name(args.kind),
+            "hw": spec.name,
+            "region": args.region,
+            "sim": "fabric",
+            "mode": "timing",
+            "launch": launch_name,
+            "cycles": out.cycles.get(),
+            "analytic_cycles": analytic.get(),
+            "span_cycles": out.span,
+            "microseconds": out.cycles.seconds_at(spec.clock_hz) * 1e6,
+            "events": out.events,
+            "wavelet_hops": out.wavelet_hops,
+            "max_queue_occupancy": out.max_queue_occupancy,
+            "wall_s": wall_s,
+        });
+        println!("{}", serde_json::to_string_pretty(&o)?);
+    } else {
+        println!(
+            "{:?} on {} ({}), fabric simulation (timing-only, launch {launch_name}): {:.2} cycles ({:.3} us at {:.2} GHz)",
+            args.kind,
+            args.region,
+            spec.name,
+            out.cycles.get(),
+            out.cycles.seconds_at(spec.clock_hz) * 1e6,
+            spec.clock_hz / 1e9
+        );
+        println!("  analytic model:       {:.2} cycles", analytic.get());
+        println!("  span (first start to last end): {} cycles", out.span);
+        println!(
+            "  events {}, wavelet-hops {}, max queue occupancy {} wavelets, {:.3} s wall",
+            out.events, out.wavelet_hops, out.max_queue_occupancy, wall_s
+        );
     }
     Ok(())
 }

@@ -1,0 +1,1063 @@
+//! The discrete-event engine: routers, links, queues and PEs, advanced from one
+//! event to the next (never cycle by cycle).
+//!
+//! State. Every router holds, for each colour routed through it, one input
+//! buffer on the colour's single receive port (`rx`): on the ramp it is the
+//! PE's output queue for that colour (the spec's output queue depth), on a link
+//! port it is the router's per-colour buffer ([`FabricParams`], an assumption).
+//! A colour whose transmit set (`tx`) includes the ramp also has a PE input
+//! queue (the spec's input queue depth). Each directed link carries at most one
+//! wavelet per cycle, whatever its colour.
+//!
+//! Events, ordered by `(cycle, sequence number)` so a run is deterministic:
+//! - `Start(pe)`: the PE's launch; its start tasks are activated.
+//! - `Forward(buffer)`: the buffer's head wavelet leaves for every port of the
+//!   colour's `tx` set at once (multicast), if every target has a free slot and
+//!   every outgoing link is free this cycle; otherwise the buffer waits for the
+//!   link (retried the cycle it frees) or for a slot (woken when one frees).
+//! - `Arrive(queue, payload)`: a wavelet lands in a buffer or input queue after
+//!   the hop (or ramp) latency. Its slot was reserved when it was sent, so a
+//!   full queue stalls its sender: that is the back-pressure.
+//! - `Ce(pe)`: the PE's compute engine advances its running task by one
+//!   operation or one wavelet, or picks the next task.
+//!
+//! A PE runs one task at a time to completion; the picker takes the lowest
+//! numbered task that is activated (by the launch or an `Activate` operation)
+//! or, for a data task, whose colour's input queue holds a wavelet. Fabric
+//! operations are synchronous: the task blocks until each wavelet can be
+//! sent (a free output-queue slot) or has arrived.
+//!
+//! Cost: one `Forward` and one `Arrive` per wavelet per router crossed, one
+//! `Ce` per wavelet a PE sends or receives and per compute operation, plus the
+//! retries of blocked wavelets: it grows with wavelet-hops and tasks, not with
+//! PEs x cycles.
+
+use super::FabricError;
+use half::f16;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use wafer_core::{Cycles, DType, WaferSpec};
+use wafer_kernels::cost::{vector_op_cycles, SimdOp};
+
+/// A router port: the four links and the ramp to the PE's own compute engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// Toward row `y - 1`.
+    North,
+    /// Toward row `y + 1`.
+    South,
+    /// Toward column `x + 1`.
+    East,
+    /// Toward column `x - 1`.
+    West,
+    Ramp,
+}
+
+impl Dir {
+    pub const ALL: [Dir; 5] = [Dir::North, Dir::South, Dir::East, Dir::West, Dir::Ramp];
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    /// The port a wavelet sent out of `self` enters the neighbour by.
+    pub fn opposite(self) -> Dir {
+        match self {
+            Dir::North => Dir::South,
+            Dir::South => Dir::North,
+            Dir::East => Dir::West,
+            Dir::West => Dir::East,
+            Dir::Ramp => Dir::Ramp,
+        }
+    }
+
+    /// The neighbour of `(x, y)` across this link on a `width x height` fabric.
+    fn step(self, x: u32, y: u32, width: u32, height: u32) -> Option<(u32, u32)> {
+        match self {
+            Dir::North => y.checked_sub(1).map(|y| (x, y)),
+            Dir::South => (y + 1 < height).then_some((x, y + 1)),
+            Dir::East => (x + 1 < width).then_some((x + 1, y)),
+            Dir::West => x.checked_sub(1).map(|x| (x, y)),
+            Dir::Ramp => Some((x, y)),
+        }
+    }
+}
+
+/// A set of ports (a route's transmit set; several ports = multicast).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirSet(u8);
+
+impl DirSet {
+    pub fn of(dirs: &[Dir]) -> DirSet {
+        DirSet(dirs.iter().fold(0, |a, d| a | d.bit()))
+    }
+
+    pub fn with(self, d: Dir) -> DirSet {
+        DirSet(self.0 | d.bit())
+    }
+
+    pub fn contains(self, d: Dir) -> bool {
+        self.0 & d.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Dir> {
+        Dir::ALL.into_iter().filter(move |d| self.contains(*d))
+    }
+}
+
+/// A colour (virtual channel) id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Colour(pub u8);
+
+/// The static route of one colour at one router: the one port it receives
+/// from and the ports it transmits to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub rx: Dir,
+    pub tx: DirSet,
+}
+
+/// How values travel in 32-bit wavelets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// One f32 per wavelet.
+    F32,
+    /// Two 16-bit floats per wavelet (low half first); values are rounded to
+    /// f16 when they are sent.
+    F16Pair,
+}
+
+impl Packing {
+    pub fn values_per_wavelet(self) -> u64 {
+        match self {
+            Packing::F32 => 1,
+            Packing::F16Pair => 2,
+        }
+    }
+
+    fn dtype(self) -> DType {
+        match self {
+            Packing::F32 => DType::F32,
+            Packing::F16Pair => DType::F16,
+        }
+    }
+}
+
+/// What a receive does with each arriving wavelet's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Overwrite the PE's values (a broadcast's receivers).
+    Store,
+    /// Add into the PE's values (a reduction).
+    Add,
+}
+
+/// One operation of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Local work of `cycles` whole cycles.
+    Compute { cycles: u64 },
+    /// Send wavelets `first..first + wavelets` of the PE's values on `colour`,
+    /// one per cycle at most, blocking while the output queue is full.
+    Send {
+        colour: Colour,
+        first: u32,
+        wavelets: u32,
+    },
+    /// Receive `wavelets` wavelets on `colour` into wavelets `first..` of the
+    /// PE's values; with `forward`, each combined wavelet is sent on at once on
+    /// that colour (an element-pipelined reduce-and-forward).
+    Recv {
+        colour: Colour,
+        first: u32,
+        wavelets: u32,
+        combine: Combine,
+        forward: Option<Colour>,
+    },
+    /// Activate a task of this PE (it runs when the picker next chooses).
+    Activate(u16),
+}
+
+/// What makes a task runnable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Activated when the PE is launched.
+    Start,
+    /// Activated only by an `Activate` operation.
+    Activation,
+    /// A data task: runnable while its colour's input queue holds a wavelet;
+    /// its first operation must receive exactly one wavelet on that colour.
+    Wavelet(Colour),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub name: &'static str,
+    pub trigger: Trigger,
+    pub ops: Vec<Op>,
+}
+
+/// The tasks of one PE (at most [`MAX_TASKS`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeProgram {
+    pub tasks: Vec<Task>,
+}
+
+/// The most tasks a PE may hold (the hardware has 64 task ids).
+pub const MAX_TASKS: usize = 64;
+
+/// A program on a `width x height` fabric: every router's routes and every
+/// PE's tasks, with `values_per_pe` values of state per PE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FabricProgram {
+    pub width: u32,
+    pub height: u32,
+    pub packing: Packing,
+    pub values_per_pe: u64,
+    /// Per PE (row-major, `y * width + x`): its routes.
+    pub routes: Vec<Vec<(Colour, Route)>>,
+    /// Per PE (row-major): its tasks.
+    pub pes: Vec<PeProgram>,
+}
+
+impl FabricProgram {
+    /// An empty program: no routes, no tasks.
+    pub fn new(width: u32, height: u32, packing: Packing, values_per_pe: u64) -> FabricProgram {
+        let n = width as usize * height as usize;
+        FabricProgram {
+            width,
+            height,
+            packing,
+            values_per_pe,
+            routes: vec![Vec::new(); n],
+            pes: vec![PeProgram::default(); n],
+        }
+    }
+
+    pub fn pe(&self, x: u32, y: u32) -> usize {
+        y as usize * self.width as usize + x as usize
+    }
+
+    pub fn wavelets_per_pe(&self) -> u64 {
+        self.values_per_pe
+            .div_ceil(self.packing.values_per_wavelet())
+    }
+
+    /// Distinct colours any router uses.
+    pub fn colours_used(&self) -> Vec<Colour> {
+        let mut c: Vec<Colour> = self.routes.iter().flatten().map(|(c, _)| *c).collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+}
+
+/// Fabric parameters the spec does not hold (assumptions, `docs/fabric.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FabricParams {
+    /// Wavelets a router buffers per colour on a link input port. Not found in
+    /// any public source.
+    pub router_buffer_wavelets: u32,
+}
+
+impl Default for FabricParams {
+    fn default() -> Self {
+        FabricParams {
+            router_buffer_wavelets: 2,
+        }
+    }
+}
+
+/// When each PE starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// Every PE at cycle 0.
+    Together,
+    /// PE `(x, y)` at `hop_latency * (|x - x0| + |y - y0|)`: a launch signal
+    /// spreading from one PE at one hop per hop latency.
+    Wavefront { x: u32, y: u32 },
+}
+
+/// The largest number of events a run may take before it is stopped.
+pub const DEFAULT_MAX_EVENTS: u64 = 1 << 34;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    pub params: FabricParams,
+    pub launch: Launch,
+    /// Initial values, `values_per_pe` per PE in row-major PE order; `None`
+    /// runs timing-only (wavelets carry no values).
+    pub values: Option<Vec<f32>>,
+    pub max_events: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            params: FabricParams::default(),
+            launch: Launch::Together,
+            values: None,
+            max_events: DEFAULT_MAX_EVENTS,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FabricRun {
+    /// Each PE's own start-to-end cycles (end = its last task's completion).
+    pub pe_cycles: Vec<u64>,
+    /// Mean of `pe_cycles`.
+    pub cycles: Cycles,
+    /// Last completion minus first start.
+    pub span: u64,
+    pub events: u64,
+    /// Wavelets times links crossed (ramp crossings not counted).
+    pub wavelet_hops: u64,
+    /// The most wavelets any buffer or queue held at once.
+    pub max_queue_occupancy: u32,
+    /// Final values (row-major PEs), when the run carried values.
+    pub values: Option<Vec<f32>>,
+}
+
+/// Whole-cycle latency from a spec field.
+fn whole_cycles(field: &str, v: f64) -> Result<u64, FabricError> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 1e6 {
+        Ok(v as u64)
+    } else {
+        Err(FabricError::Unsupported(format!(
+            "{field} = {v}: the fabric simulator runs in whole cycles (0 to 1,000,000)"
+        )))
+    }
+}
+
+/// Whole cycles of a cost (rounded up: a PE works in whole cycles).
+pub fn ceil_cycles(c: Cycles) -> u64 {
+    c.get().max(0.0).ceil() as u64
+}
+
+enum QueueKind {
+    /// A router's buffer for one colour; `targets[d]` the queue a wavelet
+    /// forwarded to port `d` lands in.
+    Router { tx: DirSet, targets: [u32; 5] },
+    /// A PE's input queue.
+    CeIn,
+}
+
+struct Queue {
+    pe: u32,
+    colour: Colour,
+    cap: u32,
+    /// Wavelets held plus wavelets in flight toward this queue.
+    reserved: u32,
+    items: VecDeque<u32>,
+    waiters: Vec<Waiter>,
+    /// A `Forward` event is scheduled.
+    pending: bool,
+    kind: QueueKind,
+}
+
+#[derive(Clone, Copy)]
+enum Waiter {
+    Router(u32),
+    Ce(u32),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ev {
+    Start(u32),
+    Ce(u32),
+    Forward(u32),
+    Arrive(u32, u32),
+}
+
+#[derive(PartialEq, Eq)]
+struct Entry {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Min-heap on (cycle, seq).
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Cursor {
+    task: u16,
+    op: u32,
+    j: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Ce {
+    started: bool,
+    pending: bool,
+    task: Option<Cursor>,
+    activated: u64,
+    start: u64,
+    end: u64,
+}
+
+/// Per-wavelet cycles of the PE's fabric operations, from the kernels' vector
+/// instruction cost over one wavelet's values.
+#[derive(Clone, Copy)]
+struct WaveletCosts {
+    send: u64,
+    store: u64,
+    add: u64,
+}
+
+struct Sim<'p> {
+    prog: &'p FabricProgram,
+    hop: u64,
+    ramp: u64,
+    costs: WaveletCosts,
+    queues: Vec<Queue>,
+    /// Per PE: (colour, router buffer, PE input queue or u32::MAX).
+    lookup: Vec<Vec<(Colour, u32, u32)>>,
+    link_free: Vec<u64>,
+    ces: Vec<Ce>,
+    heap: BinaryHeap<Entry>,
+    seq: u64,
+    events: u64,
+    hops: u64,
+    max_occ: u32,
+    values: Option<Vec<f32>>,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Runs `prog` on the fabric of `spec`.
+pub fn run(
+    spec: &WaferSpec,
+    prog: &FabricProgram,
+    opts: &RunOptions,
+) -> Result<FabricRun, FabricError> {
+    let mut sim = Sim::build(spec, prog, opts)?;
+    sim.launch(opts.launch);
+    while let Some(Entry { at, ev, .. }) = sim.heap.pop() {
+        sim.events += 1;
+        if sim.events > opts.max_events {
+            return Err(FabricError::TooLarge(format!(
+                "the run passed {} events at cycle {at}",
+                opts.max_events
+            )));
+        }
+        match ev {
+            Ev::Start(pe) => sim.start(pe, at),
+            Ev::Ce(pe) => sim.ce(pe, at)?,
+            Ev::Forward(q) => sim.forward(q, at),
+            Ev::Arrive(q, payload) => sim.arrive(q, payload, at),
+        }
+    }
+    sim.finish()
+}
+
+impl<'p> Sim<'p> {
+    fn build(
+        spec: &WaferSpec,
+        prog: &'p FabricProgram,
+        opts: &RunOptions,
+    ) -> Result<Sim<'p>, FabricError> {
+        let (w, h) = (prog.width, prog.height);
+        let n = w as usize * h as usize;
+        if w == 0 || h == 0 || prog.routes.len() != n || prog.pes.len() != n {
+            return Err(FabricError::InvalidProgram(format!(
+                "a {w}x{h} program needs one route list and one PE program per PE"
+            )));
+        }
+        let r = &spec.router;
+        let hop = whole_cycles("router.hop_latency_cycles", r.hop_latency_cycles)?;
+        let ramp = whole_cycles("router.ramp_latency_cycles", r.ramp_latency_cycles)?;
+        if opts.params.router_buffer_wavelets == 0 {
+            return Err(FabricError::InvalidProgram(
+                "a router buffer needs room for at least one wavelet".into(),
+            ));
+        }
+        // The colour limit.
+        let colours = prog.colours_used();
+        let limit = r.colors;
+        if colours.len() as u64 > limit as u64 || colours.iter().any(|c| c.0 as u32 >= limit) {
+            return Err(FabricError::TooManyColours {
+                used: colours.len(),
+                highest: colours.last().map_or(0, |c| c.0 as u32),
+                limit,
+                hw: spec.name.clone(),
+            });
+        }
+        let at = |pe: usize| (pe as u32 % w, pe as u32 / w);
+        let mut queues: Vec<Queue> = Vec::new();
+        let mut lookup: Vec<Vec<(Colour, u32, u32)>> = vec![Vec::new(); n];
+        for (pe, routes) in prog.routes.iter().enumerate() {
+            let (x, y) = at(pe);
+            let (mut ins, mut outs) = (0usize, 0usize);
+            for &(colour, route) in routes {
+                if lookup[pe].iter().any(|e| e.0 == colour) {
+                    return Err(FabricError::InvalidProgram(format!(
+                        "PE ({x},{y}) has two routes for colour {}",
+                        colour.0
+                    )));
+                }
+                if route.tx.is_empty() {
+                    return Err(FabricError::InvalidProgram(format!(
+                        "PE ({x},{y}) colour {}: a route must transmit somewhere",
+                        colour.0
+                    )));
+                }
+                let cap = if route.rx == Dir::Ramp {
+                    let depth = r.output_queue_depths.get(outs).copied().ok_or_else(|| {
+                        FabricError::InvalidProgram(format!(
+                            "PE ({x},{y}) sends on more colours than the {} output queues of {}",
+                            r.output_queue_depths.len(),
+                            spec.name
+                        ))
+                    })?;
+                    outs += 1;
+                    depth
+                } else {
+                    opts.params.router_buffer_wavelets
+                };
+                let buf = queues.len() as u32;
+                queues.push(Queue {
+                    pe: pe as u32,
+                    colour,
+                    cap,
+                    reserved: 0,
+                    items: VecDeque::new(),
+                    waiters: Vec::new(),
+                    pending: false,
+                    kind: QueueKind::Router {
+                        tx: route.tx,
+                        targets: [NONE; 5],
+                    },
+                });
+                let mut inq = NONE;
+                if route.tx.contains(Dir::Ramp) {
+                    let depth = r.input_queue_depths.get(ins).copied().ok_or_else(|| {
+                        FabricError::InvalidProgram(format!(
+                            "PE ({x},{y}) receives on more colours than the {} input queues of {}",
+                            r.input_queue_depths.len(),
+                            spec.name
+                        ))
+                    })?;
+                    ins += 1;
+                    inq = queues.len() as u32;
+                    queues.push(Queue {
+                        pe: pe as u32,
+                        colour,
+                        cap: depth,
+                        reserved: 0,
+                        items: VecDeque::new(),
+                        waiters: Vec::new(),
+                        pending: false,
+                        kind: QueueKind::CeIn,
+                    });
+                }
+                lookup[pe].push((colour, buf, inq));
+            }
+        }
+        // Wire every transmit port to the queue it feeds.
+        for pe in 0..n {
+            let (x, y) = at(pe);
+            for &(colour, route) in &prog.routes[pe] {
+                let (_, buf, inq) = *lookup[pe].iter().find(|e| e.0 == colour).unwrap();
+                let mut targets = [NONE; 5];
+                for d in route.tx.iter() {
+                    targets[d as usize] = if d == Dir::Ramp {
+                        inq
+                    } else {
+                        let Some((nx, ny)) = d.step(x, y, w, h) else {
+                            return Err(FabricError::InvalidProgram(format!(
+                                "PE ({x},{y}) colour {}: route leaves the fabric going {d:?}",
+                                colour.0
+                            )));
+                        };
+                        let npe = prog.pe(nx, ny);
+                        let next = prog.routes[npe].iter().find(|e| e.0 == colour);
+                        match next {
+                            Some((_, nr)) if nr.rx == d.opposite() => {
+                                lookup[npe].iter().find(|e| e.0 == colour).unwrap().1
+                            }
+                            _ => {
+                                return Err(FabricError::InvalidProgram(format!(
+                                    "PE ({x},{y}) sends colour {} {d:?} to ({nx},{ny}), which does not receive it from {:?}",
+                                    colour.0,
+                                    d.opposite()
+                                )))
+                            }
+                        }
+                    };
+                }
+                if let QueueKind::Router { targets: t, .. } = &mut queues[buf as usize].kind {
+                    *t = targets;
+                }
+            }
+        }
+        // Check every PE's tasks against its routes.
+        let wpp = prog.wavelets_per_pe();
+        for (pe, p) in prog.pes.iter().enumerate() {
+            let (x, y) = at(pe);
+            let bad = |m: String| Err(FabricError::InvalidProgram(format!("PE ({x},{y}): {m}")));
+            if p.tasks.len() > MAX_TASKS {
+                return bad(format!("{} tasks, at most {MAX_TASKS}", p.tasks.len()));
+            }
+            let route = |c: Colour| prog.routes[pe].iter().find(|e| e.0 == c).map(|e| e.1);
+            let sends = |c: Colour| route(c).is_some_and(|r| r.rx == Dir::Ramp);
+            let receives = |c: Colour| route(c).is_some_and(|r| r.tx.contains(Dir::Ramp));
+            for t in &p.tasks {
+                if let Trigger::Wavelet(c) = t.trigger {
+                    let ok = matches!(t.ops.first(), Some(Op::Recv { colour, wavelets: 1, .. }) if *colour == c);
+                    if !ok || !receives(c) {
+                        return bad(format!(
+                            "data task `{}` must start by receiving one wavelet on colour {}, which the PE receives",
+                            t.name, c.0
+                        ));
+                    }
+                }
+                for op in &t.ops {
+                    match *op {
+                        Op::Compute { .. } => {}
+                        Op::Activate(i) if (i as usize) < p.tasks.len() => {}
+                        Op::Activate(i) => {
+                            return bad(format!("activates task {i}, which is not there"))
+                        }
+                        Op::Send {
+                            colour,
+                            first,
+                            wavelets,
+                        } => {
+                            if !sends(colour) {
+                                return bad(format!(
+                                    "sends on colour {} without a route from its ramp",
+                                    colour.0
+                                ));
+                            }
+                            if first as u64 + wavelets as u64 > wpp {
+                                return bad(format!("sends past its {wpp} wavelets of values"));
+                            }
+                        }
+                        Op::Recv {
+                            colour,
+                            first,
+                            wavelets,
+                            forward,
+                            ..
+                        } => {
+                            if !receives(colour) {
+                                return bad(format!(
+                                    "receives on colour {} without a route to its ramp",
+                                    colour.0
+                                ));
+                            }
+                            if forward.is_some_and(|f| !sends(f)) {
+                                return bad(
+                                    "forwards on a colour without a route from its ramp".into()
+                                );
+                            }
+                            if first as u64 + wavelets as u64 > wpp {
+                                return bad(format!("receives past its {wpp} wavelets of values"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let values = match &opts.values {
+            Some(v) => {
+                let want = n as u64 * prog.values_per_pe;
+                if v.len() as u64 != want {
+                    return Err(FabricError::InvalidProgram(format!(
+                        "{} initial values for {n} PEs of {} values",
+                        v.len(),
+                        prog.values_per_pe
+                    )));
+                }
+                Some(v.clone())
+            }
+            None => None,
+        };
+        let vpw = prog.packing.values_per_wavelet();
+        let dt = prog.packing.dtype();
+        let costs = WaveletCosts {
+            send: ceil_cycles(vector_op_cycles(spec, SimdOp::Mul, dt, vpw, 1)).max(1),
+            store: ceil_cycles(vector_op_cycles(spec, SimdOp::Mul, dt, vpw, 0)).max(1),
+            add: ceil_cycles(vector_op_cycles(spec, SimdOp::Add, dt, vpw, 1)).max(1),
+        };
+        Ok(Sim {
+            prog,
+            hop,
+            ramp,
+            costs,
+            queues,
+            lookup,
+            link_free: vec![0; n * 4],
+            ces: vec![Ce::default(); n],
+            heap: BinaryHeap::new(),
+            seq: 0,
+            events: 0,
+            hops: 0,
+            max_occ: 0,
+            values,
+        })
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Entry {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn launch(&mut self, launch: Launch) {
+        let w = self.prog.width;
+        for pe in 0..self.ces.len() as u32 {
+            let (x, y) = (pe % w, pe / w);
+            let start = match launch {
+                Launch::Together => 0,
+                Launch::Wavefront { x: x0, y: y0 } => {
+                    self.hop * (x.abs_diff(x0) as u64 + y.abs_diff(y0) as u64)
+                }
+            };
+            self.ces[pe as usize].start = start;
+            self.ces[pe as usize].end = start;
+            self.push(start, Ev::Start(pe));
+        }
+    }
+
+    fn start(&mut self, pe: u32, t: u64) {
+        let tasks = &self.prog.pes[pe as usize].tasks;
+        let mut bits = 0u64;
+        for (i, task) in tasks.iter().enumerate() {
+            if task.trigger == Trigger::Start {
+                bits |= 1 << i;
+            }
+        }
+        let ce = &mut self.ces[pe as usize];
+        ce.started = true;
+        ce.activated |= bits;
+        self.kick_ce(pe, t);
+    }
+
+    fn kick_ce(&mut self, pe: u32, t: u64) {
+        let ce = &mut self.ces[pe as usize];
+        if ce.started && !ce.pending {
+            ce.pending = true;
+            self.push(t, Ev::Ce(pe));
+        }
+    }
+
+    fn kick_forward(&mut self, q: u32, t: u64) {
+        let queue = &mut self.queues[q as usize];
+        if !queue.pending && !queue.items.is_empty() {
+            queue.pending = true;
+            self.push(t, Ev::Forward(q));
+        }
+    }
+
+    fn wake(&mut self, q: u32, t: u64) {
+        let waiters = std::mem::take(&mut self.queues[q as usize].waiters);
+        for w in waiters {
+            match w {
+                Waiter::Router(b) => self.kick_forward(b, t),
+                Waiter::Ce(pe) => self.kick_ce(pe, t),
+            }
+        }
+    }
+
+    fn find(&self, pe: u32, c: Colour) -> (u32, u32) {
+        let e = self.lookup[pe as usize]
+            .iter()
+            .find(|e| e.0 == c)
+            .expect("colours checked when the program was built");
+        (e.1, e.2)
+    }
+
+    fn arrive(&mut self, q: u32, payload: u32, t: u64) {
+        let queue = &mut self.queues[q as usize];
+        queue.items.push_back(payload);
+        self.max_occ = self.max_occ.max(queue.items.len() as u32);
+        match queue.kind {
+            QueueKind::Router { .. } => self.kick_forward(q, t),
+            QueueKind::CeIn => {
+                let pe = queue.pe;
+                self.wake(q, t);
+                if self.ces[pe as usize].task.is_none() {
+                    self.kick_ce(pe, t);
+                }
+            }
+        }
+    }
+
+    fn forward(&mut self, b: u32, t: u64) {
+        let queue = &mut self.queues[b as usize];
+        queue.pending = false;
+        if queue.items.is_empty() {
+            return;
+        }
+        let QueueKind::Router { tx, targets } = queue.kind else {
+            return;
+        };
+        let pe = queue.pe as usize;
+        // Every outgoing link must be free this cycle...
+        for d in tx.iter().filter(|d| *d != Dir::Ramp) {
+            let free = self.link_free[pe * 4 + d as usize];
+            if free > t {
+                self.queues[b as usize].pending = true;
+                self.push(free, Ev::Forward(b));
+                return;
+            }
+        }
+        // ... and every target must have a free slot.
+        for d in tx.iter() {
+            let target = &mut self.queues[targets[d as usize] as usize];
+            if target.reserved >= target.cap {
+                target.waiters.push(Waiter::Router(b));
+                return;
+            }
+        }
+        let queue = &mut self.queues[b as usize];
+        let payload = queue.items.pop_front().expect("checked non-empty");
+        queue.reserved -= 1;
+        for d in tx.iter() {
+            let target = targets[d as usize];
+            self.queues[target as usize].reserved += 1;
+            let delay = if d == Dir::Ramp {
+                self.ramp
+            } else {
+                self.link_free[pe * 4 + d as usize] = t + 1;
+                self.hops += 1;
+                self.hop
+            };
+            self.push(t + delay, Ev::Arrive(target, payload));
+        }
+        self.wake(b, t);
+        // The buffer's next wavelet leaves at the earliest next cycle.
+        self.kick_forward(b, t + 1);
+    }
+
+    fn encode(&self, pe: u32, wavelet: u32) -> u32 {
+        let Some(values) = &self.values else { return 0 };
+        let vpp = self.prog.values_per_pe as usize;
+        let base = pe as usize * vpp;
+        match self.prog.packing {
+            Packing::F32 => values[base + wavelet as usize].to_bits(),
+            Packing::F16Pair => {
+                let i = 2 * wavelet as usize;
+                let get = |k: usize| {
+                    if k < vpp {
+                        f16::from_f32(values[base + k]).to_bits() as u32
+                    } else {
+                        0
+                    }
+                };
+                get(i) | (get(i + 1) << 16)
+            }
+        }
+    }
+
+    fn combine(&mut self, pe: u32, wavelet: u32, payload: u32, how: Combine) {
+        let vpp = self.prog.values_per_pe as usize;
+        let packing = self.prog.packing;
+        let Some(values) = &mut self.values else {
+            return;
+        };
+        let base = pe as usize * vpp;
+        let mut put = |k: usize, v: f32| {
+            if k < vpp {
+                let slot = &mut values[base + k];
+                match how {
+                    Combine::Store => *slot = v,
+                    Combine::Add => *slot += v,
+                }
+            }
+        };
+        match packing {
+            Packing::F32 => put(wavelet as usize, f32::from_bits(payload)),
+            Packing::F16Pair => {
+                let i = 2 * wavelet as usize;
+                put(i, f16::from_bits(payload as u16).to_f32());
+                put(i + 1, f16::from_bits((payload >> 16) as u16).to_f32());
+            }
+        }
+    }
+
+    fn ce(&mut self, pe: u32, t: u64) -> Result<(), FabricError> {
+        let p = pe as usize;
+        self.ces[p].pending = false;
+        if !self.ces[p].started {
+            return Ok(());
+        }
+        let prog = self.prog;
+        let tasks = &prog.pes[p].tasks;
+        loop {
+            let Some(mut cur) = self.ces[p].task else {
+                // The picker: the lowest numbered runnable task.
+                let activated = self.ces[p].activated;
+                let pick = tasks.iter().enumerate().position(|(i, task)| {
+                    activated & (1 << i) != 0
+                        || matches!(task.trigger, Trigger::Wavelet(c)
+                            if !self.queues[self.find(pe, c).1 as usize].items.is_empty())
+                });
+                let Some(i) = pick else {
+                    return Ok(());
+                };
+                self.ces[p].activated &= !(1u64 << i);
+                self.ces[p].task = Some(Cursor {
+                    task: i as u16,
+                    op: 0,
+                    j: 0,
+                });
+                continue;
+            };
+            let Some(op) = tasks[cur.task as usize].ops.get(cur.op as usize) else {
+                self.ces[p].task = None;
+                self.ces[p].end = t;
+                continue;
+            };
+            match *op {
+                Op::Compute { cycles } => {
+                    cur.op += 1;
+                    self.ces[p].task = Some(cur);
+                    self.ces[p].pending = true;
+                    self.push(t + cycles, Ev::Ce(pe));
+                    return Ok(());
+                }
+                Op::Activate(i) => {
+                    self.ces[p].activated |= 1 << i;
+                    cur.op += 1;
+                    self.ces[p].task = Some(cur);
+                }
+                Op::Send {
+                    colour,
+                    first,
+                    wavelets,
+                } => {
+                    if cur.j == wavelets {
+                        cur.op += 1;
+                        cur.j = 0;
+                        self.ces[p].task = Some(cur);
+                        continue;
+                    }
+                    let (q, _) = self.find(pe, colour);
+                    let queue = &mut self.queues[q as usize];
+                    if queue.reserved >= queue.cap {
+                        queue.waiters.push(Waiter::Ce(pe));
+                        return Ok(());
+                    }
+                    queue.reserved += 1;
+                    let payload = self.encode(pe, first + cur.j);
+                    self.push(t + self.ramp, Ev::Arrive(q, payload));
+                    cur.j += 1;
+                    self.ces[p].task = Some(cur);
+                    self.ces[p].pending = true;
+                    self.push(t + self.costs.send, Ev::Ce(pe));
+                    return Ok(());
+                }
+                Op::Recv {
+                    colour,
+                    first,
+                    wavelets,
+                    combine,
+                    forward,
+                } => {
+                    if cur.j == wavelets {
+                        cur.op += 1;
+                        cur.j = 0;
+                        self.ces[p].task = Some(cur);
+                        continue;
+                    }
+                    let (_, inq) = self.find(pe, colour);
+                    if self.queues[inq as usize].items.is_empty() {
+                        self.queues[inq as usize].waiters.push(Waiter::Ce(pe));
+                        return Ok(());
+                    }
+                    let out = forward.map(|f| self.find(pe, f).0);
+                    if let Some(o) = out {
+                        let queue = &mut self.queues[o as usize];
+                        if queue.reserved >= queue.cap {
+                            queue.waiters.push(Waiter::Ce(pe));
+                            return Ok(());
+                        }
+                    }
+                    let queue = &mut self.queues[inq as usize];
+                    let payload = queue.items.pop_front().expect("checked non-empty");
+                    queue.reserved -= 1;
+                    self.wake(inq, t);
+                    let wavelet = first + cur.j;
+                    self.combine(pe, wavelet, payload, combine);
+                    let dur = match combine {
+                        Combine::Store => self.costs.store,
+                        Combine::Add => self.costs.add,
+                    };
+                    if let Some(o) = out {
+                        self.queues[o as usize].reserved += 1;
+                        let payload = self.encode(pe, wavelet);
+                        self.push(t + dur + self.ramp, Ev::Arrive(o, payload));
+                    }
+                    cur.j += 1;
+                    self.ces[p].task = Some(cur);
+                    self.ces[p].pending = true;
+                    self.push(t + dur, Ev::Ce(pe));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Result<FabricRun, FabricError> {
+        let w = self.prog.width;
+        for (pe, ce) in self.ces.iter().enumerate() {
+            let (x, y) = (pe as u32 % w, pe as u32 / w);
+            if let Some(cur) = ce.task {
+                let task = &self.prog.pes[pe].tasks[cur.task as usize];
+                return Err(FabricError::Deadlock(format!(
+                    "PE ({x},{y}) is stuck in task `{}` at operation {} ({:?}), wavelet {}",
+                    task.name, cur.op, task.ops[cur.op as usize], cur.j
+                )));
+            }
+            if ce.activated != 0 {
+                return Err(FabricError::Deadlock(format!(
+                    "PE ({x},{y}) has activated tasks that never ran"
+                )));
+            }
+        }
+        if let Some(q) = self.queues.iter().find(|q| !q.items.is_empty()) {
+            let (x, y) = (q.pe % w, q.pe / w);
+            return Err(FabricError::Deadlock(format!(
+                "{} wavelets on colour {} were never consumed at PE ({x},{y})",
+                q.items.len(),
+                q.colour.0
+            )));
+        }
+        let pe_cycles: Vec<u64> = self.ces.iter().map(|c| c.end - c.start).collect();
+        let n = pe_cycles.len() as f64;
+        let mean = pe_cycles.iter().map(|&c| c as f64).sum::<f64>() / n;
+        let first = self.ces.iter().map(|c| c.start).min().unwrap_or(0);
+        let last = self.ces.iter().map(|c| c.end).max().unwrap_or(0);
+        Ok(FabricRun {
+            pe_cycles,
+            cycles: Cycles(mean),
+            span: last - first,
+            events: self.events,
+            wavelet_hops: self.hops,
+            max_queue_occupancy: self.max_occ,
+            values: self.values,
+        })
+    }
+}

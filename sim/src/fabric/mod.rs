@@ -1,0 +1,55 @@
+//! The fabric in time: a discrete-event, wavelet-level simulator that executes
+//! placed programs on routers, links, queues and PEs — a third executor of the
+//! placed program, beside the functional executor and the analytic pricer.
+//!
+//! - [`engine`]: the machine — five-port routers with static per-colour routes
+//!   and the spec's colour limit, per-colour buffers and the spec's PE queue
+//!   depths, one 32-bit wavelet per link direction per cycle, hop and ramp
+//!   latency, back-pressure; PEs running tasks to completion under a picker.
+//!   Events are ordered by `(cycle, sequence)`, so runs are deterministic, and
+//!   the cost of a run grows with wavelet-hops and tasks, not PEs x cycles.
+//! - [`programs`]: fabric programs generated from the placed program's own
+//!   descriptions — a step's kernels (their cycles from `wafer-kernels`) and its
+//!   collective, reduced on the [`crate::Schedule`] of the step's tree, then
+//!   broadcast back for an allreduce. MeshGEMV is [`crate::matrix::mesh_gemv_program`]'s
+//!   step run here; MeshGEMM's step of Cannon rounds runs on interleaved rings
+//!   ([`programs::cannon_program`]); [`programs::row_shift_program`] is the
+//!   shift-then-broadcast microbenchmark.
+//!
+//! What is modelled and what is assumed: `docs/fabric.md`.
+
+pub mod engine;
+pub mod programs;
+
+pub use engine::{
+    run, Colour, Combine, Dir, DirSet, FabricParams, FabricProgram, FabricRun, Launch, Op, Packing,
+    PeProgram, Route, RunOptions, Task, Trigger,
+};
+pub use programs::{column_allreduce_step, simulate_step, step_program, StepProgram};
+
+use thiserror::Error;
+
+/// Why a program cannot run on the fabric.
+#[derive(Debug, Error, PartialEq)]
+pub enum FabricError {
+    #[error("the program uses {used} colours (highest id {highest}); the {hw} router has {limit}")]
+    TooManyColours {
+        used: usize,
+        highest: u32,
+        limit: u32,
+        hw: String,
+    },
+    #[error("invalid fabric program: {0}")]
+    InvalidProgram(String),
+    #[error("not simulated on the fabric: {0}")]
+    Unsupported(String),
+    #[error("too large for the fabric simulator: {0}")]
+    TooLarge(String),
+    #[error("the fabric program deadlocked: {0}")]
+    Deadlock(String),
+    #[error(transparent)]
+    Sim(#[from] crate::SimError),
+}
+
+#[cfg(test)]
+mod tests;
