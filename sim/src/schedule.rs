@@ -411,6 +411,35 @@ pub fn line_pair_mut(
 mod tests {
     use super::*;
 
+    /// Two PEs, one transfer, worked by hand: the sender's value is rounded to
+    /// the wire format as it leaves, the receiver's sum to the accumulation
+    /// format, and the result to the wire format.
+    #[test]
+    fn sums_round_on_the_wire_and_in_the_accumulator() {
+        use wafer_core::DType::{F16, F32};
+        let s = Schedule::reduce(2, Algorithm::Chain).unwrap();
+        let root = s.root() as usize;
+        let run = |at_root: f32, sent: f32, wire, acc| {
+            let mut parts = [0.0f32; 2];
+            parts[root] = at_root;
+            parts[1 - root] = sent;
+            s.sum_in(&mut parts, 1, 2, Formats { wire, acc })[0]
+        };
+        let tiny = 2f32.powi(-12); // below half an f16 step at 1 (2^-11)
+                                   // 1 + 2^-12 leaves as f16 1.0: the root gets 0.25 + 1.0.
+        assert_eq!(run(0.25, 1.0 + tiny, F16, F32), 1.25);
+        assert_eq!(run(0.25, 1.0 + tiny, F32, F32), 1.25 + tiny);
+        // 1 + 2^-11 is a tie in f16 and rounds to even (1.0) in the accumulator.
+        let half_step = 2f32.powi(-11);
+        assert_eq!(run(1.0, half_step, F32, F16), 1.0);
+        assert_eq!(run(1.0, half_step, F32, F32), 1.0 + half_step);
+        // The result arrives in the wire format: 2^-12 travels exactly, but
+        // 1 + 2^-12 becomes 1.0 in f16 (and 1 + 3 * 2^-12 rounds up to 1 + 2^-10).
+        assert_eq!(run(1.0, tiny, F16, F32), 1.0);
+        assert_eq!(run(1.0, tiny, F32, F32), 1.0 + tiny);
+        assert_eq!(run(1.0, 3.0 * tiny, F16, F32), 1.0 + 2f32.powi(-10));
+    }
+
     fn pairs(s: &Schedule) -> Vec<(u32, u32)> {
         s.transfers().iter().map(|t| (t.from, t.to)).collect()
     }
