@@ -27,8 +27,9 @@ pub struct ConvertReport {
 
 /// Converts `gguf` into the model directory `out`. `out` must not exist yet, or
 /// be an empty directory. The model is written into `.NAME.partial-PID` beside
-/// `out`, which is removed if the conversion fails (or panics); leftovers of
-/// conversions that were killed are removed by the next one.
+/// `out` ([`partial_dir`]), which is removed if the conversion fails (or panics);
+/// `wafer convert` removes it on Ctrl-C ([`remove_partial_dir`]), and leftovers
+/// of conversions that were killed outright are removed by the next one.
 pub fn convert_gguf(gguf: &Path, out: &Path) -> Result<ConvertReport> {
     // Read and check the input before touching the output location.
     check_input(gguf)?;
@@ -37,18 +38,11 @@ pub fn convert_gguf(gguf: &Path, out: &Path) -> Result<ConvertReport> {
     if out.exists() {
         std::fs::remove_dir(out).with_context(|| format!("cannot replace {}", out.display()))?;
     }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let (parent, name) = parent_and_name(out);
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     remove_stale_partials(&parent, &name);
-    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let tmp = partial_dir(out);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
     }
@@ -60,6 +54,41 @@ pub fn convert_gguf(gguf: &Path, out: &Path) -> Result<ConvertReport> {
     guard.keep();
     report.out_dir = out.to_path_buf();
     Ok(report)
+}
+
+/// The directory `out`'s parent (`.` for a bare name) and `out`'s name.
+fn parent_and_name(out: &Path) -> (PathBuf, String) {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (parent, name)
+}
+
+/// Where [`convert_gguf`] in this process writes the model for `out` before
+/// renaming it into place: `.NAME.partial-PID` beside `out`.
+pub fn partial_dir(out: &Path) -> PathBuf {
+    let (parent, name) = parent_and_name(out);
+    parent.join(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Removes the partial directory of an interrupted conversion (from a Ctrl-C
+/// handler, while the conversion may still be writing into it): files created
+/// during a removal make it fail, so it is retried until the directory is gone
+/// (a file cannot be created in a removed directory). Returns whether it is gone.
+pub fn remove_partial_dir(dir: &Path) -> bool {
+    for _ in 0..100 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+    !dir.exists()
 }
 
 /// `--gguf` must be a regular file: a directory or a device would otherwise fail
@@ -283,5 +312,48 @@ mod tests {
             remove_stale_partials(tmp.path(), "m");
             assert!(!stale.exists() && mine.exists() && other.exists());
         }
+    }
+
+    #[test]
+    fn the_partial_directory_sits_beside_out_and_is_removed_while_being_written() {
+        let pid = std::process::id();
+        assert_eq!(
+            partial_dir(Path::new("models/m")),
+            PathBuf::from(format!("models/.m.partial-{pid}"))
+        );
+        assert_eq!(
+            partial_dir(Path::new("m")),
+            PathBuf::from(format!("./.m.partial-{pid}"))
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = partial_dir(&tmp.path().join("m"));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        // A conversion still writing, as when Ctrl-C arrives mid-way.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut created = 0;
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    if std::fs::write(dir.join(format!("f{i}")), [0u8; 4096]).is_ok() {
+                        created += 1;
+                    }
+                }
+                created
+            })
+        };
+        while std::fs::read_dir(&dir).unwrap().count() < 50 {
+            std::thread::yield_now();
+        }
+        assert!(remove_partial_dir(&dir));
+        assert!(!dir.exists());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(writer.join().unwrap() >= 49);
+        assert!(!dir.exists(), "nothing recreates the directory");
+        // Already gone: nothing to do.
+        assert!(remove_partial_dir(&dir));
     }
 }

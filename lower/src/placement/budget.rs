@@ -166,6 +166,21 @@ impl Footprint {
         }
     }
 
+    /// `n` copies of this group on the same region: what adding it `n` times to
+    /// an empty group gives (saturating, so a count far past what fits stays
+    /// "does not fit").
+    pub fn times(&self, n: u64) -> Footprint {
+        Footprint {
+            w: self.w,
+            h: self.h,
+            weight_per_pe: self.weight_per_pe.saturating_mul(n),
+            kv_per_token: self.kv_per_token.saturating_mul(n),
+            buffers: if n == 0 { 0 } else { self.buffers },
+            real_weight: self.real_weight.saturating_mul(n),
+            real_kv_per_token: self.real_kv_per_token.saturating_mul(n),
+        }
+    }
+
     /// Tokens of the sequence held by row `y` at context `t`.
     pub fn tokens_in_row(&self, t: u64, y: u64) -> u64 {
         t / self.h + u64::from(y < t % self.h)

@@ -1,10 +1,15 @@
 //! Choosing the region grid and the number of wafers, and finding the longest
 //! context a grid holds. Everything here evaluates regions in closed form
 //! (`budget`), so a full search over grids for the largest presets takes
-//! milliseconds (see `benches/benches/placement.rs`).
+//! milliseconds (see `benches/benches/placement.rs`). Grids are judged by
+//! counting what packing them would use ([`Counter`]: a slot's worth of identical
+//! layers at a time, footprints computed once per grid), and grids that cannot
+//! beat the best found are not searched further (`best_on`), so a model of
+//! hundreds of layers, with thousands of candidate grids, places in milliseconds
+//! too; only the chosen grid is packed region by region.
 
 use super::budget::Sizes;
-use super::pack::{pack, units, Grid, PackFailure};
+use super::pack::{pack, units, Counter, Grid, PackFailure};
 use super::tensors::Item;
 use super::{Advice, Placement};
 use thiserror::Error;
@@ -126,12 +131,13 @@ pub fn place(
         units: &units,
         share: opts.strategy == Strategy::Packed,
     };
+    let counters: Vec<Counter> = grids.iter().map(|g| counter(&ctx, *g)).collect();
 
     let (grid, wafers, t_max) = match opts.wafers {
-        Some(n) => match best_on(&ctx, &grids, n, t) {
+        Some(n) => match best_on(&counters, n, t) {
             Some((g, tm)) => (g, n, tm),
             None => {
-                let hint = match smallest_wafers(&ctx, &grids, t) {
+                let hint = match smallest_wafers(&counters, t) {
                     Some((_, n2)) => format!("At {t} tokens it needs {n2} wafer(s): try --wafers {n2}."),
                     None => "It does not fit on any number of wafers with these regions; try another --region.".into(),
                 };
@@ -149,20 +155,25 @@ pub fn place(
                 });
             }
         },
-        None => match smallest_wafers(&ctx, &grids, t) {
-            Some((_, n)) => {
-                let candidates: Vec<Grid> = grids
-                    .iter()
-                    .copied()
-                    .filter(|g| wafers_needed(&ctx, *g, t) == Ok(n))
-                    .collect();
-                debug_assert!(!candidates.is_empty());
-                let (g, tm) =
-                    best_on(&ctx, &candidates, n, t).expect("a grid that fits at t fits at 0");
-                (g, n, tm)
+        None => {
+            let needed: Vec<Option<u32>> = counters
+                .iter()
+                .map(|c| c.wafers(t, MAX_WAFERS).ok())
+                .collect();
+            match needed.iter().flatten().min() {
+                Some(&n) => {
+                    let candidates = counters
+                        .iter()
+                        .zip(&needed)
+                        .filter(|(_, w)| **w == Some(n))
+                        .map(|(c, _)| c);
+                    let (g, tm) =
+                        best_on(candidates, n, t).expect("a grid that fits at t fits at 0");
+                    (g, n, tm)
+                }
+                None => return Err(unit_too_large(&ctx, &counters, t)),
             }
-            None => return Err(unit_too_large(&ctx, &grids, t)),
-        },
+        }
     };
 
     // With an automatic region, or a wafer budget (`--wafers N`), the grid is packed
@@ -202,10 +213,11 @@ pub fn place(
         let overflow = placement
             .first_overflow()
             .expect("a placement that does not fit overflows");
-        let wafers_needed = smallest_wafers(&ctx, &grids, t).map(|(_, n)| n);
+        let wafers_needed = smallest_wafers(&counters, t).map(|(_, n)| n);
         let auto_region = if opts.region.is_some() {
             let grids = auto_grids(fabric, units.len(), wafers);
-            best_on(&ctx, &grids, wafers, t).map(|(g, tm)| (g.slot_shape(), tm))
+            let counters: Vec<Counter> = grids.iter().map(|g| counter(&ctx, *g)).collect();
+            best_on(&counters, wafers, t).map(|(g, tm)| (g.slot_shape(), tm))
         } else {
             None
         };
@@ -287,35 +299,45 @@ fn min_wafers_by_bytes(model: &ModelConfig, sizes: &Sizes, fabric: RegionShape) 
     weights.div_ceil(data_per_wafer).clamp(1, MAX_WAFERS as u64) as u32
 }
 
-fn wafers_needed(ctx: &Ctx, grid: Grid, t: u64) -> Result<u32, PackFailure> {
-    let packed = pack(
-        ctx.model, ctx.sizes, ctx.units, grid, t, MAX_WAFERS, ctx.share,
-    )?;
-    Ok(packed.last().map_or(1, |r| r.wafer + 1))
+fn counter<'a>(ctx: &Ctx<'a>, grid: Grid) -> Counter<'a> {
+    Counter::new(ctx.model, ctx.sizes, ctx.units, grid, ctx.share)
 }
 
 /// The grid needing the fewest wafers at context `t`, and that count.
-fn smallest_wafers(ctx: &Ctx, grids: &[Grid], t: u64) -> Option<(Grid, u32)> {
-    grids
+fn smallest_wafers(counters: &[Counter], t: u64) -> Option<(Grid, u32)> {
+    counters
         .iter()
-        .filter_map(|g| wafers_needed(ctx, *g, t).ok().map(|n| (*g, n)))
+        .filter_map(|c| c.wafers(t, MAX_WAFERS).ok().map(|n| (c.grid(), n)))
         .min_by_key(|(_, n)| *n)
 }
 
-/// The longest context `grid` holds on `wafers` wafers (`None`: not even at 0).
-fn max_context_on(ctx: &Ctx, grid: Grid, wafers: u32) -> Option<u64> {
-    let fits = |t: u64| pack(ctx.model, ctx.sizes, ctx.units, grid, t, wafers, ctx.share).is_ok();
+/// The largest context [`max_context_on`] can return for `grid`: no region is
+/// taller than the fabric and a token costs a PE at least one byte, so no context
+/// beyond this fits.
+fn context_cap(grid: Grid, sram: u64) -> u64 {
+    (grid.rows as u64 * grid.slot_h as u64 + 1) * (sram + 1)
+}
+
+/// The longest context `counter`'s grid holds on `wafers` wafers (`None`: not even
+/// at 0, or — when `need` > 0 — the answer is below `need`). The search probes
+/// the same contexts whatever `need` is; `need` only stops it once its answer
+/// is known to lie below `need`, so a grid that cannot beat the best found so
+/// far costs a few packings instead of dozens.
+fn max_context_on(counter: &Counter, wafers: u32, need: u64) -> Option<u64> {
+    let fits = |t: u64| counter.wafers(t, wafers).is_ok();
     if !fits(0) {
         return None;
     }
-    // No region is taller than the fabric and a token costs a PE at least one byte,
-    // so no context beyond this fits.
-    let mut hi = (grid.rows as u64 * grid.slot_h as u64 + 1) * (ctx.sizes.sram + 1);
+    let mut hi = context_cap(counter.grid(), counter.sram());
     if fits(hi) {
-        return Some(hi);
+        return (hi >= need).then_some(hi);
     }
+    // The answer lies in lo..hi.
     let mut lo = 0;
     while hi - lo > 1 {
+        if hi - 1 < need {
+            return None;
+        }
         let mid = lo + (hi - lo) / 2;
         if fits(mid) {
             lo = mid;
@@ -323,33 +345,90 @@ fn max_context_on(ctx: &Ctx, grid: Grid, wafers: u32) -> Option<u64> {
             hi = mid;
         }
     }
-    Some(lo)
+    (lo >= need).then_some(lo)
+}
+
+/// How [`best_on`] ranks a grid holding `tm` tokens at a requested `t`; larger
+/// is better. The last component, the grid's index in the list, breaks the ties
+/// that remain towards the later grid.
+type Rank = (bool, bool, u64, (u64, u64), usize);
+
+fn rank(g: &Grid, tm: u64, t: u64, index: usize) -> Rank {
+    let (a, b) = (g.slot_w.min(g.slot_h) as u64, g.slot_w.max(g.slot_h) as u64);
+    // a/b compared as a rational: larger is squarer.
+    let squareness = (a * 1_000_000 / b, g.slot_w as u64 * g.slot_h as u64);
+    (tm >= t, tm >= t && near_square(g), tm, squareness, index)
 }
 
 /// The best grid on `wafers` wafers for context `t`, with the longest context it
 /// holds: among the grids holding `t`, near-square ones first ([`near_square`]),
-/// then the longest context, then the squarer region, then the larger; when
-/// none holds `t`, the one holding the longest context.
-fn best_on(ctx: &Ctx, grids: &[Grid], wafers: u32, t: u64) -> Option<(Grid, u64)> {
-    let squareness = |g: &Grid| {
-        let (a, b) = (g.slot_w.min(g.slot_h) as u64, g.slot_w.max(g.slot_h) as u64);
-        // a/b compared as a rational: larger is squarer.
-        (a * 1_000_000 / b, g.slot_w as u64 * g.slot_h as u64)
-    };
-    let key = |g: &Grid, tm: u64| (tm >= t, tm >= t && near_square(g), tm, squareness(g));
-    grids
+/// then the longest context, then the squarer region, then the larger (then the
+/// later in the list); when none holds `t`, the one holding the longest context.
+///
+/// A rank grows with the context, so a grid is searched only for contexts that
+/// would beat the best rank found so far: grids ranked below it even at their
+/// context cap are skipped unsearched (every elongated grid, once a near-square
+/// one holds `t`, which is why near-square grids go first).
+fn best_on<'c, 'a: 'c>(
+    counters: impl IntoIterator<Item = &'c Counter<'a>>,
+    wafers: u32,
+    t: u64,
+) -> Option<(Grid, u64)> {
+    let counters: Vec<&Counter> = counters.into_iter().collect();
+    let mut order: Vec<usize> = (0..counters.len()).collect();
+    order.sort_by_key(|&i| !near_square(&counters[i].grid()));
+    let mut best: Option<(Rank, Grid, u64)> = None;
+    for i in order {
+        let c = counters[i];
+        let g = c.grid();
+        let need = match &best {
+            None => 0,
+            Some((top, _, _)) => {
+                // The smallest context whose rank beats the best: ranks grow with it.
+                let cap = context_cap(g, c.sram());
+                if rank(&g, cap, t, i) <= *top {
+                    continue;
+                }
+                let (mut lo, mut hi) = (0, cap);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if rank(&g, mid, t, i) > *top {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                lo
+            }
+        };
+        if let Some(tm) = max_context_on(c, wafers, need) {
+            let r = rank(&g, tm, t, i);
+            if !matches!(&best, Some((top, _, _)) if r <= *top) {
+                best = Some((r, g, tm));
+            }
+        }
+    }
+    best.map(|(_, g, tm)| (g, tm))
+}
+
+/// [`best_on`] without skipping: every grid searched in full, the best kept.
+#[cfg(test)]
+fn best_on_exhaustive(counters: &[Counter], wafers: u32, t: u64) -> Option<(Grid, u64)> {
+    counters
         .iter()
-        .filter_map(|g| max_context_on(ctx, *g, wafers).map(|tm| (*g, tm)))
-        .max_by(|(ga, ta), (gb, tb)| key(ga, *ta).cmp(&key(gb, *tb)))
+        .enumerate()
+        .filter_map(|(i, c)| max_context_on(c, wafers, 0).map(|tm| (i, c.grid(), tm)))
+        .max_by_key(|&(i, g, tm)| rank(&g, tm, t, i))
+        .map(|(_, g, tm)| (g, tm))
 }
 
 /// The error for a unit that fits on no grid at context `t`, with the longest
 /// context at which every unit fits on a wafer of its own.
-fn unit_too_large(ctx: &Ctx, grids: &[Grid], t: u64) -> PlaceError {
+fn unit_too_large(ctx: &Ctx, counters: &[Counter], t: u64) -> PlaceError {
     // Find the failing unit on the grid with the largest regions.
-    let grid = grids
+    let grid = counters
         .iter()
-        .copied()
+        .map(Counter::grid)
         .max_by_key(|g| g.cols as u64 * g.slot_w as u64 * g.rows as u64 * g.slot_h as u64)
         .expect("at least one grid");
     let unit = match pack(
@@ -363,11 +442,16 @@ fn unit_too_large(ctx: &Ctx, grids: &[Grid], t: u64) -> PlaceError {
     let f = unit.iter().fold(super::Footprint::empty(w, h), |acc, &i| {
         acc.plus(&super::Footprint::of(ctx.model, ctx.sizes, i, w, h))
     });
-    let hint = match grids
-        .iter()
-        .filter_map(|g| max_context_on(ctx, *g, MAX_WAFERS))
-        .max()
-    {
+    // The longest context any grid holds: each grid is searched only above the
+    // best so far.
+    let mut longest: Option<u64> = None;
+    for c in counters {
+        let need = longest.map_or(0, |l| l.saturating_add(1));
+        if let Some(tm) = max_context_on(c, MAX_WAFERS, need) {
+            longest = Some(tm);
+        }
+    }
+    let hint = match longest {
         Some(tm) if tm > 0 => {
             format!("The longest context any placement holds is {tm} tokens: try --context {tm}.")
         }
@@ -381,5 +465,102 @@ fn unit_too_large(ctx: &Ctx, grids: &[Grid], t: u64) -> PlaceError {
         needed_bytes: f.max(ctx.sizes, t).total(),
         available_bytes: ctx.sizes.sram,
         hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::pack::tests::{random_model, sizes};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn skipping_grids_that_cannot_win_picks_the_grid_a_full_search_picks() {
+        let mut differing_context = 0;
+        for seed in 0..150u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let model = random_model(&mut rng, 40);
+            let sizes = sizes(rng.gen_range(500..=6000));
+            let units = units(&model);
+            let fabric = RegionShape {
+                width: rng.gen_range(1..=12),
+                height: rng.gen_range(1..=12),
+            };
+            let wafers = rng.gen_range(1..=4);
+            let ctx = Ctx {
+                model: &model,
+                sizes: &sizes,
+                units: &units,
+                share: rng.gen_bool(0.7),
+            };
+            let counters: Vec<Counter> = auto_grids(fabric, units.len(), wafers)
+                .iter()
+                .map(|g| counter(&ctx, *g))
+                .collect();
+            let t = rng.gen_range(1..=300);
+            let full = best_on_exhaustive(&counters, wafers, t);
+            assert_eq!(best_on(&counters, wafers, t), full, "seed {seed}");
+            // The longest context over the grids, as the hint of `unit_too_large` finds it.
+            let longest = counters
+                .iter()
+                .filter_map(|c| max_context_on(c, wafers, 0))
+                .max();
+            let mut pruned: Option<u64> = None;
+            for c in &counters {
+                let need = pruned.map_or(0, |l| l.saturating_add(1));
+                if let Some(tm) = max_context_on(c, wafers, need) {
+                    pruned = Some(tm);
+                }
+            }
+            assert_eq!(pruned, longest, "seed {seed}");
+            if full.is_some_and(|(_, tm)| tm != longest.unwrap()) {
+                differing_context += 1;
+            }
+        }
+        // Cases where the winner is not simply the grid of the longest context
+        // (near-square preference, ties) are among those checked.
+        assert!(differing_context >= 5, "{differing_context}");
+    }
+
+    #[test]
+    fn presets_use_the_fewest_wafers_any_grid_packs_them_on() {
+        // Checked with the unit-by-unit packing, not the counter the search uses.
+        let spec = WaferSpec::preset("wse3").unwrap();
+        let fabric = RegionShape {
+            width: spec.fabric.width_pes,
+            height: spec.fabric.height_pes,
+        };
+        let mut multi_wafer = 0;
+        for name in wafer_models::presets::names() {
+            let model = wafer_models::presets::lookup(name).unwrap();
+            for t in [8192, 131072] {
+                let opts = PlaceOptions {
+                    context_tokens: t,
+                    region: None,
+                    wafers: None,
+                    strategy: Strategy::Packed,
+                };
+                let p = place(&model, &spec, &opts).unwrap();
+                assert!(p.fits(), "{name} at {t}");
+                for r in &p.regions {
+                    assert!(r.footprint.fits(&p.sizes, t), "{name} at {t}: {r:?}");
+                }
+                if p.wafers == 1 {
+                    continue;
+                }
+                multi_wafer += 1;
+                let units = units(&model);
+                let wmin = min_wafers_by_bytes(&model, &p.sizes, fabric);
+                for g in auto_grids(fabric, units.len(), wmin) {
+                    assert!(
+                        pack(&model, &p.sizes, &units, g, t, p.wafers - 1, true).is_err(),
+                        "{name} at {t}: {g:?} packs on fewer than {} wafers",
+                        p.wafers
+                    );
+                }
+            }
+        }
+        assert!(multi_wafer >= 5, "{multi_wafer}");
     }
 }
