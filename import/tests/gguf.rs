@@ -70,12 +70,12 @@ fn dequantize_rejects_wrong_lengths_and_types() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("need 34 bytes, found 33"), "{err}");
-    let q4k = GgmlType::from_id(12).unwrap();
-    let err = dequantize("blk.0.ffn_up.weight", q4k, &[0u8; 144], 256)
+    let q5k = GgmlType::from_id(13).unwrap();
+    let err = dequantize("blk.0.ffn_up.weight", q5k, &[0u8; 176], 256)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("Q4_K") && err.contains("blk.0.ffn_up.weight"),
+        err.contains("Q5_K") && err.contains("blk.0.ffn_up.weight"),
         "{err}"
     );
 }
