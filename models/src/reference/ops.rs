@@ -1,6 +1,6 @@
 //! The CPU kernels of the reference forward pass: matrix-vector (decode) and
 //! matrix-matrix (prefill) products against a [`Matrix`] in any weight
-//! precision, RMSNorm and SiLU·mul. All arithmetic and accumulation is f32.
+//! precision or ggml quantization (row kernels in `qdot`), RMSNorm and SiLU·mul. All arithmetic and accumulation is f32.
 //!
 //! Decode is bound by memory bandwidth (every weight is read once per token), so
 //! the GEMV widens 16-bit weights in registers (F16C / shifts) and uses AVX2+FMA
@@ -8,6 +8,7 @@
 //! Prefill goes through `ndarray`'s f32 GEMM (matrixmultiply), widening 16-bit
 //! weights one row tile at a time.
 
+use super::qdot;
 use crate::weights::matrix::{Matrix, MatrixData};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
@@ -23,6 +24,23 @@ pub fn gemv(w: &Matrix, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), w.cols, "gemv: input length");
     assert_eq!(out.len(), w.rows, "gemv: output length");
     let cols = w.cols;
+    if let MatrixData::Quant(q) = &w.data {
+        let (bytes, rb, dot) = (
+            q.bytes.as_slice(),
+            q.row_bytes(cols),
+            qdot::row_kernel(q.ty),
+        );
+        out.par_chunks_mut(GEMV_ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                let r0 = t * GEMV_ROWS_PER_TASK;
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    let a = (r0 + i) * rb;
+                    *o = dot(&bytes[a..a + rb], x);
+                }
+            });
+        return;
+    }
     out.par_chunks_mut(GEMV_ROWS_PER_TASK)
         .enumerate()
         .for_each(|(t, chunk)| {
@@ -33,6 +51,7 @@ pub fn gemv(w: &Matrix, x: &[f32], out: &mut [f32]) {
                     MatrixData::F32(v) => dot_f32(&v[a..a + cols], x),
                     MatrixData::F16(v) => dot_f16(&v[a..a + cols], x),
                     MatrixData::BF16(v) => dot_bf16(&v[a..a + cols], x),
+                    MatrixData::Quant(_) => unreachable!("quantized rows are handled above"),
                 };
             }
         });
@@ -102,7 +121,7 @@ fn has_avx2_fma() -> bool {
 }
 
 /// Eight independent accumulators let the compiler vectorise without reassociating.
-fn portable_dot(a: impl Iterator<Item = f32>, b: &[f32]) -> f32 {
+pub(crate) fn portable_dot(a: impl Iterator<Item = f32>, b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     for (i, (x, y)) in a.zip(b).enumerate() {
         acc[i % 8] += x * y;
