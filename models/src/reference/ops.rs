@@ -57,6 +57,89 @@ pub fn gemv(w: &Matrix, x: &[f32], out: &mut [f32]) {
         });
 }
 
+/// One row's dot product with `x`, whatever the storage.
+#[inline]
+fn row_dot(w: &Matrix, r: usize, x: &[f32]) -> f32 {
+    let cols = w.cols;
+    let a = r * cols;
+    match &w.data {
+        MatrixData::F32(v) => dot_f32(&v[a..a + cols], x),
+        MatrixData::F16(v) => dot_f16(&v[a..a + cols], x),
+        MatrixData::BF16(v) => dot_bf16(&v[a..a + cols], x),
+        MatrixData::Quant(q) => {
+            let rb = q.row_bytes(cols);
+            qdot::row_kernel(q.ty)(&q.bytes.as_slice()[r * rb..(r + 1) * rb], x)
+        }
+    }
+}
+
+/// Several GEMVs of the same input in one parallel pass: `out` is the
+/// concatenation of every matrix's output (Q, K and V; or gate and up), so one
+/// rayon dispatch covers them all. Each output row is exactly what [`gemv`]
+/// computes for it.
+pub fn gemv_fused(ws: &[&Matrix], x: &[f32], out: &mut [f32]) {
+    let total: usize = ws.iter().map(|w| w.rows).sum();
+    assert_eq!(out.len(), total, "gemv_fused: output length");
+    for w in ws {
+        assert_eq!(x.len(), w.cols, "gemv_fused: input length");
+    }
+    out.par_chunks_mut(GEMV_ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let g0 = t * GEMV_ROWS_PER_TASK;
+            // The matrix holding global row g0, and where it starts.
+            let (mut m, mut base) = (0, 0);
+            while g0 >= base + ws[m].rows {
+                base += ws[m].rows;
+                m += 1;
+            }
+            for (i, o) in chunk.iter_mut().enumerate() {
+                let g = g0 + i;
+                while g >= base + ws[m].rows {
+                    base += ws[m].rows;
+                    m += 1;
+                }
+                *o = row_dot(ws[m], g - base, x);
+            }
+        });
+}
+
+/// One query position's grouped-query attention over `positions` cached keys
+/// and values (row-major `[position, kv_dim]`): `q` is `[heads * head_dim]`,
+/// `out` the same size, `scores` scratch of at least `heads * positions`.
+/// Each head walks its keys and values contiguously, in parallel over heads.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    positions: usize,
+    head_dim: usize,
+    kv_dim: usize,
+    group_size: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    out.par_chunks_mut(head_dim)
+        .zip(scores[..q.len() / head_dim * positions].par_chunks_mut(positions))
+        .enumerate()
+        .for_each(|(head, (o, sc))| {
+            let g = head / group_size;
+            let qh = &q[head * head_dim..(head + 1) * head_dim];
+            for (t, s) in sc.iter_mut().enumerate() {
+                let k = &k_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
+                *s = dot_f32(qh, k) * scale;
+            }
+            softmax(sc);
+            o.iter_mut().for_each(|v| *v = 0.0);
+            for (t, p) in sc.iter().enumerate() {
+                let v = &v_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
+                o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+            }
+        });
+}
+
 /// `out = x · wᵀ` for a batch of rows: `x` is `[n, cols]`, `out` is `[n, rows]`.
 pub fn gemm(w: &Matrix, x: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
     assert_eq!(x.ncols(), w.cols, "gemm: input width");
