@@ -276,15 +276,7 @@ pub fn first_non_finite(m: &Matrix) -> Option<usize> {
         // All-ones exponent: infinity or NaN.
         MatrixData::F16(v) => v.iter().position(|b| b & 0x7c00 == 0x7c00),
         MatrixData::BF16(v) => v.iter().position(|b| b & 0x7f80 == 0x7f80),
-        MatrixData::Quant(_) => {
-            let mut row = vec![0f32; m.cols];
-            (0..m.rows).find_map(|r| {
-                m.rows_to_f32(r, r + 1, &mut row);
-                row.iter()
-                    .position(|x| !x.is_finite())
-                    .map(|c| r * m.cols + c)
-            })
-        }
+        MatrixData::Quant(q) => q.first_non_finite(),
     }
 }
 

@@ -183,6 +183,37 @@ impl QuantData {
     pub fn row_bytes(&self, cols: usize) -> usize {
         cols / self.ty.block_len() * self.ty.block_bytes()
     }
+
+    /// The index of the first weight that decodes to NaN or infinity, if any.
+    /// Only the blocks whose f16 scales are not finite are decoded: with finite
+    /// scales every weight is finite (the largest, 65504 * 63 * 63, is far from
+    /// f32's limit), and with one that is not, the block's weights are not.
+    pub fn first_non_finite(&self) -> Option<usize> {
+        let (bl, bb) = (self.ty.block_len(), self.ty.block_bytes());
+        let scales: &[usize] = match self.ty {
+            QuantType::Q8_0 | QuantType::Q4_0 => &[0],
+            QuantType::Q4_1 | QuantType::Q4_K => &[0, 2],
+            QuantType::Q6_K => &[208],
+        };
+        let mut w = [0f32; 256];
+        self.bytes
+            .as_slice()
+            .chunks_exact(bb)
+            .enumerate()
+            .find_map(|(i, b)| {
+                let bad = scales
+                    .iter()
+                    .any(|&at| u16::from_le_bytes([b[at], b[at + 1]]) & 0x7c00 == 0x7c00);
+                if !bad {
+                    return None;
+                }
+                self.ty.decode_block(b, &mut w[..bl]);
+                w[..bl]
+                    .iter()
+                    .position(|x| !x.is_finite())
+                    .map(|p| i * bl + p)
+            })
+    }
 }
 
 fn f16_at(b: &[u8], i: usize) -> f32 {
@@ -273,5 +304,25 @@ fn q6_k(b: &[u8], out: &mut [f32]) {
             y[l + 64] = s(4) * f32::from(q3);
             y[l + 96] = s(6) * f32::from(q4);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_scale_is_found_by_its_first_weight() {
+        // Two Q4_1 blocks; the second's minimum is infinite.
+        let mut bytes = vec![0u8; 40];
+        bytes[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+        bytes[20..22].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+        let q = QuantData::new(QuantType::Q4_1, 1, 64, SharedBytes::owned(bytes.clone())).unwrap();
+        assert_eq!(q.first_non_finite(), None);
+        bytes[22..24].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+        let q = QuantData::new(QuantType::Q4_1, 1, 64, SharedBytes::owned(bytes)).unwrap();
+        assert_eq!(q.first_non_finite(), Some(32));
+        let err = QuantData::new(QuantType::Q4_1, 2, 64, q.bytes.clone()).unwrap_err();
+        assert!(err.contains("need 80 bytes, found 40"), "{err}");
     }
 }
