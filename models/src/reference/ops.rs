@@ -227,23 +227,37 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// Two accumulators of 8 lanes hide the FMA latency; the tail is scalar.
+    /// Four accumulators of 8 lanes hide the FMA latency: the group of eight
+    /// elements starting at `8 * g` goes to accumulator `g % 4`, groups in
+    /// order, then `(acc0 + acc1) + (acc2 + acc3)` is summed horizontally; the
+    /// last `n % 8` elements are scalar. `reference::qdot` sums quantized rows in
+    /// exactly this order, so their results are bit-identical.
     macro_rules! dot_body {
         ($a:ident, $b:ident, $load:expr) => {{
             let n = $a.len().min($b.len());
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut acc = [_mm256_setzero_ps(); 4];
             let mut i = 0;
-            while i + 16 <= n {
-                acc0 = _mm256_fmadd_ps($load(i), _mm256_loadu_ps($b.as_ptr().add(i)), acc0);
-                acc1 = _mm256_fmadd_ps($load(i + 8), _mm256_loadu_ps($b.as_ptr().add(i + 8)), acc1);
-                i += 16;
+            while i + 32 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let j = i + 8 * k;
+                    *a = _mm256_fmadd_ps($load(j), _mm256_loadu_ps($b.as_ptr().add(j)), *a);
+                }
+                i += 32;
             }
             while i + 8 <= n {
-                acc0 = _mm256_fmadd_ps($load(i), _mm256_loadu_ps($b.as_ptr().add(i)), acc0);
+                let a = &mut acc[(i / 8) % 4];
+                *a = _mm256_fmadd_ps($load(i), _mm256_loadu_ps($b.as_ptr().add(i)), *a);
                 i += 8;
             }
-            (i, hsum(_mm256_add_ps(acc0, acc1)))
+            (i, hsum(sum4(acc)))
         }};
+    }
+
+    /// `(acc0 + acc1) + (acc2 + acc3)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sum4(acc: [__m256; 4]) -> __m256 {
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
     }
 
     #[target_feature(enable = "avx2,fma")]

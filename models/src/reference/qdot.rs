@@ -6,8 +6,8 @@
 //! Both paths compute every weight with the same f32 operations as the scalar
 //! decoder (`QuantType::decode_block`, itself bit-identical to the GGUF
 //! converter), so each weight is exactly the converted model's, and they sum
-//! the products in the order of the f32 kernels in `ops` (AVX2: two 8-lane
-//! accumulators taking alternate groups of eight, fused multiply-adds;
+//! the products in the order of the f32 kernels in `ops` (AVX2: four 8-lane
+//! accumulators, group of eight `g` into accumulator `g % 4`, fused multiply-adds;
 //! portable: eight lanes, multiply then add): a quantized row's dot product is
 //! bit-identical to the dot product of its dequantized f32 row.
 //!
@@ -156,19 +156,21 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
         let n = check(QuantType::Q8_0, row, x);
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..n {
             let b = &row[i * 34..i * 34 + 34];
             let xp = x.as_ptr().add(i * 32);
             let d = _mm256_set1_ps(f16_at(b, 0));
-            for k in 0..4 {
+            for (k, a) in acc.iter_mut().enumerate() {
                 let q = _mm_loadl_epi64(b.as_ptr().add(2 + 8 * k) as *const __m128i);
                 let w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
-                let a = &mut acc[k & 1];
                 *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(xp.add(8 * k)), *a);
             }
         }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
+        hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -176,7 +178,7 @@ mod x86 {
         let n = check(QuantType::Q4_0, row, x);
         let mask = _mm_set1_epi8(0x0F);
         let eight = _mm256_set1_epi32(8);
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..n {
             let b = &row[i * 18..i * 18 + 18];
             let xp = x.as_ptr().add(i * 32);
@@ -187,18 +189,21 @@ mod x86 {
             let parts = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
             for (k, p) in parts.into_iter().enumerate() {
                 let w = _mm256_mul_ps(u8x8_minus(p, eight), d);
-                let a = &mut acc[k & 1];
+                let a = &mut acc[k];
                 *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(xp.add(8 * k)), *a);
             }
         }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
+        hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1(row: &[u8], x: &[f32]) -> f32 {
         let n = check(QuantType::Q4_1, row, x);
         let mask = _mm_set1_epi8(0x0F);
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..n {
             let b = &row[i * 20..i * 20 + 20];
             let xp = x.as_ptr().add(i * 32);
@@ -211,18 +216,21 @@ mod x86 {
             for (k, p) in parts.into_iter().enumerate() {
                 // q * d + m as two roundings, like the scalar decoder (never fused).
                 let w = _mm256_add_ps(_mm256_mul_ps(p, d), m);
-                let a = &mut acc[k & 1];
+                let a = &mut acc[k];
                 *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(xp.add(8 * k)), *a);
             }
         }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
+        hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_k(row: &[u8], x: &[f32]) -> f32 {
         let n = check(QuantType::Q4_K, row, x);
         let mask = _mm_set1_epi8(0x0F);
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..n {
             let b = &row[i * 144..i * 144 + 144];
             let d = f16_at(b, 0);
@@ -250,14 +258,17 @@ mod x86 {
                         for (k, p) in parts.into_iter().enumerate() {
                             let w = _mm256_sub_ps(_mm256_mul_ps(dv, p), mv);
                             let xo = xp.add(32 * s + 16 * h + 8 * k);
-                            let a = &mut acc[k];
+                            let a = &mut acc[2 * h + k];
                             *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(xo), *a);
                         }
                     }
                 }
             }
         }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
+        hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -265,7 +276,7 @@ mod x86 {
         let n = check(QuantType::Q6_K, row, x);
         let m0f = _mm_set1_epi8(0x0F);
         let k32 = _mm256_set1_epi32(32);
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc = [_mm256_setzero_ps(); 4];
         for i in 0..n {
             let b = &row[i * 210..i * 210 + 210];
             let d = f16_at(b, 208);
@@ -296,13 +307,17 @@ mod x86 {
                         let xo = xp.add(l0 + 32 * g);
                         let w0 = _mm256_mul_ps(s, u8x8_minus(q, k32));
                         let w1 = _mm256_mul_ps(s, u8x8_minus(_mm_srli_si128(q, 8), k32));
-                        acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xo), acc[0]);
-                        acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xo.add(8)), acc[1]);
+                        let (a0, a1) = (l0 / 8, l0 / 8 + 1);
+                        acc[a0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xo), acc[a0]);
+                        acc[a1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xo.add(8)), acc[a1]);
                     }
                 }
             }
         }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
+        hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 }
 
