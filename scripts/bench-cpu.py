@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prefill and decode tokens/s of SmolLM2-135M-Instruct on this machine: `wafer generate`
-(reference engine, f32 and f16 weights) and, in the same run, llama.cpp through
+(reference engine: the GGUF run as stored, i.e. Q4_1/Q8_0 weights dequantized inside the
+kernels; and the converted directory at f32 and f16 weights) and, in the same run, llama.cpp through
 llama-cpp-python on the same GGUF with n_threads=2.
 
 Usage (from the repository root, after `cargo build --release`):
@@ -34,7 +35,7 @@ base = ("The history of computing is a story of ideas meeting machines. Early me
 text = base * (args.prompt_tokens // 40 + 2)
 
 
-def wafer_run(precision):
+def wafer_run(precision, model):
     best = None
     prompt_file = "/tmp/wafer-bench-prompt.txt"
     # Trim the prompt to the token budget with the model's tokenizer via a dry tokenization:
@@ -44,9 +45,10 @@ def wafer_run(precision):
     with open(prompt_file, "w") as f:
         f.write(" ".join(words[:n_words]))
     for _ in range(args.runs):
-        cmd = [args.wafer, "generate", "--model", args.model, "--prompt-file", prompt_file,
-               "--max-tokens", str(args.gen), "--temperature", "0", "--json",
-               "--weight-precision", precision]
+        cmd = [args.wafer, "generate", "--model", model, "--prompt-file", prompt_file,
+               "--max-tokens", str(args.gen), "--temperature", "0", "--json"]
+        if precision != "stored":
+            cmd += ["--weight-precision", precision]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"wafer failed: {r.stderr}")
@@ -86,10 +88,12 @@ print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.re
 print(f"wafer model dir: {args.model}\ngguf: {args.gguf}\nbest of {args.runs} runs, {args.gen} generated tokens\n")
 print(f"{'engine':34} {'prompt tok':>10} {'prefill tok/s':>14} {'decode tok/s':>13}")
 rows = {}
-for p in ["f32", "f16"]:
-    n, pre, dec, _ = wafer_run(p)
+for p, model, label in [("stored", args.gguf, "wafer reference, GGUF as stored"),
+                        ("f32", args.model, "wafer reference, f32 weights"),
+                        ("f16", args.model, "wafer reference, f16 weights")]:
+    n, pre, dec, _ = wafer_run(p, model)
     rows[p] = (pre, dec)
-    print(f"{'wafer reference, ' + p + ' weights':34} {n:>10} {pre:>14.1f} {dec:>13.1f}")
+    print(f"{label:34} {n:>10} {pre:>14.1f} {dec:>13.1f}")
 lc = llama_cpp_run()
 if lc is None:
     print("llama.cpp: llama-cpp-python is not installed (pip install llama-cpp-python)")

@@ -670,3 +670,51 @@ fn kernel_sim_fabric_runs_beside_the_analytic_figure_and_refuses_what_it_cannot(
         &["at most"],
     );
 }
+
+/// `--model FILE.gguf` runs the GGUF as stored and gives the tokens its converted
+/// directory gives (both from `scripts/test.sh`'s `WAFER_TEST_GGUF` and
+/// `WAFER_TEST_MODEL_DIR`); a truncated or foreign file is refused naming it.
+#[test]
+fn a_gguf_file_runs_as_its_converted_directory_and_bad_ones_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junk = tmp.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let junk_s = junk.to_str().unwrap();
+    fails(
+        &["generate", "--model", junk_s, "Hi"],
+        &["junk.gguf", "not a GGUF file"],
+    );
+    let (Some(gguf), Some(dir)) = (
+        std::env::var_os("WAFER_TEST_GGUF"),
+        std::env::var_os("WAFER_TEST_MODEL_DIR"),
+    ) else {
+        eprintln!("skipped the real-model part: set WAFER_TEST_GGUF and WAFER_TEST_MODEL_DIR (scripts/test.sh does)");
+        return;
+    };
+    let (gguf, dir) = (gguf.to_str().unwrap(), dir.to_str().unwrap());
+    let bytes = std::fs::read(gguf).unwrap();
+    let cut = tmp.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 4096]).unwrap();
+    fails(
+        &["generate", "--model", cut.to_str().unwrap(), "Hi"],
+        &["cut.gguf", "tensor `"],
+    );
+    let run = |model: &str| {
+        let o = succeeds(&[
+            "generate",
+            "--model",
+            model,
+            "--max-tokens",
+            "6",
+            "--json",
+            "The capital of France is",
+        ]);
+        json_lines(&o)
+            .iter()
+            .filter_map(|l| l.get("token_id").and_then(|t| t.as_u64()))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (run(gguf), run(dir));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b);
+}

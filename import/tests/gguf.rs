@@ -70,12 +70,12 @@ fn dequantize_rejects_wrong_lengths_and_types() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("need 34 bytes, found 33"), "{err}");
-    let q4k = GgmlType::from_id(12).unwrap();
-    let err = dequantize("blk.0.ffn_up.weight", q4k, &[0u8; 144], 256)
+    let q5k = GgmlType::from_id(13).unwrap();
+    let err = dequantize("blk.0.ffn_up.weight", q5k, &[0u8; 176], 256)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("Q4_K") && err.contains("blk.0.ffn_up.weight"),
+        err.contains("Q5_K") && err.contains("blk.0.ffn_up.weight"),
         "{err}"
     );
 }
@@ -1173,5 +1173,55 @@ fn real_model_converts_to_the_transformers_weights() {
             (sum - want).abs() <= 1e-9 * want.abs().max(1.0),
             "{name}: checksum {sum}, transformers {want}"
         );
+    }
+}
+
+/// The tiny model run straight from its GGUF (Q8_0 and F16 Q/K rows moved at
+/// load, F32 and F16 kept as stored, tied and untied with biases) gives the
+/// converted directory's weights bit for bit and the same logits.
+#[test]
+fn tiny_gguf_runs_as_stored_like_its_conversion() {
+    use wafer_models::engine::Engine;
+    use wafer_models::reference::ReferenceModel;
+    use wafer_models::weights::LlamaWeights;
+    for untied in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tiny_model(untied);
+        let gguf = write_file(
+            tmp.path(),
+            "tiny.gguf",
+            &writer::gguf(3, &tiny_meta(), &model.gguf, 32),
+        );
+        let out = tmp.path().join("out");
+        convert::convert_gguf(&gguf, &out).unwrap();
+        let m = wafer_import::gguf::model::GgufModel::open(&gguf).unwrap();
+        let config = ModelConfig::from_dir(&out).unwrap();
+        assert_eq!(m.config, config);
+        let wq = m.weights(None).unwrap();
+        assert_eq!(wq.layers[0].q_proj.stored_type(), "Q8_0");
+        assert_eq!(wq.layers[0].k_proj.stored_type(), "F16");
+        let wd = LlamaWeights::load_dir(&out, &config, None).unwrap();
+        for (a, b) in [
+            (&wq.layers[1].q_proj, &wd.layers[1].q_proj),
+            (&wq.layers[1].k_proj, &wd.layers[1].k_proj),
+            (&wq.layers[1].v_proj, &wd.layers[1].v_proj),
+        ] {
+            let (mut x, mut y) = (vec![0f32; a.rows * a.cols], vec![0f32; b.rows * b.cols]);
+            a.rows_to_f32(0, a.rows, &mut x);
+            b.rows_to_f32(0, b.rows, &mut y);
+            assert_eq!(x, y, "untied {untied}");
+        }
+        assert_eq!(wq.layers[0].q_bias, wd.layers[0].q_bias);
+        let (mut q, mut d) = (
+            ReferenceModel::new(config.clone(), wq),
+            ReferenceModel::new(config, wd),
+        );
+        let (a, b) = (
+            q.prefill(&[1, 2, 3]).unwrap(),
+            d.prefill(&[1, 2, 3]).unwrap(),
+        );
+        assert_eq!(a, b, "untied {untied}: prefill logits");
+        let (a, b) = (q.decode(4).unwrap(), d.decode(4).unwrap());
+        assert_eq!(a, b, "untied {untied}: decode logits");
     }
 }

@@ -46,6 +46,13 @@ impl RowSource for Matrix {
                 .iter_mut()
                 .zip(&v[a..b])
                 .for_each(|(o, x)| *o = f16::from_f32(half::bf16::from_bits(*x).to_f32())),
+            MatrixData::Quant(_) => {
+                let mut row = vec![0f32; self.cols];
+                self.rows_to_f32(r, r + 1, &mut row);
+                out.iter_mut()
+                    .zip(&row)
+                    .for_each(|(o, x)| *o = f16::from_f32(*x));
+            }
         }
     }
 }

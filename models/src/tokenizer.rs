@@ -107,6 +107,24 @@ impl Tokenizer {
         Ok(tok)
     }
 
+    /// A tokenizer built in memory (from a GGUF file's metadata, say);
+    /// `source` names where it came from in error messages.
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        source: &Path,
+        chat_template: Option<String>,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+    ) -> Tokenizer {
+        Tokenizer {
+            inner,
+            path: source.to_path_buf(),
+            chat_template,
+            bos_token,
+            eos_token,
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

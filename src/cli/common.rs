@@ -18,8 +18,9 @@ pub fn load_spec(arg: &str) -> Result<WaferSpec> {
     }
 }
 
-/// Resolves `--model`: a shape preset name (see `wafer models`) or a directory of
-/// which only `config.json` is read (no weights are needed). Returns a display name
+/// Resolves `--model`: a shape preset name (see `wafer models`), a directory of
+/// which only `config.json` is read, or a GGUF file of which only the metadata
+/// is read (no weights are needed). Returns a display name
 /// and the config.
 pub fn load_model(arg: &str) -> Result<(String, ModelConfig)> {
     if let Some(config) = presets::lookup(arg) {
@@ -34,8 +35,17 @@ pub fn load_model(arg: &str) -> Result<(String, ModelConfig)> {
             .unwrap_or_else(|| arg.to_string());
         return Ok((name, config));
     }
+    if path.is_file() {
+        // A GGUF file: the configuration its metadata describes.
+        let model = wafer_import::gguf::model::GgufModel::open(path)?;
+        let name = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| arg.to_string());
+        return Ok((name, model.config));
+    }
     if path.exists() {
-        bail!("--model {arg}: expected a preset name or a model directory containing config.json, found a file");
+        bail!("--model {arg}: expected a preset name, a model directory containing config.json or a GGUF file, found neither");
     }
     bail!(
         "unknown model `{arg}`: not a preset and not a directory (presets: {})",

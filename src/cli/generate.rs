@@ -10,6 +10,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wafer_core::DType;
+use wafer_import::gguf::model::GgufModel;
 use wafer_models::engine::Engine;
 use wafer_models::generate::{generate, stop_ids, GenerateOptions, TokenEvent};
 use wafer_models::reference::ReferenceModel;
@@ -38,7 +39,8 @@ pub enum Precision {
     after_help = "Flags that do nothing in the chosen mode are refused, not ignored: --top-k and --top-p need --temperature above 0, --top-logprobs needs --json, --weight-precision with --engine mesh must be the spec's own (f16 for wse3), --hw/--region/--wafers/--context for --engine mesh."
 )]
 pub struct Args {
-    /// Model directory (Hugging Face layout). Default: the cached SmolLM2-135M-Instruct, fetched on first use.
+    /// Model directory (Hugging Face layout) or GGUF file (run as stored: quantized
+    /// weights stay quantized). Default: the cached SmolLM2-135M-Instruct GGUF, fetched on first use.
     #[arg(long)]
     model: Option<PathBuf>,
     /// The prompt text (or use --prompt / --prompt-file).
@@ -181,16 +183,26 @@ pub fn run(args: Args) -> Result<()> {
         ),
     };
 
-    let dir = match &args.model {
+    let source = match &args.model {
+        Some(p) if p.is_file() => Source::Gguf(Box::new(GgufModel::open(p)?)),
         Some(d) => {
             check_model_dir(d)?;
-            d.clone()
+            Source::Dir(d.clone())
         }
-        None => wafer_import::fetch::default_model_dir()?,
+        None => Source::Gguf(Box::new(GgufModel::open(
+            &wafer_import::fetch::default_gguf_path()?,
+        )?)),
     };
-    let config = ModelConfig::from_dir(&dir)?;
+    let config = match &source {
+        Source::Dir(dir) => ModelConfig::from_dir(dir)?,
+        Source::Gguf(m) => m.config.clone(),
+    };
     let limit = config.max_position_embeddings;
-    let config_path = dir.join("config.json");
+    // Where max_position_embeddings came from, for messages.
+    let config_path = match &source {
+        Source::Dir(dir) => dir.join("config.json"),
+        Source::Gguf(m) => m.path().to_path_buf(),
+    };
     if args.max_tokens > limit {
         bail!(
             "--max-tokens {} is more than the model's context of {limit} tokens (max_position_embeddings in {})",
@@ -206,13 +218,20 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
     }
-    let tokenizer = Tokenizer::from_dir(&dir)?;
+    let owned_tokenizer;
+    let tokenizer = match &source {
+        Source::Dir(dir) => {
+            owned_tokenizer = Tokenizer::from_dir(dir)?;
+            &owned_tokenizer
+        }
+        Source::Gguf(m) => &m.tokenizer,
+    };
     let encoded = if args.chat {
         let (rendered, own) = tokenizer.apply_chat_template(&text)?;
         if !own {
             eprintln!(
                 "warning: {} has no chat template; using ChatML",
-                dir.display()
+                config_path.display()
             );
         }
         // The template already carries every special token it wants.
@@ -227,7 +246,7 @@ pub fn run(args: Args) -> Result<()> {
             if exact { "" } else { "at least " },
             tokens,
             limit,
-            dir.join("config.json").display()
+            config_path.display()
         ),
     };
     if let Some(c) = args.context {
@@ -250,20 +269,23 @@ pub fn run(args: Args) -> Result<()> {
         max_tokens: args.max_tokens,
         sampling,
         top_logprobs: args.top_logprobs.unwrap_or(0),
-        stop_ids: stop_ids(&dir, &config)?,
+        stop_ids: match &source {
+            Source::Dir(dir) => stop_ids(dir, &config)?,
+            Source::Gguf(m) => m.stop_ids(),
+        },
     };
 
     let t_load = Instant::now();
     let precision = args.weight_precision.map(dtype);
     let mut engine: Box<dyn Engine> = match args.engine {
         EngineKind::Reference => {
-            let weights = LlamaWeights::load_dir(&dir, &config, precision)?;
+            let weights = source.weights(&config, precision)?;
             Box::new(ReferenceModel::new(config, weights))
         }
         EngineKind::Mesh => {
             let spec = super::common::load_spec(args.hw.as_deref().unwrap_or("wse3"))?;
             // The mesh holds the spec's 16-bit weights whatever --weight-precision says.
-            let weights = LlamaWeights::load_dir(&dir, &config, Some(spec.precision.weight_dtype))?;
+            let weights = source.weights(&config, Some(spec.precision.weight_dtype))?;
             let setup = wafer_mesh::MeshSetup {
                 // Generation ends at the model's context anyway, so the default
                 // never places room for positions the model cannot reach.
@@ -285,7 +307,7 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!(
         "[{} engine; weights {} loaded in {:.2} s; seed {}]",
         engine.name(),
-        dir.display(),
+        source.path().display(),
         load_s,
         seed
     );
@@ -300,7 +322,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut step_reports: Vec<String> = Vec::new();
     let summary = generate(
         engine.as_mut(),
-        &tokenizer,
+        tokenizer,
         &prompt,
         &opts,
         |ev: &TokenEvent| {
@@ -386,7 +408,31 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// `--model` must be a directory with weights; a shape preset name (which
+/// Where the model comes from: a Hugging Face-style directory, or a GGUF file
+/// run as stored.
+enum Source {
+    Dir(PathBuf),
+    Gguf(Box<GgufModel>),
+}
+
+impl Source {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Dir(d) => d,
+            Source::Gguf(m) => m.path(),
+        }
+    }
+
+    /// The weights, at `precision` (`None`: as stored).
+    fn weights(&self, config: &ModelConfig, precision: Option<DType>) -> Result<LlamaWeights> {
+        match self {
+            Source::Dir(dir) => LlamaWeights::load_dir(dir, config, precision),
+            Source::Gguf(m) => m.weights(precision),
+        }
+    }
+}
+
+/// `--model` must be a directory with weights (a GGUF file is taken before this); a shape preset name (which
 /// `place` and `estimate` take) gets a hint rather than "cannot read NAME/config.json".
 fn check_model_dir(dir: &Path) -> Result<()> {
     if dir.is_dir() {
@@ -396,13 +442,13 @@ fn check_model_dir(dir: &Path) -> Result<()> {
     if wafer_models::presets::lookup(&arg).is_some() {
         bail!(
             "--model {arg} is a shape preset (see `wafer models`): presets have shapes but no weights, for place, estimate and sweep; \
-             generate needs a model directory (config.json, tokenizer.json, safetensors), or no --model for the cached SmolLM2-135M-Instruct"
+             generate needs a model directory (config.json, tokenizer.json, safetensors) or a GGUF file, or no --model for the cached SmolLM2-135M-Instruct"
         );
     }
     if dir.exists() {
-        bail!("--model {arg}: expected a model directory, found a file");
+        bail!("--model {arg}: expected a model directory or a GGUF file, found neither (a device, pipe or socket?)");
     }
-    bail!("--model {arg}: no such directory (expected a model directory with config.json, tokenizer.json and safetensors weights)")
+    bail!("--model {arg}: no such file or directory (expected a model directory with config.json, tokenizer.json and safetensors weights, or a GGUF file)")
 }
 
 /// With standard output closed (`wafer generate ... >&-`), the text would be

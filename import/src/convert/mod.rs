@@ -201,22 +201,54 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// Writes the four files into the existing directory `dir`.
-pub fn write_model_dir(g: &GgufFile, dir: &Path) -> Result<ConvertReport> {
+/// Everything a GGUF file says about its model, read once: the converter writes
+/// it out as files, the direct loader ([`crate::gguf::model`]) runs it.
+pub struct ModelParts<'a> {
+    pub params: LlamaParams,
+    /// The configuration `config.json` would hold, parsed as `wafer-models` reads it.
+    pub config: wafer_models::ModelConfig,
+    pub config_json: serde_json::Value,
+    /// Every tensor with its Hugging Face name, shape and row order.
+    pub planned: Vec<weights::PlannedTensor<'a>>,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub special: tokenizer::SpecialTokens,
+    /// What `tokenizer_config.json` would hold (special tokens, chat template).
+    pub tokenizer_config: serde_json::Value,
+}
+
+/// Reads the configuration, tensor plan and tokenizer of `g`.
+pub fn read_parts(g: &GgufFile) -> Result<ModelParts<'_>> {
     let params = LlamaParams::from_gguf(g)?;
     let planned = weights::plan(g, &params)?;
     let (tok, special) = tokenizer::build_tokenizer(g)?;
-
-    let config = params.to_config_json();
-    // Refuse to write a config the rest of wafer would reject.
-    wafer_models::config::ModelConfig::from_json_str(&config.to_string())
+    let config_json = params.to_config_json();
+    // Refuse a config the rest of wafer would reject.
+    let config = wafer_models::config::ModelConfig::from_json_str(&config_json.to_string())
         .context("the configuration derived from the GGUF metadata is invalid")?;
-    write_json(&dir.join("config.json"), &config)?;
+    let tokenizer_config =
+        tokenizer::tokenizer_config_json(g, &special, params.max_position_embeddings)?;
+    Ok(ModelParts {
+        params,
+        config,
+        config_json,
+        planned,
+        tokenizer: tok,
+        special,
+        tokenizer_config,
+    })
+}
+
+/// Writes the four files into the existing directory `dir`.
+pub fn write_model_dir(g: &GgufFile, dir: &Path) -> Result<ConvertReport> {
+    let parts = read_parts(g)?;
+    write_json(&dir.join("config.json"), &parts.config_json)?;
     let tok_path = dir.join("tokenizer.json");
-    tok.save(&tok_path, true)
+    parts
+        .tokenizer
+        .save(&tok_path, true)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tok_path.display()))?;
-    let tok_config = tokenizer::tokenizer_config_json(g, &special, params.max_position_embeddings)?;
-    write_json(&dir.join("tokenizer_config.json"), &tok_config)?;
+    write_json(&dir.join("tokenizer_config.json"), &parts.tokenizer_config)?;
+    let planned = parts.planned;
     weights::write_safetensors(g, &planned, &dir.join("model.safetensors"))?;
 
     Ok(ConvertReport {

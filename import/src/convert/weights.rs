@@ -123,7 +123,13 @@ pub fn plan<'a>(g: &'a GgufFile, p: &LlamaParams) -> Result<Vec<PlannedTensor<'a
 /// Undoes llama.cpp's Q/K row permutation. Within each head of `head_dim` rows,
 /// GGUF row `2*i + j` holds Hugging Face row `j*head_dim/2 + i` (i < head_dim/2,
 /// j in {0, 1}). `values` is row-major with `row_len` values per row.
-pub fn unpermute_rows(values: &[f32], heads: usize, row_len: usize) -> Result<Vec<f32>> {
+/// Generic over the element, so quantized rows can be moved as bytes (`row_len`
+/// then counts the bytes of a row).
+pub fn unpermute_rows<T: Copy + Default>(
+    values: &[T],
+    heads: usize,
+    row_len: usize,
+) -> Result<Vec<T>> {
     let rows = values.len() / row_len.max(1);
     if heads == 0
         || !rows.is_multiple_of(heads)
@@ -136,7 +142,7 @@ pub fn unpermute_rows(values: &[f32], heads: usize, row_len: usize) -> Result<Ve
     }
     let head_dim = rows / heads;
     let half = head_dim / 2;
-    let mut out = vec![0f32; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {

@@ -53,6 +53,7 @@ pub fn dequantize(
         GgmlType::Q8_0 => par_blocks(src, &mut out, block_bytes, block_len, q8_0),
         GgmlType::Q4_0 => par_blocks(src, &mut out, block_bytes, block_len, q4_0),
         GgmlType::Q4_1 => par_blocks(src, &mut out, block_bytes, block_len, q4_1),
+        GgmlType::Q4_K => par_blocks(src, &mut out, block_bytes, block_len, q4_k),
         GgmlType::Q6_K => par_blocks(src, &mut out, block_bytes, block_len, q6_k),
         _ => unreachable!("checked by is_dequantizable above"),
     }
@@ -109,6 +110,40 @@ fn q4_1(b: &[u8], out: &mut [f32]) {
     for (j, &q) in b[4..20].iter().enumerate() {
         lo[j] = f32::from(q & 0x0F) * d + m;
         hi[j] = f32::from(q >> 4) * d + m;
+    }
+}
+
+/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (0..8)
+/// packed in the 12 `scales` bytes of a Q4_K block.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// `{ f16 d; f16 dmin; u8 scales[12]; u8 qs[128] }`, 256 elements in 8
+/// sub-blocks of 32 with 6-bit scales and mins: x = (d * sc) * q - (dmin * m).
+/// Each 32 bytes of `qs` hold two sub-blocks: low nibbles first, then high.
+fn q4_k(b: &[u8], out: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let dmin = f16_at(b, 2);
+    let scales = &b[4..16];
+    for (chunk, y) in out.chunks_exact_mut(64).enumerate() {
+        let q = &b[16 + chunk * 32..16 + chunk * 32 + 32];
+        let (sc1, m1) = scale_min_k4(2 * chunk, scales);
+        let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
+        let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
+        let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+        let (lo, hi) = y.split_at_mut(32);
+        for l in 0..32 {
+            lo[l] = d1 * f32::from(q[l] & 0x0F) - m1;
+            hi[l] = d2 * f32::from(q[l] >> 4) - m2;
+        }
     }
 }
 

@@ -46,7 +46,7 @@ pub enum GgufErrorKind {
     UnknownTensorType { tensor: String, found: u32 },
     #[error(
         "tensor `{tensor}` has type {ty}, which wafer cannot dequantize \
-         (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K)"
+         (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)"
     )]
     UnsupportedTensorType { tensor: String, ty: String },
     #[error("tensor `{tensor}`: {reason}")]

@@ -8,6 +8,7 @@
 mod dequant;
 mod error;
 mod metadata;
+pub mod model;
 mod reader;
 mod types;
 pub mod writer;
@@ -67,6 +68,13 @@ pub struct GgufFile {
     data_offset: u64,
 }
 
+/// The whole file's bytes (mapped or in memory).
+impl AsRef<[u8]> for GgufFile {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+}
+
 impl GgufFile {
     /// Memory-maps and parses `path`; every tensor's extent is checked against the file.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
@@ -120,8 +128,13 @@ impl GgufFile {
 
     /// The raw bytes of a tensor (bounds were checked when the file was opened).
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
+        &self.bytes.as_slice()[self.tensor_range(t)]
+    }
+
+    /// Where a tensor's bytes lie in the whole file ([`GgufFile::as_ref`]).
+    pub fn tensor_range(&self, t: &TensorInfo) -> std::ops::Range<usize> {
         let start = (self.data_offset + t.offset) as usize;
-        &self.bytes.as_slice()[start..start + t.n_bytes as usize]
+        start..start + t.n_bytes as usize
     }
 
     /// The tensor's values as f32, in GGUF element order (innermost dimension fastest).

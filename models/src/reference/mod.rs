@@ -3,6 +3,7 @@
 
 pub mod model;
 pub mod ops;
+pub mod qdot;
 pub mod rope;
 
 pub use model::ReferenceModel;

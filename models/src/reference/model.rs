@@ -27,6 +27,25 @@ struct KvCache {
     v: Vec<Vec<f32>>,
 }
 
+/// Buffers the one-token decode step reuses, so a step allocates nothing but
+/// the logits it returns (and the cache's amortised growth).
+#[derive(Debug, Default, Clone)]
+struct Scratch {
+    h: Vec<f32>,
+    x: Vec<f32>,
+    /// Q, K and V of the token, concatenated (one fused GEMV).
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    /// Gate and up, concatenated (one fused GEMV).
+    gate_up: Vec<f32>,
+    down: Vec<f32>,
+    scores: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    normed: Vec<f32>,
+}
+
 pub struct ReferenceModel {
     config: ModelConfig,
     weights: LlamaWeights,
@@ -34,6 +53,7 @@ pub struct ReferenceModel {
     cache: KvCache,
     /// Positions already in the cache.
     position: usize,
+    scratch: Scratch,
 }
 
 impl ReferenceModel {
@@ -49,6 +69,7 @@ impl ReferenceModel {
                 v: vec![Vec::new(); layers],
             },
             position: 0,
+            scratch: Scratch::default(),
         }
     }
 
@@ -103,6 +124,9 @@ impl ReferenceModel {
                 );
             }
         }
+        if let [token] = tokens {
+            return Ok(self.decode_one(*token));
+        }
         let (n, d) = (tokens.len(), c.hidden_size);
         let mut h = Array2::<f32>::zeros((n, d));
         for (mut row, &t) in h.rows_mut().into_iter().zip(tokens) {
@@ -136,6 +160,88 @@ impl ReferenceModel {
         let mut logits = vec![0.0; head.rows];
         ops::gemv(head, &normed, &mut logits);
         Ok(logits)
+    }
+}
+
+impl ReferenceModel {
+    /// One token at the next position (checked by `forward`): the same
+    /// operations as the batched path, on reused buffers, with Q/K/V and
+    /// gate/up each as one fused GEMV and attention as contiguous per-head loops.
+    fn decode_one(&mut self, token: u32) -> Vec<f32> {
+        let c = &self.config;
+        let s = &mut self.scratch;
+        let (d, hd, pos) = (c.hidden_size, c.head_dim, self.position);
+        let (q_dim, kv_dim, ffn) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
+        s.h.resize(d, 0.0);
+        s.x.resize(d, 0.0);
+        s.qkv.resize(q_dim + 2 * kv_dim, 0.0);
+        s.attn.resize(q_dim, 0.0);
+        s.o.resize(d, 0.0);
+        s.gate_up.resize(2 * ffn, 0.0);
+        s.down.resize(d, 0.0);
+        s.cos.resize(hd / 2, 0.0);
+        s.sin.resize(hd / 2, 0.0);
+        s.normed.resize(hd, 0.0);
+        let positions = pos + 1;
+        s.scores.resize(c.num_attention_heads * positions, 0.0);
+        let t = token as usize;
+        self.weights.embed_tokens.rows_to_f32(t, t + 1, &mut s.h);
+        rope::cos_sin(&self.inv_freq, pos, &mut s.cos, &mut s.sin);
+        let add = |out: &mut [f32], b: Option<&[f32]>| {
+            if let Some(b) = b {
+                out.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+        };
+        for (l, w) in self.weights.layers.iter().enumerate() {
+            ops::rms_norm(&s.h, &w.input_layernorm, c.rms_norm_eps, &mut s.x);
+            ops::gemv_fused(&[&w.q_proj, &w.k_proj, &w.v_proj], &s.x, &mut s.qkv);
+            let (q, rest) = s.qkv.split_at_mut(q_dim);
+            let (k, v) = rest.split_at_mut(kv_dim);
+            add(q, w.q_bias.as_deref());
+            add(k, w.k_bias.as_deref());
+            add(v, w.v_bias.as_deref());
+            for (row, gain) in [
+                (&mut *q, w.q_norm.as_deref()),
+                (&mut *k, w.k_norm.as_deref()),
+            ] {
+                for head in row.chunks_mut(hd) {
+                    if let Some(g) = gain {
+                        ops::rms_norm(head, g, c.rms_norm_eps, &mut s.normed);
+                        head.copy_from_slice(&s.normed);
+                    }
+                    rope::apply(head, &s.cos, &s.sin);
+                }
+            }
+            let (k_cache, v_cache) = (&mut self.cache.k[l], &mut self.cache.v[l]);
+            k_cache.extend_from_slice(k);
+            v_cache.extend_from_slice(v);
+            ops::attention_decode(
+                q,
+                k_cache,
+                v_cache,
+                positions,
+                hd,
+                kv_dim,
+                c.group_size(),
+                &mut s.scores,
+                &mut s.attn,
+            );
+            ops::gemv(&w.o_proj, &s.attn, &mut s.o);
+            add(&mut s.o, w.o_bias.as_deref());
+            s.h.iter_mut().zip(&s.o).for_each(|(h, o)| *h += o);
+            ops::rms_norm(&s.h, &w.post_attention_layernorm, c.rms_norm_eps, &mut s.x);
+            ops::gemv_fused(&[&w.gate_proj, &w.up_proj], &s.x, &mut s.gate_up);
+            let (gate, up) = s.gate_up.split_at_mut(ffn);
+            ops::silu_mul(gate, up);
+            ops::gemv(&w.down_proj, gate, &mut s.down);
+            s.h.iter_mut().zip(&s.down).for_each(|(h, o)| *h += o);
+        }
+        self.position = positions;
+        ops::rms_norm(&s.h, &self.weights.norm, c.rms_norm_eps, &mut s.x);
+        let head = self.weights.lm_head();
+        let mut logits = vec![0.0; head.rows];
+        ops::gemv(head, &s.x, &mut logits);
+        logits
     }
 }
 

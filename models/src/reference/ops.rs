@@ -1,6 +1,6 @@
 //! The CPU kernels of the reference forward pass: matrix-vector (decode) and
 //! matrix-matrix (prefill) products against a [`Matrix`] in any weight
-//! precision, RMSNorm and SiLU·mul. All arithmetic and accumulation is f32.
+//! precision or ggml quantization (row kernels in `qdot`), RMSNorm and SiLU·mul. All arithmetic and accumulation is f32.
 //!
 //! Decode is bound by memory bandwidth (every weight is read once per token), so
 //! the GEMV widens 16-bit weights in registers (F16C / shifts) and uses AVX2+FMA
@@ -8,6 +8,7 @@
 //! Prefill goes through `ndarray`'s f32 GEMM (matrixmultiply), widening 16-bit
 //! weights one row tile at a time.
 
+use super::qdot;
 use crate::weights::matrix::{Matrix, MatrixData};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
@@ -23,6 +24,23 @@ pub fn gemv(w: &Matrix, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), w.cols, "gemv: input length");
     assert_eq!(out.len(), w.rows, "gemv: output length");
     let cols = w.cols;
+    if let MatrixData::Quant(q) = &w.data {
+        let (bytes, rb, dot) = (
+            q.bytes.as_slice(),
+            q.row_bytes(cols),
+            qdot::row_kernel(q.ty),
+        );
+        out.par_chunks_mut(GEMV_ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                let r0 = t * GEMV_ROWS_PER_TASK;
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    let a = (r0 + i) * rb;
+                    *o = dot(&bytes[a..a + rb], x);
+                }
+            });
+        return;
+    }
     out.par_chunks_mut(GEMV_ROWS_PER_TASK)
         .enumerate()
         .for_each(|(t, chunk)| {
@@ -33,7 +51,91 @@ pub fn gemv(w: &Matrix, x: &[f32], out: &mut [f32]) {
                     MatrixData::F32(v) => dot_f32(&v[a..a + cols], x),
                     MatrixData::F16(v) => dot_f16(&v[a..a + cols], x),
                     MatrixData::BF16(v) => dot_bf16(&v[a..a + cols], x),
+                    MatrixData::Quant(_) => unreachable!("quantized rows are handled above"),
                 };
+            }
+        });
+}
+
+/// One row's dot product with `x`, whatever the storage.
+#[inline]
+fn row_dot(w: &Matrix, r: usize, x: &[f32]) -> f32 {
+    let cols = w.cols;
+    let a = r * cols;
+    match &w.data {
+        MatrixData::F32(v) => dot_f32(&v[a..a + cols], x),
+        MatrixData::F16(v) => dot_f16(&v[a..a + cols], x),
+        MatrixData::BF16(v) => dot_bf16(&v[a..a + cols], x),
+        MatrixData::Quant(q) => {
+            let rb = q.row_bytes(cols);
+            qdot::row_kernel(q.ty)(&q.bytes.as_slice()[r * rb..(r + 1) * rb], x)
+        }
+    }
+}
+
+/// Several GEMVs of the same input in one parallel pass: `out` is the
+/// concatenation of every matrix's output (Q, K and V; or gate and up), so one
+/// rayon dispatch covers them all. Each output row is exactly what [`gemv`]
+/// computes for it.
+pub fn gemv_fused(ws: &[&Matrix], x: &[f32], out: &mut [f32]) {
+    let total: usize = ws.iter().map(|w| w.rows).sum();
+    assert_eq!(out.len(), total, "gemv_fused: output length");
+    for w in ws {
+        assert_eq!(x.len(), w.cols, "gemv_fused: input length");
+    }
+    out.par_chunks_mut(GEMV_ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let g0 = t * GEMV_ROWS_PER_TASK;
+            // The matrix holding global row g0, and where it starts.
+            let (mut m, mut base) = (0, 0);
+            while g0 >= base + ws[m].rows {
+                base += ws[m].rows;
+                m += 1;
+            }
+            for (i, o) in chunk.iter_mut().enumerate() {
+                let g = g0 + i;
+                while g >= base + ws[m].rows {
+                    base += ws[m].rows;
+                    m += 1;
+                }
+                *o = row_dot(ws[m], g - base, x);
+            }
+        });
+}
+
+/// One query position's grouped-query attention over `positions` cached keys
+/// and values (row-major `[position, kv_dim]`): `q` is `[heads * head_dim]`,
+/// `out` the same size, `scores` scratch of at least `heads * positions`.
+/// Each head walks its keys and values contiguously, in parallel over heads.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    positions: usize,
+    head_dim: usize,
+    kv_dim: usize,
+    group_size: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    out.par_chunks_mut(head_dim)
+        .zip(scores[..q.len() / head_dim * positions].par_chunks_mut(positions))
+        .enumerate()
+        .for_each(|(head, (o, sc))| {
+            let g = head / group_size;
+            let qh = &q[head * head_dim..(head + 1) * head_dim];
+            for (t, s) in sc.iter_mut().enumerate() {
+                let k = &k_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
+                *s = dot_f32(qh, k) * scale;
+            }
+            softmax(sc);
+            o.iter_mut().for_each(|v| *v = 0.0);
+            for (t, p) in sc.iter().enumerate() {
+                let v = &v_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
+                o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
             }
         });
 }
@@ -102,7 +204,7 @@ fn has_avx2_fma() -> bool {
 }
 
 /// Eight independent accumulators let the compiler vectorise without reassociating.
-fn portable_dot(a: impl Iterator<Item = f32>, b: &[f32]) -> f32 {
+pub(crate) fn portable_dot(a: impl Iterator<Item = f32>, b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     for (i, (x, y)) in a.zip(b).enumerate() {
         acc[i % 8] += x * y;
@@ -125,23 +227,37 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// Two accumulators of 8 lanes hide the FMA latency; the tail is scalar.
+    /// Four accumulators of 8 lanes hide the FMA latency: the group of eight
+    /// elements starting at `8 * g` goes to accumulator `g % 4`, groups in
+    /// order, then `(acc0 + acc1) + (acc2 + acc3)` is summed horizontally; the
+    /// last `n % 8` elements are scalar. `reference::qdot` sums quantized rows in
+    /// exactly this order, so their results are bit-identical.
     macro_rules! dot_body {
         ($a:ident, $b:ident, $load:expr) => {{
             let n = $a.len().min($b.len());
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut acc = [_mm256_setzero_ps(); 4];
             let mut i = 0;
-            while i + 16 <= n {
-                acc0 = _mm256_fmadd_ps($load(i), _mm256_loadu_ps($b.as_ptr().add(i)), acc0);
-                acc1 = _mm256_fmadd_ps($load(i + 8), _mm256_loadu_ps($b.as_ptr().add(i + 8)), acc1);
-                i += 16;
+            while i + 32 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let j = i + 8 * k;
+                    *a = _mm256_fmadd_ps($load(j), _mm256_loadu_ps($b.as_ptr().add(j)), *a);
+                }
+                i += 32;
             }
             while i + 8 <= n {
-                acc0 = _mm256_fmadd_ps($load(i), _mm256_loadu_ps($b.as_ptr().add(i)), acc0);
+                let a = &mut acc[(i / 8) % 4];
+                *a = _mm256_fmadd_ps($load(i), _mm256_loadu_ps($b.as_ptr().add(i)), *a);
                 i += 8;
             }
-            (i, hsum(_mm256_add_ps(acc0, acc1)))
+            (i, hsum(sum4(acc)))
         }};
+    }
+
+    /// `(acc0 + acc1) + (acc2 + acc3)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sum4(acc: [__m256; 4]) -> __m256 {
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -116,12 +116,28 @@ impl LlamaWeights {
             }
             Ok(v)
         };
+        let present = |spec: &TensorSpec, layer: usize| files.contains(&spec.hf_name(layer));
+        LlamaWeights::assemble(c, dtype, present, matrix, vector)
+    }
+
+    /// Builds the weights of `c` from any source of tensors: `matrix` and
+    /// `vector` produce the family table's tensor for a layer (checked and in
+    /// Hugging Face layout), `present` says whether an optional one exists. The
+    /// safetensors loader and the GGUF loader (in `wafer-import`) both go
+    /// through here, so the slot-to-field mapping exists once.
+    pub fn assemble(
+        c: &ModelConfig,
+        dtype: DType,
+        present: impl Fn(&TensorSpec, usize) -> bool + Sync,
+        matrix: impl Fn(&TensorSpec, usize) -> Result<Matrix> + Sync,
+        vector: impl Fn(&TensorSpec, usize) -> Result<Vec<f32>> + Sync,
+    ) -> Result<LlamaWeights> {
         let layer = |i: usize| -> Result<LayerWeights> {
             // Each slot the family lists (and the config enables), loaded by kind.
             let mut matrices: HashMap<Slot, Matrix> = HashMap::new();
             let mut vectors: HashMap<Slot, Vec<f32>> = HashMap::new();
             for spec in family::layer_tensors(c) {
-                if !spec.presence.required(c) && !files.contains(&spec.hf_name(i)) {
+                if !spec.presence.required(c) && !present(spec, i) {
                     continue;
                 }
                 match spec.role {
@@ -254,12 +270,13 @@ fn check_no_leftovers(files: &SafetensorsFiles, c: &ModelConfig) -> Result<()> {
 }
 
 /// The index of the first NaN or infinite element of `m`, if any.
-fn first_non_finite(m: &Matrix) -> Option<usize> {
+pub fn first_non_finite(m: &Matrix) -> Option<usize> {
     match &m.data {
         MatrixData::F32(v) => v.iter().position(|x| !x.is_finite()),
         // All-ones exponent: infinity or NaN.
         MatrixData::F16(v) => v.iter().position(|b| b & 0x7c00 == 0x7c00),
         MatrixData::BF16(v) => v.iter().position(|b| b & 0x7f80 == 0x7f80),
+        MatrixData::Quant(q) => q.first_non_finite(),
     }
 }
 

@@ -1,19 +1,24 @@
-//! A row-major weight matrix held in f32, f16 or bf16.
+//! A row-major weight matrix held in f32, f16, bf16 or a ggml block
+//! quantization (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K; see [`super::quant`]).
 //!
-//! The CPU engines keep matrices at a chosen weight precision: f32, or rounded
-//! to 16 bits (as the wafer holds them). Arithmetic is always f32: 16-bit rows
-//! are widened tile by tile inside the kernels (see `reference::ops`), which also
-//! halves the bytes that decode has to stream from memory per token.
+//! The CPU engines keep matrices at a chosen weight precision: f32, rounded to
+//! 16 bits (as the wafer holds them), or as a GGUF file stores them. Arithmetic
+//! is always f32: 16-bit and quantized rows are widened inside the kernels (see
+//! `reference::ops` and `reference::qdot`), which also cuts the bytes that
+//! decode has to stream from memory per token.
 
+use super::quant::QuantData;
 use half::{bf16, f16};
 use wafer_core::DType;
 
-/// Matrix storage. 16-bit variants hold the raw IEEE / bfloat16 bit patterns.
+/// Matrix storage. 16-bit variants hold the raw IEEE / bfloat16 bit patterns;
+/// `Quant` holds ggml blocks, row after row, as the file stores them.
 #[derive(Debug, Clone)]
 pub enum MatrixData {
     F32(Vec<f32>),
     F16(Vec<u16>),
     BF16(Vec<u16>),
+    Quant(QuantData),
 }
 
 /// A `rows x cols` row-major matrix (`[out_features, in_features]` for a Linear).
@@ -57,17 +62,32 @@ impl Matrix {
         Matrix { rows, cols, data }
     }
 
+    /// The precision of the values: a quantized matrix's weights decode
+    /// exactly to f32.
     pub fn dtype(&self) -> DType {
         match self.data {
-            MatrixData::F32(_) => DType::F32,
+            MatrixData::F32(_) | MatrixData::Quant(_) => DType::F32,
             MatrixData::F16(_) => DType::F16,
             MatrixData::BF16(_) => DType::BF16,
         }
     }
 
-    /// Bytes the matrix occupies in memory.
+    /// How the matrix is stored: `F32`, `F16`, `BF16` or a ggml type name (`Q4_1`).
+    pub fn stored_type(&self) -> &'static str {
+        match &self.data {
+            MatrixData::F32(_) => "F32",
+            MatrixData::F16(_) => "F16",
+            MatrixData::BF16(_) => "BF16",
+            MatrixData::Quant(q) => q.ty.name(),
+        }
+    }
+
+    /// Bytes the matrix occupies in memory (or in the mapped file).
     pub fn size_bytes(&self) -> usize {
-        self.rows * self.cols * self.dtype().size_bytes() as usize
+        match &self.data {
+            MatrixData::Quant(q) => q.bytes.len(),
+            _ => self.rows * self.cols * self.dtype().size_bytes() as usize,
+        }
     }
 
     /// Widens rows `r0..r1` to f32 into `out` (length `(r1 - r0) * cols`).
@@ -82,6 +102,10 @@ impl Matrix {
             MatrixData::BF16(v) => {
                 let src: &[bf16] = bytemuck::cast_slice(&v[a..b]);
                 half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, out);
+            }
+            MatrixData::Quant(q) => {
+                let rb = q.row_bytes(self.cols);
+                q.ty.decode(&q.bytes.as_slice()[r0 * rb..r1 * rb], out);
             }
         }
     }
