@@ -17,7 +17,7 @@ use wafer_sim::Category;
 /// The model, hardware and pipeline options `estimate` and `sweep` share.
 #[derive(clap::Args, Clone)]
 pub struct Target {
-    /// A preset name or a directory holding config.json.
+    /// A preset name, a directory holding config.json, or a GGUF file (its metadata).
     #[arg(long)]
     pub model: String,
     /// Hardware preset (wse3, wse2) or a TOML spec file.
