@@ -22,7 +22,7 @@ macro_rules! w {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A shape preset (see `wafer models`) or a model directory (only config.json is read).
+    /// A shape preset (see `wafer models`), a model directory (only config.json is read), or a GGUF file (only its metadata).
     #[arg(long)]
     model: String,
     /// Hardware: wse3, wse2, or a TOML file (see `wafer hw show`).
