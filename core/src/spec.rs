@@ -38,11 +38,9 @@ pub struct FabricSpec {
 #[serde(deny_unknown_fields)]
 pub struct PeSpec {
     pub sram_bytes: u64,
-    pub sram_banks: u32,
     /// SRAM kept back for code, task state and runtime buffers (not for data).
     pub reserve_bytes: u64,
     pub mem_reads_per_cycle: u32,
-    pub mem_writes_per_cycle: u32,
     pub mem_port_bits: u32,
 }
 
@@ -61,8 +59,6 @@ pub struct SimdSpec {
     pub fp32_fmac: u32,
     pub fp16_max: u32,
     pub fp32_max: u32,
-    /// fp16 <-> fp32 conversion.
-    pub convert: u32,
 }
 
 /// The router beside each PE and the links between routers.
@@ -262,7 +258,6 @@ impl WaferSpec {
         at_most("fabric.width_pes", self.fabric.width_pes as u64, side)?;
         at_most("fabric.height_pes", self.fabric.height_pes as u64, side)?;
         at_most("pe.sram_bytes", self.pe.sram_bytes, Self::MAX_PE_SRAM_BYTES)?;
-        nonzero("pe.sram_banks", self.pe.sram_banks as u64)?;
         if self.pe.reserve_bytes >= self.pe.sram_bytes {
             return Err(CoreError::InvalidSpec {
                 field: "pe.reserve_bytes".into(),
@@ -273,10 +268,6 @@ impl WaferSpec {
             });
         }
         nonzero("pe.mem_reads_per_cycle", self.pe.mem_reads_per_cycle as u64)?;
-        nonzero(
-            "pe.mem_writes_per_cycle",
-            self.pe.mem_writes_per_cycle as u64,
-        )?;
         nonzero("pe.mem_port_bits", self.pe.mem_port_bits as u64)?;
         let s = &self.simd;
         for (field, v) in [
@@ -289,7 +280,6 @@ impl WaferSpec {
             ("simd.fp32_fmac", s.fp32_fmac),
             ("simd.fp16_max", s.fp16_max),
             ("simd.fp32_max", s.fp32_max),
-            ("simd.convert", s.convert),
         ] {
             nonzero(field, v as u64)?;
         }
@@ -403,14 +393,13 @@ pub fn wse3() -> WaferSpec {
         },
         pe: PeSpec {
             sram_bytes: 48 * 1024,
-            sram_banks: 8,
             // Code and runtime: a minimal memcpy program leaves 44,976 of the 49,152
             // bytes (measured on a CS-3, docs/hardware.md); an inference program's own
             // code is not measured, so this is a lower bound (8,192 was assumed before).
             reserve_bytes: 49_152 - 44_976,
-            // SDK appendix: two 32-bit reads + one 32-bit write (Hot Chips 34 says 64-bit).
+            // SDK appendix: two 32-bit reads (+ one write, not modelled) per cycle
+            // (Hot Chips 34 says 64-bit).
             mem_reads_per_cycle: 2,
-            mem_writes_per_cycle: 1,
             mem_port_bits: 32,
         },
         simd: SimdSpec {
@@ -425,7 +414,6 @@ pub fn wse3() -> WaferSpec {
             fp16_max: 8,
             // Assumption: fp32 max as fp32 add.
             fp32_max: 4,
-            convert: 4,
         },
         router: RouterSpec {
             ports: 5,
@@ -507,7 +495,6 @@ pub fn wse2() -> WaferSpec {
         fp32_fmac: 1,
         fp16_max: 1,
         fp32_max: 2,
-        convert: 1,
     };
     spec.cost = wse2_cost();
     spec.router.colors = 24;

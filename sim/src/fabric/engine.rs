@@ -481,6 +481,13 @@ impl<'p> Sim<'p> {
             )));
         }
         let r = &spec.router;
+        // The routers modelled here have exactly the N, S, E, W and ramp ports.
+        if r.ports != 5 {
+            return Err(FabricError::InvalidProgram(format!(
+                "hardware spec `{}` gives routers {} ports; the fabric simulator models 5 (N, S, E, W and the ramp)",
+                spec.name, r.ports
+            )));
+        }
         let hop = whole_cycles("router.hop_latency_cycles", r.hop_latency_cycles)?;
         let ramp = whole_cycles("router.ramp_latency_cycles", r.ramp_latency_cycles)?;
         if opts.params.router_buffer_wavelets == 0 {

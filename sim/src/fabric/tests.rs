@@ -212,6 +212,11 @@ fn bad_programs_are_errors_not_panics() {
     let err = run(&s, &p, &RunOptions::default()).unwrap_err();
     assert!(matches!(err, FabricError::Deadlock(_)), "{err}");
     assert!(err.to_string().contains("PE (1,0)"), "{err}");
+    // Routers with other than five ports.
+    let mut four = s.clone();
+    four.router.ports = 4;
+    let err = run(&four, &p, &RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("4 ports"), "{err}");
     // Non-whole latencies.
     let mut frac = s.clone();
     frac.router.hop_latency_cycles = 1.5;
