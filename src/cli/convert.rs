@@ -21,19 +21,10 @@ pub fn run(args: Args) -> Result<()> {
     // model, is removed before exiting rather than left for the next conversion.
     // Setting the handler fails only if one is already set (a second conversion in
     // one process, as in tests), where the first one's stays.
-    let partial = wafer_import::convert::partial_dir(&args.out);
-    let _ = ctrlc::set_handler(move || {
-        let removed = wafer_import::convert::remove_partial_dir(&partial);
-        if removed {
-            eprintln!("interrupted: the conversion was stopped and its partial output removed");
-        } else {
-            eprintln!(
-                "interrupted: the conversion was stopped; remove {} by hand",
-                partial.display()
-            );
-        }
-        std::process::exit(130);
-    });
+    super::common::remove_on_interrupt(
+        "the conversion",
+        vec![wafer_import::convert::partial_dir(&args.out)],
+    );
     let report = wafer_import::convert::convert_gguf(&args.gguf, &args.out)?;
     eprintln!(
         "converted {} tensors ({} parameters, from {}) into {} in {:.2} s",

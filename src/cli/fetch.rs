@@ -13,6 +13,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // A download or conversion stopped by Ctrl-C leaves nothing half-written.
+    super::common::remove_on_interrupt("the fetch", wafer_import::fetch::partial_paths());
     let dir = wafer_import::fetch::fetch(args.force)?;
     // Never print the path of a GGUF that is not there: with --gguf that is an
     // error; otherwise the model directory is still usable and a warning says so.

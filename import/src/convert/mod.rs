@@ -81,6 +81,10 @@ pub fn partial_dir(out: &Path) -> PathBuf {
 /// during a removal make it fail, so it is retried until the directory is gone
 /// (a file cannot be created in a removed directory). Returns whether it is gone.
 pub fn remove_partial_dir(dir: &Path) -> bool {
+    if dir.is_file() {
+        // A partial file (a download): one removal.
+        return std::fs::remove_file(dir).is_ok() || !dir.exists();
+    }
     for _ in 0..100 {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => return true,
@@ -344,6 +348,16 @@ mod tests {
             remove_stale_partials(tmp.path(), "m");
             assert!(!stale.exists() && mine.exists() && other.exists());
         }
+    }
+
+    #[test]
+    fn a_partial_file_is_removed_and_a_missing_one_counts_as_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("x.gguf.partial-1");
+        std::fs::write(&f, [1u8; 64]).unwrap();
+        assert!(remove_partial_dir(&f));
+        assert!(!f.exists());
+        assert!(remove_partial_dir(&f));
     }
 
     #[test]
