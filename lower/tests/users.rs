@@ -182,7 +182,7 @@ fn the_estimate_for_users_reports_the_pipeline_and_the_most_users_that_fit() {
     assert!((u.per_user_tokens_per_s * 2.0 - u.aggregate_tokens_per_s).abs() < 1e-6);
     // The most users: that many fit on the wafer at the context, one more does not.
     let m = u.max_users;
-    assert!(m >= 2 && m < MAX_USERS, "{m}");
+    assert!((2..MAX_USERS).contains(&m), "{m}");
     let fits = |b| {
         let o = PlaceOptions {
             context_tokens: 8192,
