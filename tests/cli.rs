@@ -718,3 +718,105 @@ fn a_gguf_file_runs_as_its_converted_directory_and_bad_ones_are_named() {
     assert_eq!(a.len(), 6);
     assert_eq!(a, b);
 }
+
+#[test]
+fn users_are_bounded_and_one_user_is_the_plain_report() {
+    for bad in ["0", "65537", "two"] {
+        fails(
+            &["estimate", "--model", "llama-3.1-8b", "--users", bad],
+            &["--users"],
+        );
+        fails(
+            &["place", "--model", "llama-3.1-8b", "--users", bad],
+            &["--users"],
+        );
+    }
+    for cmd in ["estimate", "place"] {
+        let base = [cmd, "--model", "llama-3.1-8b", "--wafers", "1", "--json"];
+        let plain = stdout(&succeeds(&base));
+        let one = stdout(&succeeds(&[&base[..], &["--users", "1"]].concat()));
+        assert_eq!(plain, one, "{cmd}");
+        assert!(!plain.contains("\"users\""), "{cmd}");
+    }
+    // Two users: half the context per user, every existing key kept.
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&stdout(&succeeds(args))).unwrap()
+    };
+    let p1 = json(&[
+        "place",
+        "--model",
+        "llama-3.1-8b",
+        "--wafers",
+        "1",
+        "--json",
+    ]);
+    let p2 = json(&[
+        "place",
+        "--model",
+        "llama-3.1-8b",
+        "--wafers",
+        "1",
+        "--users",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(p2["users"], 2);
+    let (t1, t2) = (
+        p1["max_context_tokens"].as_u64().unwrap(),
+        p2["max_context_tokens"].as_u64().unwrap(),
+    );
+    assert!(t2 <= t1 / 2 && t2 + 1172 >= t1 / 2, "{t1} -> {t2}");
+    let e1 = json(&[
+        "estimate",
+        "--model",
+        "llama-3.1-8b",
+        "--wafers",
+        "1",
+        "--json",
+    ]);
+    let e2 = json(&[
+        "estimate",
+        "--model",
+        "llama-3.1-8b",
+        "--wafers",
+        "1",
+        "--users",
+        "2",
+        "--json",
+    ]);
+    for k in e1.as_object().unwrap().keys() {
+        assert!(e2.get(k).is_some(), "{k}");
+    }
+    assert_eq!(e2["users"], 2);
+    let (per, agg) = (
+        e2["per_user_tokens_per_s"].as_f64().unwrap(),
+        e2["aggregate_tokens_per_s"].as_f64().unwrap(),
+    );
+    assert!((2.0 * per - agg).abs() < 1e-6 * agg, "{per} {agg}");
+    assert!(e2["max_users"].as_u64().unwrap() >= 2);
+    // More users than fit at the context on the wafers given: a clear error.
+    fails(
+        &[
+            "estimate",
+            "--model",
+            "llama-3.1-8b",
+            "--wafers",
+            "1",
+            "--context",
+            "128k",
+            "--users",
+            "8",
+        ],
+        &["does not fit", "for 8 users"],
+    );
+    let text = stdout(&succeeds(&[
+        "estimate",
+        "--model",
+        "llama-3.1-8b",
+        "--wafers",
+        "1",
+        "--users",
+        "4",
+    ]));
+    assert!(text.contains("users 4:"), "{text}");
+}

@@ -11,10 +11,17 @@
 //! MeshGEMM, or the prompt as decode steps); the estimate says which. Lowering
 //! choices that are not part of the placement (the reduction tree's K) come as
 //! [`PlanOptions`] through [`estimate_with`]; [`estimate`] uses the defaults.
+//!
+//! Several users in flight ([`estimate_for_users`]): the placement holds every
+//! user's KV cache, and the users are pipelined over the regions, one token of
+//! one user per region at a time ([`Pipeline`]): a user's token takes the
+//! decode step's latency, and the pipeline completes at most one token per
+//! slowest stage time, so aggregate tokens/s =
+//! `min(B / decode latency, 1 / slowest stage)` and per-user = aggregate / B.
 
 use crate::cost::{decode_plan_with, prefill, Chunking, Plan, PlanOptions, PrefillScheme};
-use crate::layout::Layout;
-use crate::placement::{place, PlaceOptions, Placement, Strategy};
+use crate::layout::{Layout, Site};
+use crate::placement::{place_for_users, PlaceOptions, Placement, Strategy, MAX_USERS};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use wafer_core::{Bytes, Cycles, RegionShape, WaferSpec};
@@ -78,6 +85,88 @@ pub struct Estimate {
     pub ttft_cycles: Cycles,
     pub ttft_ms: f64,
     pub prefill_tokens_per_s: f64,
+    /// With more than one user in flight: the pipelined figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<UsersEstimate>,
+}
+
+/// The decode of `users` sequences pipelined over the regions.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsersEstimate {
+    pub users: u64,
+    pub per_user_tokens_per_s: f64,
+    pub aggregate_tokens_per_s: f64,
+    /// The most users whose KV caches fit at the context on the same wafers
+    /// (same region and strategy options), at most [`MAX_USERS`].
+    pub max_users: u64,
+    /// The pipeline's stages and its throughput bound.
+    pub pipeline: Pipeline,
+}
+
+/// One stage of the decode pipeline: a region (site) and the cycles its PEs
+/// are busy per token (its layers, the hand-off out of it, and the embedding
+/// or head work when it holds them).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stage {
+    pub site: Site,
+    pub cycles: Cycles,
+}
+
+/// The decode step split into the stages that can work on different users'
+/// tokens at once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pipeline {
+    pub stages: Vec<Stage>,
+    /// One token of one user through every stage: the decode plan's total.
+    pub latency_cycles: Cycles,
+    /// The busiest stage's cycles per token.
+    pub slowest_stage_cycles: Cycles,
+}
+
+impl Pipeline {
+    /// The stages of `plan` (a decode step on `layout`): each operation is
+    /// charged to the site that runs it — a layer's operations and the
+    /// hand-off after it to the layer's site, the operations before the first
+    /// layer to the embedding's, those after the last to the LM head's. Every
+    /// site is one stage, however many of the plan's operations it runs.
+    pub fn of(plan: &Plan, layout: &Layout) -> Pipeline {
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut seen_layer = false;
+        for op in &plan.ops {
+            let site = match op.layer {
+                Some(l) => {
+                    seen_layer = true;
+                    layout.layers[l as usize]
+                }
+                None if seen_layer => layout.lm_head,
+                None => layout.embedding,
+            };
+            match stages.iter_mut().find(|s| s.site == site) {
+                Some(s) => s.cycles += op.cost.total(),
+                None => stages.push(Stage {
+                    site,
+                    cycles: op.cost.total(),
+                }),
+            }
+        }
+        let slowest = stages
+            .iter()
+            .map(|s| s.cycles)
+            .fold(Cycles::ZERO, |a, b| if b > a { b } else { a });
+        Pipeline {
+            stages,
+            latency_cycles: plan.total(),
+            slowest_stage_cycles: slowest,
+        }
+    }
+
+    /// Tokens per second of all `users` together at `clock_hz`:
+    /// `min(users / latency, 1 / slowest stage)`.
+    pub fn aggregate_tokens_per_s(&self, users: u64, clock_hz: f64) -> f64 {
+        let filled = users as f64 * clock_hz / self.latency_cycles.get();
+        let bound = clock_hz / self.slowest_stage_cycles.get();
+        filled.min(bound)
+    }
 }
 
 /// Lowers decode and prefill on `layout` and gathers the figures.
@@ -121,6 +210,7 @@ fn gather(
         prefill_stream_chunking: pre.stream_chunking,
         prefill_token_by_token_cycles: pre.token_by_token_cycles,
         prefill_token_by_token_exact: pre.token_by_token_exact,
+        users: None,
     }
 }
 
@@ -131,20 +221,26 @@ pub fn placement_for(
     cfg: &ModelConfig,
     opts: &EstimateOptions,
 ) -> Result<Placement> {
+    placement_for_users(spec, cfg, opts, 1)
+}
+
+/// [`placement_for`] holding the KV caches of `users` sequences.
+pub fn placement_for_users(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    opts: &EstimateOptions,
+    users: u64,
+) -> Result<Placement> {
     let context_tokens = opts.context.max(opts.prompt_tokens).max(1) as u64;
-    let placement = place(
-        cfg,
-        spec,
-        &PlaceOptions {
-            context_tokens,
-            region: opts.region,
-            wafers: opts.wafers,
-            strategy: opts.strategy,
-        },
-    )?;
+    let placement = place_for_users(cfg, spec, &place_options(opts), users)?;
     if !placement.fits() {
+        let of_users = if users > 1 {
+            format!(" for {users} users")
+        } else {
+            String::new()
+        };
         bail!(
-            "the model does not fit on {} {} wafer(s) at {context_tokens} tokens of context (this placement holds at most {}); \
+            "the model does not fit on {} {} wafer(s) at {context_tokens} tokens of context{of_users} (this placement holds at most {}); \
              run `wafer place` with the same options to see which PE overflows and what would fit",
             placement.wafers,
             spec.name,
@@ -152,6 +248,47 @@ pub fn placement_for(
         );
     }
     Ok(placement)
+}
+
+fn place_options(opts: &EstimateOptions) -> PlaceOptions {
+    PlaceOptions {
+        context_tokens: opts.context.max(opts.prompt_tokens).max(1) as u64,
+        region: opts.region,
+        wafers: opts.wafers,
+        strategy: opts.strategy,
+    }
+}
+
+/// The most users (at least `at_least`, which fits; at most [`MAX_USERS`]) whose
+/// KV caches fit at the context on `wafers` wafers with `opts`' region and
+/// strategy: a binary search over placements (fitting is monotone in the
+/// users, since each adds the same bytes to every layer's PEs).
+pub fn max_users(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    opts: &EstimateOptions,
+    wafers: u32,
+    at_least: u64,
+) -> u64 {
+    let po = PlaceOptions {
+        wafers: Some(wafers),
+        ..place_options(opts)
+    };
+    let fits = |b: u64| place_for_users(cfg, spec, &po, b).is_ok_and(|p| p.fits());
+    let (mut lo, mut hi) = (at_least.clamp(1, MAX_USERS), MAX_USERS);
+    if fits(hi) {
+        return hi;
+    }
+    // fits(lo) (or lo is the floor), !fits(hi)
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// The estimate on the placement `wafer place` would choose for these options,
@@ -167,7 +304,24 @@ pub fn estimate_with(
     opts: &EstimateOptions,
     plan_opts: &PlanOptions,
 ) -> Result<Estimate> {
-    let placement = placement_for(spec, cfg, opts)?;
+    estimate_for_users(spec, cfg, opts, plan_opts, 1)
+}
+
+/// [`estimate_with`] for `users` sequences in flight (1..=[`MAX_USERS`]): the
+/// placement holds all their KV caches, and with more than one user the
+/// estimate carries the pipelined figures ([`UsersEstimate`]); with one it is
+/// [`estimate_with`]'s.
+pub fn estimate_for_users(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    opts: &EstimateOptions,
+    plan_opts: &PlanOptions,
+    users: u64,
+) -> Result<Estimate> {
+    if users == 0 || users > MAX_USERS {
+        bail!("--users must be between 1 and {MAX_USERS}, found {users}");
+    }
+    let placement = placement_for_users(spec, cfg, opts, users)?;
     // The placement's per-PE accounting (the fullest PE, everything included).
     let (fullest, _) = placement.pe_summary();
     let sram = SramCheck {
@@ -175,12 +329,24 @@ pub fn estimate_with(
         bytes_per_pe: Bytes(fullest.total()),
         budget_per_pe: Bytes(spec.pe.sram_bytes),
     };
-    Ok(gather(
-        spec,
-        cfg,
-        &placement.layout(),
-        opts,
-        plan_opts,
-        sram,
-    ))
+    let layout = placement.layout();
+    let mut e = gather(spec, cfg, &layout, opts, plan_opts, sram);
+    if users > 1 {
+        let pipeline = Pipeline::of(&e.decode, &layout);
+        let aggregate = pipeline.aggregate_tokens_per_s(users, spec.clock_hz);
+        e.users = Some(UsersEstimate {
+            users,
+            per_user_tokens_per_s: aggregate / users as f64,
+            aggregate_tokens_per_s: aggregate,
+            max_users: max_users(
+                spec,
+                cfg,
+                opts,
+                opts.wafers.unwrap_or(placement.wafers),
+                users,
+            ),
+            pipeline,
+        });
+    }
+    Ok(e)
 }

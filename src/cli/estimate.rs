@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
 use wafer_lower::cost::{Plan, PlanOptions, PrefillScheme};
-use wafer_lower::estimate::{estimate_with, Estimate, EstimateOptions};
+use wafer_lower::estimate::{estimate_for_users, Estimate, EstimateOptions};
+use wafer_lower::placement::MAX_USERS;
 use wafer_models::ModelConfig;
 use wafer_sim::Category;
 
@@ -53,6 +54,11 @@ pub struct Args {
     /// token-by-token.
     #[arg(long, default_value = "auto", value_parser = ["auto", "gemm", "stream", "token-by-token"])]
     pub prefill_scheme: String,
+    /// Users in flight (1 to 65536): every layer holds each user's KV cache at
+    /// the context, and their tokens are pipelined over the regions; reports
+    /// per-user and aggregate tokens/s and the most users that fit.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_USERS))]
+    pub users: u64,
     #[arg(long)]
     pub json: bool,
 }
@@ -110,7 +116,7 @@ pub fn run(args: Args) -> Result<()> {
             cfg.max_position_embeddings,
         );
     }
-    let e = estimate_with(&spec, &cfg, &options(&args)?, &plan_opts)?;
+    let e = estimate_for_users(&spec, &cfg, &options(&args)?, &plan_opts, args.users)?;
     if let Some(s) = forced.filter(|s| *s != e.prefill_scheme) {
         bail!(
             "--prefill-scheme {}: it does not fit this layout ({})",
@@ -161,7 +167,7 @@ fn ops(plan: &Plan) -> serde_json::Value {
 }
 
 pub fn to_json(e: &Estimate, layers: usize) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "hw": e.hw,
         "region": e.region.to_string(),
         "wafers": e.wafers,
@@ -198,7 +204,26 @@ pub fn to_json(e: &Estimate, layers: usize) -> serde_json::Value {
                 "layers": e.prefill.by_layer(layers).iter().map(|c| c.get()).collect::<Vec<_>>(),
             },
         },
-    })
+    });
+    // Only with more than one user, so one user's object is as before.
+    if let (Some(u), Some(m)) = (&e.users, v.as_object_mut()) {
+        m.insert("users".into(), json!(u.users));
+        m.insert(
+            "per_user_tokens_per_s".into(),
+            json!(u.per_user_tokens_per_s),
+        );
+        m.insert(
+            "aggregate_tokens_per_s".into(),
+            json!(u.aggregate_tokens_per_s),
+        );
+        m.insert("max_users".into(), json!(u.max_users));
+        m.insert("pipeline_stages".into(), json!(u.pipeline.stages.len()));
+        m.insert(
+            "slowest_stage_cycles".into(),
+            json!(u.pipeline.slowest_stage_cycles.get()),
+        );
+    }
+    v
 }
 
 fn print_plan(title: &str, plan: &Plan, layers: usize) {
@@ -251,6 +276,17 @@ fn print_report(e: &Estimate, model: &str, layers: usize, forced: bool) {
         e.decode_cycles_per_token.get(),
         e.decode_tokens_per_s
     );
+    if let Some(u) = &e.users {
+        println!(
+            "users {}: {:.1} tokens/s each, {:.1} aggregate (pipeline of {} stages, slowest {:.0} cycles/token; at most {} users fit at this context on these wafers)",
+            u.users,
+            u.per_user_tokens_per_s,
+            u.aggregate_tokens_per_s,
+            u.pipeline.stages.len(),
+            u.pipeline.slowest_stage_cycles.get(),
+            u.max_users
+        );
+    }
     println!(
         "prefill {} tokens: TTFT {:.0} cycles = {:.3} ms ({:.0} prompt tokens/s)",
         e.prompt_tokens,

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use wafer_core::{Bytes, RegionShape};
-use wafer_lower::placement::{place, PlaceOptions, Placement, Strategy};
+use wafer_lower::placement::{place_for_users, PlaceOptions, Placement, Strategy, MAX_USERS};
 
 /// `writeln!` into a `String`, which cannot fail.
 macro_rules! w {
@@ -40,6 +40,9 @@ pub struct Args {
     /// `packed` (layers share a region while it has room) or `layer-per-region`.
     #[arg(long, default_value = "packed")]
     strategy: Strategy,
+    /// Users in flight (1 to 65536): every layer holds each user's KV cache at the context.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_USERS))]
+    users: u64,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -70,7 +73,7 @@ pub fn run(args: Args) -> Result<()> {
         wafers: args.wafers,
         strategy: args.strategy,
     };
-    let p = place(&model, &spec, &opts)
+    let p = place_for_users(&model, &spec, &opts, args.users)
         .with_context(|| format!("cannot place {name} on {}", spec.name))?;
 
     let mut out = String::new();
@@ -156,6 +159,13 @@ fn write_report(out: &mut String, p: &Placement, name: &str, hw: &str, model_max
         g(sram),
         g(p.context_tokens)
     );
+    if p.users() > 1 {
+        w!(
+            out,
+            "users: {} (every layer holds each user's KV cache; contexts are per user)",
+            p.users()
+        );
+    }
     w!(
         out,
         "regions: {} grid of {} PE regions per wafer ({})",
@@ -320,7 +330,7 @@ fn write_report(out: &mut String, p: &Placement, name: &str, hw: &str, model_max
 fn to_json(p: &Placement, name: &str, hw: &str, model_max: usize) -> serde_json::Value {
     let (max, mean) = p.pe_summary();
     let regions: Vec<_> = (0..p.regions.len()).map(|i| p.region_report(i)).collect();
-    json!({
+    let mut v = json!({
         "model": name,
         "hw": hw,
         "context_tokens": p.context_tokens,
@@ -346,5 +356,10 @@ fn to_json(p: &Placement, name: &str, hw: &str, model_max: usize) -> serde_json:
         "mean_pe": mean,
         "regions": regions,
         "advice": p.advice,
-    })
+    });
+    // Only with more than one user, so one user's object is as before.
+    if let (true, Some(m)) = (p.users() > 1, v.as_object_mut()) {
+        m.insert("users".into(), json!(p.users()));
+    }
+    v
 }

@@ -260,6 +260,7 @@ pub fn sweep(
                 .context("--prompt-tokens is empty")?,
             k: fixed_k,
             prefill_scheme: "auto".into(),
+            users: 1,
             json: true,
         };
         // The value column holds the count itself (8k is written 8192).

@@ -15,6 +15,10 @@
 //!   of its items' buffers, not their sum;
 //! - reserve: `pe.reserve_bytes` for code and runtime.
 //!
+//! With several sequences in flight ([`Sizes::users`]), every layer holds each
+//! one's cache laid out as above: its KV terms are `users` times one sequence's,
+//! and the context a region holds is the context of each sequence.
+//!
 //! Every component is largest on the region's row 0, so its PEs decide whether
 //! the region fits, and the largest context follows by division.
 
@@ -70,6 +74,9 @@ pub struct Sizes {
     pub kv: u64,
     pub sram: u64,
     pub reserve: u64,
+    /// Sequences in flight whose KV caches every layer holds (`--users`); 1
+    /// from the spec. Every KV term below is this many times one sequence's.
+    pub users: u64,
 }
 
 impl Sizes {
@@ -83,6 +90,15 @@ impl Sizes {
             kv: spec.precision.kv_dtype.size_bytes(),
             sram: spec.pe.sram_bytes,
             reserve: spec.pe.reserve_bytes,
+            users: 1,
+        }
+    }
+
+    /// The same sizes with the KV caches of `users` sequences (at least 1).
+    pub fn with_users(self, users: u64) -> Sizes {
+        Sizes {
+            users: users.max(1),
+            ..self
         }
     }
 }
@@ -94,13 +110,14 @@ pub struct Footprint {
     pub h: u64,
     /// Weight bytes every PE stores (padded tiles of every tensor).
     pub weight_per_pe: u64,
-    /// KV bytes a PE stores per token its row holds (all layers of the group).
+    /// KV bytes a PE stores per token its row holds (all layers of the group,
+    /// every sequence in flight).
     pub kv_per_token: u64,
     /// Buffer bytes: the largest over the group's items.
     pub buffers: u64,
     /// Weight bytes of the model placed here, without padding.
     pub real_weight: u64,
-    /// KV bytes per token of context, without padding.
+    /// KV bytes per token of context (every sequence in flight), without padding.
     pub real_kv_per_token: u64,
 }
 
@@ -142,8 +159,11 @@ impl Footprint {
                 let t = LayerTiling::new(model, wd, kvd, wu, hu);
                 f.weight_per_pe = t.weight_bytes_per_pe();
                 f.real_weight = t.real_weight_bytes();
-                f.kv_per_token = t.kv_bytes_per_position();
-                f.real_kv_per_token = 2 * model.kv_dim() as u64 * sizes.kv;
+                // Each of the `users` sequences keeps its own cache, spread over
+                // the rows the same way, so a row's bytes per position scale.
+                f.kv_per_token = t.kv_bytes_per_position().saturating_mul(sizes.users);
+                f.real_kv_per_token =
+                    (2 * model.kv_dim() as u64 * sizes.kv).saturating_mul(sizes.users);
                 f.buffers = t.buffer_bytes(model, sizes.activation, sizes.accumulate);
                 return f;
             }

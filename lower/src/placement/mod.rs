@@ -24,7 +24,9 @@
 //! the region size asked for (a layer takes a block of regions only if one region
 //! cannot hold it at that context). `--strategy layer-per-region`
 //! keeps every layer on a region of its own (WaferLLM's decode layout) instead of
-//! letting consecutive layers share one.
+//! letting consecutive layers share one. With several users in flight
+//! ([`place_for_users`]) every layer holds each user's KV cache, and the
+//! context is each user's.
 
 pub mod budget;
 pub mod pack;
@@ -33,7 +35,7 @@ pub mod tensors;
 
 pub use budget::{Footprint, PeBytes, PeBytesMean, Sizes};
 pub use pack::{Grid, Packed};
-pub use search::{place, PlaceError, PlaceOptions, Strategy};
+pub use search::{place, place_for_users, PlaceError, PlaceOptions, Strategy, MAX_USERS};
 pub use tensors::{item_tiles, Item};
 
 use crate::layout::{Layout, Site};
@@ -105,6 +107,11 @@ pub struct RegionReport {
 impl Placement {
     pub fn fits(&self) -> bool {
         self.max_context_tokens >= self.context_tokens
+    }
+
+    /// Sequences in flight whose KV caches every layer holds.
+    pub fn users(&self) -> u64 {
+        self.sizes.users
     }
 
     /// Where each part of the model sits: the interface to the cost model.

@@ -19,6 +19,9 @@ use wafer_models::config::ModelConfig;
 /// The most wafers a placement may use: a bound on the search, far above any preset.
 pub const MAX_WAFERS: u32 = 4096;
 
+/// The most sequences in flight (`--users`) a placement accounts for.
+pub const MAX_USERS: u64 = 65_536;
+
 /// What `place` is asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlaceOptions {
@@ -93,6 +96,23 @@ pub fn place(
     spec: &WaferSpec,
     opts: &PlaceOptions,
 ) -> Result<Placement, PlaceError> {
+    place_for_users(model, spec, opts, 1)
+}
+
+/// [`place`] with the KV caches of `users` sequences in flight (1..=[`MAX_USERS`]):
+/// every layer holds each sequence's cache at `opts.context_tokens`, so the
+/// context reported is each sequence's. `users = 1` is [`place`].
+pub fn place_for_users(
+    model: &ModelConfig,
+    spec: &WaferSpec,
+    opts: &PlaceOptions,
+    users: u64,
+) -> Result<Placement, PlaceError> {
+    if users == 0 || users > MAX_USERS {
+        return Err(PlaceError::Invalid(format!(
+            "--users must be between 1 and {MAX_USERS}, found {users}"
+        )));
+    }
     model
         .validate()
         .map_err(|e| PlaceError::Invalid(format!("model: {e:#}")))?;
@@ -115,7 +135,7 @@ pub fn place(
         width: spec.fabric.width_pes,
         height: spec.fabric.height_pes,
     };
-    let sizes = Sizes::from_spec(spec);
+    let sizes = Sizes::from_spec(spec).with_users(users);
     let units = units(model);
     let grids = match opts.region {
         Some(shape) => vec![fixed_grid(shape, fabric)?],
