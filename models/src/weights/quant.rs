@@ -4,10 +4,12 @@
 //! A quantized matrix is `rows` rows of `cols / block_len` blocks each, the
 //! bytes exactly as the file stores them, usually borrowed from a memory-mapped
 //! file (see [`SharedBytes`]). The decoding here evaluates ggml's reference
-//! `dequantize_row_*` in the same f32 operations and order, so every weight is
-//! bit-identical to what the GGUF converter writes (tested against
-//! `wafer-import`'s dequantization). The fast dot products that decode inside
-//! their inner loop live in `reference::qdot`.
+//! `dequantize_row_*` in the same f32 operations and order; the GGUF converter
+//! (`wafer-import`) decodes with it too, so a converted model holds exactly the
+//! weights a GGUF run multiplies. It is checked against the `gguf` Python
+//! package's dequantization (`fixtures/gguf`, `import/tests/gguf.rs`). The fast
+//! dot products that decode inside their inner loop live in `reference::qdot`
+//! and are tested against it.
 
 use half::f16;
 use std::fmt;
