@@ -32,7 +32,7 @@ use wafer_import::gguf::writer::{self, Meta, Tensor};
 fn dequantization_matches_gguf_py_bit_for_bit() {
     let fx = read_json("gguf/dequant.json");
     let cases = fx["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 6);
+    assert_eq!(cases.len(), 7);
     for c in cases {
         let name = c["type"].as_str().unwrap();
         let ty = GgmlType::DEQUANTIZABLE
