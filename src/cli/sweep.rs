@@ -4,10 +4,11 @@
 //! variable (prefill tokens/s when sweeping the prompt length, decode otherwise).
 //!
 //! Exactly one of `--region`, `--context`, `--prompt-tokens`, `--k` (the
-//! reduction tree's K) may hold a comma list, or
+//! reduction tree's K), `--users` (users in flight) may hold a comma list, or
 //! `--field cost.reduce_level_cycles --values 5,8,11` sweeps a spec field (any
 //! numeric field of `wafer hw`'s TOML, by its dotted path). The CSV records the
-//! K and the prefill scheme of every row.
+//! K, the prefill scheme and the users of every row, with per-user and
+//! aggregate tokens/s (the plot shows aggregate tokens/s when sweeping users).
 
 use super::common::{
     load_spec, parse_positive_count, warn_past_model_context, write_atomically, DEFAULT_CONTEXT,
@@ -19,8 +20,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use wafer_core::{Cycles, RegionShape, WaferSpec};
 use wafer_lower::cost::PrefillScheme;
-use wafer_lower::estimate::{estimate_with, Estimate};
-use wafer_lower::placement::{place, PlaceOptions};
+use wafer_lower::estimate::{estimate_for_users, Estimate};
+use wafer_lower::placement::{place_for_users, PlaceOptions, MAX_USERS};
 use wafer_models::ModelConfig;
 
 #[derive(clap::Args)]
@@ -39,6 +40,9 @@ pub struct Args {
     /// K of the reduction trees (1 = chain), or a comma list to sweep; default 2.
     #[arg(long)]
     pub k: Option<String>,
+    /// Users in flight (each with its own KV cache), or a comma list to sweep.
+    #[arg(long, default_value = "1")]
+    pub users: String,
     /// A spec field to sweep by its dotted TOML path (with --values).
     #[arg(long)]
     pub field: Option<String>,
@@ -68,6 +72,9 @@ pub struct Figures {
     pub fits: bool,
     pub reduce_k: u32,
     pub prefill_scheme: PrefillScheme,
+    pub users: u64,
+    pub per_user_tokens_per_s: f64,
+    pub aggregate_tokens_per_s: f64,
 }
 
 impl From<&Estimate> for Figures {
@@ -84,6 +91,16 @@ impl From<&Estimate> for Figures {
             fits: e.sram.fits,
             reduce_k: e.reduce_k,
             prefill_scheme: e.prefill_scheme,
+            // One user: the plain decode rate.
+            users: e.users.as_ref().map_or(1, |u| u.users),
+            per_user_tokens_per_s: e
+                .users
+                .as_ref()
+                .map_or(e.decode_tokens_per_s, |u| u.per_user_tokens_per_s),
+            aggregate_tokens_per_s: e
+                .users
+                .as_ref()
+                .map_or(e.decode_tokens_per_s, |u| u.aggregate_tokens_per_s),
         }
     }
 }
@@ -99,6 +116,7 @@ pub enum Point {
         context: usize,
         prompt_tokens: usize,
         k: u32,
+        users: u64,
     },
 }
 
@@ -121,10 +139,10 @@ fn point(spec: &WaferSpec, cfg: &ModelConfig, ea: &EstimateArgs) -> Result<Point
     let opts = options(ea)?;
     let plan_opts = plan_options(ea.k)?
         .with_prefill_scheme(super::estimate::prefill_scheme(&ea.prefill_scheme));
-    match estimate_with(spec, cfg, &opts, &plan_opts) {
+    match estimate_for_users(spec, cfg, &opts, &plan_opts, ea.users) {
         Ok(e) => Ok(Point::Fits(Figures::from(&e))),
         Err(err) => {
-            let placed = place(
+            let placed = place_for_users(
                 cfg,
                 spec,
                 &PlaceOptions {
@@ -133,6 +151,7 @@ fn point(spec: &WaferSpec, cfg: &ModelConfig, ea: &EstimateArgs) -> Result<Point
                     wafers: opts.wafers,
                     strategy: opts.strategy,
                 },
+                ea.users,
             );
             match placed {
                 Ok(p) if !p.fits() => Ok(Point::DoesNotFit {
@@ -141,6 +160,7 @@ fn point(spec: &WaferSpec, cfg: &ModelConfig, ea: &EstimateArgs) -> Result<Point
                     context: opts.context,
                     prompt_tokens: opts.prompt_tokens,
                     k: plan_opts.reduce_k(),
+                    users: ea.users,
                 }),
                 _ => Err(err),
             }
@@ -200,16 +220,29 @@ pub fn sweep(
     let contexts = list(&args.context);
     let prompts = list(&args.prompt_tokens);
     let ks = args.k.as_deref().map(list).unwrap_or_default();
+    let users = list(&args.users);
     let lists = [
         regions.len() > 1,
         contexts.len() > 1,
         prompts.len() > 1,
         ks.len() > 1,
+        users.len() > 1,
         args.field.is_some(),
     ];
     if lists.iter().filter(|b| **b).count() != 1 {
-        bail!("give exactly one swept variable: a comma list in --region, --context, --prompt-tokens or --k, or --field with --values");
+        bail!("give exactly one swept variable: a comma list in --region, --context, --prompt-tokens, --k or --users, or --field with --values");
     }
+    let parse_users = |v: &str| -> Result<u64> {
+        match v.parse::<u64>() {
+            Ok(b) if (1..=MAX_USERS).contains(&b) => Ok(b),
+            _ => bail!("--users: `{v}` is not a count of users in 1..={MAX_USERS}"),
+        }
+    };
+    // Every user count is checked before anything is estimated.
+    let users_n = users
+        .iter()
+        .map(|v| parse_users(v))
+        .collect::<Result<Vec<_>>>()?;
     let first = |v: &Vec<String>| v.first().cloned();
     let parse_k = |v: &str| -> Result<u32> {
         v.parse()
@@ -231,6 +264,8 @@ pub fn sweep(
         ("prompt_tokens".into(), prompts.clone())
     } else if ks.len() > 1 {
         ("k".into(), ks.clone())
+    } else if users.len() > 1 {
+        ("users".into(), users.clone())
     } else {
         let field = args.field.clone().expect("checked above");
         let values = list(args.values.as_deref().context("--field needs --values")?);
@@ -260,7 +295,7 @@ pub fn sweep(
                 .context("--prompt-tokens is empty")?,
             k: fixed_k,
             prefill_scheme: "auto".into(),
-            users: 1,
+            users: users_n.first().copied().context("--users is empty")?,
             json: true,
         };
         // The value column holds the count itself (8k is written 8192).
@@ -276,6 +311,7 @@ pub fn sweep(
                 value = ea.prompt_tokens.to_string();
             }
             "k" => ea.k = Some(parse_k(v)?),
+            "users" => ea.users = parse_users(v)?,
             field => spec = set_field(base, field, v)?,
         }
         for (flag, n) in [
@@ -295,12 +331,12 @@ pub fn sweep(
 /// fits_in_sram=false and empty figures.
 pub fn write_csv(path: &Path, name: &str, rows: &[(String, Point)]) -> Result<()> {
     let mut text = String::from(
-        "variable,value,region,wafers,context,prompt_tokens,decode_cycles_per_token,decode_tokens_per_s,ttft_cycles,prefill_tokens_per_s,fits_in_sram,k,prefill_scheme\n",
+        "variable,value,region,wafers,context,prompt_tokens,decode_cycles_per_token,decode_tokens_per_s,ttft_cycles,prefill_tokens_per_s,fits_in_sram,k,prefill_scheme,users,per_user_tokens_per_s,aggregate_tokens_per_s\n",
     );
     for (v, p) in rows {
         let line = match p {
             Point::Fits(e) => format!(
-                "{name},{v},{},{},{},{},{:.1},{:.2},{:.1},{:.2},{},{},{}",
+                "{name},{v},{},{},{},{},{:.1},{:.2},{:.1},{:.2},{},{},{},{},{:.2},{:.2}",
                 e.region,
                 e.wafers,
                 e.context,
@@ -311,7 +347,10 @@ pub fn write_csv(path: &Path, name: &str, rows: &[(String, Point)]) -> Result<()
                 e.prefill_tokens_per_s,
                 e.fits,
                 e.reduce_k,
-                e.prefill_scheme.name()
+                e.prefill_scheme.name(),
+                e.users,
+                e.per_user_tokens_per_s,
+                e.aggregate_tokens_per_s
             ),
             Point::DoesNotFit {
                 region,
@@ -319,8 +358,9 @@ pub fn write_csv(path: &Path, name: &str, rows: &[(String, Point)]) -> Result<()
                 context,
                 prompt_tokens,
                 k,
+                users,
             } => format!(
-                "{name},{v},{},{wafers},{context},{prompt_tokens},,,,,false,{k},",
+                "{name},{v},{},{wafers},{context},{prompt_tokens},,,,,false,{k},,{users},,",
                 region.map(|r| r.to_string()).unwrap_or_default()
             ),
         };
@@ -360,8 +400,17 @@ pub fn run(args: Args) -> Result<()> {
             }
         })
         .collect();
-    // The prompt length changes only the prefill; everything else moves decode.
-    let (ys, yname): (Vec<f64>, &str) = if name == "prompt_tokens" {
+    // The prompt length changes only the prefill; users change the aggregate
+    // rate; everything else moves decode.
+    let (ys, yname): (Vec<f64>, &str) = if name == "users" {
+        (
+            fitting
+                .iter()
+                .map(|(_, e)| e.aggregate_tokens_per_s)
+                .collect(),
+            "aggregate decode tokens/s",
+        )
+    } else if name == "prompt_tokens" {
         (
             fitting
                 .iter()
@@ -406,6 +455,20 @@ pub fn run(args: Args) -> Result<()> {
                 "n/a", "n/a", "n/a", "does not fit"
             ),
         });
+    }
+    if name == "users" {
+        out.push_str(&format!(
+            "{:>16} {:>18} {:>14}\n",
+            "users", "tok/s per user", "aggregate tok/s"
+        ));
+        for (v, p) in &rows {
+            if let Point::Fits(e) = p {
+                out.push_str(&format!(
+                    "{v:>16} {:>18.1} {:>14.1}\n",
+                    e.per_user_tokens_per_s, e.aggregate_tokens_per_s
+                ));
+            }
+        }
     }
     if drew {
         out.push_str(&format!(
@@ -475,6 +538,7 @@ mod tests {
             context: "4096".into(),
             prompt_tokens: "4096".into(),
             k: Some("1,2,3,4".into()),
+            users: "1".into(),
             field: None,
             values: None,
             out,
@@ -512,6 +576,44 @@ mod tests {
         // (the CSV keeps one decimal)
         let e = rows[0].1.figures().unwrap();
         assert!((e.decode_cycles_per_token.get() - cycles[1]).abs() < 0.05);
+    }
+
+    /// Users each bring a KV cache and share the pipeline: below its bound the
+    /// aggregate rate is the users times one user's, each user's is unchanged,
+    /// and a count whose caches do not fit is a row that does not fit.
+    #[test]
+    fn a_sweep_over_users_scales_the_aggregate_until_the_caches_no_longer_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path().join("u.csv"));
+        a.k = None;
+        a.region = None;
+        a.target.wafers = Some(1);
+        a.context = "8192".into();
+        a.users = "1,2,4,65536".into();
+        let cfg = resolve_model(&a.target.model).unwrap();
+        let (name, rows) = sweep(&a, &wse3(), &cfg).unwrap();
+        assert_eq!(name, "users");
+        let f: Vec<&Figures> = rows.iter().filter_map(|(_, p)| p.figures()).collect();
+        assert_eq!(f.len(), 3, "65,536 users' caches cannot fit one wafer");
+        assert!(matches!(rows[3].1, Point::DoesNotFit { users: 65536, .. }));
+        for (e, b) in f.iter().zip([1.0, 2.0, 4.0]) {
+            assert_eq!(e.per_user_tokens_per_s, f[0].decode_tokens_per_s);
+            assert!((e.aggregate_tokens_per_s - b * f[0].decode_tokens_per_s).abs() < 1e-6);
+        }
+        write_csv(&a.out, &name, &rows).unwrap();
+        let text = std::fs::read_to_string(&a.out).unwrap();
+        assert!(text
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",users,per_user_tokens_per_s,aggregate_tokens_per_s"));
+        assert!(
+            text.lines().last().unwrap().ends_with(",false,2,,65536,,"),
+            "{text}"
+        );
+        a.users = "1,0".into();
+        let err = format!("{:#}", sweep(&a, &wse3(), &cfg).unwrap_err());
+        assert!(err.contains("--users: `0`"), "{err}");
     }
 
     #[test]
