@@ -1,5 +1,5 @@
 //! The interface between the generation loop and whatever runs the model: the
-//! dense CPU reference today, the simulated mesh (issue 4) next. An engine turns
+//! dense CPU reference and the simulated mesh. An engine turns
 //! tokens into next-token logits and may report what each step cost it (for the
 //! mesh: simulated cycles and their breakdown), which the loop passes through to
 //! the stderr summary and the `--json` lines untouched.

@@ -1,7 +1,8 @@
-//! `wafer generate`: stream text from a model, on the reference CPU engine.
+//! `wafer generate`: stream text from a model, on the reference CPU engine or
+//! the simulated mesh.
 //!
 //! The argument names and the `--json` line format are a contract that users'
-//! scripts and the project's checks rely on (issue 2, point 7).
+//! scripts and the project's checks rely on.
 
 use super::common::parse_count;
 use anyhow::{anyhow, bail, Context, Result};
