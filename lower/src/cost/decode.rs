@@ -17,8 +17,8 @@
 //! fields. So a decode step never gets cheaper as T grows; the token-by-token
 //! prefill ([`super::token_prefill`]) relies on both facts.
 
-use super::{CommShape, OpKind, Plan, PlanOptions};
-use crate::layout::Layout;
+use super::{CommShape, Op, OpKind, Plan, PlanOptions};
+use crate::layout::{Layout, Site};
 use crate::program::{decode_layer_program, model_steps, LayerProgram};
 use wafer_core::WaferSpec;
 use wafer_models::config::ModelConfig;
@@ -79,27 +79,40 @@ pub(crate) fn assemble(
     let around = model_steps(spec, cfg, layout, opts);
     let mut plan = Plan::default();
     push_steps(&mut plan, spec, &around.embedding, None);
-    // Layers on the same region shape at the same context cost the same: lower
-    // each distinct shape once (keeps the 400-layer estimate closed-form).
-    let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
-    for (l, (site, after)) in layout.layers.iter().zip(&around.after_layer).enumerate() {
-        let key = (site.region.width(), site.region.height());
-        let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
-            Some((_, p)) => p.clone(),
-            None => {
-                let p = layer(key.0, key.1);
-                cache.push((key, p.clone()));
-                p
-            }
-        };
-        for mut op in layer_plan.ops {
-            op.layer = Some(l as u32);
-            plan.ops.push(op);
-        }
-        push_steps(&mut plan, spec, after, Some(l as u32));
-    }
+    price_layers(&mut plan, layout, &mut layer, |plan, l, _, _| {
+        push_steps(plan, spec, &around.after_layer[l], Some(l as u32))
+    });
     push_steps(&mut plan, spec, &around.head, None);
     plan
+}
+
+/// Every layer of `layout` in order: its plan (`layer(width, height)`, lowered
+/// once per distinct region shape — layers on one shape at one context cost the
+/// same, which keeps a 400-layer plan closed-form) with its layer index set,
+/// then what `after(plan, layer, site, next site)` adds (its hand-off).
+pub(crate) fn price_layers(
+    plan: &mut Plan,
+    layout: &Layout,
+    mut layer: impl FnMut(u32, u32) -> Plan,
+    mut after: impl FnMut(&mut Plan, usize, &Site, &Site),
+) {
+    let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
+    for (l, site) in layout.layers.iter().enumerate() {
+        let key = (site.region.width(), site.region.height());
+        let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, p)) => p,
+            None => {
+                cache.push((key, layer(key.0, key.1)));
+                &cache[cache.len() - 1].1
+            }
+        };
+        plan.ops.extend(layer_plan.ops.iter().map(|op| Op {
+            layer: Some(l as u32),
+            ..op.clone()
+        }));
+        let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
+        after(plan, l, site, next);
+    }
 }
 
 /// Program steps as costed operations of `layer` (or of none).

@@ -18,10 +18,11 @@
 //! ([`super::token_prefill`]) is cheaper. Time-to-first-token is the cheaper of
 //! the two ([`prefill`]); the MeshGEMM plan is kept on a tie.
 
-use super::decode::{div, price_layer, push_steps};
+use super::decode::{div, price_layer, price_layers, push_steps};
 use super::token_prefill::token_prefill;
-use super::{OpKind, Plan, PlanOptions};
+use super::{Op, OpKind, Plan, PlanOptions};
 use crate::layout::{Layout, Site};
+use crate::placement::{Footprint, Item, Sizes};
 use crate::program::{handoff, layer_pass_program, prefill_handoff, prefill_layer_program};
 use serde::Serialize;
 use wafer_core::Cycles;
@@ -29,6 +30,7 @@ use wafer_core::WaferSpec;
 use wafer_kernels::Kernel;
 use wafer_models::config::ModelConfig;
 use wafer_sim::program::Step;
+use wafer_sim::Cost;
 
 /// How a prompt is run up to its first generated token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,25 +173,14 @@ pub fn stream_prefill_plan(
 ) -> Option<(Plan, Chunking)> {
     let tokens = tokens.max(1);
     let shapes = layer_shapes(layout);
-    let (act, acc) = (
-        spec.precision.activation_dtype.size_bytes(),
-        spec.precision.accumulate_dtype.size_bytes(),
-    );
     let mut chunk = tokens as u64;
     for &((w, h), layers) in &shapes {
-        let t = crate::LayerTiling::new(
-            cfg,
-            spec.precision.weight_dtype,
-            spec.precision.kv_dtype,
-            w as usize,
-            h as usize,
-        );
-        let kv = (tokens as u64).div_ceil(h.max(1) as u64) * t.kv_bytes_per_position();
-        let held = (t.weight_bytes_per_pe() + kv)
-            .saturating_mul(layers as u64)
-            .saturating_add(spec.pe.reserve_bytes);
-        let per_token = t.buffer_bytes(cfg, act, acc).max(1);
-        chunk = chunk.min(spec.pe.sram_bytes.saturating_sub(held) / per_token);
+        // The region at the whole prompt's cache, as placement counts it, with
+        // one token's decode buffers.
+        let (sizes, one) = layer_footprint(spec, cfg, (w, h));
+        let at = one.times(layers as u64).max(&sizes, tokens as u64);
+        let held = at.weights.saturating_add(at.kv).saturating_add(at.reserve);
+        chunk = chunk.min(sizes.sram.saturating_sub(held) / at.buffers.max(1));
     }
     if chunk == 0 {
         return None;
@@ -229,7 +220,7 @@ pub fn stream_prefill_plan(
             transfer: handoff(spec, &layout.embedding, &first, (n * d) as u64),
             cannon: None,
         };
-        let mut pass = price_pass(
+        let pass = price_pass(
             spec,
             layout,
             embedding,
@@ -245,16 +236,8 @@ pub fn stream_prefill_plan(
                 })
             },
         );
-        match plan.as_mut() {
-            None => {
-                for op in &mut pass.ops {
-                    op.cost = op.cost * count;
-                    op.work_per_pe = (op.work_per_pe as f64 * count) as u64;
-                }
-                plan = Some(pass);
-            }
-            Some(sum) => add_scaled(sum, pass, count),
-        }
+        let sum = plan.get_or_insert_with(|| zeroed(&pass));
+        add_scaled(sum, pass, count);
     }
     let mut plan = plan?;
     push_tail(&mut plan, spec, cfg, layout, tokens, opts);
@@ -262,8 +245,8 @@ pub fn stream_prefill_plan(
 }
 
 /// One pass through the layout: the `embedding` step, then every layer's
-/// program (`layer(w, h)`, lowered once per region shape) priced with its layer
-/// index, each followed by its hand-off to the next stage (`after(site, next)`).
+/// program (`layer(w, h)`, lowered once per region shape), each followed by its
+/// hand-off to the next stage (`after(site, next)`).
 fn price_pass(
     spec: &WaferSpec,
     layout: &Layout,
@@ -273,27 +256,32 @@ fn price_pass(
 ) -> Plan {
     let mut plan = Plan::default();
     push_steps(&mut plan, spec, &[embedding], None);
-    let mut cache: Vec<((u32, u32), Plan)> = Vec::new();
-    for (l, site) in layout.layers.iter().enumerate() {
-        let key = (site.region.width(), site.region.height());
-        let layer_plan = match cache.iter().find(|(k, _)| *k == key) {
-            Some((_, lp)) => lp.clone(),
-            None => {
-                let lp = price_layer(spec, &layer(key.0, key.1));
-                cache.push((key, lp.clone()));
-                lp
+    price_layers(
+        &mut plan,
+        layout,
+        |w, h| price_layer(spec, &layer(w, h)),
+        |plan, l, site, next| {
+            if let Some(h) = after(site, next) {
+                push_steps(plan, spec, &[h], Some(l as u32));
             }
-        };
-        for mut op in layer_plan.ops {
-            op.layer = Some(l as u32);
-            plan.ops.push(op);
-        }
-        let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
-        if let Some(h) = after(site, next) {
-            push_steps(&mut plan, spec, &[h], Some(l as u32));
-        }
-    }
+        },
+    );
     plan
+}
+
+/// `pass`'s operations with no cost and no work: what sums of passes start from.
+fn zeroed(pass: &Plan) -> Plan {
+    Plan {
+        ops: pass
+            .ops
+            .iter()
+            .map(|o| Op {
+                work_per_pe: 0,
+                cost: Cost::default(),
+                ..o.clone()
+            })
+            .collect(),
+    }
 }
 
 /// Adds `count` times `pass` into `sum`, operation by operation (every pass
@@ -336,21 +324,24 @@ pub fn prefill_bytes_per_pe(
     layers: usize,
     keys: usize,
 ) -> u64 {
-    let resident = crate::LayerTiling::new(
-        cfg,
-        spec.precision.weight_dtype,
-        spec.precision.kv_dtype,
-        w as usize,
-        h as usize,
-    )
-    .weight_bytes_per_pe();
-    let kv = (keys as u64).div_ceil(h.max(1) as u64) * program.kv_bytes_per_position;
+    // The region's layers as placement counts them: the others' decode tiles,
+    // and every layer's cache of the positions so far.
+    let (sizes, one) = layer_footprint(spec, cfg, (w, h));
+    let others = one.times(layers.saturating_sub(1) as u64).weight_per_pe;
+    let kv = one.times(layers as u64).max(&sizes, keys as u64).kv;
     program
         .weight_bytes_per_pe()
-        .saturating_add(resident.saturating_mul(layers.saturating_sub(1) as u64))
-        .saturating_add(kv.saturating_mul(layers as u64))
+        .saturating_add(others)
+        .saturating_add(kv)
         .saturating_add(program.buffer_bytes)
-        .saturating_add(spec.pe.reserve_bytes)
+        .saturating_add(sizes.reserve)
+}
+
+/// One decoder layer's footprint on a `w x h` region, from placement's budget.
+fn layer_footprint(spec: &WaferSpec, cfg: &ModelConfig, (w, h): (u32, u32)) -> (Sizes, Footprint) {
+    let sizes = Sizes::from_spec(spec);
+    let one = Footprint::of(cfg, &sizes, Item::Layer(0), w as u64, h as u64);
+    (sizes, one)
 }
 
 /// The chunking of a `tokens`-token prompt whose passes fit every layer region
