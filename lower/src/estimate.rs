@@ -231,8 +231,8 @@ pub fn placement_for_users(
     opts: &EstimateOptions,
     users: u64,
 ) -> Result<Placement> {
-    let context_tokens = opts.context.max(opts.prompt_tokens).max(1) as u64;
-    let placement = place_for_users(cfg, spec, &place_options(opts), users)?;
+    let po = place_options(opts);
+    let placement = place_for_users(cfg, spec, &po, users)?;
     if !placement.fits() {
         let of_users = if users > 1 {
             format!(" for {users} users")
@@ -240,10 +240,11 @@ pub fn placement_for_users(
             String::new()
         };
         bail!(
-            "the model does not fit on {} {} wafer(s) at {context_tokens} tokens of context{of_users} (this placement holds at most {}); \
+            "the model does not fit on {} {} wafer(s) at {} tokens of context{of_users} (this placement holds at most {}); \
              run `wafer place` with the same options to see which PE overflows and what would fit",
             placement.wafers,
             spec.name,
+            po.context_tokens,
             placement.max_context_tokens
         );
     }

@@ -149,6 +149,8 @@ impl AttnGeometry {
 pub struct AttnScratch {
     /// Per row: scores as `[block][head][slot of the block]`.
     scores: Vec<f32>,
+    /// One position's score per head.
+    head_scores: Vec<f32>,
     stats: Vec<f32>,
     values: Vec<f32>,
 }
@@ -259,12 +261,13 @@ pub fn attend(
     let score = |t: usize, head: usize| scores[(t / B * n_heads + head) * B + t % B];
     // Each row's max over its positions, then along the columns (over rows).
     maxes.fill(f32::NEG_INFINITY);
-    let mut s = vec![0.0f32; n_heads];
+    let s = &mut scratch.head_scores;
+    s.resize(n_heads, 0.0);
     for t in 0..t_len {
         s.iter_mut()
             .enumerate()
             .for_each(|(head, x)| *x = score(t, head));
-        attention::max_into(&mut maxes[(t % h) * n_heads..][..n_heads], &s);
+        attention::max_into(&mut maxes[(t % h) * n_heads..][..n_heads], s);
     }
     let global_max = geo.column.max_in(maxes, n_heads, rows, nums.acts);
 

@@ -361,6 +361,17 @@ struct Queue {
     kind: QueueKind,
 }
 
+impl Queue {
+    /// Whether every slot is taken; if so, `waiter` waits for one to free.
+    fn full_then_wait(&mut self, waiter: Waiter) -> bool {
+        let full = self.reserved >= self.cap;
+        if full {
+            self.waiters.push(waiter);
+        }
+        full
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Waiter {
     Router(u32),
@@ -832,9 +843,7 @@ impl<'p> Sim<'p> {
         }
         // ... and every target must have a free slot.
         for d in tx.iter() {
-            let target = &mut self.queues[targets[d as usize] as usize];
-            if target.reserved >= target.cap {
-                target.waiters.push(Waiter::Router(b));
+            if self.queues[targets[d as usize] as usize].full_then_wait(Waiter::Router(b)) {
                 return;
             }
         }
@@ -904,6 +913,14 @@ impl<'p> Sim<'p> {
         }
     }
 
+    /// The PE's task continues at `cur` once its compute engine is free at `at`.
+    fn busy_until(&mut self, pe: u32, cur: Cursor, at: u64) {
+        let ce = &mut self.ces[pe as usize];
+        ce.task = Some(cur);
+        ce.pending = true;
+        self.push(at, Ev::Ce(pe));
+    }
+
     fn ce(&mut self, pe: u32, t: u64) -> Result<(), FabricError> {
         let p = pe as usize;
         self.ces[p].pending = false;
@@ -940,9 +957,7 @@ impl<'p> Sim<'p> {
             match *op {
                 Op::Compute { cycles } => {
                     cur.op += 1;
-                    self.ces[p].task = Some(cur);
-                    self.ces[p].pending = true;
-                    self.push(t + cycles, Ev::Ce(pe));
+                    self.busy_until(pe, cur, t + cycles);
                     return Ok(());
                 }
                 Op::Activate(i) => {
@@ -963,17 +978,14 @@ impl<'p> Sim<'p> {
                     }
                     let (q, _) = self.find(pe, colour);
                     let queue = &mut self.queues[q as usize];
-                    if queue.reserved >= queue.cap {
-                        queue.waiters.push(Waiter::Ce(pe));
+                    if queue.full_then_wait(Waiter::Ce(pe)) {
                         return Ok(());
                     }
                     queue.reserved += 1;
                     let payload = self.encode(pe, first + cur.j);
                     self.push(t + self.ramp, Ev::Arrive(q, payload));
                     cur.j += 1;
-                    self.ces[p].task = Some(cur);
-                    self.ces[p].pending = true;
-                    self.push(t + self.costs.send, Ev::Ce(pe));
+                    self.busy_until(pe, cur, t + self.costs.send);
                     return Ok(());
                 }
                 Op::Recv {
@@ -996,9 +1008,7 @@ impl<'p> Sim<'p> {
                     }
                     let out = forward.map(|f| self.find(pe, f).0);
                     if let Some(o) = out {
-                        let queue = &mut self.queues[o as usize];
-                        if queue.reserved >= queue.cap {
-                            queue.waiters.push(Waiter::Ce(pe));
+                        if self.queues[o as usize].full_then_wait(Waiter::Ce(pe)) {
                             return Ok(());
                         }
                     }
@@ -1018,9 +1028,7 @@ impl<'p> Sim<'p> {
                         self.push(t + dur + self.ramp, Ev::Arrive(o, payload));
                     }
                     cur.j += 1;
-                    self.ces[p].task = Some(cur);
-                    self.ces[p].pending = true;
-                    self.push(t + dur, Ev::Ce(pe));
+                    self.busy_until(pe, cur, t + dur);
                     return Ok(());
                 }
             }
