@@ -207,24 +207,6 @@ mod tests {
     use crate::gguf::dequantize;
     use rand::{Rng, SeedableRng};
 
-    /// Random blocks of `ty` with finite f16 scales.
-    fn random_blocks(ty: QuantType, blocks: usize, rng: &mut impl Rng) -> Vec<u8> {
-        let mut v = vec![0u8; blocks * ty.block_bytes()];
-        rng.fill(&mut v[..]);
-        let scale_at: &[usize] = match ty {
-            QuantType::Q8_0 | QuantType::Q4_0 => &[0],
-            QuantType::Q4_1 | QuantType::Q4_K => &[0, 2],
-            QuantType::Q6_K => &[208],
-        };
-        for b in v.chunks_exact_mut(ty.block_bytes()) {
-            for &at in scale_at {
-                let s = half::f16::from_f32(rng.gen_range(-0.1f32..0.1)).to_le_bytes();
-                b[at..at + 2].copy_from_slice(&s);
-            }
-        }
-        v
-    }
-
     fn ggml(q: QuantType) -> GgmlType {
         crate::gguf::GgmlType::DEQUANTIZABLE
             .into_iter()
@@ -251,7 +233,13 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let q = QuantType::Q8_0;
         let (rows, cols) = (8, 64);
-        let bytes = random_blocks(q, rows * cols / 32, &mut rng);
+        // Random Q8_0 blocks, each with a finite scale: `{ f16 d; i8 qs[32] }`.
+        let mut bytes = vec![0u8; rows * cols / 32 * q.block_bytes()];
+        rng.fill(&mut bytes[..]);
+        for b in bytes.chunks_exact_mut(q.block_bytes()) {
+            let d = half::f16::from_f32(rng.gen_range(-0.1f32..0.1));
+            b[..2].copy_from_slice(&d.to_le_bytes());
+        }
         let row_bytes = cols / 32 * q.block_bytes();
         let moved = unpermute_rows(&bytes, 2, row_bytes).unwrap();
         let mut a = vec![0f32; rows * cols];

@@ -89,18 +89,8 @@ mod x86 {
     //! Each function needs AVX2, FMA and F16C, `row.len()` a whole number of
     //! blocks and `x.len()` at least the row's element count (checked by assert).
     use super::QuantType;
+    use crate::reference::ops::x86::hsum;
     use std::arch::x86_64::*;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
