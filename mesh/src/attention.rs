@@ -199,7 +199,7 @@ fn block_scores(
                 attention::score_partials(part, q, kblk, B, a..z, g);
             }
             // Across the segment's columns, every slot of the block at once.
-            let summed = seg.sum_in(&mut parts, g * n, seg.len() as usize, nums.acts);
+            let summed = seg.sum_in(&mut parts, g * n, seg.len() as usize, nums.acts());
             for (m, pm) in summed.chunks_exact(n).enumerate() {
                 let head = gk * g + m;
                 let dst = &mut sblk[head * B..head * B + n];
@@ -269,7 +269,7 @@ pub fn attend(
             .for_each(|(head, x)| *x = score(t, head));
         attention::max_into(&mut maxes[(t % h) * n_heads..][..n_heads], s);
     }
-    let global_max = geo.column.max_in(maxes, n_heads, rows, nums.acts);
+    let global_max = geo.column.max_in(maxes, n_heads, rows, nums.acts());
 
     // exp, each row's local sums and probability-weighted value partials, its
     // positions in slot order; row groups in parallel (each task walks the
@@ -303,10 +303,10 @@ pub fn attend(
                 attention::weighted_values(row_values, &p, val, hd, g);
             }
         });
-    let total = geo.column.sum_in(sums, n_heads, rows, nums.sums);
+    let total = geo.column.sum_in(sums, n_heads, rows, nums.sums());
     let values = geo
         .column
-        .sum_in(&mut scratch.values, q_dim, rows, nums.acts);
+        .sum_in(&mut scratch.values, q_dim, rows, nums.acts());
     attention::normalize_heads(out, values, total, hd, g);
     round_slice(nums.act, out);
 }

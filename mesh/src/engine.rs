@@ -108,33 +108,39 @@ struct Buffers {
 /// as `accumulate_dtype`. A PE's own tile arithmetic is f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Numerics {
+    /// Activations, stored and sent.
     pub act: DType,
-    /// Reductions of activations (GEMV partials, scores, maxima, weighted values).
-    pub acts: Formats,
-    /// Reductions of f32 sums (sums of squares, softmax sums).
-    pub sums: Formats,
+    /// Every running sum of a reduction.
+    pub acc: DType,
 }
 
 impl Numerics {
     /// Everything f32: an f32 host's arithmetic.
     pub const F32: Numerics = Numerics {
         act: DType::F32,
-        acts: Formats::F32,
-        sums: Formats::F32,
+        acc: DType::F32,
     };
 
     pub fn of(spec: &WaferSpec) -> Numerics {
-        let p = &spec.precision;
         Numerics {
-            act: p.activation_dtype,
-            acts: Formats {
-                wire: p.activation_dtype,
-                acc: p.accumulate_dtype,
-            },
-            sums: Formats {
-                wire: DType::F32,
-                acc: p.accumulate_dtype,
-            },
+            act: spec.precision.activation_dtype,
+            acc: spec.precision.accumulate_dtype,
+        }
+    }
+
+    /// Reductions of activations (GEMV partials, scores, maxima, weighted values).
+    pub fn acts(self) -> Formats {
+        Formats {
+            wire: self.act,
+            acc: self.acc,
+        }
+    }
+
+    /// Reductions of f32 sums (sums of squares, softmax sums).
+    pub fn sums(self) -> Formats {
+        Formats {
+            wire: DType::F32,
+            acc: self.acc,
         }
     }
 }
@@ -197,7 +203,7 @@ fn head_rms_norm(
                 parts[p / col_chunk - c0] += v * v;
             }
         }
-        let sum = seg.sum_in(parts, 1, seg.len() as usize, nums.sums)[0];
+        let sum = seg.sum_in(parts, 1, seg.len() as usize, nums.sums())[0];
         *inv = 1.0 / (sum / hd as f32 + eps as f32).sqrt();
     }
     for (v, &orig) in x.iter_mut().zip(order) {
@@ -599,7 +605,7 @@ impl MeshProgram {
         parts.clear();
         parts.extend((0..used).map(|r| vector::sum_squares(&h[x_split.range(r)])));
         parts.resize(along_column.lines_needed(used), 0.0);
-        let sum = along_column.sum_in(parts, 1, used, nums.sums)[0];
+        let sum = along_column.sum_in(parts, 1, used, nums.sums())[0];
         // Every PE scales its copy of its row's chunk.
         out.copy_from_slice(h);
         vector::rms_scale(out, w, sum, h.len(), eps as f32);
@@ -678,7 +684,7 @@ impl MeshProgram {
                             &b.x,
                             &mut [&mut b.q, &mut b.k, &mut b.v],
                             &layer.along_column,
-                            nums.acts,
+                            nums.acts(),
                         );
                         for (out, bias) in [
                             (&mut b.q, &layer.q_bias),
@@ -723,7 +729,7 @@ impl MeshProgram {
                     ),
                     OpKind::SoftmaxMax | OpKind::SoftmaxSum | OpKind::AttnValues => {}
                     OpKind::OProj => {
-                        tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row, nums.acts);
+                        tiled_gemv(&layer.o, &b.attn, &mut b.o, &layer.along_row, nums.acts());
                         if let Some(bias) = &layer.o_bias {
                             b.o.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
                             round_slice(nums.act, &mut b.o);
@@ -738,15 +744,19 @@ impl MeshProgram {
                         &b.x,
                         &mut [&mut b.gate, &mut b.up],
                         &layer.along_column,
-                        nums.acts,
+                        nums.acts(),
                     ),
                     OpKind::SiluMul => {
                         vector::silu_mul(&mut b.gate, &b.up);
                         round_slice(nums.act, &mut b.gate);
                     }
-                    OpKind::DownProj => {
-                        tiled_gemv(&layer.down, &b.gate, &mut b.o, &layer.along_row, nums.acts)
-                    }
+                    OpKind::DownProj => tiled_gemv(
+                        &layer.down,
+                        &b.gate,
+                        &mut b.o,
+                        &layer.along_row,
+                        nums.acts(),
+                    ),
                     // Not steps of a layer: listed so that a new kind of step
                     // fails to compile here until the executor handles it.
                     OpKind::Embedding
@@ -817,7 +827,7 @@ fn run_around(
         OpKind::LmHead => {
             logits.clear();
             logits.resize(head.matrix.out_dim(), 0.0);
-            tiled_gemv(&head.matrix, &b.x, logits, &head.along_column, nums.acts);
+            tiled_gemv(&head.matrix, &b.x, logits, &head.along_column, nums.acts());
         }
         OpKind::Argmax => {
             // Each column's local best, then (value, index) pairs reduced along
