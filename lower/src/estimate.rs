@@ -177,16 +177,16 @@ fn gather(
     opts: &EstimateOptions,
     plan_opts: &PlanOptions,
     sram: SramCheck,
-) -> Estimate {
+) -> Result<Estimate> {
     let decode = decode_plan_with(spec, cfg, layout, opts.context.max(1), plan_opts);
-    let pre = prefill(spec, cfg, layout, opts.prompt_tokens.max(1), plan_opts);
+    let pre = prefill(spec, cfg, layout, opts.prompt_tokens.max(1), plan_opts)?;
     let prefill = pre.plan;
     let d = decode.total();
     let t = prefill.total();
     let shape = layout.layers[0].region.shape;
     let mut sites = layout.layers.clone();
     sites.dedup();
-    Estimate {
+    Ok(Estimate {
         hw: spec.name.clone(),
         region: shape,
         wafers: layout.wafers(),
@@ -211,7 +211,7 @@ fn gather(
         prefill_token_by_token_cycles: pre.token_by_token_cycles,
         prefill_token_by_token_exact: pre.token_by_token_exact,
         users: None,
-    }
+    })
 }
 
 /// The placement the estimate (and the mesh engine) runs on: `wafer place` with
@@ -331,7 +331,7 @@ pub fn estimate_for_users(
         budget_per_pe: Bytes(spec.pe.sram_bytes),
     };
     let layout = placement.layout();
-    let mut e = gather(spec, cfg, &layout, opts, plan_opts, sram);
+    let mut e = gather(spec, cfg, &layout, opts, plan_opts, sram)?;
     if users > 1 {
         let pipeline = Pipeline::of(&e.decode, &layout);
         let aggregate = pipeline.aggregate_tokens_per_s(users, spec.clock_hz);

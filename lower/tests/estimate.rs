@@ -336,7 +336,7 @@ fn token_by_token_prefill_is_the_decode_steps_summed_by_hand() {
             .0
             .total();
         let tbt = exact(n).total();
-        let p = prefill(&spec, &cfg, &layout, n, &opts);
+        let p = prefill(&spec, &cfg, &layout, n, &opts).unwrap();
         assert_eq!((p.gemm_cycles, p.stream_cycles), (Some(gemm), Some(stream)));
         let want = if tbt < gemm && tbt < stream {
             PrefillScheme::TokenByToken
@@ -355,7 +355,7 @@ fn token_by_token_prefill_is_the_decode_steps_summed_by_hand() {
         ));
         // What is reported for the token-by-token plan is a true lower bound.
         assert!(p.token_by_token_cycles.get() <= tbt.get() * (1.0 + 1e-12));
-        let g = prefill(&spec, &cfg, &layout, n, &two);
+        let g = prefill(&spec, &cfg, &layout, n, &two).unwrap();
         assert_eq!(g.stream_cycles, None);
         schemes.push(g.scheme);
     }
@@ -542,6 +542,12 @@ fn meshgemm_prefill_chunks_fit_the_square_and_elongated_regions_may_not_fit_at_a
     let e = estimate_with(&spec, &big, &tall, &o).unwrap();
     assert_eq!(e.prefill_gemm_cycles, None);
     assert_ne!(e.prefill_scheme, PrefillScheme::Gemm);
+    // Asked for by name, the scheme that does not fit is an error.
+    let only = o.with_prefill_scheme(Some(PrefillScheme::Gemm));
+    let err = estimate_with(&spec, &big, &tall, &only)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("MeshGEMM prefill does not fit"), "{err}");
     // The tiling the square holds is not the decode tiling of the region.
     let decode = LayerTiling::new(
         &big,

@@ -449,6 +449,7 @@ fn mesh_cycles_equal_the_estimate_for_the_same_layout_and_context() {
     // The mesh runs the prompt one token at a time: it reports that scheme's price.
     let tbt = k1.with_prefill_scheme(Some(PrefillScheme::TokenByToken));
     let ttft_want = prefill(&spec, &config, &layout, prompt.len(), &tbt)
+        .unwrap()
         .plan
         .total();
     let logits = engine.prefill(&prompt).unwrap();

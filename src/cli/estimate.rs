@@ -6,7 +6,7 @@
 //! step per prompt token); the report says which (`prefill_scheme` in JSON).
 
 use super::common::{load_spec, parse_positive_count, warn_past_model_context, DEFAULT_CONTEXT};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
 use wafer_lower::cost::{Plan, PlanOptions, PrefillScheme};
@@ -117,17 +117,6 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let e = estimate_for_users(&spec, &cfg, &options(&args)?, &plan_opts, args.users)?;
-    if let Some(s) = forced.filter(|s| *s != e.prefill_scheme) {
-        bail!(
-            "--prefill-scheme {}: it does not fit this layout ({})",
-            args.prefill_scheme,
-            match s {
-                PrefillScheme::Gemm =>
-                    "the square cannot hold the layer's tiles and one row of tokens",
-                _ => "not even one token's buffers fit beside the prompt's cache",
-            }
-        );
-    }
     if args.json {
         println!(
             "{}",

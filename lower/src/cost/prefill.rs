@@ -24,6 +24,7 @@ use super::{Op, OpKind, Plan, PlanOptions};
 use crate::layout::{Layout, Site};
 use crate::placement::{Footprint, Item, Sizes};
 use crate::program::{handoff, layer_pass_program, prefill_handoff, prefill_layer_program};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use wafer_core::Cycles;
 use wafer_core::WaferSpec;
@@ -91,15 +92,15 @@ pub struct Prefill {
 /// The three schemes for a `tokens`-token prompt (at least 1): the cheapest is
 /// chosen (the MeshGEMM plan on a tie, then the streamed one); the
 /// token-by-token one is evaluated only as far as it can still win. With a
-/// scheme set in `opts` only that one is costed; if it does not fit, the
-/// token-by-token plan is returned, and the caller sees the scheme differ.
+/// scheme set in `opts` only that one is costed, and it is an error if it does
+/// not fit the layout.
 pub fn prefill(
     spec: &WaferSpec,
     cfg: &ModelConfig,
     layout: &Layout,
     tokens: usize,
     opts: &PlanOptions,
-) -> Prefill {
+) -> Result<Prefill> {
     // A scheme the options rule out is not costed (its figures are `None`).
     let costed = |s| opts.prefill_scheme().is_none_or(|only| only == s);
     let gemm = costed(PrefillScheme::Gemm)
@@ -131,7 +132,16 @@ pub fn prefill(
         (None, Some((s, _))) => (PrefillScheme::Stream, s),
         (None, None) => (PrefillScheme::TokenByToken, tbt.plan.unwrap_or_default()),
     };
-    Prefill {
+    match opts.prefill_scheme() {
+        Some(PrefillScheme::Gemm) if scheme != PrefillScheme::Gemm => bail!(
+            "the MeshGEMM prefill does not fit this layout: a layer region's square cannot hold the layer's tiles with even one row of tokens"
+        ),
+        Some(PrefillScheme::Stream) if scheme != PrefillScheme::Stream => bail!(
+            "the streamed prefill does not fit this layout: not even one token's buffers fit beside the prompt's cache"
+        ),
+        _ => {}
+    }
+    Ok(Prefill {
         scheme,
         plan,
         gemm_cycles,
@@ -140,7 +150,7 @@ pub fn prefill(
         stream_chunking,
         token_by_token_cycles: tbt.cycles,
         token_by_token_exact: tbt_exact,
-    }
+    })
 }
 
 /// Distinct layer-region shapes of `layout` and the most layers a region of
