@@ -51,7 +51,9 @@ pub struct Args {
     pub k: Option<u32>,
     /// Prefill scheme to cost: auto (the cheapest), gemm (Cannon MeshGEMMs on
     /// each layer's square), stream (chunks through the decode tiling) or
-    /// token-by-token.
+    /// token-by-token. gemm and stream are still weighed against one decode
+    /// step per token, which wins for short prompts; one that does not fit the
+    /// layout is an error.
     #[arg(long, default_value = "auto", value_parser = ["auto", "gemm", "stream", "token-by-token"])]
     pub prefill_scheme: String,
     /// Users in flight (1 to 65536): every layer holds each user's KV cache at

@@ -59,7 +59,8 @@ impl PlanOptions {
         })
     }
 
-    /// Cost only `scheme` for the prefill (`None`: the cheapest of all).
+    /// Cost only `scheme` for the prefill, beside one decode step per token
+    /// (`None`: the cheapest of all three).
     pub fn with_prefill_scheme(self, scheme: Option<PrefillScheme>) -> PlanOptions {
         PlanOptions {
             prefill: scheme,

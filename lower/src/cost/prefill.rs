@@ -92,8 +92,8 @@ pub struct Prefill {
 /// The three schemes for a `tokens`-token prompt (at least 1): the cheapest is
 /// chosen (the MeshGEMM plan on a tie, then the streamed one); the
 /// token-by-token one is evaluated only as far as it can still win. With a
-/// scheme set in `opts` only that one is costed, and it is an error if it does
-/// not fit the layout.
+/// scheme set in `opts` only that one is costed beside the token-by-token one
+/// (which always fits), and it is an error if it does not fit the layout.
 pub fn prefill(
     spec: &WaferSpec,
     cfg: &ModelConfig,
@@ -133,10 +133,10 @@ pub fn prefill(
         (None, None) => (PrefillScheme::TokenByToken, tbt.plan.unwrap_or_default()),
     };
     match opts.prefill_scheme() {
-        Some(PrefillScheme::Gemm) if scheme != PrefillScheme::Gemm => bail!(
+        Some(PrefillScheme::Gemm) if gemm_cycles.is_none() => bail!(
             "the MeshGEMM prefill does not fit this layout: a layer region's square cannot hold the layer's tiles with even one row of tokens"
         ),
-        Some(PrefillScheme::Stream) if scheme != PrefillScheme::Stream => bail!(
+        Some(PrefillScheme::Stream) if stream_cycles.is_none() => bail!(
             "the streamed prefill does not fit this layout: not even one token's buffers fit beside the prompt's cache"
         ),
         _ => {}
