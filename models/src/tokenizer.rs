@@ -353,18 +353,22 @@ fn check_post_processor(p: &serde_json::Value) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A directory holding `json` as its tokenizer.json.
+    fn with_tokenizer_json(json: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+        dir
+    }
+
     #[test]
     fn malformed_json_in_the_decoder_is_an_error_not_a_panic() {
         // Found by fuzzing: a syntax error inside `decoder` made the tokenizers
         // crate panic ("Helper") while loading.
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("tokenizer.json"),
+        let dir = with_tokenizer_json(
             r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
             "post_processor":null,"decoder":{"type":"ByteLevel","add_prefix_space" true},
             "model":{"type":"WordLevel","vocab":{"a":0},"unk_token":"a"}}"#,
-        )
-        .unwrap();
+        );
         let err = format!("{:#}", Tokenizer::from_dir(dir.path()).err().unwrap());
         assert!(err.contains("invalid JSON"), "{err}");
     }
@@ -373,17 +377,14 @@ mod tests {
     fn a_template_naming_an_undefined_special_token_is_an_error_not_a_panic() {
         // Found by fuzzing: loading succeeded and encoding panicked ("no entry
         // found for key") on a template token `special_tokens` lacks.
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("tokenizer.json"),
+        let dir = with_tokenizer_json(
             r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
             "post_processor":{"type":"TemplateProcessing",
               "single":[{"SpecialToken":{"id":"<s<","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],
               "pair":[{"Sequence":{"id":"A","type_id":0}},{"Sequence":{"id":"B","type_id":1}}],
               "special_tokens":{"<s>":{"id":"<s>","ids":[0],"tokens":["<s>"]}}},
             "decoder":null,"model":{"type":"WordLevel","vocab":{"<s>":0,"a":1},"unk_token":"a"}}"#,
-        )
-        .unwrap();
+        );
         let err = format!("{:#}", Tokenizer::from_dir(dir.path()).err().unwrap());
         assert!(err.contains("`<s<`"), "{err}");
     }
@@ -392,15 +393,12 @@ mod tests {
     fn a_panic_in_the_tokenizers_crate_is_an_error() {
         // Found by fuzzing: a `Strip` decoder stripping more characters than a
         // token has underflows (then indexes out of bounds) inside the crate.
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("tokenizer.json"),
+        let dir = with_tokenizer_json(
             r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
             "post_processor":null,
             "decoder":{"type":"Strip","content":" ","start":0,"stop":387922494148990},
             "model":{"type":"WordLevel","vocab":{"a":0," ":1},"unk_token":"a"}}"#,
-        )
-        .unwrap();
+        );
         let tok = Tokenizer::from_dir(dir.path()).unwrap();
         let err = format!("{:#}", tok.decode(&[1]).unwrap_err());
         assert!(err.contains("tokenizers crate failed"), "{err}");
