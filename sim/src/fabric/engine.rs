@@ -954,6 +954,15 @@ impl<'p> Sim<'p> {
                 self.ces[p].end = t;
                 continue;
             };
+            // A send or a receive that has moved all its wavelets is done.
+            if let Op::Send { wavelets, .. } | Op::Recv { wavelets, .. } = *op {
+                if cur.j == wavelets {
+                    cur.op += 1;
+                    cur.j = 0;
+                    self.ces[p].task = Some(cur);
+                    continue;
+                }
+            }
             match *op {
                 Op::Compute { cycles } => {
                     cur.op += 1;
@@ -965,17 +974,7 @@ impl<'p> Sim<'p> {
                     cur.op += 1;
                     self.ces[p].task = Some(cur);
                 }
-                Op::Send {
-                    colour,
-                    first,
-                    wavelets,
-                } => {
-                    if cur.j == wavelets {
-                        cur.op += 1;
-                        cur.j = 0;
-                        self.ces[p].task = Some(cur);
-                        continue;
-                    }
+                Op::Send { colour, first, .. } => {
                     let (q, _) = self.find(pe, colour);
                     let queue = &mut self.queues[q as usize];
                     if queue.full_then_wait(Waiter::Ce(pe)) {
@@ -991,16 +990,10 @@ impl<'p> Sim<'p> {
                 Op::Recv {
                     colour,
                     first,
-                    wavelets,
                     combine,
                     forward,
+                    ..
                 } => {
-                    if cur.j == wavelets {
-                        cur.op += 1;
-                        cur.j = 0;
-                        self.ces[p].task = Some(cur);
-                        continue;
-                    }
                     let (_, inq) = self.find(pe, colour);
                     if self.queues[inq as usize].items.is_empty() {
                         self.queues[inq as usize].waiters.push(Waiter::Ce(pe));
