@@ -11,6 +11,7 @@
 
 pub mod cost;
 pub mod estimate;
+pub mod fabric;
 pub mod layout;
 pub mod placement;
 pub mod program;

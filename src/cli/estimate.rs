@@ -10,9 +10,11 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
 use wafer_lower::cost::{Plan, PlanOptions, PrefillScheme};
-use wafer_lower::estimate::{estimate_for_users, Estimate, EstimateOptions};
+use wafer_lower::estimate::{estimate_for_users, placement_for_users, Estimate, EstimateOptions};
+use wafer_lower::fabric::{fabric_decode, FabricDecode};
 use wafer_lower::placement::MAX_USERS;
 use wafer_models::ModelConfig;
+use wafer_sim::fabric::RunOptions;
 use wafer_sim::Category;
 
 /// The model, hardware and pipeline options `estimate` and `sweep` share.
@@ -61,6 +63,15 @@ pub struct Args {
     /// per-user and aggregate tokens/s and the most users that fit.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_USERS))]
     pub users: u64,
+    /// How the decode step is timed: `analytic` (closed forms) or `fabric`
+    /// (every layer and the LM head run on the event-driven fabric simulator,
+    /// timing-only; the analytic figure is reported beside it).
+    #[arg(long, default_value = "analytic", value_parser = ["analytic", "fabric"])]
+    pub sim: String,
+    /// With `--sim fabric`: simulate every layer, instead of one layer per
+    /// distinct region shape (the figures are the same; this checks it).
+    #[arg(long)]
+    pub no_memo: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -118,7 +129,41 @@ pub fn run(args: Args) -> Result<()> {
             cfg.max_position_embeddings,
         );
     }
-    let e = estimate_for_users(&spec, &cfg, &options(&args)?, &plan_opts, args.users)?;
+    let opts = options(&args)?;
+    let e = estimate_for_users(&spec, &cfg, &opts, &plan_opts, args.users)?;
+    if args.sim == "fabric" {
+        if args.users > 1 {
+            anyhow::bail!(
+                "--sim fabric times one user's decode step; drop --users or use --sim analytic"
+            );
+        }
+        let layout = placement_for_users(&spec, &cfg, &opts, args.users)?.layout();
+        let started = std::time::Instant::now();
+        let f = fabric_decode(
+            &spec,
+            &cfg,
+            &layout,
+            args.context,
+            &plan_opts,
+            &RunOptions::default(),
+            !args.no_memo,
+        )?;
+        let wall = started.elapsed().as_secs_f64();
+        if args.json {
+            let mut v = to_json(&e, cfg.num_hidden_layers);
+            fabric_json(&mut v, &e, &f, spec.clock_hz, wall, !args.no_memo);
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            print_report(
+                &e,
+                &args.target.model,
+                cfg.num_hidden_layers,
+                forced.is_some(),
+            );
+            print_fabric(&e, &f, spec.clock_hz, wall);
+        }
+        return Ok(());
+    }
     if args.json {
         println!(
             "{}",
@@ -215,6 +260,78 @@ pub fn to_json(e: &Estimate, layers: usize) -> serde_json::Value {
         );
     }
     v
+}
+
+/// `--sim fabric`: the decode figures become the simulation's, the analytic
+/// ones stay beside them.
+fn fabric_json(
+    v: &mut serde_json::Value,
+    e: &Estimate,
+    f: &FabricDecode,
+    clock_hz: f64,
+    wall_s: f64,
+    memo: bool,
+) {
+    let analytic_layers = e.decode.by_layer(f.layer_cycles.len());
+    v["sim"] = json!("fabric");
+    v["decode_cycles_per_token"] = json!(f.cycles.get());
+    v["decode_tokens_per_s"] = json!(clock_hz / f.cycles.get());
+    v["analytic_decode_cycles_per_token"] = json!(e.decode_cycles_per_token.get());
+    v["analytic_decode_tokens_per_s"] = json!(e.decode_tokens_per_s);
+    // The prefill is not simulated yet: its figures are the analytic ones.
+    v["ttft_source"] = json!("analytic");
+    v["fabric"] = json!({
+        "layer_cycles": f.layer_cycles.iter().map(|c| c.get()).collect::<Vec<_>>(),
+        "analytic_layer_cycles": analytic_layers.iter().map(|c| c.get()).collect::<Vec<_>>(),
+        "head_cycles": f.head_cycles.get(),
+        "analytic_rest_cycles": f.analytic_rest.get(),
+        "simulations": f.simulations,
+        "memo": memo,
+        "events": f.events,
+        "wavelet_hops": f.wavelet_hops,
+        "token_wavelet_hops": f.token_wavelet_hops,
+        "max_queue_occupancy": f.max_queue_occupancy,
+        "wall_s": wall_s,
+        "events_per_wall_s": f.events as f64 / wall_s.max(1e-9),
+        "wavelet_hops_per_wall_s": f.wavelet_hops as f64 / wall_s.max(1e-9),
+    });
+}
+
+fn print_fabric(e: &Estimate, f: &FabricDecode, clock_hz: f64, wall_s: f64) {
+    let a = e.decode_cycles_per_token.get();
+    let c = f.cycles.get();
+    println!(
+        "\nfabric simulation (timing-only) of the decode step @ KV {}",
+        e.context
+    );
+    println!(
+        "  {:.0} cycles/token = {:.1} tokens/s (analytic {:.0}, {:+.1}%)",
+        c,
+        clock_hz / c,
+        a,
+        100.0 * (c - a) / a
+    );
+    let layers = f.layer_cycles.len();
+    let analytic = e.decode.by_layer(layers);
+    let mean =
+        |v: &[wafer_core::Cycles]| v.iter().map(|c| c.get()).sum::<f64>() / layers.max(1) as f64;
+    println!(
+        "  per layer: {:.0} cycles simulated, {:.0} analytic (mean of {layers}); LM head {:.0}; transfers and embedding (analytic) {:.0}",
+        mean(&f.layer_cycles),
+        mean(&analytic),
+        f.head_cycles.get(),
+        f.analytic_rest.get()
+    );
+    println!(
+        "  {} simulation(s): {} events, {} wavelet-hops, peak queue {} wavelets, {:.2} s wall ({:.2e} events/s)",
+        f.simulations,
+        f.events,
+        f.wavelet_hops,
+        f.max_queue_occupancy,
+        wall_s,
+        f.events as f64 / wall_s.max(1e-9)
+    );
+    println!("  prefill: not simulated; TTFT above is the analytic figure");
 }
 
 fn print_plan(title: &str, plan: &Plan, layers: usize) {

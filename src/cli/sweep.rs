@@ -296,6 +296,8 @@ pub fn sweep(
             k: fixed_k,
             prefill_scheme: "auto".into(),
             users: users_n.first().copied().context("--users is empty")?,
+            sim: "analytic".into(),
+            no_memo: false,
             json: true,
         };
         // The value column holds the count itself (8k is written 8192).

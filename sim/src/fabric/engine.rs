@@ -262,12 +262,21 @@ pub struct FabricParams {
     /// Wavelets a router buffers per colour on a link input port. Not found in
     /// any public source.
     pub router_buffer_wavelets: u32,
+    /// Whether a PE's queues are re-bound from phase to phase. Without it every
+    /// colour a PE receives (sends) on holds an input (output) queue for the
+    /// whole run, and a PE needing more than the spec's queues is refused. With
+    /// it, a program whose phases each fit the queues may use more colours in
+    /// all: the `i`-th receiving colour of a PE takes the depth of queue
+    /// `i mod queues` (WSE-3 re-binds a drained queue to another colour;
+    /// the re-binding itself is charged nothing, an assumption).
+    pub rebind_queues: bool,
 }
 
 impl Default for FabricParams {
     fn default() -> Self {
         FabricParams {
             router_buffer_wavelets: 2,
+            rebind_queues: false,
         }
     }
 }
@@ -536,8 +545,13 @@ impl<'p> Sim<'p> {
                         colour.0
                     )));
                 }
+                let rebind = |depths: &[u32], i: usize| match depths.len() {
+                    0 => None,
+                    n if opts.params.rebind_queues => Some(depths[i % n]),
+                    _ => depths.get(i).copied(),
+                };
                 let cap = if route.rx == Dir::Ramp {
-                    let depth = r.output_queue_depths.get(outs).copied().ok_or_else(|| {
+                    let depth = rebind(&r.output_queue_depths, outs).ok_or_else(|| {
                         FabricError::InvalidProgram(format!(
                             "PE ({x},{y}) sends on more colours than the {} output queues of {}",
                             r.output_queue_depths.len(),
@@ -565,7 +579,7 @@ impl<'p> Sim<'p> {
                 });
                 let mut inq = NONE;
                 if route.tx.contains(Dir::Ramp) {
-                    let depth = r.input_queue_depths.get(ins).copied().ok_or_else(|| {
+                    let depth = rebind(&r.input_queue_depths, ins).ok_or_else(|| {
                         FabricError::InvalidProgram(format!(
                             "PE ({x},{y}) receives on more colours than the {} input queues of {}",
                             r.input_queue_depths.len(),

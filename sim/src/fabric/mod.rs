@@ -15,16 +15,21 @@
 //!   step run here; MeshGEMM's step of Cannon rounds runs on interleaved rings
 //!   ([`programs::cannon_program`]); [`programs::row_shift_program`] is the
 //!   shift-then-broadcast microbenchmark.
+//! - [`layer`]: a whole region program (every step of a layer, in order, on
+//!   static routes shared by the collectives of one pattern) as one fabric
+//!   program, run timing-only.
 //!
 //! What is modelled and what is assumed: `docs/fabric.md`.
 
 pub mod engine;
+pub mod layer;
 pub mod programs;
 
 pub use engine::{
     run, Colour, Combine, Dir, DirSet, FabricParams, FabricProgram, FabricRun, Launch, Op, Packing,
     PeProgram, Route, RunOptions, Task, Trigger,
 };
+pub use layer::{region_fabric, simulate_region, RegionFabric};
 pub use programs::{column_allreduce_step, simulate_step, step_program, StepProgram};
 
 use thiserror::Error;

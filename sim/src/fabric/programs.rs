@@ -85,20 +85,20 @@ pub fn column_allreduce_step(
 
 /// Along a line: toward index 0 or away from it.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Way {
+pub(crate) enum Way {
     Low,
     High,
 }
 
 /// One line's routes `(index, colour, rx, tx)` and per-index operations, in
 /// line terms; the same for every line of the step.
-struct LinePlan {
-    routes: Vec<(u32, Colour, LPort, Vec<LPort>)>,
-    ops: Vec<Vec<Op>>,
+pub(crate) struct LinePlan {
+    pub(crate) routes: Vec<(u32, Colour, LPort, Vec<LPort>)>,
+    pub(crate) ops: Vec<Vec<Op>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum LPort {
+pub(crate) enum LPort {
     Ramp,
     Toward(Way),
 }
@@ -151,7 +151,7 @@ fn path_routes(from: u32, to: u32, colour: Colour) -> Vec<(u32, Colour, LPort, V
     routes
 }
 
-fn plan_line(c: &Collective, wavelets: u32) -> Result<LinePlan, FabricError> {
+pub(crate) fn plan_line(c: &Collective, wavelets: u32) -> Result<LinePlan, FabricError> {
     let sched = c.schedule()?;
     let n = sched.len();
     let transfers = sched.transfers();

@@ -123,6 +123,7 @@ fn producer_consumer(n: u32, slow: u64, depth: u32) -> (u64, u64) {
     let opts = RunOptions {
         params: FabricParams {
             router_buffer_wavelets: depth,
+            ..FabricParams::default()
         },
         ..RunOptions::default()
     };

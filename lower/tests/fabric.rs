@@ -1,0 +1,92 @@
+//! A decode step timed on the fabric simulator: one simulation per region shape
+//! (memo) gives the same cycles as simulating every layer, and the token's
+//! figure is its parts.
+
+use wafer_core::WaferSpec;
+use wafer_lower::cost::PlanOptions;
+use wafer_lower::estimate::{placement_for, EstimateOptions};
+use wafer_lower::fabric::fabric_decode;
+use wafer_lower::placement::Strategy;
+use wafer_models::{ModelConfig, RopeScaling};
+use wafer_sim::fabric::RunOptions;
+
+fn small_model(layers: usize) -> ModelConfig {
+    ModelConfig {
+        model_type: "llama".into(),
+        family: wafer_models::Family::Llama,
+        vocab_size: 64,
+        hidden_size: 32,
+        intermediate_size: 48,
+        num_hidden_layers: layers,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        max_position_embeddings: 256,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_scaling: RopeScaling::Default,
+        tie_word_embeddings: false,
+        attention_bias: false,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    }
+}
+
+/// A 24 x 20 wafer of wse3 PEs.
+fn small_spec() -> WaferSpec {
+    WaferSpec::from_toml_str(
+        "base = \"wse3\"\n[fabric]\nwidth_pes = 24\nheight_pes = 20\n",
+        "small.toml",
+    )
+    .unwrap()
+}
+
+#[test]
+fn one_simulation_per_region_shape_gives_every_layers_cycles() {
+    let spec = small_spec();
+    let cfg = small_model(5);
+    for strategy in [Strategy::LayerPerRegion, Strategy::Packed] {
+        let opts = EstimateOptions {
+            wafers: Some(1),
+            region: None,
+            strategy,
+            context: 40,
+            prompt_tokens: 8,
+        };
+        let layout = placement_for(&spec, &cfg, &opts).unwrap().layout();
+        let run = |memo| {
+            fabric_decode(
+                &spec,
+                &cfg,
+                &layout,
+                40,
+                &PlanOptions::default(),
+                &RunOptions::default(),
+                memo,
+            )
+            .unwrap()
+        };
+        let (memo, every) = (run(true), run(false));
+        let mut shapes: Vec<_> = layout
+            .layers
+            .iter()
+            .map(|s| (s.region.width(), s.region.height()))
+            .collect();
+        shapes.sort();
+        shapes.dedup();
+        assert_eq!(memo.simulations, shapes.len() + 1, "{strategy:?}");
+        assert!(shapes.len() < layout.layers.len(), "layers share a shape");
+        assert_eq!(every.simulations, layout.layers.len() + 1, "{strategy:?}");
+        assert_eq!(memo.layer_cycles, every.layer_cycles, "{strategy:?}");
+        assert_eq!(memo.cycles, every.cycles, "{strategy:?}");
+        assert_eq!(memo.token_wavelet_hops, every.token_wavelet_hops);
+        assert_eq!(every.wavelet_hops, every.token_wavelet_hops);
+        // The token is its parts, and every layer moved wavelets.
+        let sum = memo.layer_cycles.iter().map(|c| c.get()).sum::<f64>()
+            + memo.head_cycles.get()
+            + memo.analytic_rest.get();
+        assert_eq!(memo.cycles.get(), sum);
+        assert!(memo.layer_cycles.iter().all(|c| c.get() > 0.0));
+        assert!(memo.head_cycles.get() > 0.0);
+    }
+}
