@@ -278,10 +278,13 @@ fn generate_flags_that_do_nothing_are_refused() {
         (vec!["--top-k", "5"], "--top-k only applies when sampling"),
         (vec!["--top-p", "0.5"], "--top-p only applies when sampling"),
         (vec!["--top-logprobs", "3"], "add --json"),
-        (vec!["--hw", "wse2"], "--hw applies to --engine mesh only"),
+        (
+            vec!["--hw", "wse2"],
+            "--hw applies to --engine mesh or fabric only",
+        ),
         (
             vec!["--context", "64"],
-            "--context applies to --engine mesh only",
+            "--context applies to --engine mesh or fabric only",
         ),
         (
             vec!["--engine", "mesh", "--weight-precision", "f32"],

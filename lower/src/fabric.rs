@@ -10,10 +10,11 @@
 //!
 //! A layer's figure is its run's span (first PE start to last PE end): the next
 //! layer starts from the last PE's result. Layers on regions of one shape run
-//! the same program at one KV length, and timing never depends on values, so by
-//! default one simulation serves every layer of a shape (`memo`); without it
-//! every layer is simulated, in parallel over both cores, and gives the same
-//! cycles (a test checks it).
+//! the same program at one KV length (and at every KV length with the same
+//! cached positions per PE), and timing never depends on values, so with a
+//! [`FabricMemo`] one simulation serves every identical program, across calls;
+//! without one every layer is simulated, in parallel over both cores, and
+//! gives the same cycles (a test checks it).
 
 use crate::cost::{OpKind, PlanOptions};
 use crate::layout::{Layout, Site};
@@ -38,9 +39,10 @@ pub struct FabricDecode {
     /// The embedding lookup and every transfer between regions, priced
     /// analytically (not simulated).
     pub analytic_rest: Cycles,
-    /// Fabric runs made (one per distinct region shape with `memo`).
+    /// Fabric runs made by this call (the head's included); with a memo,
+    /// programs simulated before are not run again.
     pub simulations: usize,
-    /// Events and wavelet-hops of the runs made.
+    /// Events and wavelet-hops of the runs this call made.
     pub events: u64,
     pub wavelet_hops: u64,
     /// Wavelet-hops of the whole token (every layer, simulated or shared).
@@ -49,8 +51,29 @@ pub struct FabricDecode {
     pub max_queue_occupancy: u32,
 }
 
+/// Fabric runs of layer programs already simulated: identical programs (same
+/// region, same steps: the KV length enters only as cached positions per PE)
+/// share one run, since timing never depends on values.
+#[derive(Debug, Default)]
+pub struct FabricMemo {
+    runs: Vec<(LayerProgram, FabricRun)>,
+}
+
+impl FabricMemo {
+    /// Distinct programs simulated so far.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
 /// The decode step at KV length `context` on `layout`, each layer and the head
-/// run on the fabric (see the module doc).
+/// run on the fabric (see the module doc). With `memo`, a layer whose program
+/// was simulated before (in this call or an earlier one) reuses that run;
+/// without it every layer is simulated.
 pub fn fabric_decode(
     spec: &WaferSpec,
     cfg: &ModelConfig,
@@ -58,32 +81,9 @@ pub fn fabric_decode(
     context: usize,
     opts: &PlanOptions,
     run: &RunOptions,
-    memo: bool,
+    memo: Option<&mut FabricMemo>,
 ) -> Result<FabricDecode> {
     let shape = |s: &Site| (s.region.width(), s.region.height());
-    // The layers to simulate: one per shape with `memo`, every one without.
-    let mut jobs: Vec<(u32, u32)> = Vec::new();
-    let mut job_of = Vec::with_capacity(layout.layers.len());
-    for site in &layout.layers {
-        let key = shape(site);
-        match jobs.iter().position(|k| memo && *k == key) {
-            Some(j) => job_of.push(j),
-            None => {
-                job_of.push(jobs.len());
-                jobs.push(key);
-            }
-        }
-    }
-    let runs: Vec<FabricRun> = jobs
-        .par_iter()
-        .map(|&(w, h)| {
-            let program = decode_layer_program(spec, cfg, w, h, context, opts);
-            simulate_region(spec, &program, run).with_context(|| {
-                format!("a decode layer on a {w}x{h} region at KV length {context}")
-            })
-        })
-        .collect::<Result<_>>()?;
-
     let around = model_steps(spec, cfg, layout, opts);
     let (head_region, head_rest): (Vec<_>, Vec<_>) = around
         .head
@@ -91,9 +91,73 @@ pub fn fabric_decode(
         .cloned()
         .partition(|s| s.transfer.is_none());
     let (hw, hh) = shape(&layout.lm_head);
-    let head = region_of(hw, hh, head_region);
-    let head_run = simulate_region(spec, &head, run)
-        .with_context(|| format!("the LM head on a {hw}x{hh} region"))?;
+    // Every layer's program, then the head's (last).
+    let mut programs: Vec<LayerProgram> = Vec::new();
+    let mut program_of = Vec::with_capacity(layout.layers.len() + 1);
+    let wanted = layout
+        .layers
+        .iter()
+        .map(|site| {
+            let (w, h) = shape(site);
+            decode_layer_program(spec, cfg, w, h, context, opts)
+        })
+        .chain(std::iter::once(region_of(hw, hh, head_region)));
+    for p in wanted {
+        match programs.iter().position(|q| memo.is_some() && *q == p) {
+            Some(j) => program_of.push(j),
+            None => {
+                program_of.push(programs.len());
+                programs.push(p);
+            }
+        }
+    }
+    let mut local = FabricMemo::default();
+    let (memo, shared) = match memo {
+        Some(m) => (m, true),
+        None => (&mut local, false),
+    };
+    let todo: Vec<&LayerProgram> = programs
+        .iter()
+        .filter(|p| !shared || !memo.runs.iter().any(|(q, _)| q == *p))
+        .collect();
+    let fresh = todo
+        .par_iter()
+        .map(|p| {
+            simulate_region(spec, *p, run).with_context(|| {
+                format!(
+                    "a program of {} steps on a {}x{} region at KV length {context}",
+                    p.steps.len(),
+                    p.width,
+                    p.height
+                )
+            })
+        })
+        .collect::<Result<Vec<FabricRun>>>()?;
+    let simulated = fresh.len();
+    let (events, hops) = fresh
+        .iter()
+        .fold((0, 0), |(e, h), r| (e + r.events, h + r.wavelet_hops));
+    let peak = fresh
+        .iter()
+        .map(|r| r.max_queue_occupancy)
+        .max()
+        .unwrap_or(0);
+    let runs: Vec<FabricRun> = if shared {
+        memo.runs.extend(todo.into_iter().cloned().zip(fresh));
+        programs
+            .iter()
+            .map(|p| {
+                memo.runs
+                    .iter()
+                    .find(|(q, _)| q == p)
+                    .map(|(_, r)| r.clone())
+                    .context("a simulated program")
+            })
+            .collect::<Result<_>>()?
+    } else {
+        fresh
+    };
+    let head_run = &runs[program_of.pop().context("the head's program")?];
 
     let analytic = |steps: &[Step<OpKind>]| {
         steps
@@ -105,21 +169,23 @@ pub fn fabric_decode(
         rest += analytic(steps);
     }
     let span = |r: &FabricRun| Cycles(r.span as f64);
-    let layer_cycles: Vec<Cycles> = job_of.iter().map(|&j| span(&runs[j])).collect();
-    let head_cycles = span(&head_run);
+    let layer_cycles: Vec<Cycles> = program_of.iter().map(|&j| span(&runs[j])).collect();
+    let head_cycles = span(head_run);
     let cycles = layer_cycles.iter().copied().sum::<Cycles>() + head_cycles + rest;
-    let all = runs.iter().chain(std::iter::once(&head_run));
     Ok(FabricDecode {
         cycles,
         layer_cycles,
         head_cycles,
         analytic_rest: rest,
-        simulations: runs.len() + 1,
-        events: all.clone().map(|r| r.events).sum(),
-        wavelet_hops: all.clone().map(|r| r.wavelet_hops).sum(),
-        token_wavelet_hops: job_of.iter().map(|&j| runs[j].wavelet_hops).sum::<u64>()
+        simulations: simulated,
+        events,
+        wavelet_hops: hops,
+        token_wavelet_hops: program_of
+            .iter()
+            .map(|&j| runs[j].wavelet_hops)
+            .sum::<u64>()
             + head_run.wavelet_hops,
-        max_queue_occupancy: all.map(|r| r.max_queue_occupancy).max().unwrap_or(0),
+        max_queue_occupancy: peak,
     })
 }
 

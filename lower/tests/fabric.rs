@@ -5,7 +5,7 @@
 use wafer_core::WaferSpec;
 use wafer_lower::cost::PlanOptions;
 use wafer_lower::estimate::{placement_for, EstimateOptions};
-use wafer_lower::fabric::fabric_decode;
+use wafer_lower::fabric::{fabric_decode, FabricMemo};
 use wafer_lower::placement::Strategy;
 use wafer_models::{ModelConfig, RopeScaling};
 use wafer_sim::fabric::RunOptions;
@@ -54,7 +54,8 @@ fn one_simulation_per_region_shape_gives_every_layers_cycles() {
             prompt_tokens: 8,
         };
         let layout = placement_for(&spec, &cfg, &opts).unwrap().layout();
-        let run = |memo| {
+        let run = |memo: bool| {
+            let mut m = FabricMemo::default();
             fabric_decode(
                 &spec,
                 &cfg,
@@ -62,7 +63,7 @@ fn one_simulation_per_region_shape_gives_every_layers_cycles() {
                 40,
                 &PlanOptions::default(),
                 &RunOptions::default(),
-                memo,
+                memo.then_some(&mut m),
             )
             .unwrap()
         };
@@ -81,6 +82,26 @@ fn one_simulation_per_region_shape_gives_every_layers_cycles() {
         assert_eq!(memo.cycles, every.cycles, "{strategy:?}");
         assert_eq!(memo.token_wavelet_hops, every.token_wavelet_hops);
         assert_eq!(every.wavelet_hops, every.token_wavelet_hops);
+        // A memo carried to a later call reruns only what it has not seen: at
+        // the same KV length, nothing.
+        let mut m = FabricMemo::default();
+        let go = |m: &mut FabricMemo, t| {
+            fabric_decode(
+                &spec,
+                &cfg,
+                &layout,
+                t,
+                &PlanOptions::default(),
+                &RunOptions::default(),
+                Some(m),
+            )
+            .unwrap()
+        };
+        let first = go(&mut m, 40);
+        let again = go(&mut m, 40);
+        assert_eq!(again.simulations, 0, "nothing runs again");
+        assert_eq!(again.cycles, first.cycles);
+        assert_eq!(m.len(), shapes.len() + 1);
         // The token is its parts, and every layer moved wavelets.
         let sum = memo.layer_cycles.iter().map(|c| c.get()).sum::<f64>()
             + memo.head_cycles.get()

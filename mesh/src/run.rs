@@ -1,5 +1,8 @@
 //! `--engine mesh`: the mesh program behind the generation loop's `Engine`
-//! trait, with every step's cycles taken from the cost plan.
+//! trait, with every step's cycles taken from the cost plan; `--engine fabric`:
+//! the same program and values, every step's cycles from the fabric simulator
+//! (each layer's program and the LM head run timing-only,
+//! [`wafer_lower::fabric`]), the plan's figure kept beside them.
 
 use crate::report;
 use crate::{model_source, MeshProgram};
@@ -8,10 +11,12 @@ use serde_json::json;
 use std::time::Instant;
 use wafer_core::{Cycles, WaferSpec};
 use wafer_lower::cost::{decode_plan_with, token_prefill, PlanOptions, PrefillScheme};
+use wafer_lower::fabric::{fabric_decode, FabricMemo};
 use wafer_lower::layout::Layout;
 use wafer_models::config::ModelConfig;
 use wafer_models::engine::{Engine, StepReport};
 use wafer_models::weights::LlamaWeights;
+use wafer_sim::fabric::RunOptions;
 
 /// `--engine mesh`: the program plus the cycle accounting of every step.
 pub struct MeshEngine {
@@ -27,6 +32,22 @@ pub struct MeshEngine {
     decode_cycles: Vec<f64>,
     last_cycles: Option<f64>,
     wall_s: f64,
+    /// With `--engine fabric`: where the cycles come from instead.
+    fabric: Option<FabricTiming>,
+}
+
+/// Cycles from the fabric simulator: one run per distinct layer program
+/// (memoised across steps: a program changes only when a region's cached
+/// positions per PE do), the plan's figures kept beside them.
+#[derive(Debug, Default)]
+struct FabricTiming {
+    run: RunOptions,
+    memo: FabricMemo,
+    events: u64,
+    wavelet_hops: u64,
+    wall_s: f64,
+    analytic_ttft: f64,
+    analytic_decode: Vec<f64>,
 }
 
 impl MeshEngine {
@@ -65,7 +86,34 @@ impl MeshEngine {
             decode_cycles: Vec::new(),
             last_cycles: None,
             wall_s: 0.0,
+            fabric: None,
         }
+    }
+
+    /// Takes every step's cycles from the fabric simulator (`--engine fabric`).
+    pub fn with_fabric_timing(mut self) -> MeshEngine {
+        self.fabric = Some(FabricTiming::default());
+        self
+    }
+
+    /// One decode step's cycles at KV length `context` on the fabric.
+    fn fabric_cycles(&mut self, context: usize) -> Result<f64> {
+        let p = &self.program;
+        let f = self.fabric.as_mut().expect("fabric timing");
+        let t0 = Instant::now();
+        let d = fabric_decode(
+            &p.spec,
+            &p.config,
+            &p.layout,
+            context,
+            &self.options,
+            &f.run,
+            Some(&mut f.memo),
+        )?;
+        f.wall_s += t0.elapsed().as_secs_f64();
+        f.events += d.events;
+        f.wavelet_hops += d.wavelet_hops;
+        Ok(d.cycles.get())
     }
 
     pub fn program(&self) -> &MeshProgram {
@@ -84,7 +132,11 @@ impl MeshEngine {
 
 impl Engine for MeshEngine {
     fn name(&self) -> &str {
-        "mesh"
+        if self.fabric.is_some() {
+            "fabric"
+        } else {
+            "mesh"
+        }
     }
 
     fn config(&self) -> &ModelConfig {
@@ -112,6 +164,16 @@ impl Engine for MeshEngine {
             Cycles(f64::INFINITY),
         );
         self.ttft_cycles = run.cycles.get();
+        if let Some(f) = self.fabric.as_mut() {
+            f.analytic_ttft = self.ttft_cycles;
+            f.analytic_decode.clear();
+            // Token by token, as the mesh ran it: one decode step per position.
+            let mut ttft = 0.0;
+            for t in 1..=tokens.len() {
+                ttft += self.fabric_cycles(t)?;
+            }
+            self.ttft_cycles = ttft;
+        }
         self.decode_cycles.clear();
         self.last_cycles = Some(self.ttft_cycles);
         Ok(logits)
@@ -123,9 +185,17 @@ impl Engine for MeshEngine {
         self.wall_s += t0.elapsed().as_secs_f64();
         let p = &self.program;
         // The step attends over every cached position, the new one included.
-        let cycles = decode_plan_with(&p.spec, &p.config, &p.layout, p.position(), &self.options)
+        let context = p.position();
+        let mut cycles = decode_plan_with(&p.spec, &p.config, &p.layout, context, &self.options)
             .total()
             .get();
+        if self.fabric.is_some() {
+            let analytic = cycles;
+            cycles = self.fabric_cycles(context)?;
+            if let Some(f) = self.fabric.as_mut() {
+                f.analytic_decode.push(analytic);
+            }
+        }
         self.decode_cycles.push(cycles);
         self.last_cycles = Some(cycles);
         Ok(logits)
@@ -187,12 +257,45 @@ impl Engine for MeshEngine {
             "breakdown".into(),
             report::breakdown(&plan, p.config.num_hidden_layers),
         );
+        let mut fabric_text = String::new();
+        if let Some(f) = &self.fabric {
+            let analytic = (!f.analytic_decode.is_empty())
+                .then(|| f.analytic_decode.iter().sum::<f64>() / f.analytic_decode.len() as f64);
+            json.insert("analytic_decode_cycles_per_token".into(), json!(analytic));
+            json.insert("analytic_ttft_cycles".into(), json!(f.analytic_ttft));
+            json.insert("fabric_simulations".into(), json!(f.memo.len()));
+            json.insert("fabric_events".into(), json!(f.events));
+            json.insert("fabric_wavelet_hops".into(), json!(f.wavelet_hops));
+            json.insert("fabric_wall_s".into(), json!(f.wall_s));
+            let per_s = |x: u64| {
+                if f.wall_s > 0.0 {
+                    x as f64 / f.wall_s
+                } else {
+                    0.0
+                }
+            };
+            json.insert(
+                "wavelet_hops_per_wall_s".into(),
+                json!(per_s(f.wavelet_hops)),
+            );
+            json.insert("events_per_wall_s".into(), json!(per_s(f.events)));
+            fabric_text = format!(
+                "; fabric: {} distinct layer programs simulated, {} events, {} wavelet-hops in {:.2} s (analytic: TTFT {:.0}, decode {})",
+                f.memo.len(),
+                f.events,
+                f.wavelet_hops,
+                f.wall_s,
+                f.analytic_ttft,
+                analytic.map_or("n/a".into(), |a| format!("{a:.0} cycles/token"))
+            );
+        }
         let decode = match (mean, tokens_per_s) {
             (Some(m), Some(r)) => format!("{m:.0} cycles/token, {r:.1} simulated tokens/s"),
             _ => "n/a (no decode step)".to_string(),
         };
         let text = format!(
-            "mesh ({}): time to first token {:.0} cycles ({:.3} ms, {} prefill); decode {decode}; simulation ran {} token steps in {:.2} s of wall clock",
+            "{} ({}): time to first token {:.0} cycles ({:.3} ms, {} prefill); decode {decode}; simulation ran {} token steps in {:.2} s of wall clock{fabric_text}",
+            self.name(),
             p.spec.name,
             self.ttft_cycles,
             self.ttft_cycles / clock * 1e3,

@@ -11,7 +11,7 @@ use serde_json::json;
 use wafer_core::RegionShape;
 use wafer_lower::cost::{Plan, PlanOptions, PrefillScheme};
 use wafer_lower::estimate::{estimate_for_users, placement_for_users, Estimate, EstimateOptions};
-use wafer_lower::fabric::{fabric_decode, FabricDecode};
+use wafer_lower::fabric::{fabric_decode, FabricDecode, FabricMemo};
 use wafer_lower::placement::MAX_USERS;
 use wafer_models::ModelConfig;
 use wafer_sim::fabric::RunOptions;
@@ -146,7 +146,7 @@ pub fn run(args: Args) -> Result<()> {
             args.context,
             &plan_opts,
             &RunOptions::default(),
-            !args.no_memo,
+            (!args.no_memo).then_some(&mut FabricMemo::default()),
         )?;
         let wall = started.elapsed().as_secs_f64();
         if args.json {

@@ -26,6 +26,9 @@ pub enum EngineKind {
     Reference,
     /// The model executed on the simulated wafer mesh, with per-token cycles.
     Mesh,
+    /// The mesh's values, with every step's cycles from the event-driven fabric
+    /// simulator (each layer and the LM head run timing-only).
+    Fabric,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -37,7 +40,7 @@ pub enum Precision {
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Flags that do nothing in the chosen mode are refused, not ignored: --top-k and --top-p need --temperature above 0, --top-logprobs needs --json, --weight-precision with --engine mesh must be the spec's own (f16 for wse3), --hw/--region/--wafers/--context for --engine mesh."
+    after_help = "Flags that do nothing in the chosen mode are refused, not ignored: --top-k and --top-p need --temperature above 0, --top-logprobs needs --json, --weight-precision with --engine mesh must be the spec's own (f16 for wse3), --hw/--region/--wafers/--context for --engine mesh or fabric."
 )]
 pub struct Args {
     /// Model directory (Hugging Face layout) or GGUF file (run as stored: quantized
@@ -127,7 +130,7 @@ fn check_flags_apply(args: &Args) -> Result<()> {
         bail!("--top-logprobs is reported in the JSON lines only; add --json");
     }
     match args.engine {
-        EngineKind::Mesh => {
+        EngineKind::Mesh | EngineKind::Fabric => {
             // The mesh holds the spec's 16-bit weights: asking for those is fine,
             // asking for another precision would be silently ignored.
             if let Some(p) = args.weight_precision {
@@ -151,7 +154,7 @@ fn check_flags_apply(args: &Args) -> Result<()> {
                 ("--context", args.context.is_some()),
             ];
             if let Some((flag, _)) = mesh_only.iter().find(|(_, given)| *given) {
-                bail!("{flag} applies to --engine mesh only; add --engine mesh");
+                bail!("{flag} applies to --engine mesh or fabric only; add --engine mesh");
             }
         }
     }
@@ -283,7 +286,7 @@ pub fn run(args: Args) -> Result<()> {
             let weights = source.weights(&config, precision)?;
             Box::new(ReferenceModel::new(config, weights))
         }
-        EngineKind::Mesh => {
+        EngineKind::Mesh | EngineKind::Fabric => {
             let spec = super::common::load_spec(args.hw.as_deref().unwrap_or("wse3"))?;
             // The mesh holds the spec's 16-bit weights whatever --weight-precision says.
             let weights = source.weights(&config, Some(spec.precision.weight_dtype))?;
@@ -298,9 +301,11 @@ pub fn run(args: Args) -> Result<()> {
                 wafers: args.wafers,
                 options: super::estimate::plan_options(args.k)?,
             };
-            Box::new(wafer_mesh::MeshEngine::place_and_build(
-                config, &weights, &setup,
-            )?)
+            let mesh = wafer_mesh::MeshEngine::place_and_build(config, &weights, &setup)?;
+            Box::new(match args.engine {
+                EngineKind::Fabric => mesh.with_fabric_timing(),
+                _ => mesh,
+            })
         }
     };
     let load_s = t_load.elapsed().as_secs_f64();

@@ -336,6 +336,8 @@ fn run_fabric(spec: &WaferSpec, args: &Args, c: &Checked, analytic: Cycles) -> R
         (None, Kind::Shift) => pes
             .saturating_mul(wavelets(spec, c.m, act))
             .saturating_mul(args.steps.unwrap_or(1) as u64 + 1),
+        // MeshGEMV: each PE reduces its tile of ceil(n / width) outputs.
+        (None, Kind::Gemv) => pes.saturating_mul(wavelets(spec, c.n.div_ceil(c.w as u64), act)),
         (None, _) => pes.saturating_mul(wavelets(spec, c.n, act)),
     };
     if sent > MAX_FABRIC_WAVELETS {

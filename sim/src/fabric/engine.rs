@@ -415,6 +415,95 @@ impl PartialOrd for Entry {
     }
 }
 
+/// The pending events: a calendar of per-cycle buckets for the next
+/// [`WINDOW`] cycles, and a heap for events further out. Events leave in
+/// `(cycle, order of scheduling)` order, exactly as one heap keyed by
+/// `(cycle, sequence number)` would give them: a bucket is first in first
+/// out, and a far event enters its bucket when its cycle enters the window,
+/// before any event can be scheduled directly into that bucket.
+struct Calendar {
+    /// The cycle being processed; buckets hold cycles `now .. now + WINDOW`.
+    now: u64,
+    /// Index of the next event in the current bucket.
+    next: usize,
+    buckets: Vec<Vec<Ev>>,
+    /// Events in the buckets, not yet taken.
+    near: usize,
+    far: BinaryHeap<Entry>,
+    seq: u64,
+}
+
+/// Cycles the calendar's buckets cover (a power of two).
+const WINDOW: u64 = 1 << 12;
+
+impl Calendar {
+    fn new() -> Calendar {
+        Calendar {
+            now: 0,
+            next: 0,
+            buckets: (0..WINDOW).map(|_| Vec::new()).collect(),
+            near: 0,
+            far: BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+
+    fn bucket(&mut self, at: u64) -> &mut Vec<Ev> {
+        &mut self.buckets[(at & (WINDOW - 1)) as usize]
+    }
+
+    /// Schedules `ev` at cycle `at` (never before the current cycle).
+    fn push(&mut self, at: u64, ev: Ev) {
+        let at = at.max(self.now);
+        if at - self.now < WINDOW {
+            self.bucket(at).push(ev);
+            self.near += 1;
+        } else {
+            self.seq += 1;
+            self.far.push(Entry {
+                at,
+                seq: self.seq,
+                ev,
+            });
+        }
+    }
+
+    /// Moves far events whose cycle is inside the window into their buckets.
+    fn admit(&mut self) {
+        while let Some(e) = self.far.peek() {
+            if e.at - self.now >= WINDOW {
+                break;
+            }
+            let Entry { at, ev, .. } = self.far.pop().expect("peeked");
+            self.bucket(at).push(ev);
+            self.near += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<(u64, Ev)> {
+        loop {
+            let now = self.now;
+            let (next, bucket) = (self.next, self.bucket(now));
+            if next < bucket.len() {
+                let ev = bucket[next];
+                self.next += 1;
+                self.near -= 1;
+                return Some((now, ev));
+            }
+            bucket.clear();
+            self.next = 0;
+            if self.near == 0 {
+                // Jump to the next far event, if any.
+                let at = self.far.peek()?.at;
+                self.now = at;
+            } else {
+                self.now += 1;
+            }
+            self.admit();
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Cursor {
     task: u16,
@@ -451,8 +540,7 @@ struct Sim<'p> {
     lookup: Vec<Vec<(Colour, u32, u32)>>,
     link_free: Vec<u64>,
     ces: Vec<Ce>,
-    heap: BinaryHeap<Entry>,
-    seq: u64,
+    queue: Calendar,
     events: u64,
     hops: u64,
     max_occ: u32,
@@ -469,7 +557,7 @@ pub fn run(
 ) -> Result<FabricRun, FabricError> {
     let mut sim = Sim::build(spec, prog, opts)?;
     sim.launch(opts.launch);
-    while let Some(Entry { at, ev, .. }) = sim.heap.pop() {
+    while let Some((at, ev)) = sim.queue.pop() {
         sim.events += 1;
         if sim.events > opts.max_events {
             return Err(FabricError::TooLarge(format!(
@@ -738,8 +826,7 @@ impl<'p> Sim<'p> {
             lookup,
             link_free: vec![0; n * 4],
             ces: vec![Ce::default(); n],
-            heap: BinaryHeap::new(),
-            seq: 0,
+            queue: Calendar::new(),
             events: 0,
             hops: 0,
             max_occ: 0,
@@ -748,12 +835,7 @@ impl<'p> Sim<'p> {
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Entry {
-            at,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(at, ev);
     }
 
     fn launch(&mut self, launch: Launch) {
@@ -1081,5 +1163,60 @@ impl<'p> Sim<'p> {
             max_queue_occupancy: self.max_occ,
             values: self.values,
         })
+    }
+}
+
+#[cfg(test)]
+mod calendar_tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The calendar hands events out in the order of one heap keyed by
+    /// `(cycle, sequence number)`, with events scheduled while others are
+    /// taken, near and far (past the window) alike.
+    #[test]
+    fn the_calendar_keeps_the_order_of_a_heap_on_cycle_then_sequence() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..50 {
+            let mut cal = Calendar::new();
+            let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
+            let (mut seq, mut id) = (0u64, 0u32);
+            let mut schedule = |cal: &mut Calendar,
+                                heap: &mut BinaryHeap<Entry>,
+                                now: u64,
+                                rng: &mut ChaCha8Rng| {
+                let at = now
+                    + match rng.gen_range(0..4) {
+                        0 => 0,
+                        1 => rng.gen_range(0..8),
+                        2 => rng.gen_range(0..2 * WINDOW),
+                        _ => rng.gen_range(0..50 * WINDOW),
+                    };
+                id += 1;
+                seq += 1;
+                cal.push(at, Ev::Ce(id));
+                heap.push(Entry {
+                    at,
+                    seq,
+                    ev: Ev::Ce(id),
+                });
+            };
+            for _ in 0..200 {
+                schedule(&mut cal, &mut heap, 0, &mut rng);
+            }
+            let mut taken = 0;
+            while let Some((at, ev)) = cal.pop() {
+                let want = heap.pop().expect("the heap has as many");
+                assert!(want.at == at && want.ev == ev, "event {taken}");
+                taken += 1;
+                if taken < 2000 {
+                    for _ in 0..rng.gen_range(0..3) {
+                        schedule(&mut cal, &mut heap, at, &mut rng);
+                    }
+                }
+            }
+            assert!(heap.is_empty());
+        }
     }
 }
