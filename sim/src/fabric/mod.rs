@@ -15,11 +15,15 @@
 //!   step run here; MeshGEMM's step of Cannon rounds runs on interleaved rings
 //!   ([`programs::cannon_program`]); [`programs::row_shift_program`] is the
 //!   shift-then-broadcast microbenchmark.
+//! - [`trace`]: an optional recorder of a run (each PE's tasks, operations
+//!   and waits, each link's busy intervals, each queue's peak) and its Chrome
+//!   trace-event JSON (`docs/trace-tutorial.md`).
 //!
 //! What is modelled and what is assumed: `docs/fabric.md`.
 
 pub mod engine;
 pub mod programs;
+pub mod trace;
 
 pub use engine::{
     run, Colour, Combine, Dir, DirSet, FabricParams, FabricProgram, FabricRun, Launch, Op, Packing,
