@@ -30,6 +30,7 @@ mod tests;
 use super::engine::{run_recorded, Colour, Combine, Dir, FabricProgram, FabricRun, Op, RunOptions};
 use super::FabricError;
 use std::collections::HashMap;
+use thiserror::Error;
 use wafer_core::WaferSpec;
 
 /// Default trace-event budget: at about 150 bytes per event in the Chrome
@@ -37,6 +38,19 @@ use wafer_core::WaferSpec;
 pub const DEFAULT_TRACE_EVENTS: u64 = 2_000_000;
 /// The largest budget accepted: 6,000,000 events stay under 1 GB of JSON.
 pub const MAX_TRACE_EVENTS: u64 = 6_000_000;
+
+/// Why a run could not be traced.
+#[derive(Debug, Error, PartialEq)]
+pub enum TraceError {
+    #[error("a trace budget of {0} events: the budget must be 1 to {MAX_TRACE_EVENTS}")]
+    BadBudget(u64),
+    /// Even PE (0, 0)'s track alone (its spans, its links' intervals and the
+    /// metadata naming them) exceeds the budget.
+    #[error("a trace budget of {budget} events cannot hold even PE (0,0)'s track (at most {MAX_TRACE_EVENTS} events may be asked for)")]
+    Budget { budget: u64 },
+    #[error(transparent)]
+    Run(#[from] FabricError),
+}
 
 /// How a run is traced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,27 +295,25 @@ impl Trace {
     }
 }
 
-/// Runs `prog` like [`super::run`] and records its trace. A run whose
-/// tracks exceed `topts.max_events` even when only PE (0, 0) is sampled is
-/// refused ([`FabricError::TooLarge`]).
+/// Runs `prog` like [`super::run`] (the same run: tracing changes no
+/// timing) and records its trace. Any fabric program traces: a kernel's step,
+/// or whatever other generator builds one.
 pub fn run_traced(
     spec: &WaferSpec,
     prog: &FabricProgram,
     opts: &RunOptions,
     topts: &TraceOptions,
-) -> Result<(FabricRun, Trace), FabricError> {
+) -> Result<(FabricRun, Trace), TraceError> {
     if !(1..=MAX_TRACE_EVENTS).contains(&topts.max_events) {
-        return Err(FabricError::TooLarge(format!(
-            "a trace budget of {} events: it must be 1 to {MAX_TRACE_EVENTS}",
-            topts.max_events
-        )));
+        return Err(TraceError::BadBudget(topts.max_events));
     }
     let n = prog.width as usize * prog.height as usize;
-    if prog.pes.len() != n {
+    if prog.pes.len() != n || prog.routes.len() != n {
         return Err(FabricError::InvalidProgram(format!(
-            "a {}x{} program needs one PE program per PE",
+            "a {}x{} program needs one route list and one PE program per PE",
             prog.width, prog.height
-        )));
+        ))
+        .into());
     }
     let rec = Box::new(Recorder::new(prog, topts.max_events));
     let (run, rec) = run_recorded(spec, prog, opts, Some(rec))?;
@@ -561,12 +573,11 @@ impl Recorder {
         }
     }
 
-    fn finish(self, prog: &FabricProgram, span: u64) -> Result<Trace, FabricError> {
+    fn finish(self, prog: &FabricProgram, span: u64) -> Result<Trace, TraceError> {
         if self.overflow {
-            return Err(FabricError::TooLarge(format!(
-                "a trace budget of {} events cannot hold even PE (0,0)'s track",
-                self.budget
-            )));
+            return Err(TraceError::Budget {
+                budget: self.budget,
+            });
         }
         let w = self.width;
         let events = self.total();

@@ -358,14 +358,17 @@ fn a_budget_too_small_for_one_pe_is_an_error() {
     let (s, p) = gemv16();
     let opts = RunOptions::default();
     let err = run_traced(&s, &p, &opts, &TraceOptions { max_events: 10 }).unwrap_err();
-    assert!(
-        matches!(&err, FabricError::TooLarge(m) if m.contains("budget of 10 events")),
-        "{err}"
-    );
+    assert_eq!(err, TraceError::Budget { budget: 10 });
     for bad in [0, MAX_TRACE_EVENTS + 1] {
         let err = run_traced(&s, &p, &opts, &TraceOptions { max_events: bad }).unwrap_err();
-        assert!(matches!(err, FabricError::TooLarge(_)), "{err}");
+        assert_eq!(err, TraceError::BadBudget(bad));
     }
+    // A broken program is the engine's error, as from an untraced run.
+    let mut broken = p.clone();
+    let dup = broken.routes[0][0];
+    broken.routes[0].push(dup);
+    let err = run_traced(&s, &broken, &opts, &TraceOptions::default()).unwrap_err();
+    assert_eq!(err, TraceError::Run(run(&s, &broken, &opts).unwrap_err()));
 }
 
 #[test]
