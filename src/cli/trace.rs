@@ -190,7 +190,15 @@ fn temp_beside(path: &Path, flag: &str, magic: &[u8], what: &str) -> Result<Name
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    NamedTempFile::new_in(dir).with_context(|| {
+    let mut b = tempfile::Builder::new();
+    b.prefix(".wafer-trace-");
+    // Like any file the command creates: 0o666 less the umask (not 0o600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b.tempfile_in(dir).with_context(|| {
         format!(
             "cannot write {flag} {}: cannot create a file in {}",
             path.display(),
