@@ -146,7 +146,10 @@ fn a_small_budget_samples_every_kth_row_and_column() {
                 .split(',')
                 .map(|s| s.parse().unwrap())
                 .collect();
-            assert!(xy[0] % k == 0 && xy[1] % k == 0, "{name} at stride {k}");
+            assert!(
+                xy[0].is_multiple_of(k) && xy[1].is_multiple_of(k),
+                "{name} at stride {k}"
+            );
         }
     }
     // The aggregates still count every wavelet-hop.

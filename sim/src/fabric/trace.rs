@@ -390,7 +390,7 @@ impl Recorder {
 
     fn sampled(&self, pe: u32) -> bool {
         let (x, y) = (pe % self.width, pe / self.width);
-        !self.overflow && x % self.stride == 0 && y % self.stride == 0
+        !self.overflow && x.is_multiple_of(self.stride) && y.is_multiple_of(self.stride)
     }
 
     fn meta_of_sampled_pes(&self) -> u64 {
@@ -423,7 +423,7 @@ impl Recorder {
             }
             self.stride *= 2;
             let (w, k) = (self.width, self.stride);
-            let keep = |pe: u32| (pe % w) % k == 0 && (pe / w) % k == 0;
+            let keep = |pe: u32| (pe % w).is_multiple_of(k) && (pe / w).is_multiple_of(k);
             self.pes.retain(|pe, _| keep(*pe));
             self.links.retain(|l, _| keep(*l / 4));
             self.kept = self.pes.values().map(|p| p.spans.len() as u64).sum::<u64>()

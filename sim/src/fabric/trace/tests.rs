@@ -310,7 +310,7 @@ fn a_mesh_gemv_trace_agrees_with_its_run() {
 
 /// Events a stride-`k` trace would hold, counted from a full trace.
 fn events_at_stride(full: &Trace, p: &FabricProgram, k: u32) -> u64 {
-    let on = |x: u32, y: u32| x % k == 0 && y % k == 0;
+    let on = |x: u32, y: u32| x.is_multiple_of(k) && y.is_multiple_of(k);
     let mut n = 2; // the links process
     for pe in full.pes.iter().filter(|pe| on(pe.x, pe.y)) {
         n += 3 + pe.tasks.len() as u64 + pe.spans.len() as u64;
@@ -341,7 +341,7 @@ fn sampling_keeps_the_budget_with_the_smallest_stride_and_exact_tracks() {
         // The smallest power of two that fits.
         assert!(events_at_stride(&full, &p, k / 2) > budget);
         // The kept tracks are the full trace's tracks of those PEs and links.
-        let on = |x: u32, y: u32| x % k == 0 && y % k == 0;
+        let on = |x: u32, y: u32| x.is_multiple_of(k) && y.is_multiple_of(k);
         let want: Vec<&PeTrack> = full.pes.iter().filter(|t| on(t.x, t.y)).collect();
         assert_eq!(tr.pes.iter().collect::<Vec<_>>(), want);
         let want: Vec<&LinkTrack> = full.links.iter().filter(|l| on(l.x, l.y)).collect();
