@@ -6,8 +6,8 @@
 //!   task; its `X` (complete) events are the task runs, the operations inside
 //!   them and the waits inside those (they nest by time on the track);
 //! - one process `links` with one thread track per sampled directed link
-//!   that carried wavelets, named `(x,y) -> E`; its `X` events are the link's
-//!   busy intervals, named by colour;
+//!   that carried wavelets, named `(x,y) -> E (n wavelets)` with the link's
+//!   total; its `X` events are the link's busy intervals, named by colour;
 //! - `M` (metadata) events name the processes and threads and order them.
 //!
 //! `ts` and `dur` are cycles. The viewers read them as microseconds, so one
@@ -250,7 +250,13 @@ fn write_link<W: Write>(
     pid: u64,
 ) -> io::Result<()> {
     let tid = pe_index(trace, link.x, link.y) as u64 * 4 + link.dir as u64 + 1;
-    let label = format!("({},{}) -> {}", link.x, link.y, dir_name(link.dir));
+    let label = format!(
+        "({},{}) -> {} ({} wavelets)",
+        link.x,
+        link.y,
+        dir_name(link.dir),
+        trace.link_busy(link.x, link.y, link.dir)
+    );
     w.meta("thread_name", pid, tid, json!({ "name": label }))?;
     w.meta("thread_sort_index", pid, tid, json!({ "sort_index": tid }))?;
     for i in &link.intervals {

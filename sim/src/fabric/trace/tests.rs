@@ -350,6 +350,32 @@ fn sampling_keeps_the_budget_with_the_smallest_stride_and_exact_tracks() {
         assert_eq!(tr.link_wavelets, full.link_wavelets);
         assert_eq!(tr.link_wavelets.iter().sum::<u64>(), out.wavelet_hops);
         assert_eq!(tr.queues, full.queues);
+        // The JSON holds exactly the events counted against the budget.
+        let written = write_chrome(&tr, Map::new(), std::io::sink()).unwrap();
+        assert_eq!(written, tr.events);
+    }
+}
+
+#[test]
+fn with_a_wavefront_launch_each_pe_track_starts_at_its_launch() {
+    // PE (0, y) of a 1x4 column starts at y hops (h = 1) and ends pe_cycles later.
+    let s = spec_h1_r2();
+    let tree = TreeShape::new(4, Algorithm::Chain).unwrap();
+    let step = column_allreduce_step(tree, 3, 4);
+    let p = step_program(&s, 1, 4, &step).unwrap().program;
+    let opts = RunOptions {
+        launch: crate::fabric::Launch::Wavefront { x: 0, y: 0 },
+        ..RunOptions::default()
+    };
+    let (out, tr) = traced(&s, &p, &opts, 100_000);
+    assert_eq!(out, run(&s, &p, &opts).unwrap());
+    for pe in &tr.pes {
+        let start = pe.y as u64;
+        let first = pe.spans.first().unwrap();
+        let last_end = pe.spans.iter().map(|s| s.end).max().unwrap();
+        assert_eq!((first.kind, first.start), (SpanKind::Task, start));
+        assert_eq!(last_end, start + out.pe_cycles[pe.y as usize]);
+        assert!(pe.spans.iter().all(|s| s.start >= start));
     }
 }
 
@@ -427,7 +453,9 @@ fn the_chrome_json_parses_and_holds_the_trace() {
     );
     assert_eq!(link[0]["args"]["wavelets"], 3);
     let threads = named("M", "thread_name");
-    assert!(threads.iter().any(|e| e["args"]["name"] == "(0,0) -> E"));
+    assert!(threads
+        .iter()
+        .any(|e| e["args"]["name"] == "(0,0) -> E (3 wavelets)"));
     assert!(threads
         .iter()
         .any(|e| e["args"]["name"] == "task 0: consumer"));
