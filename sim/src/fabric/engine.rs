@@ -32,7 +32,7 @@
 //! retries of blocked wavelets: it grows with wavelet-hops and tasks, not with
 //! PEs x cycles.
 
-use super::trace::{QueueInfo, QueueRole, Recorder, Wait};
+use super::trace::{QueueInfo, QueueRole, Recorder, Wait, BUDGET_EXCEEDED};
 use super::FabricError;
 use half::f16;
 use std::cmp::Ordering;
@@ -484,6 +484,10 @@ pub(crate) fn run_recorded(
                 "the run passed {} events at cycle {at}",
                 opts.max_events
             )));
+        }
+        if sim.rec.as_ref().is_some_and(|r| r.overflowed()) {
+            // No point running on: the trace cannot be kept.
+            return Err(FabricError::TooLarge(BUDGET_EXCEEDED.into()));
         }
         match ev {
             Ev::Start(pe) => sim.start(pe, at),

@@ -52,6 +52,9 @@ pub enum TraceError {
     Run(#[from] FabricError),
 }
 
+/// The engine's message when it stops a run whose trace overflowed.
+pub(crate) const BUDGET_EXCEEDED: &str = "the trace budget cannot hold even PE (0,0)'s track";
+
 /// How a run is traced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceOptions {
@@ -316,7 +319,19 @@ pub fn run_traced(
         .into());
     }
     let rec = Box::new(Recorder::new(prog, topts.max_events));
-    let (run, rec) = run_recorded(spec, prog, opts, Some(rec))?;
+    if rec.overflowed() {
+        return Err(TraceError::Budget {
+            budget: topts.max_events,
+        });
+    }
+    let (run, rec) = match run_recorded(spec, prog, opts, Some(rec)) {
+        Err(FabricError::TooLarge(m)) if m == BUDGET_EXCEEDED => {
+            return Err(TraceError::Budget {
+                budget: topts.max_events,
+            })
+        }
+        r => r?,
+    };
     let rec = rec.expect("the engine hands the recorder back");
     let trace = rec.finish(prog, run.span)?;
     Ok((run, trace))
@@ -381,6 +396,11 @@ impl Recorder {
         r.pe_meta = r.meta_of_sampled_pes();
         r.fit();
         r
+    }
+
+    /// Even PE (0, 0)'s track alone exceeds the budget.
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflow
     }
 
     pub(crate) fn bind_queues(&mut self, queues: Vec<QueueInfo>) {
