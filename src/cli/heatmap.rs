@@ -24,10 +24,6 @@ pub const TOP: u32 = 76;
 pub const CAPTION: u32 = 22;
 /// Under a panel: its colour bar and numbers, and the line explaining them.
 pub const LEGEND: u32 = 92;
-/// The narrowest picture (room for the title).
-pub const MIN_WIDTH: u32 = 900;
-/// The narrowest colour bar; a panel's slot is at least this wide.
-pub const MIN_BAR: u32 = 240;
 
 /// A panel's size for a `width x height` region: the longer side
 /// [`PANEL`] pixels, a PE at least one pixel.
@@ -37,15 +33,12 @@ pub fn panel_size(width: u32, height: u32) -> (u32, u32) {
     (side(width), side(height))
 }
 
-/// The picture's size: two panel slots (a panel, at least [`MIN_BAR`] wide)
-/// side by side with [`GAP`] around them (at least [`MIN_WIDTH`] in all),
-/// under the title, above the legends.
+/// The picture's size: two [`PANEL`]-wide slots side by side with [`GAP`]
+/// around them (a narrower panel sits at its slot's left; the caption and the
+/// colour bar span the slot), under the title, above the legends.
 pub fn image_size(width: u32, height: u32) -> (u32, u32) {
-    let (pw, ph) = panel_size(width, height);
-    (
-        (2 * pw.max(MIN_BAR) + 3 * GAP).max(MIN_WIDTH),
-        TOP + CAPTION + ph + LEGEND,
-    )
+    let (_, ph) = panel_size(width, height);
+    (2 * PANEL + 3 * GAP, TOP + CAPTION + ph + LEGEND)
 }
 
 /// Renders the heat map; `title` names the program, `subtitle` its figures.
@@ -74,21 +67,24 @@ pub fn render(h: &Heat, title: &str, subtitle: &str) -> Result<RgbImage> {
     let queue: Vec<f64> = h.queue_peak.iter().map(|&q| q as f64).collect();
     let panels = [
         (
-            "link utilisation (busiest outgoing link; scale 0 to max)",
+            "link utilisation",
             &util,
             util_max,
-            format!("busy cycles / {} cycles, busiest of N/S/E/W", h.span),
+            format!(
+                "busiest of N/S/E/W: busy cycles / {} cycles; scale 0 to max",
+                h.span
+            ),
         ),
         (
-            "peak queue occupancy (wavelets; scale 0 to max)",
+            "peak queue occupancy (wavelets)",
             &queue,
             queue_max as f64,
-            "max over the PE's buffers and queues".to_string(),
+            "most held by any of the PE's buffers and queues; scale 0 to max".to_string(),
         ),
     ];
     for (i, (caption, values, max, note)) in panels.into_iter().enumerate() {
-        let bar = pw.max(MIN_BAR);
-        let x0 = GAP + i as u32 * (bar + GAP);
+        let bar = PANEL;
+        let x0 = GAP + i as u32 * (PANEL + GAP);
         let y0 = TOP + CAPTION;
         text(&mut img, &font, 14.0, x0 as i32, TOP as i32, caption, BLACK);
         draw_panel(&mut img, h, values, max, x0, y0, pw, ph);
@@ -226,7 +222,7 @@ mod tests {
     #[test]
     fn a_long_region_keeps_its_aspect_and_a_wide_one_one_pixel_per_pe_at_least() {
         assert_eq!(panel_size(1, 4), (120, 480));
-        assert_eq!(image_size(1, 4), (900, 76 + 22 + 480 + 92));
+        assert_eq!(image_size(1, 4), (1032, 76 + 22 + 480 + 92));
         assert_eq!(panel_size(960, 1), (480, 1));
         let hm = heat_of(960, 1);
         assert_eq!(
