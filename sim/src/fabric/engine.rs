@@ -31,6 +31,11 @@
 //! `Ce` per wavelet a PE sends or receives and per compute operation, plus the
 //! retries of blocked wavelets: it grows with wavelet-hops and tasks, not with
 //! PEs x cycles.
+//!
+//! Tracing: a run started by [`super::trace::run_traced`] carries a recorder
+//! that a few hooks fill (task begin and end, each operation step, each wait,
+//! each link crossing, each queue arrival); [`run`] carries none, and each
+//! hook is then one test of an empty option.
 
 use super::trace::{QueueInfo, QueueRole, Recorder, Wait, BUDGET_EXCEEDED};
 use super::FabricError;
