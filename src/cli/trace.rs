@@ -39,11 +39,12 @@ pub struct Args {
     /// Also draw the heat map of link utilisation and peak queue occupancy to this PNG.
     #[arg(long)]
     pub png: Option<PathBuf>,
-    /// The most trace events the JSON may hold (1 to 6,000,000; about 150
+    /// The most trace events the JSON may hold (1 to 6,000,000; 100 to 120
     /// bytes each). Past it, PE and link tracks are sampled every k-th row
     /// and column, k the smallest power of two that fits.
     #[arg(long, default_value_t = DEFAULT_TRACE_EVENTS)]
     pub max_events: u64,
+    /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
 }
