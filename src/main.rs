@@ -39,6 +39,8 @@ enum Command {
     Kernel(cli::kernel::Args),
     /// Sweep the estimate over region sizes, contexts or spec fields.
     Sweep(cli::sweep::Args),
+    /// Run a kernel on the fabric simulator and write a Perfetto/Chrome trace and a heat map.
+    Trace(cli::trace::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Program(a) => cli::program::run(a),
         Command::Kernel(a) => cli::kernel::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
+        Command::Trace(a) => cli::trace::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

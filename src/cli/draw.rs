@@ -11,8 +11,8 @@ use image::{Rgb, RgbImage};
 use std::path::Path;
 use wafer_lower::placement::{Item, Placement};
 
-const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
-const BLACK: Rgb<u8> = Rgb([20, 20, 20]);
+pub(crate) const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
+pub(crate) const BLACK: Rgb<u8> = Rgb([20, 20, 20]);
 const IDLE: Rgb<u8> = Rgb([225, 225, 225]);
 const EMBED: Rgb<u8> = Rgb([90, 90, 90]);
 const HEAD: Rgb<u8> = Rgb([160, 40, 140]);
@@ -336,7 +336,7 @@ fn layer_colour(t: f64) -> Rgb<u8> {
 }
 
 /// SRAM fill, 0..1 of capacity, on a viridis-like scale; red above capacity.
-fn heat(frac: f64) -> Rgb<u8> {
+pub(crate) fn heat(frac: f64) -> Rgb<u8> {
     if frac > 1.0 {
         return OVER;
     }
@@ -361,7 +361,7 @@ fn contrast(c: Rgb<u8>) -> Rgb<u8> {
     }
 }
 
-fn fill_rect(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
+pub(crate) fn fill_rect(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
     for yy in y..(y + h).min(img.height()) {
         for xx in x..(x + w).min(img.width()) {
             img.put_pixel(xx, yy, c);
@@ -369,7 +369,7 @@ fn fill_rect(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
     }
 }
 
-fn outline(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
+pub(crate) fn outline(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
     if w == 0 || h == 0 {
         return;
     }
@@ -379,13 +379,21 @@ fn outline(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
     fill_rect(img, x + w - 1, y, 1, h, c);
 }
 
-fn text_width(font: &FontRef, size: f32, s: &str) -> f32 {
+pub(crate) fn text_width(font: &FontRef, size: f32, s: &str) -> f32 {
     let sf = font.as_scaled(PxScale::from(size));
     s.chars().map(|ch| sf.h_advance(sf.glyph_id(ch))).sum()
 }
 
 /// Draws `s` with its top-left corner at `(x, y)`, blending glyph coverage.
-fn text(img: &mut RgbImage, font: &FontRef, size: f32, x: i32, y: i32, s: &str, colour: Rgb<u8>) {
+pub(crate) fn text(
+    img: &mut RgbImage,
+    font: &FontRef,
+    size: f32,
+    x: i32,
+    y: i32,
+    s: &str,
+    colour: Rgb<u8>,
+) {
     let scale = PxScale::from(size);
     let sf = font.as_scaled(scale);
     let mut caret = x as f32;

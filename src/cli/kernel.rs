@@ -36,11 +36,26 @@ pub const MAX_SIZE: u64 = 1 << 24;
 /// The most K-tree levels: a tree of more levels of 2 would cover more than 2^32 PEs.
 pub const MAX_LEVELS: u32 = 32;
 
+/// Said under `--help` of the commands that take [`KernelArgs`].
+pub const KERNEL_AFTER_HELP: &str = "Flags the chosen kernel or algorithm does not read (e.g. gemv --k, --levels with --algorithm chain) are refused, not ignored.";
+
 #[derive(clap::Args)]
-#[command(
-    after_help = "Flags the chosen kernel or algorithm does not read (e.g. gemv --k, --levels with --algorithm chain) are refused, not ignored."
-)]
+#[command(after_help = KERNEL_AFTER_HELP)]
 pub struct Args {
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+    /// How to estimate: the analytic cost model, or the fabric simulator
+    /// (allreduce, gemv, shift and gemm; timing-only, wavelet by wavelet).
+    #[arg(long, value_enum, default_value = "analytic")]
+    pub sim: Sim,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The kernel, its region and its options: shared by `wafer kernel` and
+/// `wafer trace`, so both take the same flags.
+#[derive(clap::Args)]
+pub struct KernelArgs {
     pub kind: Kind,
     /// Hardware preset (wse3, wse2) or a TOML spec file.
     #[arg(long, default_value = "wse3")]
@@ -69,16 +84,10 @@ pub struct Args {
     /// Reduction algorithm: ktree, chain or ring.
     #[arg(long, default_value = "ktree")]
     pub algorithm: String,
-    /// How to estimate: the analytic cost model, or the fabric simulator
-    /// (allreduce, gemv, shift and gemm; timing-only, wavelet by wavelet).
-    #[arg(long, value_enum, default_value = "analytic")]
-    pub sim: Sim,
-    /// With `--sim fabric`: when each PE starts — all at cycle 0, or as a
-    /// launch wavefront from the north-west PE at one hop latency per hop.
+    /// On the fabric: when each PE starts — all at cycle 0, or as a launch
+    /// wavefront from the north-west PE at one hop latency per hop.
     #[arg(long, value_enum)]
     pub launch: Option<LaunchArg>,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -130,7 +139,7 @@ struct Checked {
 }
 
 /// Checks the flags of the requested kernel against the spec.
-fn check(spec: &WaferSpec, args: &Args) -> Result<Checked> {
+fn check(spec: &WaferSpec, args: &KernelArgs) -> Result<Checked> {
     let shape: RegionShape = args.region.parse().context("--region")?;
     let (w, h) = (shape.width, shape.height);
     if w > spec.fabric.width_pes || h > spec.fabric.height_pes {
@@ -201,7 +210,7 @@ fn check(spec: &WaferSpec, args: &Args) -> Result<Checked> {
 }
 
 /// The analytic cost parts of the requested kernel.
-fn parts(spec: &WaferSpec, args: &Args, c: &Checked) -> Result<Parts> {
+fn parts(spec: &WaferSpec, args: &KernelArgs, c: &Checked) -> Result<Parts> {
     let Checked {
         shape,
         w,
@@ -241,16 +250,17 @@ fn parts(spec: &WaferSpec, args: &Args, c: &Checked) -> Result<Parts> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let spec = load_spec(&args.hw)?;
-    if args.sim == Sim::Analytic && args.launch.is_some() {
+    let a = &args.kernel;
+    let spec = load_spec(&a.hw)?;
+    if args.sim == Sim::Analytic && a.launch.is_some() {
         bail!("--launch applies to --sim fabric only");
     }
-    let checked = check(&spec, &args)?;
-    let parts = parts(&spec, &args, &checked)?;
-    let total = matrix::total(&parts);
     if args.sim == Sim::Fabric {
-        return run_fabric(&spec, &args, &checked, total.total());
+        return run_fabric(&spec, &args);
     }
+    let checked = check(&spec, a)?;
+    let parts = parts(&spec, a, &checked)?;
+    let total = matrix::total(&parts);
     if args.json {
         let items: Vec<_> = parts
             .iter()
@@ -267,9 +277,9 @@ pub fn run(args: Args) -> Result<()> {
             cats.insert(cat.name().into(), json!(total.get(cat).get()));
         }
         let out = json!({
-            "kernel": format!("{:?}", args.kind).to_lowercase(),
+            "kernel": kind_name(a.kind),
             "hw": spec.name,
-            "region": args.region,
+            "region": a.region,
             "cycles": total.total().get(),
             "microseconds": total.total().seconds_at(spec.clock_hz) * 1e6,
             "breakdown": { "parts": items, "categories": cats },
@@ -278,8 +288,8 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         println!(
             "{:?} on {} ({}): {:.2} cycles ({:.3} us at {:.2} GHz)",
-            args.kind,
-            args.region,
+            a.kind,
+            a.region,
             spec.name,
             total.total().get(),
             total.total().seconds_at(spec.clock_hz) * 1e6,
@@ -303,13 +313,25 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn kind_name(kind: Kind) -> String {
+pub fn kind_name(kind: Kind) -> String {
     format!("{kind:?}").to_lowercase()
 }
 
-/// `--sim fabric`: the kernel's step of the placed program, simulated
-/// timing-only wavelet by wavelet, beside the analytic figure.
-fn run_fabric(spec: &WaferSpec, args: &Args, c: &Checked, analytic: Cycles) -> Result<()> {
+/// A kernel's fabric program, ready to run, and the analytic figure for it.
+pub struct FabricKernel {
+    pub program: fabric::FabricProgram,
+    pub opts: fabric::RunOptions,
+    /// The analytic model's cycles for the same options.
+    pub analytic: Cycles,
+    /// `together` or `wavefront`.
+    pub launch: String,
+}
+
+/// Checks the kernel's flags and builds its step of the placed program as a
+/// fabric program (timing-only), with the run options its flags ask for.
+pub fn fabric_kernel(spec: &WaferSpec, args: &KernelArgs) -> Result<FabricKernel> {
+    let c = &check(spec, args)?;
+    let analytic = matrix::total(&parts(spec, args, c)?).total();
     if c.alg == Algorithm::Ring {
         bail!("--algorithm ring is not yet simulated on the fabric (chain and K-trees are)");
     }
@@ -376,11 +398,28 @@ fn run_fabric(spec: &WaferSpec, args: &Args, c: &Checked, analytic: Cycles) -> R
         launch,
         ..fabric::RunOptions::default()
     };
+    Ok(FabricKernel {
+        program: program.program,
+        opts,
+        analytic,
+        launch: format!("{:?}", args.launch.unwrap_or(LaunchArg::Together)).to_lowercase(),
+    })
+}
+
+/// `--sim fabric`: the kernel's step of the placed program, simulated
+/// timing-only wavelet by wavelet, beside the analytic figure.
+fn run_fabric(spec: &WaferSpec, kargs: &Args) -> Result<()> {
+    let args = &kargs.kernel;
+    let FabricKernel {
+        program,
+        opts,
+        analytic,
+        launch: launch_name,
+    } = fabric_kernel(spec, args)?;
     let t0 = Instant::now();
-    let out = fabric::run(spec, &program.program, &opts)?;
+    let out = fabric::run(spec, &program, &opts)?;
     let wall_s = t0.elapsed().as_secs_f64();
-    let launch_name = format!("{:?}", args.launch.unwrap_or(LaunchArg::Together)).to_lowercase();
-    if args.json {
+    if kargs.json {
         let o = json!({
             "kernel": kind_name(args.kind),
             "hw": spec.name,

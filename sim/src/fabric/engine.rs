@@ -31,7 +31,13 @@
 //! `Ce` per wavelet a PE sends or receives and per compute operation, plus the
 //! retries of blocked wavelets: it grows with wavelet-hops and tasks, not with
 //! PEs x cycles.
+//!
+//! Tracing: a run started by [`super::trace::run_traced`] carries a recorder
+//! that a few hooks fill (task begin and end, each operation step, each wait,
+//! each link crossing, each queue arrival); [`run`] carries none, and each
+//! hook is then one test of an empty option.
 
+use super::trace::{QueueInfo, QueueRole, Recorder, Wait, BUDGET_EXCEEDED};
 use super::FabricError;
 use half::f16;
 use std::cmp::Ordering;
@@ -545,6 +551,8 @@ struct Sim<'p> {
     hops: u64,
     max_occ: u32,
     values: Option<Vec<f32>>,
+    /// The trace recorder, when the run is traced (`None`: no hook records).
+    rec: Option<Box<Recorder>>,
 }
 
 const NONE: u32 = u32::MAX;
@@ -555,7 +563,21 @@ pub fn run(
     prog: &FabricProgram,
     opts: &RunOptions,
 ) -> Result<FabricRun, FabricError> {
+    run_recorded(spec, prog, opts, None).map(|(run, _)| run)
+}
+
+/// Runs `prog`, filling `rec` when given ([`super::trace::run_traced`]).
+pub(crate) fn run_recorded(
+    spec: &WaferSpec,
+    prog: &FabricProgram,
+    opts: &RunOptions,
+    rec: Option<Box<Recorder>>,
+) -> Result<(FabricRun, Option<Box<Recorder>>), FabricError> {
     let mut sim = Sim::build(spec, prog, opts)?;
+    if let Some(mut r) = rec {
+        r.bind_queues(sim.queue_infos());
+        sim.rec = Some(r);
+    }
     sim.launch(opts.launch);
     while let Some((at, ev)) = sim.queue.pop() {
         sim.events += 1;
@@ -564,6 +586,10 @@ pub fn run(
                 "the run passed {} events at cycle {at}",
                 opts.max_events
             )));
+        }
+        if sim.rec.as_ref().is_some_and(|r| r.overflowed()) {
+            // No point running on: the trace cannot be kept.
+            return Err(FabricError::TooLarge(BUDGET_EXCEEDED.into()));
         }
         match ev {
             Ev::Start(pe) => sim.start(pe, at),
@@ -831,7 +857,37 @@ impl<'p> Sim<'p> {
             hops: 0,
             max_occ: 0,
             values,
+            rec: None,
         })
+    }
+
+    /// What each buffer and queue is, for the trace's peak occupancies.
+    fn queue_infos(&self) -> Vec<QueueInfo> {
+        self.queues
+            .iter()
+            .map(|q| {
+                let role = match q.kind {
+                    QueueKind::CeIn => QueueRole::Input,
+                    QueueKind::Router { .. } => {
+                        let rx = self.prog.routes[q.pe as usize]
+                            .iter()
+                            .find(|e| e.0 == q.colour)
+                            .map_or(Dir::Ramp, |e| e.1.rx);
+                        if rx == Dir::Ramp {
+                            QueueRole::Output
+                        } else {
+                            QueueRole::Buffer(rx)
+                        }
+                    }
+                };
+                QueueInfo {
+                    pe: q.pe,
+                    colour: q.colour,
+                    role,
+                    capacity: q.cap,
+                }
+            })
+            .collect()
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
@@ -905,7 +961,11 @@ impl<'p> Sim<'p> {
     fn arrive(&mut self, q: u32, payload: u32, t: u64) {
         let queue = &mut self.queues[q as usize];
         queue.items.push_back(payload);
-        self.max_occ = self.max_occ.max(queue.items.len() as u32);
+        let held = queue.items.len() as u32;
+        self.max_occ = self.max_occ.max(held);
+        if let Some(r) = &mut self.rec {
+            r.occupancy(q, held);
+        }
         match queue.kind {
             QueueKind::Router { .. } => self.kick_forward(q, t),
             QueueKind::CeIn => {
@@ -954,6 +1014,9 @@ impl<'p> Sim<'p> {
             } else {
                 self.link_free[pe * 4 + d as usize] = t + 1;
                 self.hops += 1;
+                if let Some(r) = &mut self.rec {
+                    r.link(pe as u32, d, t, self.queues[b as usize].colour);
+                }
                 self.hop
             };
             self.push(t + delay, Ev::Arrive(target, payload));
@@ -1009,6 +1072,12 @@ impl<'p> Sim<'p> {
         }
     }
 
+    fn record_wait(&mut self, pe: u32, t: u64, why: Wait) {
+        if let Some(r) = &mut self.rec {
+            r.blocked(pe, t, why);
+        }
+    }
+
     /// The PE's task continues at `cur` once its compute engine is free at `at`.
     fn busy_until(&mut self, pe: u32, cur: Cursor, at: u64) {
         let ce = &mut self.ces[pe as usize];
@@ -1038,6 +1107,9 @@ impl<'p> Sim<'p> {
                     return Ok(());
                 };
                 self.ces[p].activated &= !(1u64 << i);
+                if let Some(r) = &mut self.rec {
+                    r.task_begin(pe, t, i as u16);
+                }
                 self.ces[p].task = Some(Cursor {
                     task: i as u16,
                     op: 0,
@@ -1048,6 +1120,9 @@ impl<'p> Sim<'p> {
             let Some(op) = tasks[cur.task as usize].ops.get(cur.op as usize) else {
                 self.ces[p].task = None;
                 self.ces[p].end = t;
+                if let Some(r) = &mut self.rec {
+                    r.task_end(pe, t);
+                }
                 continue;
             };
             // A send or a receive that has moved all its wavelets is done.
@@ -1058,6 +1133,9 @@ impl<'p> Sim<'p> {
                     self.ces[p].task = Some(cur);
                     continue;
                 }
+            }
+            if let Some(r) = &mut self.rec {
+                r.op(pe, t, cur.op, op);
             }
             match *op {
                 Op::Compute { cycles } => {
@@ -1074,6 +1152,7 @@ impl<'p> Sim<'p> {
                     let (q, _) = self.find(pe, colour);
                     let queue = &mut self.queues[q as usize];
                     if queue.full_then_wait(Waiter::Ce(pe)) {
+                        self.record_wait(pe, t, Wait::Slot(colour));
                         return Ok(());
                     }
                     queue.reserved += 1;
@@ -1093,11 +1172,13 @@ impl<'p> Sim<'p> {
                     let (_, inq) = self.find(pe, colour);
                     if self.queues[inq as usize].items.is_empty() {
                         self.queues[inq as usize].waiters.push(Waiter::Ce(pe));
+                        self.record_wait(pe, t, Wait::Wavelet(colour));
                         return Ok(());
                     }
-                    let out = forward.map(|f| self.find(pe, f).0);
-                    if let Some(o) = out {
+                    let out = forward.map(|f| (f, self.find(pe, f).0));
+                    if let Some((f, o)) = out {
                         if self.queues[o as usize].full_then_wait(Waiter::Ce(pe)) {
+                            self.record_wait(pe, t, Wait::Slot(f));
                             return Ok(());
                         }
                     }
@@ -1111,7 +1192,7 @@ impl<'p> Sim<'p> {
                         Combine::Store => self.costs.store,
                         Combine::Add => self.costs.add,
                     };
-                    if let Some(o) = out {
+                    if let Some((_, o)) = out {
                         self.queues[o as usize].reserved += 1;
                         let payload = self.encode(pe, wavelet);
                         self.push(t + dur + self.ramp, Ev::Arrive(o, payload));
@@ -1124,7 +1205,7 @@ impl<'p> Sim<'p> {
         }
     }
 
-    fn finish(self) -> Result<FabricRun, FabricError> {
+    fn finish(self) -> Result<(FabricRun, Option<Box<Recorder>>), FabricError> {
         let w = self.prog.width;
         for (pe, ce) in self.ces.iter().enumerate() {
             let (x, y) = (pe as u32 % w, pe as u32 / w);
@@ -1154,7 +1235,7 @@ impl<'p> Sim<'p> {
         let mean = pe_cycles.iter().map(|&c| c as f64).sum::<f64>() / n;
         let first = self.ces.iter().map(|c| c.start).min().unwrap_or(0);
         let last = self.ces.iter().map(|c| c.end).max().unwrap_or(0);
-        Ok(FabricRun {
+        let run = FabricRun {
             pe_cycles,
             cycles: Cycles(mean),
             span: last - first,
@@ -1162,7 +1243,8 @@ impl<'p> Sim<'p> {
             wavelet_hops: self.hops,
             max_queue_occupancy: self.max_occ,
             values: self.values,
-        })
+        };
+        Ok((run, self.rec))
     }
 }
 

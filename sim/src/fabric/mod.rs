@@ -18,12 +18,16 @@
 //! - [`layer`]: a whole region program (every step of a layer, in order, on
 //!   static routes shared by the collectives of one pattern) as one fabric
 //!   program, run timing-only.
+//! - [`trace`]: an optional recorder of a run (each PE's tasks, operations
+//!   and waits, each link's busy intervals, each queue's peak) and its Chrome
+//!   trace-event JSON (`docs/trace-tutorial.md`).
 //!
 //! What is modelled and what is assumed: `docs/fabric.md`.
 
 pub mod engine;
 pub mod layer;
 pub mod programs;
+pub mod trace;
 
 pub use engine::{
     run, Colour, Combine, Dir, DirSet, FabricParams, FabricProgram, FabricRun, Launch, Op, Packing,
