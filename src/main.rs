@@ -39,6 +39,8 @@ enum Command {
     Kernel(cli::kernel::Args),
     /// Sweep the estimate over region sizes, contexts or spec fields.
     Sweep(cli::sweep::Args),
+    /// Search models and wafer counts that reach a decode rate at a context.
+    Plan(cli::plan::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Program(a) => cli::program::run(a),
         Command::Kernel(a) => cli::kernel::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
+        Command::Plan(a) => cli::plan::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

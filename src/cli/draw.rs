@@ -361,7 +361,7 @@ fn contrast(c: Rgb<u8>) -> Rgb<u8> {
     }
 }
 
-fn fill_rect(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
+pub(crate) fn fill_rect(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
     for yy in y..(y + h).min(img.height()) {
         for xx in x..(x + w).min(img.width()) {
             img.put_pixel(xx, yy, c);
@@ -379,13 +379,13 @@ fn outline(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
     fill_rect(img, x + w - 1, y, 1, h, c);
 }
 
-fn text_width(font: &FontRef, size: f32, s: &str) -> f32 {
+pub(crate) fn text_width(font: &FontRef, size: f32, s: &str) -> f32 {
     let sf = font.as_scaled(PxScale::from(size));
     s.chars().map(|ch| sf.h_advance(sf.glyph_id(ch))).sum()
 }
 
 /// Draws `s` with its top-left corner at `(x, y)`, blending glyph coverage.
-fn text(img: &mut RgbImage, font: &FontRef, size: f32, x: i32, y: i32, s: &str, colour: Rgb<u8>) {
+pub(crate) fn text(img: &mut RgbImage, font: &FontRef, size: f32, x: i32, y: i32, s: &str, colour: Rgb<u8>) {
     let scale = PxScale::from(size);
     let sf = font.as_scaled(scale);
     let mut caret = x as f32;

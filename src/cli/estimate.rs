@@ -63,6 +63,9 @@ pub struct Args {
     pub users: u64,
     #[arg(long)]
     pub json: bool,
+    /// The latency a user sees: assumed RTT and per-token overhead.
+    #[command(flatten)]
+    pub client: super::latency::ClientArgs,
 }
 
 /// `--prefill-scheme`: `None` for auto.
@@ -118,12 +121,17 @@ pub fn run(args: Args) -> Result<()> {
             cfg.max_position_embeddings,
         );
     }
+    let client = args.client.assumptions()?;
     let e = estimate_for_users(&spec, &cfg, &options(&args)?, &plan_opts, args.users)?;
+    // The client sees each user's rate.
+    let rate = e.users.as_ref().map_or(e.decode_tokens_per_s, |u| u.per_user_tokens_per_s);
+    let seen = client.map(|a| (a, a.latency(e.ttft_ms, rate)));
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&to_json(&e, cfg.num_hidden_layers))?
-        );
+        let mut v = to_json(&e, cfg.num_hidden_layers);
+        if let Some((a, l)) = &seen {
+            super::latency::add_json(&mut v, a, l);
+        }
+        println!("{}", serde_json::to_string(&v)?);
     } else {
         print_report(
             &e,
@@ -131,6 +139,9 @@ pub fn run(args: Args) -> Result<()> {
             cfg.num_hidden_layers,
             forced.is_some(),
         );
+        if let Some((a, l)) = &seen {
+            println!("\n{}", super::latency::describe(a, l));
+        }
     }
     Ok(())
 }
