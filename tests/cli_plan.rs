@@ -63,7 +63,10 @@ fn candidates_reproduce_through_wafer_estimate() {
         args.push("--json");
         let e = json_of(&args);
         // Two users: the rate each user sees.
-        assert_eq!(e["per_user_tokens_per_s"], c["decode_tokens_per_s"], "{args:?}");
+        assert_eq!(
+            e["per_user_tokens_per_s"], c["decode_tokens_per_s"],
+            "{args:?}"
+        );
         assert_eq!(e["ttft_ms"], c["ttft_ms"], "{args:?}");
         assert_eq!(e["wafers"], c["wafers"], "{args:?}");
         assert_eq!(e["region"], c["region"], "{args:?}");
@@ -73,7 +76,9 @@ fn candidates_reproduce_through_wafer_estimate() {
             assert_eq!(e[k], c["client"][k], "{k}: {args:?}");
         }
         assert!(c["decode_tokens_per_s"].as_f64().unwrap() >= 800.0);
-        for key in ["model", "wafers", "region", "strategy", "k", "users", "ttft_ms"] {
+        for key in [
+            "model", "wafers", "region", "strategy", "k", "users", "ttft_ms",
+        ] {
             assert!(!c[key].is_null(), "{key} missing in {c}");
         }
     }
@@ -108,7 +113,10 @@ fn an_impossible_target_has_no_candidate_and_says_why() {
         "2",
     ]);
     let out = String::from_utf8_lossy(&text.stdout);
-    assert!(out.contains("no configuration of these models meets the target"), "{out}");
+    assert!(
+        out.contains("no configuration of these models meets the target"),
+        "{out}"
+    );
     assert!(out.contains("limited by sram"), "{out}");
 }
 
@@ -116,9 +124,18 @@ fn an_impossible_target_has_no_candidate_and_says_why() {
 fn bad_flags_are_refused_by_name() {
     for (args, needle) in [
         (vec!["--tokens-per-s=-5"], "--tokens-per-s"),
-        (vec!["--tokens-per-s", "10", "--max-wafers", "0"], "--max-wafers"),
-        (vec!["--tokens-per-s", "10", "--max-wafers", "100000"], "--max-wafers"),
-        (vec!["--tokens-per-s", "10", "--models", "no-such-model"], "no-such-model"),
+        (
+            vec!["--tokens-per-s", "10", "--max-wafers", "0"],
+            "--max-wafers",
+        ),
+        (
+            vec!["--tokens-per-s", "10", "--max-wafers", "100000"],
+            "--max-wafers",
+        ),
+        (
+            vec!["--tokens-per-s", "10", "--models", "no-such-model"],
+            "no-such-model",
+        ),
         (vec!["--tokens-per-s", "10", "--rtt-ms=-1"], "--rtt-ms"),
         (vec!["--tokens-per-s", "10", "--png", "out.jpg"], "--png"),
     ] {

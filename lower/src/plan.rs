@@ -11,9 +11,9 @@
 //!
 //! Pruning: a model's search starts at the fewest wafers that hold it at the
 //! context (one placement search), stops at the first wafer count where a
-//! configuration meets the targets (unless [`SearchOptions::all`]), and stops
-//! when more wafers would only be left empty (the pipeline has fewer units than
-//! wafers). Candidate wafer counts are judged on the decode plan alone
+//! configuration meets the targets (unless [`SearchOptions::all`]), and skips
+//! wafer counts whose placement leaves wafers empty (the same pipeline as a
+//! smaller count's). Candidate wafer counts are judged on the decode plan alone
 //! (placement and [`decode_plan_with`], which lowers each distinct region shape
 //! once); the full estimate, prefill included, is run only for those that meet
 //! the decode target.
@@ -78,7 +78,9 @@ impl Targets {
     pub fn check(&self) -> Result<()> {
         let t = self.tokens_per_s;
         if !t.is_finite() || t <= 0.0 || t > MAX_TARGET_TOKENS_PER_S {
-            bail!("--tokens-per-s must be above 0 and at most {MAX_TARGET_TOKENS_PER_S}, found {t}");
+            bail!(
+                "--tokens-per-s must be above 0 and at most {MAX_TARGET_TOKENS_PER_S}, found {t}"
+            );
         }
         if let Some(ms) = self.ttft_ms {
             if !ms.is_finite() || ms <= 0.0 {
@@ -119,7 +121,9 @@ pub struct SearchOptions {
 pub struct Candidate {
     pub model: String,
     pub wafers: u32,
-    /// The region of each pipeline stage, as the placement chose it.
+    /// The region of each pipeline stage, as the placement chose it
+    /// (serialised `WIDTHxHEIGHT`, as `wafer estimate --json` writes it).
+    #[serde(serialize_with = "shape_text")]
     pub region: RegionShape,
     pub strategy: &'static str,
     pub k: u32,
@@ -154,6 +158,10 @@ impl Candidate {
             prompt_tokens: self.prompt_tokens,
         })
     }
+}
+
+fn shape_text<S: serde::Serializer>(shape: &RegionShape, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(shape)
 }
 
 /// What keeps a model from the targets.
@@ -256,7 +264,12 @@ struct Probe {
 
 /// Decode tokens/s one of `users` users sees on `plan` (the estimate's
 /// per-user rate), and whether the slowest stage bounds it.
-pub fn per_user_rate(spec: &WaferSpec, plan: &Plan, layout_pipeline: &Pipeline, users: u64) -> (f64, bool) {
+pub fn per_user_rate(
+    spec: &WaferSpec,
+    plan: &Plan,
+    layout_pipeline: &Pipeline,
+    users: u64,
+) -> (f64, bool) {
     if users <= 1 {
         return (spec.clock_hz / plan.total().get(), false);
     }
@@ -284,11 +297,9 @@ fn starts(
         };
         match place_for_users(cfg, spec, &po, t.users) {
             Ok(p) if p.fits() && p.wafers <= max_wafers => out.push((s, p.wafers)),
-            Ok(p) if p.fits() => why.push(format!(
-                "{} needs {} wafers",
-                strategy_name(s),
-                p.wafers
-            )),
+            Ok(p) if p.fits() => {
+                why.push(format!("{} needs {} wafers", strategy_name(s), p.wafers))
+            }
             Ok(_) => why.push(format!("{}: no placement fits", strategy_name(s))),
             Err(e) => why.push(format!("{}: {e}", strategy_name(s))),
         }
@@ -341,12 +352,9 @@ pub fn plan_model(
     // one with the shortest TTFT.
     let mut best_ttft: Option<Candidate> = None;
     for w in first..=o.max_wafers {
-        // Whether every strategy left wafers empty at this count (more wafers
-        // than pipeline units): more wafers cannot help either.
-        let mut all_short = true;
+        let mut seen: Vec<crate::layout::Layout> = Vec::new();
         for &(s, start) in &starts {
             if w < start {
-                all_short = false;
                 continue;
             }
             let opts = EstimateOptions {
@@ -356,18 +364,23 @@ pub fn plan_model(
                 context: t.context,
                 prompt_tokens: t.prompt_tokens,
             };
-            let placement = match crate::estimate::placement_for_users(spec, cfg, &opts, t.users) {
-                Ok(p) => p,
-                Err(_) => {
-                    all_short = false;
-                    continue;
-                }
+            let Ok(placement) = crate::estimate::placement_for_users(spec, cfg, &opts, t.users)
+            else {
+                continue;
             };
+            // Some wafers left empty: the same pipeline as a smaller count's
+            // (whether more wafers are used again is not monotone, so the
+            // search goes on).
             if placement.wafers < w {
                 continue;
             }
-            all_short = false;
+            // Layer per region may give the packed layout itself (one layer a
+            // region already): the same configuration, listed once, as packed.
             let layout = placement.layout();
+            if seen.contains(&layout) {
+                continue;
+            }
+            seen.push(layout.clone());
             for k in SEARCHED_K {
                 let po = PlanOptions::with_reduce_k(k)?;
                 let decode = decode_plan_with(spec, cfg, &layout, t.context, &po);
@@ -375,7 +388,11 @@ pub fn plan_model(
                 let pipeline = Pipeline::of(&decode, &layout);
                 let (rate, bound) = per_user_rate(spec, &decode, &pipeline, t.users);
                 let shares = Shares::of(&decode);
-                let limit = if bound { Limit::Pipeline } else { shares.dominant() };
+                let limit = if bound {
+                    Limit::Pipeline
+                } else {
+                    shares.dominant()
+                };
                 let probe = Probe {
                     opts: opts.clone(),
                     k,
@@ -399,7 +416,7 @@ pub fn plan_model(
                 }
             }
         }
-        if all_short || (!plan.candidates.is_empty() && !o.all) {
+        if !plan.candidates.is_empty() && !o.all {
             break;
         }
     }
@@ -478,8 +495,13 @@ fn candidate(
     p: &Probe,
 ) -> Result<Candidate> {
     let po = PlanOptions::with_reduce_k(p.k)?;
-    let e = estimate_for_users(spec, &model.config, &p.opts, &po, t.users)
-        .with_context(|| format!("estimating {} on {} wafers", model.arg, p.opts.wafers.unwrap_or(0)))?;
+    let e = estimate_for_users(spec, &model.config, &p.opts, &po, t.users).with_context(|| {
+        format!(
+            "estimating {} on {} wafers",
+            model.arg,
+            p.opts.wafers.unwrap_or(0)
+        )
+    })?;
     let (rate, aggregate, max_users) = match &e.users {
         Some(u) => (
             u.per_user_tokens_per_s,

@@ -122,7 +122,10 @@ fn fewer_wafers_than_the_first_candidate_do_not_meet_the_target() {
     let t = targets(700.0, 32768, 1);
     let m = model("llama-3.1-8b");
     let plan = plan_model(&spec, &m, &t, &search(8, false)).unwrap();
-    let first = plan.candidates.first().expect("a candidate within 8 wafers");
+    let first = plan
+        .candidates
+        .first()
+        .expect("a candidate within 8 wafers");
     for w in 1..first.wafers {
         for strategy in [Strategy::Packed, Strategy::LayerPerRegion] {
             for k in 1..=4 {
@@ -186,7 +189,10 @@ fn a_rate_no_decode_step_reaches_misses_with_the_nearest_configuration() {
         miss.limited_by
     );
     let s = miss.shares.unwrap();
-    assert!((s.compute + s.communication + s.sync - 1.0).abs() < 1e-9, "{s:?}");
+    assert!(
+        (s.compute + s.communication + s.sync - 1.0).abs() < 1e-9,
+        "{s:?}"
+    );
     // The nearest is the fastest configuration searched: no estimate on its
     // wafer counts beats it.
     for w in 1..=3 {
@@ -230,11 +236,19 @@ fn bad_targets_are_refused_naming_the_flag() {
     let m = model("smollm2-135m");
     for (t, o, needle) in [
         (targets(0.0, 4096, 1), search(2, false), "--tokens-per-s"),
-        (targets(f64::NAN, 4096, 1), search(2, false), "--tokens-per-s"),
+        (
+            targets(f64::NAN, 4096, 1),
+            search(2, false),
+            "--tokens-per-s",
+        ),
         (targets(10.0, 0, 1), search(2, false), "--context"),
         (targets(10.0, 4096, 0), search(2, false), "--users"),
         (targets(10.0, 4096, 1), search(0, false), "--max-wafers"),
-        (targets(10.0, 4096, 1), search(100_000, false), "--max-wafers"),
+        (
+            targets(10.0, 4096, 1),
+            search(100_000, false),
+            "--max-wafers",
+        ),
         (
             Targets {
                 ttft_ms: Some(-1.0),

@@ -385,7 +385,15 @@ pub(crate) fn text_width(font: &FontRef, size: f32, s: &str) -> f32 {
 }
 
 /// Draws `s` with its top-left corner at `(x, y)`, blending glyph coverage.
-pub(crate) fn text(img: &mut RgbImage, font: &FontRef, size: f32, x: i32, y: i32, s: &str, colour: Rgb<u8>) {
+pub(crate) fn text(
+    img: &mut RgbImage,
+    font: &FontRef,
+    size: f32,
+    x: i32,
+    y: i32,
+    s: &str,
+    colour: Rgb<u8>,
+) {
     let scale = PxScale::from(size);
     let sf = font.as_scaled(scale);
     let mut caret = x as f32;

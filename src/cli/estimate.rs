@@ -124,7 +124,10 @@ pub fn run(args: Args) -> Result<()> {
     let client = args.client.assumptions()?;
     let e = estimate_for_users(&spec, &cfg, &options(&args)?, &plan_opts, args.users)?;
     // The client sees each user's rate.
-    let rate = e.users.as_ref().map_or(e.decode_tokens_per_s, |u| u.per_user_tokens_per_s);
+    let rate = e
+        .users
+        .as_ref()
+        .map_or(e.decode_tokens_per_s, |u| u.per_user_tokens_per_s);
     let seen = client.map(|a| (a, a.latency(e.ttft_ms, rate)));
     if args.json {
         let mut v = to_json(&e, cfg.num_hidden_layers);

@@ -126,7 +126,15 @@ pub fn render(curves: &[Curve], target: f64, context: usize, title: &str) -> Res
         fill_rect(&mut img, LEFT, y, RIGHT - LEFT, 1, GRID);
         let label = format!("{}", 10f64.powf(d));
         let w = text_width(&font, 13.0, &label);
-        text(&mut img, &font, 13.0, LEFT as i32 - 8 - w as i32, y as i32 - 8, &label, BLACK);
+        text(
+            &mut img,
+            &font,
+            13.0,
+            LEFT as i32 - 8 - w as i32,
+            y as i32 - 8,
+            &label,
+            BLACK,
+        );
         d += 1.0;
     }
     let mut c = 1usize << (axes.x0.ceil() as u32).min(62);
@@ -139,7 +147,15 @@ pub fn render(curves: &[Curve], target: f64, context: usize, title: &str) -> Res
             c.to_string()
         };
         let w = text_width(&font, 13.0, &label);
-        text(&mut img, &font, 13.0, x as i32 - w as i32 / 2, BOTTOM as i32 + 6, &label, BLACK);
+        text(
+            &mut img,
+            &font,
+            13.0,
+            x as i32 - w as i32 / 2,
+            BOTTOM as i32 + 6,
+            &label,
+            BLACK,
+        );
         c = match c.checked_mul(2) {
             Some(n) => n,
             None => break,
@@ -147,13 +163,36 @@ pub fn render(curves: &[Curve], target: f64, context: usize, title: &str) -> Res
     }
     fill_rect(&mut img, LEFT, TOP, 1, BOTTOM - TOP + 1, BLACK);
     fill_rect(&mut img, LEFT, BOTTOM, RIGHT - LEFT + 1, 1, BLACK);
-    text(&mut img, &font, 14.0, LEFT as i32 + 200, BOTTOM as i32 + 30, "context (tokens, KV length per user; log scale)", BLACK);
-    text(&mut img, &font, 14.0, 8, TOP as i32 - 18, "decode tokens/s per user (log)", BLACK);
+    text(
+        &mut img,
+        &font,
+        14.0,
+        LEFT as i32 + 200,
+        BOTTOM as i32 + 30,
+        "context (tokens, KV length per user; log scale)",
+        BLACK,
+    );
+    text(
+        &mut img,
+        &font,
+        14.0,
+        8,
+        TOP as i32 - 18,
+        "decode tokens/s per user (log)",
+        BLACK,
+    );
     // The target: dashed.
     let ty = axes.y(target).round() as u32;
     let mut x = LEFT;
     while x < RIGHT {
-        fill_rect(&mut img, x, ty.saturating_sub(1), 8.min(RIGHT - x), 2, TARGET);
+        fill_rect(
+            &mut img,
+            x,
+            ty.saturating_sub(1),
+            8.min(RIGHT - x),
+            2,
+            TARGET,
+        );
         x += 14;
     }
     // Curves, then the legend.
@@ -162,7 +201,10 @@ pub fn render(curves: &[Curve], target: f64, context: usize, title: &str) -> Res
         let pts: Vec<Option<(f64, f64)>> = curve
             .points
             .iter()
-            .map(|&(c, r)| r.filter(|r| r.is_finite() && *r > 0.0).map(|r| (axes.x(c), axes.y(r))))
+            .map(|&(c, r)| {
+                r.filter(|r| r.is_finite() && *r > 0.0)
+                    .map(|r| (axes.x(c), axes.y(r)))
+            })
             .collect();
         for w in pts.windows(2) {
             if let (Some(a), Some(b)) = (w[0], w[1]) {
@@ -171,21 +213,46 @@ pub fn render(curves: &[Curve], target: f64, context: usize, title: &str) -> Res
         }
         for p in pts.iter().flatten() {
             let (px, py) = (p.0.round() as i64, p.1.round() as i64);
-            fill_rect(&mut img, (px - 3).max(0) as u32, (py - 3).max(0) as u32, 7, 7, col);
+            fill_rect(
+                &mut img,
+                (px - 3).max(0) as u32,
+                (py - 3).max(0) as u32,
+                7,
+                7,
+                col,
+            );
         }
         let ly = TOP as i32 + 20 * i as i32;
         fill_rect(&mut img, RIGHT + 20, (ly + 4) as u32, 14, 10, col);
-        text(&mut img, &font, 13.0, RIGHT as i32 + 40, ly, &curve.label, BLACK);
+        text(
+            &mut img,
+            &font,
+            13.0,
+            RIGHT as i32 + 40,
+            ly,
+            &curve.label,
+            BLACK,
+        );
     }
     let ly = TOP as i32 + 20 * curves.len() as i32;
     fill_rect(&mut img, RIGHT + 20, (ly + 8) as u32, 14, 2, TARGET);
-    text(&mut img, &font, 13.0, RIGHT as i32 + 40, ly, &format!("target {target} tokens/s"), BLACK);
+    text(
+        &mut img,
+        &font,
+        13.0,
+        RIGHT as i32 + 40,
+        ly,
+        &format!("target {target} tokens/s"),
+        BLACK,
+    );
     Ok(img)
 }
 
 /// A 2-pixel line from `a` to `b`, sampled every half pixel.
 fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), c: Rgb<u8>) {
-    let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) * 2.0).ceil().max(1.0) as usize;
+    let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) * 2.0)
+        .ceil()
+        .max(1.0) as usize;
     for s in 0..=steps {
         let t = s as f64 / steps as f64;
         let (x, y) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));

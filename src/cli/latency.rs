@@ -29,7 +29,10 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The checked assumptions, or `None` when no client flag was given.
     pub fn assumptions(&self) -> Result<Option<ClientAssumptions>> {
-        if self.rtt_ms.is_none() && self.per_token_overhead_us.is_none() && self.answer_tokens.is_none() {
+        if self.rtt_ms.is_none()
+            && self.per_token_overhead_us.is_none()
+            && self.answer_tokens.is_none()
+        {
             return Ok(None);
         }
         Ok(Some(ClientAssumptions::new(

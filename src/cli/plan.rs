@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 use wafer_lower::placement::MAX_USERS;
 use wafer_lower::plan::{
-    frontier, frontier_contexts, plan_model, rank, Candidate, ModelPlan, PlanModel,
-    SearchOptions, Targets, MAX_PLAN_WAFERS,
+    frontier, frontier_contexts, plan_model, rank, Candidate, ModelPlan, PlanModel, SearchOptions,
+    Targets, MAX_PLAN_WAFERS,
 };
 use wafer_models::presets;
 
@@ -217,7 +217,17 @@ pub fn run(args: Args) -> Result<()> {
         println!("\nmeet the target (fewest wafers first, then the margin above it):");
         println!(
             "  {:>3}  {:<16} {:>6} {:>10} {:<16} {:>2} {:>5} {:>12} {:>8} {:>10} {:>9}",
-            "#", "model", "wafers", "region", "strategy", "K", "users", "tokens/s", "margin", "TTFT ms", "max users"
+            "#",
+            "model",
+            "wafers",
+            "region",
+            "strategy",
+            "K",
+            "users",
+            "tokens/s",
+            "margin",
+            "TTFT ms",
+            "max users"
         );
         for (i, c) in candidates.iter().enumerate() {
             println!(
@@ -245,13 +255,22 @@ pub fn run(args: Args) -> Result<()> {
         }
         println!("\nreproduce with:");
         for (i, c) in candidates.iter().enumerate() {
-            println!("  {:>3}  wafer estimate {}", i + 1, c.estimate_args.join(" "));
+            println!(
+                "  {:>3}  wafer estimate {}",
+                i + 1,
+                c.estimate_args.join(" ")
+            );
         }
     }
     if !misses.is_empty() {
         println!("\nno configuration meets the target:");
         for m in &misses {
-            println!("  {}: limited by {}: {}", m.model, m.limited_by.name(), m.detail);
+            println!(
+                "  {}: limited by {}: {}",
+                m.model,
+                m.limited_by.name(),
+                m.detail
+            );
             match &m.best {
                 Some(b) => println!(
                     "      nearest: {} wafer(s), {} regions, {}, K {}: {:.1} tokens/s per user, TTFT {:.2} ms: wafer estimate {}",

@@ -48,7 +48,9 @@ impl ClientAssumptions {
             MAX_OVERHEAD_US,
         )?;
         if answer_tokens == 0 || answer_tokens > MAX_ANSWER_TOKENS {
-            bail!("--answer-tokens must be between 1 and {MAX_ANSWER_TOKENS}, found {answer_tokens}");
+            bail!(
+                "--answer-tokens must be between 1 and {MAX_ANSWER_TOKENS}, found {answer_tokens}"
+            );
         }
         Ok(ClientAssumptions {
             rtt_ms,
@@ -109,7 +111,9 @@ mod tests {
         let one = ClientAssumptions::new(30.0, 250.0, 1).unwrap();
         assert_eq!(one.latency(40.0, 1000.0).answer_ms, l.client_ttft_ms);
         // No overhead, no RTT: the wafer's own figures.
-        let none = ClientAssumptions::new(0.0, 0.0, 3).unwrap().latency(5.0, 500.0);
+        let none = ClientAssumptions::new(0.0, 0.0, 3)
+            .unwrap()
+            .latency(5.0, 500.0);
         assert_eq!(none.client_ttft_ms, 5.0);
         assert!((none.client_tokens_per_s - 500.0).abs() < 1e-9);
         assert!((none.answer_ms - 9.0).abs() < 1e-9); // 5 + 2 * 2 ms
