@@ -130,6 +130,9 @@ pub struct Candidate {
     pub users: u64,
     pub context: usize,
     pub prompt_tokens: usize,
+    /// The positions the model is trained for (`max_position_embeddings`): a
+    /// context beyond it is a what-if of the shape, not of the model.
+    pub trained_positions: usize,
     /// Decode tokens/s each user sees (the estimate's per-user rate; with one
     /// user its `decode_tokens_per_s`).
     pub decode_tokens_per_s: f64,
@@ -551,6 +554,7 @@ fn candidate(
         users: t.users,
         context: t.context,
         prompt_tokens: t.prompt_tokens,
+        trained_positions: model.config.max_position_embeddings,
         decode_tokens_per_s: rate,
         aggregate_tokens_per_s: aggregate,
         ttft_ms: e.ttft_ms,

@@ -141,7 +141,7 @@ pub fn render(curves: &[Curve], target: f64, context: usize, title: &str) -> Res
     while c <= context {
         let x = axes.x(c).round() as u32;
         fill_rect(&mut img, x, TOP, 1, BOTTOM - TOP, GRID);
-        let label = if c >= 1024 && c % 1024 == 0 {
+        let label = if c >= 1024 && c.is_multiple_of(1024) {
             format!("{}k", c / 1024)
         } else {
             c.to_string()

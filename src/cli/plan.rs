@@ -96,6 +96,15 @@ pub fn models(arg: &str) -> Result<Vec<PlanModel>> {
     Ok(out)
 }
 
+/// The model's name, with `*` when the context is past its trained positions.
+fn marked(c: &Candidate) -> String {
+    if c.context > c.trained_positions {
+        format!("{}*", c.model)
+    } else {
+        c.model.clone()
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     if let Some(p) = &args.png {
@@ -233,7 +242,7 @@ pub fn run(args: Args) -> Result<()> {
             println!(
                 "  {:>3}  {:<16} {:>6} {:>10} {:<16} {:>2} {:>5} {:>12.1} {:>7.1}% {:>10.2} {:>9}",
                 i + 1,
-                c.model,
+                marked(c),
                 c.wafers,
                 c.region.to_string(),
                 c.strategy,
@@ -244,6 +253,9 @@ pub fn run(args: Args) -> Result<()> {
                 c.ttft_ms,
                 c.max_users.map_or("-".to_string(), |u| u.to_string())
             );
+        }
+        if candidates.iter().any(|c| c.context > c.trained_positions) {
+            println!("  * trained for fewer positions than the context (max_position_embeddings): a what-if of the shape");
         }
         if let Some(a) = &search.client {
             println!("\nat the client:");
@@ -267,7 +279,7 @@ pub fn run(args: Args) -> Result<()> {
         for m in &misses {
             println!(
                 "  {}: limited by {}: {}",
-                m.model,
+                m.best.as_ref().map_or(m.model.clone(), marked),
                 m.limited_by.name(),
                 m.detail
             );
