@@ -148,3 +148,44 @@ fn bad_flags_are_refused_by_name() {
         assert!(err.contains(needle), "{a:?}: expected {needle} in {err}");
     }
 }
+
+#[test]
+fn a_model_directory_plans_and_reproduces_by_its_path() {
+    // A small Llama-shaped config.json: only the shape is read.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type":"llama","vocab_size":4096,"hidden_size":512,"intermediate_size":1536,
+            "num_hidden_layers":4,"num_attention_heads":8,"num_key_value_heads":4,
+            "max_position_embeddings":8192}"#,
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let plan = json_of(&[
+        "plan",
+        "--models",
+        path,
+        "--tokens-per-s",
+        "100",
+        "--context",
+        "4k",
+        "--max-wafers",
+        "2",
+        "--json",
+    ]);
+    let c = &plan["candidates"][0];
+    assert_eq!(c["model"], path);
+    let mut args: Vec<&str> = vec!["estimate"];
+    args.extend(
+        c["estimate_args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap()),
+    );
+    args.push("--json");
+    let e = json_of(&args);
+    assert_eq!(e["decode_tokens_per_s"], c["decode_tokens_per_s"]);
+    assert_eq!(e["ttft_ms"], c["ttft_ms"]);
+    assert_eq!(c["trained_positions"], 8192);
+}
