@@ -41,6 +41,8 @@ enum Command {
     Sweep(cli::sweep::Args),
     /// Run a kernel on the fabric simulator and write a Perfetto/Chrome trace and a heat map.
     Trace(cli::trace::Args),
+    /// Search models and wafer counts that reach a decode rate at a context.
+    Plan(cli::plan::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Kernel(a) => cli::kernel::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Trace(a) => cli::trace::run(a),
+        Command::Plan(a) => cli::plan::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,8 @@
 //! one tiling of every tensor (`tiling`), a layer's decode step as a placed
 //! program (`program`), placement of the whole model onto regions and wafers with
 //! its SRAM accounting (`placement`, `layout`), the analytic pricing of the
-//! programs (`cost`) and the estimate built from them (`estimate`).
+//! programs (`cost`), the estimate built from them (`estimate`) and the serving
+//! planner that searches estimates for a target (`plan`).
 //!
 //! Invariants: it knows model configs (`wafer_models::ModelConfig`) and hardware
 //! specs, never weights or files; placement counts bytes from the same tiles the
@@ -14,6 +15,7 @@ pub mod estimate;
 pub mod fabric;
 pub mod layout;
 pub mod placement;
+pub mod plan;
 pub mod program;
 pub mod tiling;
 

@@ -74,6 +74,9 @@ pub struct Args {
     pub no_memo: bool,
     #[arg(long)]
     pub json: bool,
+    /// The latency a user sees: assumed RTT and per-token overhead.
+    #[command(flatten)]
+    pub client: super::latency::ClientArgs,
 }
 
 /// `--prefill-scheme`: `None` for auto.
@@ -129,12 +132,24 @@ pub fn run(args: Args) -> Result<()> {
             cfg.max_position_embeddings,
         );
     }
+    let client = args.client.assumptions()?;
     let opts = options(&args)?;
     let e = estimate_for_users(&spec, &cfg, &opts, &plan_opts, args.users)?;
+    // The client sees each user's rate.
+    let rate = e
+        .users
+        .as_ref()
+        .map_or(e.decode_tokens_per_s, |u| u.per_user_tokens_per_s);
+    let seen = client.map(|a| (a, a.latency(e.ttft_ms, rate)));
     if args.sim == "fabric" {
         if args.users > 1 {
             anyhow::bail!(
                 "--sim fabric times one user's decode step; drop --users or use --sim analytic"
+            );
+        }
+        if seen.is_some() {
+            anyhow::bail!(
+                "--rtt-ms/--per-token-overhead-us are not applied to --sim fabric figures yet; use --sim analytic"
             );
         }
         let layout = placement_for_users(&spec, &cfg, &opts, args.users)?.layout();
@@ -165,10 +180,11 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&to_json(&e, cfg.num_hidden_layers))?
-        );
+        let mut v = to_json(&e, cfg.num_hidden_layers);
+        if let Some((a, l)) = &seen {
+            super::latency::add_json(&mut v, a, l);
+        }
+        println!("{}", serde_json::to_string(&v)?);
     } else {
         print_report(
             &e,
@@ -176,6 +192,9 @@ pub fn run(args: Args) -> Result<()> {
             cfg.num_hidden_layers,
             forced.is_some(),
         );
+        if let Some((a, l)) = &seen {
+            println!("\n{}", super::latency::describe(a, l));
+        }
     }
     Ok(())
 }

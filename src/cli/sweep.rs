@@ -299,6 +299,7 @@ pub fn sweep(
             sim: "analytic".into(),
             no_memo: false,
             json: true,
+            client: Default::default(),
         };
         // The value column holds the count itself (8k is written 8192).
         let mut value = v.clone();

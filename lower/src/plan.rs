@@ -1,0 +1,615 @@
+//! The serving planner behind `wafer plan`: the other direction of the
+//! estimate. Given targets (decode tokens/s per user at a context, optionally a
+//! time to first token for a prompt, and the users in flight), it searches, for
+//! each model, the wafer counts (fewest first, up to a bound), both placement
+//! strategies with the region the placement search chooses on that many wafers,
+//! and the reduction tree's K, and returns the configurations that meet the
+//! targets — each with the figures of the same library call `wafer estimate`
+//! makes ([`estimate_for_users`]) and the `wafer estimate` flags that reproduce
+//! them — or, for a model with none, the nearest configuration and what limits
+//! it ([`Limit`]).
+//!
+//! Pruning: a model's search starts at the fewest wafers that hold it at the
+//! context (one placement search), stops at the first wafer count where a
+//! configuration meets the targets (unless [`SearchOptions::all`]), and skips
+//! wafer counts whose placement leaves wafers empty (the same pipeline as a
+//! smaller count's). Candidate wafer counts are judged on the decode plan alone
+//! (placement and [`decode_plan_with`], which lowers each distinct region shape
+//! once); the full estimate, prefill included, is run only for those that meet
+//! the decode target.
+//!
+//! The region searched is the one placement offers for each (wafers, strategy):
+//! the grid holding the longest context on that many wafers; other fixed
+//! `--region` shapes are not enumerated.
+
+pub mod latency;
+
+use crate::cost::{decode_plan_with, Plan, PlanOptions};
+use crate::estimate::{estimate_for_users, EstimateOptions, Pipeline};
+use crate::placement::{place_for_users, PlaceOptions, Strategy, MAX_USERS};
+use anyhow::{bail, Context, Result};
+use latency::{ClientAssumptions, ClientLatency};
+use serde::Serialize;
+use wafer_core::{RegionShape, WaferSpec};
+use wafer_models::config::ModelConfig;
+use wafer_sim::Category;
+
+/// The most wafers `--max-wafers` may ask the planner to search.
+pub const MAX_PLAN_WAFERS: u32 = 256;
+/// The reduction-tree K values searched (1 = chain, 2 = the MeshGEMV tree).
+pub const SEARCHED_K: [u32; 4] = [1, 2, 3, 4];
+/// The placement strategies searched.
+pub const STRATEGIES: [Strategy; 2] = [Strategy::Packed, Strategy::LayerPerRegion];
+/// The highest decode target accepted, tokens/s (a bound against unit mistakes).
+pub const MAX_TARGET_TOKENS_PER_S: f64 = 1e9;
+
+/// The `--strategy` name of `s`.
+pub fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Packed => "packed",
+        Strategy::LayerPerRegion => "layer-per-region",
+    }
+}
+
+/// A model to plan for: how it is named on the command line, and its shape.
+#[derive(Debug, Clone)]
+pub struct PlanModel {
+    /// The `--model` argument that names it (a preset or a path).
+    pub arg: String,
+    pub config: ModelConfig,
+}
+
+/// What a configuration must reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Targets {
+    /// Decode tokens/s each user sees.
+    pub tokens_per_s: f64,
+    /// KV length of the decode step.
+    pub context: usize,
+    /// Most time to first token for a `prompt_tokens` prompt, when asked.
+    pub ttft_ms: Option<f64>,
+    pub prompt_tokens: usize,
+    /// Users in flight, each with its own KV cache at `context`.
+    pub users: u64,
+}
+
+impl Targets {
+    /// Refuses targets no search can answer, naming the flag.
+    pub fn check(&self) -> Result<()> {
+        let t = self.tokens_per_s;
+        if !t.is_finite() || t <= 0.0 || t > MAX_TARGET_TOKENS_PER_S {
+            bail!(
+                "--tokens-per-s must be above 0 and at most {MAX_TARGET_TOKENS_PER_S}, found {t}"
+            );
+        }
+        if let Some(ms) = self.ttft_ms {
+            if !ms.is_finite() || ms <= 0.0 {
+                bail!("--ttft-ms must be a positive number of milliseconds, found {ms}");
+            }
+        }
+        if self.context == 0 {
+            bail!("--context must be at least 1 token");
+        }
+        if self.prompt_tokens == 0 {
+            bail!("--prompt-tokens must be at least 1 token");
+        }
+        if self.users == 0 || self.users > MAX_USERS {
+            bail!(
+                "--users must be between 1 and {MAX_USERS}, found {}",
+                self.users
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How far to search.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    /// The hardware as `--hw` names it (for the estimate flags).
+    pub hw_arg: String,
+    /// Wafer counts searched: 1..=max_wafers (at most [`MAX_PLAN_WAFERS`]).
+    pub max_wafers: u32,
+    /// Keep searching past the first wafer count that meets the targets.
+    pub all: bool,
+    /// What the client sees, when given.
+    pub client: Option<ClientAssumptions>,
+}
+
+/// A configuration that meets the targets, with the estimate's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub model: String,
+    pub wafers: u32,
+    /// The region of each pipeline stage, as the placement chose it
+    /// (serialised `WIDTHxHEIGHT`, as `wafer estimate --json` writes it).
+    #[serde(serialize_with = "shape_text")]
+    pub region: RegionShape,
+    pub strategy: &'static str,
+    pub k: u32,
+    pub users: u64,
+    pub context: usize,
+    pub prompt_tokens: usize,
+    /// The positions the model is trained for (`max_position_embeddings`): a
+    /// context beyond it is a what-if of the shape, not of the model.
+    pub trained_positions: usize,
+    /// Decode tokens/s each user sees (the estimate's per-user rate; with one
+    /// user its `decode_tokens_per_s`).
+    pub decode_tokens_per_s: f64,
+    /// All users together.
+    pub aggregate_tokens_per_s: f64,
+    pub ttft_ms: f64,
+    /// How far above the decode target: rate / target - 1.
+    pub margin: f64,
+    /// The most users whose KV caches fit on these wafers at the context (the
+    /// estimate's `max_users`), when it reported one (more than one user).
+    pub max_users: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientLatency>,
+    /// `wafer estimate` flags that reproduce these figures.
+    pub estimate_args: Vec<String>,
+}
+
+impl Candidate {
+    /// The estimate options these figures came from.
+    pub fn estimate_options(&self) -> Result<EstimateOptions> {
+        Ok(EstimateOptions {
+            wafers: Some(self.wafers),
+            region: None,
+            strategy: self.strategy.parse().map_err(anyhow::Error::msg)?,
+            context: self.context,
+            prompt_tokens: self.prompt_tokens,
+        })
+    }
+}
+
+fn shape_text<S: serde::Serializer>(shape: &RegionShape, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(shape)
+}
+
+/// What keeps a model from the targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// It does not fit in SRAM on at most `--max-wafers` wafers.
+    Sram,
+    /// The best decode step is mostly PE arithmetic.
+    Compute,
+    /// ... mostly hops: the fabric and the links between wafers.
+    Communication,
+    /// ... mostly the fixed latency of reduction levels and hand-offs.
+    Sync,
+    /// With several users, the slowest pipeline stage, not one token's latency,
+    /// bounds each user's rate.
+    Pipeline,
+    /// The decode target is met, the time to first token is not.
+    Ttft,
+}
+
+impl Limit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Sram => "sram",
+            Limit::Compute => "compute",
+            Limit::Communication => "communication",
+            Limit::Sync => "sync",
+            Limit::Pipeline => "pipeline",
+            Limit::Ttft => "ttft",
+        }
+    }
+}
+
+/// A model with no configuration meeting the targets.
+#[derive(Debug, Clone, Serialize)]
+pub struct Miss {
+    pub model: String,
+    /// The nearest configuration (the highest decode rate found, or with
+    /// [`Limit::Ttft`] the shortest time to first token among those meeting the
+    /// rate); `None` when nothing fits.
+    pub best: Option<Candidate>,
+    pub limited_by: Limit,
+    /// Shares of the best decode step: compute, communication (fabric and
+    /// off-wafer), sync; `None` without a best.
+    pub shares: Option<Shares>,
+    /// One sentence on why.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Shares {
+    pub compute: f64,
+    pub communication: f64,
+    pub sync: f64,
+}
+
+impl Shares {
+    fn of(plan: &Plan) -> Shares {
+        let c = plan.cost();
+        let total = c.total().get().max(f64::MIN_POSITIVE);
+        Shares {
+            compute: c.get(Category::Compute).get() / total,
+            communication: (c.get(Category::Fabric).get() + c.get(Category::OffWafer).get())
+                / total,
+            sync: c.get(Category::Sync).get() / total,
+        }
+    }
+
+    fn dominant(&self) -> Limit {
+        if self.compute >= self.communication && self.compute >= self.sync {
+            Limit::Compute
+        } else if self.communication >= self.sync {
+            Limit::Communication
+        } else {
+            Limit::Sync
+        }
+    }
+}
+
+/// One model's answer: its candidates (fewest wafers first, then the largest
+/// margin), or why it has none.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelPlan {
+    pub model: String,
+    pub candidates: Vec<Candidate>,
+    pub miss: Option<Miss>,
+    /// Configurations (wafers x strategy x K) whose decode step was priced.
+    pub configurations_priced: usize,
+}
+
+/// A configuration judged on its decode plan.
+struct Probe {
+    opts: EstimateOptions,
+    k: u32,
+    rate: f64,
+    limit: Limit,
+    shares: Shares,
+}
+
+/// Decode tokens/s one of `users` users sees on `plan` (the estimate's
+/// per-user rate), and whether the slowest stage bounds it.
+pub fn per_user_rate(
+    spec: &WaferSpec,
+    plan: &Plan,
+    layout_pipeline: &Pipeline,
+    users: u64,
+) -> (f64, bool) {
+    if users <= 1 {
+        return (spec.clock_hz / plan.total().get(), false);
+    }
+    let aggregate = layout_pipeline.aggregate_tokens_per_s(users, spec.clock_hz);
+    let filled = users as f64 * spec.clock_hz / layout_pipeline.latency_cycles.get();
+    (aggregate / users as f64, aggregate < filled)
+}
+
+/// The fewest wafers holding `cfg` at the context for each strategy (`None`:
+/// not on any count up to `max_wafers`), with the reason when none does.
+fn starts(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    t: &Targets,
+    max_wafers: u32,
+) -> (Vec<(Strategy, u32)>, String) {
+    let mut out = Vec::new();
+    let mut why = Vec::new();
+    for s in STRATEGIES {
+        let po = PlaceOptions {
+            context_tokens: t.context.max(t.prompt_tokens) as u64,
+            region: None,
+            wafers: None,
+            strategy: s,
+        };
+        match place_for_users(cfg, spec, &po, t.users) {
+            Ok(p) if p.fits() && p.wafers <= max_wafers => out.push((s, p.wafers)),
+            Ok(p) if p.fits() => {
+                why.push(format!("{} needs {} wafers", strategy_name(s), p.wafers))
+            }
+            Ok(_) => why.push(format!("{}: no placement fits", strategy_name(s))),
+            Err(e) => why.push(format!("{}: {e}", strategy_name(s))),
+        }
+    }
+    (out, why.join("; "))
+}
+
+/// Plans one model: see the module doc.
+pub fn plan_model(
+    spec: &WaferSpec,
+    model: &PlanModel,
+    t: &Targets,
+    o: &SearchOptions,
+) -> Result<ModelPlan> {
+    t.check()?;
+    if o.max_wafers == 0 || o.max_wafers > MAX_PLAN_WAFERS {
+        bail!(
+            "--max-wafers must be between 1 and {MAX_PLAN_WAFERS}, found {}",
+            o.max_wafers
+        );
+    }
+    let cfg = &model.config;
+    let (starts, why) = starts(spec, cfg, t, o.max_wafers);
+    let mut plan = ModelPlan {
+        model: model.arg.clone(),
+        candidates: Vec::new(),
+        miss: None,
+        configurations_priced: 0,
+    };
+    let Some(first) = starts.iter().map(|&(_, w)| w).min() else {
+        let users = if t.users > 1 {
+            format!(" for {} users", t.users)
+        } else {
+            String::new()
+        };
+        plan.miss = Some(Miss {
+            model: model.arg.clone(),
+            best: None,
+            limited_by: Limit::Sram,
+            shares: None,
+            detail: format!(
+                "does not fit in SRAM on at most {} {} wafer(s) at {} tokens of context{users} ({why})",
+                o.max_wafers, spec.name, t.context.max(t.prompt_tokens)
+            ),
+        });
+        return Ok(plan);
+    };
+    let mut best: Option<Probe> = None;
+    // Among configurations meeting the decode target but not the TTFT: the
+    // one with the shortest TTFT.
+    let mut best_ttft: Option<Candidate> = None;
+    for w in first..=o.max_wafers {
+        let mut seen: Vec<crate::layout::Layout> = Vec::new();
+        for &(s, start) in &starts {
+            if w < start {
+                continue;
+            }
+            let opts = EstimateOptions {
+                wafers: Some(w),
+                region: None,
+                strategy: s,
+                context: t.context,
+                prompt_tokens: t.prompt_tokens,
+            };
+            let Ok(placement) = crate::estimate::placement_for_users(spec, cfg, &opts, t.users)
+            else {
+                continue;
+            };
+            // Some wafers left empty: the same pipeline as a smaller count's
+            // (whether more wafers are used again is not monotone, so the
+            // search goes on).
+            if placement.wafers < w {
+                continue;
+            }
+            // Layer per region may give the packed layout itself (one layer a
+            // region already): the same configuration, listed once, as packed.
+            let layout = placement.layout();
+            if seen.contains(&layout) {
+                continue;
+            }
+            seen.push(layout.clone());
+            for k in SEARCHED_K {
+                let po = PlanOptions::with_reduce_k(k)?;
+                let decode = decode_plan_with(spec, cfg, &layout, t.context, &po);
+                plan.configurations_priced += 1;
+                let pipeline = Pipeline::of(&decode, &layout);
+                let (rate, bound) = per_user_rate(spec, &decode, &pipeline, t.users);
+                let shares = Shares::of(&decode);
+                let limit = if bound {
+                    Limit::Pipeline
+                } else {
+                    shares.dominant()
+                };
+                let probe = Probe {
+                    opts: opts.clone(),
+                    k,
+                    rate,
+                    limit,
+                    shares,
+                };
+                if rate >= t.tokens_per_s {
+                    let c = candidate(spec, model, t, o, &probe)?;
+                    match t.ttft_ms {
+                        Some(max) if c.ttft_ms > max => {
+                            if best_ttft.as_ref().is_none_or(|b| c.ttft_ms < b.ttft_ms) {
+                                best_ttft = Some(c);
+                            }
+                        }
+                        _ => plan.candidates.push(c),
+                    }
+                }
+                if best.as_ref().is_none_or(|b| probe.rate > b.rate) {
+                    best = Some(probe);
+                }
+            }
+        }
+        if !plan.candidates.is_empty() && !o.all {
+            break;
+        }
+    }
+    rank(&mut plan.candidates);
+    if plan.candidates.is_empty() {
+        plan.miss = Some(match (best_ttft, best) {
+            (Some(c), _) => Miss {
+                detail: format!(
+                    "the decode target is met, but the shortest time to first token found for a {}-token prompt is {:.1} ms (target {:.1} ms)",
+                    t.prompt_tokens,
+                    c.ttft_ms,
+                    t.ttft_ms.unwrap_or(0.0)
+                ),
+                model: model.arg.clone(),
+                best: Some(c),
+                limited_by: Limit::Ttft,
+                shares: None,
+            },
+            (None, Some(p)) => {
+                let c = candidate(spec, model, t, o, &p)?;
+                let detail = match p.limit {
+                    Limit::Pipeline => format!(
+                        "at most {:.1} tokens/s per user (target {}): with {} users the slowest pipeline stage bounds each user's rate",
+                        c.decode_tokens_per_s, t.tokens_per_s, t.users
+                    ),
+                    l => format!(
+                        "at most {:.1} tokens/s per user (target {}) on up to {} wafers; the best decode step is {:.0}% compute, {:.0}% communication (fabric and off-wafer hops), {:.0}% sync: {} bound",
+                        c.decode_tokens_per_s,
+                        t.tokens_per_s,
+                        o.max_wafers,
+                        100.0 * p.shares.compute,
+                        100.0 * p.shares.communication,
+                        100.0 * p.shares.sync,
+                        l.name()
+                    ),
+                };
+                Miss {
+                    model: model.arg.clone(),
+                    best: Some(c),
+                    limited_by: p.limit,
+                    shares: Some(p.shares),
+                    detail,
+                }
+            }
+            (None, None) => Miss {
+                model: model.arg.clone(),
+                best: None,
+                limited_by: Limit::Sram,
+                shares: None,
+                detail: format!(
+                    "no placement on {first}..={} wafers fits at {} tokens of context",
+                    o.max_wafers, t.context
+                ),
+            },
+        });
+    }
+    Ok(plan)
+}
+
+/// Fewest wafers first, then the largest margin, then the model's name.
+pub fn rank(candidates: &mut [Candidate]) {
+    candidates.sort_by(|a, b| {
+        a.wafers
+            .cmp(&b.wafers)
+            .then(b.margin.total_cmp(&a.margin))
+            .then(a.model.cmp(&b.model))
+    });
+}
+
+/// The full estimate of a probe's configuration, as a candidate.
+fn candidate(
+    spec: &WaferSpec,
+    model: &PlanModel,
+    t: &Targets,
+    o: &SearchOptions,
+    p: &Probe,
+) -> Result<Candidate> {
+    let po = PlanOptions::with_reduce_k(p.k)?;
+    let e = estimate_for_users(spec, &model.config, &p.opts, &po, t.users).with_context(|| {
+        format!(
+            "estimating {} on {} wafers",
+            model.arg,
+            p.opts.wafers.unwrap_or(0)
+        )
+    })?;
+    let (rate, aggregate, max_users) = match &e.users {
+        Some(u) => (
+            u.per_user_tokens_per_s,
+            u.aggregate_tokens_per_s,
+            Some(u.max_users),
+        ),
+        None => (e.decode_tokens_per_s, e.decode_tokens_per_s, None),
+    };
+    let strategy = strategy_name(p.opts.strategy);
+    let mut args: Vec<String> = [
+        "--model",
+        &model.arg,
+        "--hw",
+        &o.hw_arg,
+        "--wafers",
+        &e.wafers.to_string(),
+        "--strategy",
+        strategy,
+        "--k",
+        &p.k.to_string(),
+        "--context",
+        &t.context.to_string(),
+        "--prompt-tokens",
+        &t.prompt_tokens.to_string(),
+        "--users",
+        &t.users.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(c) = &o.client {
+        args.extend([
+            "--rtt-ms".to_string(),
+            c.rtt_ms.to_string(),
+            "--per-token-overhead-us".to_string(),
+            c.per_token_overhead_us.to_string(),
+            "--answer-tokens".to_string(),
+            c.answer_tokens.to_string(),
+        ]);
+    }
+    Ok(Candidate {
+        model: model.arg.clone(),
+        wafers: e.wafers,
+        region: e.region,
+        strategy,
+        k: p.k,
+        users: t.users,
+        context: t.context,
+        prompt_tokens: t.prompt_tokens,
+        trained_positions: model.config.max_position_embeddings,
+        decode_tokens_per_s: rate,
+        aggregate_tokens_per_s: aggregate,
+        ttft_ms: e.ttft_ms,
+        margin: rate / t.tokens_per_s - 1.0,
+        max_users,
+        client: o.client.map(|c| c.latency(e.ttft_ms, rate)),
+        estimate_args: args,
+    })
+}
+
+/// The best per-user decode rate over the strategies and K values on exactly
+/// `wafers` wafers at each of `contexts` (`None` where nothing fits): one
+/// model's curve on the frontier plot.
+pub fn frontier(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    wafers: u32,
+    users: u64,
+    contexts: &[usize],
+) -> Result<Vec<(usize, Option<f64>)>> {
+    let mut out = Vec::with_capacity(contexts.len());
+    for &context in contexts {
+        let mut best: Option<f64> = None;
+        for s in STRATEGIES {
+            let opts = EstimateOptions {
+                wafers: Some(wafers),
+                region: None,
+                strategy: s,
+                context,
+                prompt_tokens: 1,
+            };
+            let Ok(placement) = crate::estimate::placement_for_users(spec, cfg, &opts, users)
+            else {
+                continue;
+            };
+            let layout = placement.layout();
+            for k in SEARCHED_K {
+                let po = PlanOptions::with_reduce_k(k)?;
+                let decode = decode_plan_with(spec, cfg, &layout, context, &po);
+                let pipeline = Pipeline::of(&decode, &layout);
+                let (rate, _) = per_user_rate(spec, &decode, &pipeline, users);
+                best = Some(best.map_or(rate, |b: f64| b.max(rate)));
+            }
+        }
+        out.push((context, best));
+    }
+    Ok(out)
+}
+
+/// Contexts for the frontier: powers of two from 1,024 up to `max`, and `max`.
+pub fn frontier_contexts(max: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = (10..usize::BITS)
+        .map(|b| 1usize << b)
+        .take_while(|&c| c < max)
+        .collect();
+    out.push(max.max(1));
+    out
+}

@@ -1,0 +1,191 @@
+//! `wafer plan` end to end: every candidate's `estimate_args`, run through
+//! `wafer estimate --json`, prints the figures the plan reported (client
+//! latency included); an impossible target prints no candidate and its
+//! reason; bad flags are refused by name.
+
+use serde_json::Value;
+use std::process::{Command, Output, Stdio};
+
+fn wafer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the wafer binary runs")
+}
+
+fn json_of(args: &[&str]) -> Value {
+    let o = wafer(args);
+    assert!(
+        o.status.success(),
+        "wafer {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn candidates_reproduce_through_wafer_estimate() {
+    let plan = json_of(&[
+        "plan",
+        "--models",
+        "smollm2-135m,llama-3.2-1b",
+        "--tokens-per-s",
+        "800",
+        "--context",
+        "8k",
+        "--prompt-tokens",
+        "256",
+        "--users",
+        "2",
+        "--max-wafers",
+        "3",
+        "--rtt-ms",
+        "20",
+        "--per-token-overhead-us",
+        "150",
+        "--answer-tokens",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(plan["targets"]["context"], 8192);
+    let candidates = plan["candidates"].as_array().unwrap();
+    assert!(!candidates.is_empty(), "{plan}");
+    for c in candidates {
+        let mut args: Vec<&str> = vec!["estimate"];
+        args.extend(
+            c["estimate_args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap()),
+        );
+        args.push("--json");
+        let e = json_of(&args);
+        // Two users: the rate each user sees.
+        assert_eq!(
+            e["per_user_tokens_per_s"], c["decode_tokens_per_s"],
+            "{args:?}"
+        );
+        assert_eq!(e["ttft_ms"], c["ttft_ms"], "{args:?}");
+        assert_eq!(e["wafers"], c["wafers"], "{args:?}");
+        assert_eq!(e["region"], c["region"], "{args:?}");
+        assert_eq!(e["users"], c["users"]);
+        assert_eq!(e["max_users"], c["max_users"]);
+        for k in ["client_ttft_ms", "answer_ms", "client_tokens_per_s"] {
+            assert_eq!(e[k], c["client"][k], "{k}: {args:?}");
+        }
+        assert!(c["decode_tokens_per_s"].as_f64().unwrap() >= 800.0);
+        for key in [
+            "model", "wafers", "region", "strategy", "k", "users", "ttft_ms",
+        ] {
+            assert!(!c[key].is_null(), "{key} missing in {c}");
+        }
+    }
+}
+
+#[test]
+fn an_impossible_target_has_no_candidate_and_says_why() {
+    // 405B at 2 bytes a weight (810 GB) on at most 2 wafers (2 x 43.9 GB of SRAM).
+    let plan = json_of(&[
+        "plan",
+        "--models",
+        "llama-3.1-405b",
+        "--tokens-per-s",
+        "10",
+        "--max-wafers",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(plan["candidates"].as_array().unwrap().len(), 0);
+    let misses = plan["misses"].as_array().unwrap();
+    assert_eq!(misses.len(), 1);
+    assert_eq!(misses[0]["model"], "llama-3.1-405b");
+    assert_eq!(misses[0]["limited_by"], "sram");
+    assert!(misses[0]["best"].is_null());
+    let text = wafer(&[
+        "plan",
+        "--models",
+        "llama-3.1-405b",
+        "--tokens-per-s",
+        "10",
+        "--max-wafers",
+        "2",
+    ]);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        out.contains("no configuration of these models meets the target"),
+        "{out}"
+    );
+    assert!(out.contains("limited by sram"), "{out}");
+}
+
+#[test]
+fn bad_flags_are_refused_by_name() {
+    for (args, needle) in [
+        (vec!["--tokens-per-s=-5"], "--tokens-per-s"),
+        (
+            vec!["--tokens-per-s", "10", "--max-wafers", "0"],
+            "--max-wafers",
+        ),
+        (
+            vec!["--tokens-per-s", "10", "--max-wafers", "100000"],
+            "--max-wafers",
+        ),
+        (
+            vec!["--tokens-per-s", "10", "--models", "no-such-model"],
+            "no-such-model",
+        ),
+        (vec!["--tokens-per-s", "10", "--rtt-ms=-1"], "--rtt-ms"),
+        (vec!["--tokens-per-s", "10", "--png", "out.jpg"], "--png"),
+    ] {
+        let mut a = vec!["plan"];
+        a.extend(args.iter());
+        let o = wafer(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(matches!(o.status.code(), Some(1 | 2)), "{a:?}: {err}");
+        assert!(!err.contains("panicked"), "{a:?}: {err}");
+        assert!(err.contains(needle), "{a:?}: expected {needle} in {err}");
+    }
+}
+
+#[test]
+fn a_model_directory_plans_and_reproduces_by_its_path() {
+    // A small Llama-shaped config.json: only the shape is read.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type":"llama","vocab_size":4096,"hidden_size":512,"intermediate_size":1536,
+            "num_hidden_layers":4,"num_attention_heads":8,"num_key_value_heads":4,
+            "max_position_embeddings":8192}"#,
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let plan = json_of(&[
+        "plan",
+        "--models",
+        path,
+        "--tokens-per-s",
+        "100",
+        "--context",
+        "4k",
+        "--max-wafers",
+        "2",
+        "--json",
+    ]);
+    let c = &plan["candidates"][0];
+    assert_eq!(c["model"], path);
+    let mut args: Vec<&str> = vec!["estimate"];
+    args.extend(
+        c["estimate_args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap()),
+    );
+    args.push("--json");
+    let e = json_of(&args);
+    assert_eq!(e["decode_tokens_per_s"], c["decode_tokens_per_s"]);
+    assert_eq!(e["ttft_ms"], c["ttft_ms"]);
+    assert_eq!(c["trained_positions"], 8192);
+}
