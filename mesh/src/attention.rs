@@ -73,6 +73,23 @@ impl KvCache {
         self.v.clear();
     }
 
+    /// Keeps the first `len` positions (rolled-back draft tokens): the key
+    /// blocks past them are dropped, slots past `len` in the last block are
+    /// overwritten by the next appends (attention reads only `len` slots).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            bail!(
+                "cannot roll the KV cache back to {len} positions: it holds {}",
+                self.len
+            );
+        }
+        self.k
+            .truncate(len.div_ceil(SLOTS_PER_BLOCK) * self.kv_dim * SLOTS_PER_BLOCK);
+        self.v.truncate(len * self.kv_dim);
+        self.len = len;
+        Ok(())
+    }
+
     /// Appends one position's (rotated, stored-order) key and value.
     pub fn append(&mut self, k: &[f32], v: &[f32]) -> Result<()> {
         if self.len >= self.capacity {

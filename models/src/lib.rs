@@ -15,6 +15,7 @@ pub mod generate;
 pub mod presets;
 pub mod reference;
 pub mod sampling;
+pub mod speculate;
 pub mod tokenizer;
 pub mod weights;
 
