@@ -63,6 +63,9 @@ pub struct Args {
     pub users: u64,
     #[arg(long)]
     pub json: bool,
+    /// Speculative decoding: --speculate K with --acceptance A or --acceptance-from FILE.
+    #[command(flatten)]
+    pub speculate: super::speculate::EstimateArgs,
 }
 
 /// `--prefill-scheme`: `None` for auto.
@@ -119,11 +122,20 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let e = estimate_for_users(&spec, &cfg, &options(&args)?, &plan_opts, args.users)?;
+    let speculation = super::speculate::for_estimate(
+        &args.speculate,
+        &spec,
+        &cfg,
+        &options(&args)?,
+        &plan_opts,
+        args.users,
+    )?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&to_json(&e, cfg.num_hidden_layers))?
-        );
+        let mut v = to_json(&e, cfg.num_hidden_layers);
+        if let (Some((s, drafter)), Some(m)) = (&speculation, v.as_object_mut()) {
+            m.extend(super::speculate::estimate_json(s, drafter));
+        }
+        println!("{}", serde_json::to_string(&v)?);
     } else {
         print_report(
             &e,
@@ -131,6 +143,9 @@ pub fn run(args: Args) -> Result<()> {
             cfg.num_hidden_layers,
             forced.is_some(),
         );
+        if let Some((s, drafter)) = &speculation {
+            println!("{}", super::speculate::estimate_text(s, drafter));
+        }
     }
     Ok(())
 }

@@ -13,7 +13,10 @@ use std::time::Instant;
 use wafer_core::DType;
 use wafer_import::gguf::model::GgufModel;
 use wafer_models::engine::Engine;
-use wafer_models::generate::{generate, stop_ids, GenerateOptions, TokenEvent};
+use super::speculate::{Method, Speculate};
+use wafer_models::generate::{
+    generate, generate_speculative, stop_ids, GenerateOptions, TokenEvent,
+};
 use wafer_models::reference::ReferenceModel;
 use wafer_models::sampling::SamplingParams;
 use wafer_models::tokenizer::{Bounded, Tokenizer};
@@ -103,6 +106,15 @@ pub struct Args {
     /// (default: prompt + --max-tokens, at most the model's max_position_embeddings).
     #[arg(long, value_parser = parse_count)]
     context: Option<usize>,
+    /// Speculative decoding, greedy only (--temperature 0): `prompt-lookup[:K]`
+    /// drafts K tokens (default 4) copied from what followed the most recent
+    /// earlier occurrence of the last 3 tokens (else 2, else 1) in the prompt and
+    /// text so far; `draft:DIR[:K]` drafts them greedily with a smaller model
+    /// (directory or GGUF file) sharing the tokenizer. The output is exactly that
+    /// without speculation; the summary adds the acceptance and the simulated
+    /// tokens/s with and without it.
+    #[arg(long, value_name = "METHOD")]
+    speculate: Option<Speculate>,
 }
 
 fn dtype(p: Precision) -> DType {
@@ -122,6 +134,13 @@ fn check_flags_apply(args: &Args) -> Result<()> {
     }
     if greedy && args.top_p.is_some() {
         bail!("--top-p only applies when sampling; add --temperature above 0 (found 0: greedy)");
+    }
+    if let (Some(s), false) = (&args.speculate, greedy) {
+        bail!(
+            "--speculate {} is greedy only (rejection-sampling acceptance is not implemented); use --temperature 0 (found {})",
+            s.name(),
+            args.temperature
+        );
     }
     if args.top_logprobs.is_some() && !args.json {
         bail!("--top-logprobs is reported in the JSON lines only; add --json");
@@ -276,6 +295,56 @@ pub fn run(args: Args) -> Result<()> {
         },
     };
 
+    // The draft model loads (and its tokenizer is checked) before the target's weights.
+    let mut drafter: Option<Box<dyn wafer_models::speculate::Drafter>> = None;
+    let mut draft_config = None;
+    if let Some(s) = &args.speculate {
+        drafter = Some(match &s.method {
+            Method::PromptLookup => Box::new(wafer_models::speculate::PromptLookup),
+            Method::Draft(path) => {
+                let what = || format!("--speculate draft:{}", path.display());
+                let draft = if path.is_file() {
+                    Source::Gguf(Box::new(GgufModel::open(path).with_context(what)?))
+                } else {
+                    check_model_dir(path).with_context(what)?;
+                    Source::Dir(path.clone())
+                };
+                let dconfig = match &draft {
+                    Source::Dir(dir) => ModelConfig::from_dir(dir).with_context(what)?,
+                    Source::Gguf(m) => m.config.clone(),
+                };
+                let owned;
+                let dtok = match &draft {
+                    Source::Dir(dir) => {
+                        owned = Tokenizer::from_dir(dir).with_context(what)?;
+                        &owned
+                    }
+                    Source::Gguf(m) => &m.tokenizer,
+                };
+                super::speculate::check_same_tokenizer(
+                    path,
+                    (&config, tokenizer),
+                    (&dconfig, dtok),
+                )?;
+                let weights = draft.weights(&dconfig, None).with_context(what)?;
+                draft_config = Some(dconfig.clone());
+                Box::new(wafer_models::speculate::DraftModel::new(Box::new(
+                    ReferenceModel::new(dconfig, weights),
+                )))
+            }
+        });
+    }
+    // What the speculative run is priced on: the mesh's own hardware and
+    // placement options, or wse3's default placement for the reference engine.
+    let (price_hw, price_region, price_wafers) = match args.engine {
+        EngineKind::Mesh => (args.hw.clone().unwrap_or("wse3".into()), args.region, args.wafers),
+        EngineKind::Reference => ("wse3".to_string(), None, None),
+    };
+    let price_context = args
+        .context
+        .unwrap_or((prompt.len() + args.max_tokens).min(limit));
+    let price_config = config.clone();
+
     let t_load = Instant::now();
     let precision = args.weight_precision.map(dtype);
     let mut engine: Box<dyn Engine> = match args.engine {
@@ -321,12 +390,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut out = stdout.lock();
     let json = args.json;
     let mut step_reports: Vec<String> = Vec::new();
-    let summary = generate(
-        engine.as_mut(),
-        tokenizer,
-        &prompt,
-        &opts,
-        |ev: &TokenEvent| {
+    let on_token = |ev: &TokenEvent| {
             if json {
                 let mut line = serde_json::json!({
                     "index": ev.index,
@@ -361,8 +425,54 @@ pub fn run(args: Args) -> Result<()> {
             }
             out.flush()?;
             Ok(())
-        },
-    )?;
+    };
+    let summary = match (&args.speculate, drafter.as_mut()) {
+        (Some(s), Some(d)) => generate_speculative(
+            engine.as_mut(),
+            tokenizer,
+            &prompt,
+            &opts,
+            d.as_mut(),
+            s.k,
+            on_token,
+        )?,
+        _ => generate(engine.as_mut(), tokenizer, &prompt, &opts, on_token)?,
+    };
+    // The speculative run's figures, priced on the wafer.
+    let speculation = match (&args.speculate, &summary.speculation) {
+        (Some(s), Some(stats)) => {
+            let spec = super::common::load_spec(&price_hw)?;
+            let plan_opts = super::estimate::plan_options(args.k)?;
+            let layout = super::speculate::layout_for(
+                &spec,
+                &price_config,
+                price_context,
+                price_region,
+                price_wafers,
+            )?;
+            let draft = match &draft_config {
+                Some(dc) => Some((
+                    dc.clone(),
+                    super::speculate::layout_for(&spec, dc, price_context, None, None)
+                        .context("the draft model's own placement, to price its decode steps")?,
+                )),
+                None => None,
+            };
+            let price = super::speculate::price_run(
+                &spec,
+                &price_config,
+                &layout,
+                &plan_opts,
+                stats,
+                draft.as_ref().map(|(c, l)| (c, l)),
+            );
+            Some((
+                super::speculate::summary_json(s, stats, price, &spec.name),
+                super::speculate::summary_text(s, stats, price, &spec.name),
+            ))
+        }
+        _ => None,
+    };
     // Without a decode step (one token, or an end-of-sequence first) there is no
     // decode rate: null in JSON, n/a in text, never 0.
     let decoded = summary.decode_steps > 0;
@@ -377,6 +487,11 @@ pub fn run(args: Args) -> Result<()> {
         });
         if let Some(r) = &summary.engine {
             for (k, v) in &r.json {
+                s[k] = v.clone();
+            }
+        }
+        if let Some((j, _)) = &speculation {
+            for (k, v) in j {
                 s[k] = v.clone();
             }
         }
@@ -404,6 +519,9 @@ pub fn run(args: Args) -> Result<()> {
         summary.stop_reason
     );
     if let Some(t) = summary.engine.as_ref().and_then(|r| r.text.as_ref()) {
+        eprintln!("{t}");
+    }
+    if let Some((_, t)) = &speculation {
         eprintln!("{t}");
     }
     Ok(())

@@ -11,4 +11,5 @@ pub mod kernel;
 pub mod models;
 pub mod place;
 pub mod program;
+pub mod speculate;
 pub mod sweep;

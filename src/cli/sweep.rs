@@ -297,6 +297,7 @@ pub fn sweep(
             prefill_scheme: "auto".into(),
             users: users_n.first().copied().context("--users is empty")?,
             json: true,
+            speculate: Default::default(),
         };
         // The value column holds the count itself (8k is written 8192).
         let mut value = v.clone();
