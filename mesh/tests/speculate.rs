@@ -65,10 +65,18 @@ fn smollm2_mesh_speculative_greedy_output_is_the_plain_greedy_output() {
     let (mut accepted, mut rejected) = (0, 0);
     for k in [2, 5] {
         let mut got = Vec::new();
-        let s = generate_speculative(&mut engine, &tok, &prompt, &opts, &mut PromptLookup, k, |ev| {
-            got.push(ev.token_id);
-            Ok(())
-        })
+        let s = generate_speculative(
+            &mut engine,
+            &tok,
+            &prompt,
+            &opts,
+            &mut PromptLookup,
+            k,
+            |ev| {
+                got.push(ev.token_id);
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(got, want, "K = {k}: {:?}", tok.decode(&got));
         let stats = s.speculation.unwrap();

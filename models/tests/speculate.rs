@@ -112,7 +112,10 @@ fn check_same(
         // A stop id among the drafts or as the step's own token is not emitted.
         assert!(yielded + 1 >= got.len(), "K = {k}");
     }
-    assert!(stats.steps.iter().all(|s| s.drafted <= k && s.accepted <= s.drafted));
+    assert!(stats
+        .steps
+        .iter()
+        .all(|s| s.drafted <= k && s.accepted <= s.drafted));
     // The cache holds every emitted token but the last.
     if gs.stop_reason == "max_tokens" {
         assert_eq!(model.position(), prompt.len() + got.len() - 1);
@@ -154,7 +157,10 @@ fn tiny_model_prompt_lookup_and_draft_model_keep_greedy_tokens() {
         }
     }
     // Both halves of acceptance ran: drafts kept and drafts rolled back.
-    assert!(accepted > 0 && rejected_steps > 0, "{accepted} of {drafted}");
+    assert!(
+        accepted > 0 && rejected_steps > 0,
+        "{accepted} of {drafted}"
+    );
     // A stop id among the generated tokens ends both runs at the same place.
     let (want, _, _) = plain(&mut model, &tok, &prompt, &greedy(40, vec![]));
     let stop = want[12];
@@ -189,9 +195,15 @@ fn speculation_with_sampling_is_refused() {
     let mut model = load(&fixtures().join("tiny-llama3"), None);
     let mut o = greedy(8, vec![]);
     o.sampling.temperature = 0.7;
-    let err = generate_speculative(&mut model, &tok, &[1, 2, 3], &o, &mut PromptLookup, 4, |_| {
-        Ok(())
-    })
+    let err = generate_speculative(
+        &mut model,
+        &tok,
+        &[1, 2, 3],
+        &o,
+        &mut PromptLookup,
+        4,
+        |_| Ok(()),
+    )
     .unwrap_err();
     assert!(format!("{err}").contains("greedy only"), "{err}");
 }
@@ -240,7 +252,14 @@ fn smollm2_speculative_greedy_output_is_the_plain_greedy_output() {
     for p in prompts {
         let ids = tok.encode(p, true).unwrap();
         for k in [2, 4, 8] {
-            let s = check_same(&mut model, &tok, &ids, &greedy(40, vec![]), &mut PromptLookup, k);
+            let s = check_same(
+                &mut model,
+                &tok,
+                &ids,
+                &greedy(40, vec![]),
+                &mut PromptLookup,
+                k,
+            );
             accepted += s.accepted();
         }
     }

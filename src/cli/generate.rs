@@ -5,6 +5,7 @@
 //! scripts and the project's checks rely on.
 
 use super::common::parse_count;
+use super::speculate::{Method, Speculate};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
 use std::io::{IsTerminal, Read, Write};
@@ -13,7 +14,6 @@ use std::time::Instant;
 use wafer_core::DType;
 use wafer_import::gguf::model::GgufModel;
 use wafer_models::engine::Engine;
-use super::speculate::{Method, Speculate};
 use wafer_models::generate::{
     generate, generate_speculative, stop_ids, GenerateOptions, TokenEvent,
 };
@@ -337,7 +337,11 @@ pub fn run(args: Args) -> Result<()> {
     // What the speculative run is priced on: the mesh's own hardware and
     // placement options, or wse3's default placement for the reference engine.
     let (price_hw, price_region, price_wafers) = match args.engine {
-        EngineKind::Mesh => (args.hw.clone().unwrap_or("wse3".into()), args.region, args.wafers),
+        EngineKind::Mesh => (
+            args.hw.clone().unwrap_or("wse3".into()),
+            args.region,
+            args.wafers,
+        ),
         EngineKind::Reference => ("wse3".to_string(), None, None),
     };
     let price_context = args
@@ -391,40 +395,39 @@ pub fn run(args: Args) -> Result<()> {
     let json = args.json;
     let mut step_reports: Vec<String> = Vec::new();
     let on_token = |ev: &TokenEvent| {
-            if json {
-                let mut line = serde_json::json!({
-                    "index": ev.index,
-                    "token_id": ev.token_id,
-                    "text": ev.text,
-                });
-                if let Some(top) = &ev.top_logprobs {
-                    line["top_logprobs"] = serde_json::json!(top
-                        .iter()
-                        .map(|&(id, lp)| serde_json::json!([id, lp]))
-                        .collect::<Vec<_>>());
-                }
-                if let Some(r) = &ev.report {
-                    for (k, v) in &r.json {
-                        line[k] = v.clone();
-                    }
-                }
-                writeln!(out, "{line}")?;
-            } else {
-                write!(out, "{}", ev.text)?;
-                // Per-token reports go to stderr after the text, so they never land in
-                // the middle of the streamed line on a terminal.
-                if let Some(t) = ev.report.as_ref().and_then(|r| r.text.as_ref()) {
-                    let line =
-                        format!("token {:>3} {:<14} {t}", ev.index, format!("{:?}", ev.text));
-                    if defer_reports {
-                        step_reports.push(line);
-                    } else {
-                        eprintln!("{line}");
-                    }
+        if json {
+            let mut line = serde_json::json!({
+                "index": ev.index,
+                "token_id": ev.token_id,
+                "text": ev.text,
+            });
+            if let Some(top) = &ev.top_logprobs {
+                line["top_logprobs"] = serde_json::json!(top
+                    .iter()
+                    .map(|&(id, lp)| serde_json::json!([id, lp]))
+                    .collect::<Vec<_>>());
+            }
+            if let Some(r) = &ev.report {
+                for (k, v) in &r.json {
+                    line[k] = v.clone();
                 }
             }
-            out.flush()?;
-            Ok(())
+            writeln!(out, "{line}")?;
+        } else {
+            write!(out, "{}", ev.text)?;
+            // Per-token reports go to stderr after the text, so they never land in
+            // the middle of the streamed line on a terminal.
+            if let Some(t) = ev.report.as_ref().and_then(|r| r.text.as_ref()) {
+                let line = format!("token {:>3} {:<14} {t}", ev.index, format!("{:?}", ev.text));
+                if defer_reports {
+                    step_reports.push(line);
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        out.flush()?;
+        Ok(())
     };
     let summary = match (&args.speculate, drafter.as_mut()) {
         (Some(s), Some(d)) => generate_speculative(

@@ -108,7 +108,12 @@ pub fn verify_plan(
             }
         },
     );
-    push_steps(&mut plan, spec, &head_steps(spec, cfg, layout, n, opts), None);
+    push_steps(
+        &mut plan,
+        spec,
+        &head_steps(spec, cfg, layout, n, opts),
+        None,
+    );
     plan
 }
 
