@@ -305,9 +305,10 @@ pub fn run(args: Args) -> Result<()> {
                 let what = || format!("--speculate draft:{}", path.display());
                 let draft = if path.is_file() {
                     Source::Gguf(Box::new(GgufModel::open(path).with_context(what)?))
-                } else {
-                    check_model_dir(path).with_context(what)?;
+                } else if path.is_dir() {
                     Source::Dir(path.clone())
+                } else {
+                    bail!("{}: no such model directory or GGUF file", what());
                 };
                 let dconfig = match &draft {
                     Source::Dir(dir) => ModelConfig::from_dir(dir).with_context(what)?,
