@@ -311,7 +311,9 @@ pub fn generate_speculative(
         }
         let mut all = all;
         logits = all.swap_remove(accepted);
-        let _ = engine.step_report();
+        // Per-position reports of the verification are not passed on: the
+        // step's price is the caller's (one streamed pass, not K + 1 decodes).
+        engine.step_report();
     }
     summary.trailing_text = stream.finish()?;
     summary.decode_ms = decode_secs * 1e3;

@@ -442,37 +442,26 @@ pub fn run(args: Args) -> Result<()> {
         )?,
         _ => generate(engine.as_mut(), tokenizer, &prompt, &opts, on_token)?,
     };
-    // The speculative run's figures, priced on the wafer.
+    // The speculative run's figures, priced on the wafer; a run that cannot be
+    // placed there still reports its acceptance.
     let speculation = match (&args.speculate, &summary.speculation) {
         (Some(s), Some(stats)) => {
-            let spec = super::common::load_spec(&price_hw)?;
-            let plan_opts = super::estimate::plan_options(args.k)?;
-            let layout = super::speculate::layout_for(
-                &spec,
+            let price = super::speculate::price_generate_run(
+                &price_hw,
+                args.k,
                 &price_config,
+                draft_config.as_ref(),
                 price_context,
-                price_region,
-                price_wafers,
-            )?;
-            let draft = match &draft_config {
-                Some(dc) => Some((
-                    dc.clone(),
-                    super::speculate::layout_for(&spec, dc, price_context, None, None)
-                        .context("the draft model's own placement, to price its decode steps")?,
-                )),
-                None => None,
-            };
-            let price = super::speculate::price_run(
-                &spec,
-                &price_config,
-                &layout,
-                &plan_opts,
+                (price_region, price_wafers),
                 stats,
-                draft.as_ref().map(|(c, l)| (c, l)),
             );
+            let price = price.unwrap_or_else(|e| {
+                eprintln!("warning: speculation not priced on {price_hw}: {e:#}");
+                None
+            });
             Some((
-                super::speculate::summary_json(s, stats, price, &spec.name),
-                super::speculate::summary_text(s, stats, price, &spec.name),
+                super::speculate::summary_json(s, stats, price, &price_hw),
+                super::speculate::summary_text(s, stats, price, &price_hw),
             ))
         }
         _ => None,

@@ -193,6 +193,40 @@ pub fn price_run(
     })
 }
 
+/// [`price_run`] for `wafer generate`: on `hw` (preset or TOML) with the
+/// reduction trees of `--k`, the target on the placement of these options at
+/// `context`, a draft model on its own placement. `None` without a
+/// verification step.
+pub fn price_generate_run(
+    hw: &str,
+    k: Option<u32>,
+    cfg: &ModelConfig,
+    draft: Option<&ModelConfig>,
+    context: usize,
+    (region, wafers): (Option<wafer_core::RegionShape>, Option<u32>),
+    stats: &SpeculationStats,
+) -> Result<Option<RunPrice>> {
+    let spec = super::common::load_spec(hw)?;
+    let opts = super::estimate::plan_options(k)?;
+    let layout = layout_for(&spec, cfg, context, region, wafers)?;
+    let draft = match draft {
+        Some(dc) => Some((
+            dc,
+            layout_for(&spec, dc, context, None, None)
+                .context("the draft model's own placement, to price its decode steps")?,
+        )),
+        None => None,
+    };
+    Ok(price_run(
+        &spec,
+        cfg,
+        &layout,
+        &opts,
+        stats,
+        draft.as_ref().map(|(c, l)| (*c, l)),
+    ))
+}
+
 /// The summary keys of a speculative run (`--json` summary and human line).
 pub fn summary_json(
     s: &Speculate,
