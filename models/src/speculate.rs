@@ -101,9 +101,13 @@ impl Drafter for DraftModel {
         if seq.is_empty() {
             bail!("draft model: nothing to draft from (empty sequence)");
         }
-        // The draft's cache ends where its context does: draft fewer then.
-        let room = self.engine.context_len().saturating_sub(seq.len()) + 1;
-        let k = k.min(room);
+        // The draft's cache ends where its context does: draft fewer then, and
+        // nothing once the sequence is past it.
+        let context = self.engine.context_len();
+        if seq.len() > context {
+            return Ok(Vec::new());
+        }
+        let k = k.min(context - seq.len() + 1);
         if k == 0 {
             return Ok(Vec::new());
         }
@@ -254,5 +258,11 @@ mod tests {
         // and runs only the new token 5.
         assert_eq!(d.draft(&[0, 1, 2, 5], 2).unwrap(), vec![0, 1]);
         assert_eq!(d.cached, vec![0, 1, 2, 5, 0]);
+        // Its context is 64 positions: from 63 tokens, two drafts (the first
+        // needs no position of its own); past 64, none.
+        let long: Vec<u32> = (0..63).map(|i| i % 6).collect();
+        assert_eq!(d.draft(&long, 5).unwrap(), vec![3, 4]);
+        assert_eq!(d.cached.len(), 64);
+        assert!(d.draft(&[0; 65], 5).unwrap().is_empty());
     }
 }
