@@ -73,6 +73,23 @@ impl KvCache {
         self.v.clear();
     }
 
+    /// Keeps the first `len` positions (rolled-back draft tokens): the key
+    /// blocks past them are dropped, slots past `len` in the last block are
+    /// overwritten by the next appends (attention reads only `len` slots).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            bail!(
+                "cannot roll the KV cache back to {len} positions: it holds {}",
+                self.len
+            );
+        }
+        self.k
+            .truncate(len.div_ceil(SLOTS_PER_BLOCK) * self.kv_dim * SLOTS_PER_BLOCK);
+        self.v.truncate(len * self.kv_dim);
+        self.len = len;
+        Ok(())
+    }
+
     /// Appends one position's (rotated, stored-order) key and value.
     pub fn append(&mut self, k: &[f32], v: &[f32]) -> Result<()> {
         if self.len >= self.capacity {
@@ -350,6 +367,59 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Rolled-back positions leave no trace: a cache truncated and appended
+    /// to attends exactly as one that never held the dropped positions, at
+    /// lengths on and off the key-block boundary.
+    #[test]
+    fn a_truncated_cache_attends_as_if_the_dropped_positions_never_ran() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let (hd, kvh, g, w, h) = (4, 2, 2, 3, 5);
+        let heads = HeadOrder::new(hd, kvh, g);
+        let opts = PlanOptions::default();
+        let geo = AttnGeometry::new(w, h, &heads, &opts).unwrap();
+        let kv_dim = kvh * hd;
+        let mut pos = || -> (Vec<f32>, Vec<f32>) {
+            (
+                (0..kv_dim).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                (0..kv_dim).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+            )
+        };
+        for (kept, dropped, after) in [(10, 5, 3), (64, 9, 2), (70, 60, 1), (1, 130, 70)] {
+            let keep: Vec<_> = (0..kept).map(|_| pos()).collect();
+            let drop: Vec<_> = (0..dropped).map(|_| pos()).collect();
+            let more: Vec<_> = (0..after).map(|_| pos()).collect();
+            let cap = kept + dropped + after;
+            let mut rolled = KvCache::new(kv_dim, cap, DType::F32);
+            let mut direct = KvCache::new(kv_dim, cap, DType::F32);
+            for (k, v) in keep.iter().chain(&drop) {
+                rolled.append(k, v).unwrap();
+            }
+            rolled.truncate(kept).unwrap();
+            assert!(rolled.truncate(kept + 1).is_err());
+            for (k, v) in keep.iter().chain(&more) {
+                direct.append(k, v).unwrap();
+            }
+            for (k, v) in &more {
+                rolled.append(k, v).unwrap();
+            }
+            let q: Vec<f32> = (0..kv_dim * g).map(|i| (i as f32 * 0.37).sin()).collect();
+            let run = |cache: &KvCache| {
+                let mut out = vec![0.0; q.len()];
+                attend(
+                    &geo,
+                    &heads,
+                    cache,
+                    &q,
+                    &mut out,
+                    &mut AttnScratch::default(),
+                    Numerics::F32,
+                );
+                out
+            };
+            assert_eq!(run(&rolled), run(&direct), "kept {kept}, dropped {dropped}");
+        }
     }
 
     #[test]

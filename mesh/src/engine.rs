@@ -480,6 +480,21 @@ impl MeshProgram {
         self.position
     }
 
+    /// Keeps the first `len` positions of every layer's KV cache.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.position {
+            bail!(
+                "cannot roll the mesh's KV caches back to {len} positions: they hold {}",
+                self.position
+            );
+        }
+        for l in &mut self.layers {
+            l.kv.truncate(len)?;
+        }
+        self.position = len;
+        Ok(())
+    }
+
     /// Forgets every layer's KV cache.
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(|l| l.kv.clear());

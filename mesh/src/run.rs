@@ -205,6 +205,10 @@ impl Engine for MeshEngine {
         self.program.position()
     }
 
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        self.program.truncate(len)
+    }
+
     fn context_len(&self) -> usize {
         self.context
             .min(self.program.config.max_position_embeddings)

@@ -32,6 +32,24 @@ pub trait Engine {
     /// Positions held in the cache.
     fn position(&self) -> usize;
 
+    /// Runs `tokens` at the next positions and returns the next-token logits
+    /// after each of them (speculative decoding's verification step). By
+    /// default one `decode` per token: the same arithmetic as decoding them one
+    /// by one, so greedy choices are exactly decode's.
+    fn verify(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        tokens.iter().map(|&t| self.decode(t)).collect()
+    }
+
+    /// Drops every cached position from `len` on (rejected draft tokens), so the
+    /// next token runs at position `len`. `len` above `position()` is an error.
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        anyhow::bail!(
+            "the {} engine cannot roll back its cache (to {len} of {} positions)",
+            self.name(),
+            self.position()
+        )
+    }
+
     /// The longest sequence the engine can hold.
     fn context_len(&self) -> usize {
         self.config().max_position_embeddings

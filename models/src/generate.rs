@@ -2,9 +2,15 @@
 //! token, report it, decode it, until `max_tokens`, an end-of-sequence id, or
 //! the end of the context. Timing separates prefill from decode so decode
 //! tokens/s never includes the prompt.
+//!
+//! [`generate_speculative`] is the same loop with speculative decoding (greedy
+//! only): each step drafts up to K tokens, the engine verifies them at once and
+//! the rejected positions are rolled back from its cache; the tokens are those
+//! of [`generate`].
 
 use crate::engine::{Engine, StepReport};
 use crate::sampling::{top_logprobs, Sampler, SamplingParams};
+use crate::speculate::{accept_greedy, Drafter};
 use crate::tokenizer::{TextStream, Tokenizer};
 use anyhow::{bail, Result};
 use std::time::Instant;
@@ -47,6 +53,48 @@ pub struct GenerateSummary {
     /// Text still held back by the UTF-8 streamer at the end.
     pub trailing_text: String,
     pub engine: Option<StepReport>,
+    /// What speculation did, when it ran ([`generate_speculative`]).
+    pub speculation: Option<SpeculationStats>,
+}
+
+/// One verification step: the engine ran the last accepted token and `drafted`
+/// draft tokens at positions `position..position + drafted + 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyStep {
+    /// Positions in the cache before the step.
+    pub position: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+/// The verification steps of a speculative run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpeculationStats {
+    /// The most drafts a step asked for (fewer near the end of the run or when
+    /// the drafter had fewer).
+    pub k: usize,
+    pub steps: Vec<VerifyStep>,
+}
+
+impl SpeculationStats {
+    pub fn drafted(&self) -> usize {
+        self.steps.iter().map(|s| s.drafted).sum()
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.steps.iter().map(|s| s.accepted).sum()
+    }
+
+    /// Mean accepted draft tokens per verification step (`None` without a step).
+    pub fn accepted_per_step(&self) -> Option<f64> {
+        (!self.steps.is_empty()).then(|| self.accepted() as f64 / self.steps.len() as f64)
+    }
+
+    /// Accepted over drafted tokens (`None` when nothing was drafted).
+    pub fn acceptance_rate(&self) -> Option<f64> {
+        let d = self.drafted();
+        (d > 0).then(|| self.accepted() as f64 / d as f64)
+    }
 }
 
 /// Generates from `prompt`, calling `on_token` for each token as it is chosen.
@@ -124,6 +172,161 @@ pub fn generate(
         0.0
     };
     summary.engine = engine.summary_report();
+    Ok(summary)
+}
+
+/// [`generate`] with speculative decoding: after each token, `drafter` proposes
+/// up to `k` tokens, the engine runs the token and the drafts at once
+/// (`Engine::verify`), the longest prefix of drafts equal to the engine's own
+/// greedy choices is kept with the choice after it, and the rest is rolled back
+/// from the engine's cache (`Engine::truncate`). Greedy only: with a
+/// temperature above 0 it is an error (rejection-sampling acceptance is not
+/// implemented). Each step asks for at most as many drafts as the context and
+/// `max_tokens` leave room for, so the tokens and the stop reason are exactly
+/// those of [`generate`]. Per-token engine reports are the prefill's only.
+pub fn generate_speculative(
+    engine: &mut dyn Engine,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    drafter: &mut dyn Drafter,
+    k: usize,
+    mut on_token: impl FnMut(&TokenEvent) -> Result<()>,
+) -> Result<GenerateSummary> {
+    if opts.sampling.temperature != 0.0 {
+        bail!(
+            "speculative decoding is greedy only (temperature 0); found temperature {}: drop --speculate or use --temperature 0",
+            opts.sampling.temperature
+        );
+    }
+    if prompt.is_empty() {
+        bail!("the prompt is empty: there is nothing to generate from");
+    }
+    if opts.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1, found 0");
+    }
+    let context = engine.context_len();
+    if prompt.len() > context {
+        bail!(
+            "the prompt has {} tokens but the model's context holds {} (max_position_embeddings)",
+            prompt.len(),
+            context
+        );
+    }
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
+    let mut stream = TextStream::new(tokenizer);
+
+    let t0 = Instant::now();
+    let mut logits = engine.prefill(prompt)?;
+    let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut report = engine.step_report();
+
+    let mut summary = GenerateSummary {
+        prompt_tokens: prompt.len(),
+        prefill_ms,
+        stop_reason: "max_tokens",
+        ..Default::default()
+    };
+    let mut stats = SpeculationStats {
+        k,
+        steps: Vec::new(),
+    };
+    let mut seq = prompt.to_vec();
+    let mut decode_secs = 0.0;
+    // Emits `token` (chosen from `logits`); false when it ends generation.
+    let mut emit = |token: u32,
+                    logits: &[f32],
+                    report: Option<StepReport>,
+                    seq: &mut Vec<u32>,
+                    summary: &mut GenerateSummary|
+     -> Result<bool> {
+        if opts.stop_ids.contains(&token) {
+            summary.stop_reason = "eos";
+            return Ok(false);
+        }
+        let event = TokenEvent {
+            index: summary.generated_tokens,
+            token_id: token,
+            text: stream.push(token)?,
+            top_logprobs: (opts.top_logprobs > 0).then(|| top_logprobs(logits, opts.top_logprobs)),
+            report,
+        };
+        on_token(&event)?;
+        summary.generated_tokens += 1;
+        seq.push(token);
+        Ok(true)
+    };
+    loop {
+        let token = sampler.sample(&logits)?;
+        if !emit(token, &logits, report.take(), &mut seq, &mut summary)? {
+            break;
+        }
+        if summary.generated_tokens == opts.max_tokens {
+            break;
+        }
+        let position = engine.position();
+        if position >= context {
+            summary.stop_reason = "context";
+            break;
+        }
+        // A step yields its accepted drafts and one more token: never more
+        // than the run still wants, never past the context.
+        let room = (opts.max_tokens - summary.generated_tokens - 1).min(context - position - 1);
+        let t = Instant::now();
+        let mut drafts = drafter.draft(&seq, k.min(room))?;
+        drafts.truncate(k.min(room));
+        let mut inputs = Vec::with_capacity(drafts.len() + 1);
+        inputs.push(token);
+        inputs.extend_from_slice(&drafts);
+        let all = engine.verify(&inputs)?;
+        if all.len() != inputs.len() {
+            bail!(
+                "the {} engine verified {} of {} tokens",
+                engine.name(),
+                all.len(),
+                inputs.len()
+            );
+        }
+        let targets = all
+            .iter()
+            .map(|l| sampler.sample(l))
+            .collect::<Result<Vec<u32>>>()?;
+        let accepted = accept_greedy(&drafts, &targets);
+        engine.truncate(position + 1 + accepted)?;
+        decode_secs += t.elapsed().as_secs_f64();
+        stats.steps.push(VerifyStep {
+            position,
+            drafted: drafts.len(),
+            accepted,
+        });
+        let mut going = true;
+        for (d, l) in drafts[..accepted].iter().zip(&all) {
+            if !emit(*d, l, None, &mut seq, &mut summary)? {
+                going = false;
+                break;
+            }
+        }
+        if !going {
+            break;
+        }
+        let mut all = all;
+        logits = all.swap_remove(accepted);
+        // Per-position reports of the verification are not passed on: the
+        // step's price is the caller's (one streamed pass, not K + 1 decodes).
+        engine.step_report();
+    }
+    summary.trailing_text = stream.finish()?;
+    summary.decode_ms = decode_secs * 1e3;
+    // Every token after the first came out of a verification step.
+    summary.decode_steps = stats.steps.len();
+    let verified: usize = stats.steps.iter().map(|s| s.accepted + 1).sum();
+    summary.decode_tokens_per_s = if decode_secs > 0.0 {
+        verified as f64 / decode_secs
+    } else {
+        0.0
+    };
+    summary.engine = engine.summary_report();
+    summary.speculation = Some(stats);
     Ok(summary)
 }
 

@@ -1,7 +1,8 @@
 //! Transformer models as data and as the ground truth: the model families
 //! (`family`: which tensors and ops each has), configs and shape presets, weight
 //! files (memory-mapped safetensors), the tokenizer and chat template, sampling,
-//! the generation loop shared by every engine (`Engine`), and the dense reference
+//! the generation loop shared by every engine (`Engine`) and its speculative
+//! variant (`speculate`: drafts and greedy acceptance), and the dense reference
 //! forward pass every other engine is tested against.
 //!
 //! Invariants: a config or checkpoint that no family describes is refused naming
@@ -15,6 +16,7 @@ pub mod generate;
 pub mod presets;
 pub mod reference;
 pub mod sampling;
+pub mod speculate;
 pub mod tokenizer;
 pub mod weights;
 

@@ -77,6 +77,9 @@ pub struct Args {
     /// The latency a user sees: assumed RTT and per-token overhead.
     #[command(flatten)]
     pub client: super::latency::ClientArgs,
+    /// Speculative decoding: --speculate K with --acceptance A or --acceptance-from FILE.
+    #[command(flatten)]
+    pub speculate: super::speculate::EstimateArgs,
 }
 
 /// `--prefill-scheme`: `None` for auto.
@@ -141,15 +144,23 @@ pub fn run(args: Args) -> Result<()> {
         .as_ref()
         .map_or(e.decode_tokens_per_s, |u| u.per_user_tokens_per_s);
     let seen = client.map(|a| (a, a.latency(e.ttft_ms, rate)));
+    let speculation = super::speculate::for_estimate(
+        &args.speculate,
+        &spec,
+        &cfg,
+        &opts,
+        &plan_opts,
+        args.users,
+    )?;
     if args.sim == "fabric" {
         if args.users > 1 {
             anyhow::bail!(
                 "--sim fabric times one user's decode step; drop --users or use --sim analytic"
             );
         }
-        if seen.is_some() {
+        if seen.is_some() || speculation.is_some() {
             anyhow::bail!(
-                "--rtt-ms/--per-token-overhead-us are not applied to --sim fabric figures yet; use --sim analytic"
+                "--rtt-ms, --per-token-overhead-us and --speculate are not applied to --sim fabric figures yet; use --sim analytic"
             );
         }
         let layout = placement_for_users(&spec, &cfg, &opts, args.users)?.layout();
@@ -181,6 +192,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.json {
         let mut v = to_json(&e, cfg.num_hidden_layers);
+        if let (Some((s, drafter)), Some(m)) = (&speculation, v.as_object_mut()) {
+            m.extend(super::speculate::estimate_json(s, drafter));
+        }
         if let Some((a, l)) = &seen {
             super::latency::add_json(&mut v, a, l);
         }
@@ -192,6 +206,9 @@ pub fn run(args: Args) -> Result<()> {
             cfg.num_hidden_layers,
             forced.is_some(),
         );
+        if let Some((s, drafter)) = &speculation {
+            println!("{}", super::speculate::estimate_text(s, drafter));
+        }
         if let Some((a, l)) = &seen {
             println!("\n{}", super::latency::describe(a, l));
         }

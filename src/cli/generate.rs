@@ -5,6 +5,7 @@
 //! scripts and the project's checks rely on.
 
 use super::common::parse_count;
+use super::speculate::{Method, Speculate};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
 use std::io::{IsTerminal, Read, Write};
@@ -13,7 +14,9 @@ use std::time::Instant;
 use wafer_core::DType;
 use wafer_import::gguf::model::GgufModel;
 use wafer_models::engine::Engine;
-use wafer_models::generate::{generate, stop_ids, GenerateOptions, TokenEvent};
+use wafer_models::generate::{
+    generate, generate_speculative, stop_ids, GenerateOptions, TokenEvent,
+};
 use wafer_models::reference::ReferenceModel;
 use wafer_models::sampling::SamplingParams;
 use wafer_models::tokenizer::{Bounded, Tokenizer};
@@ -106,6 +109,15 @@ pub struct Args {
     /// (default: prompt + --max-tokens, at most the model's max_position_embeddings).
     #[arg(long, value_parser = parse_count)]
     context: Option<usize>,
+    /// Speculative decoding, greedy only (--temperature 0): `prompt-lookup[:K]`
+    /// drafts K tokens (default 4) copied from what followed the most recent
+    /// earlier occurrence of the last 3 tokens (else 2, else 1) in the prompt and
+    /// text so far; `draft:DIR[:K]` drafts them greedily with a smaller model
+    /// (directory or GGUF file) sharing the tokenizer. The output is exactly that
+    /// without speculation; the summary adds the acceptance and the simulated
+    /// tokens/s with and without it.
+    #[arg(long, value_name = "METHOD")]
+    speculate: Option<Speculate>,
 }
 
 fn dtype(p: Precision) -> DType {
@@ -125,6 +137,19 @@ fn check_flags_apply(args: &Args) -> Result<()> {
     }
     if greedy && args.top_p.is_some() {
         bail!("--top-p only applies when sampling; add --temperature above 0 (found 0: greedy)");
+    }
+    if let (Some(s), EngineKind::Fabric) = (&args.speculate, args.engine) {
+        bail!(
+            "--speculate {} is priced by the cost plan, not yet on the fabric; use --engine mesh or reference",
+            s.name()
+        );
+    }
+    if let (Some(s), false) = (&args.speculate, greedy) {
+        bail!(
+            "--speculate {} is greedy only (rejection-sampling acceptance is not implemented); use --temperature 0 (found {})",
+            s.name(),
+            args.temperature
+        );
     }
     if args.top_logprobs.is_some() && !args.json {
         bail!("--top-logprobs is reported in the JSON lines only; add --json");
@@ -279,6 +304,61 @@ pub fn run(args: Args) -> Result<()> {
         },
     };
 
+    // The draft model loads (and its tokenizer is checked) before the target's weights.
+    let mut drafter: Option<Box<dyn wafer_models::speculate::Drafter>> = None;
+    let mut draft_config = None;
+    if let Some(s) = &args.speculate {
+        drafter = Some(match &s.method {
+            Method::PromptLookup => Box::new(wafer_models::speculate::PromptLookup),
+            Method::Draft(path) => {
+                let what = || format!("--speculate draft:{}", path.display());
+                let draft = if path.is_file() {
+                    Source::Gguf(Box::new(GgufModel::open(path).with_context(what)?))
+                } else if path.is_dir() {
+                    Source::Dir(path.clone())
+                } else {
+                    bail!("{}: no such model directory or GGUF file", what());
+                };
+                let dconfig = match &draft {
+                    Source::Dir(dir) => ModelConfig::from_dir(dir).with_context(what)?,
+                    Source::Gguf(m) => m.config.clone(),
+                };
+                let owned;
+                let dtok = match &draft {
+                    Source::Dir(dir) => {
+                        owned = Tokenizer::from_dir(dir).with_context(what)?;
+                        &owned
+                    }
+                    Source::Gguf(m) => &m.tokenizer,
+                };
+                super::speculate::check_same_tokenizer(
+                    path,
+                    (&config, tokenizer),
+                    (&dconfig, dtok),
+                )?;
+                let weights = draft.weights(&dconfig, None).with_context(what)?;
+                draft_config = Some(dconfig.clone());
+                Box::new(wafer_models::speculate::DraftModel::new(Box::new(
+                    ReferenceModel::new(dconfig, weights),
+                )))
+            }
+        });
+    }
+    // What the speculative run is priced on: the mesh's own hardware and
+    // placement options, or wse3's default placement for the reference engine.
+    let (price_hw, price_region, price_wafers) = match args.engine {
+        EngineKind::Mesh | EngineKind::Fabric => (
+            args.hw.clone().unwrap_or("wse3".into()),
+            args.region,
+            args.wafers,
+        ),
+        EngineKind::Reference => ("wse3".to_string(), None, None),
+    };
+    let price_context = args
+        .context
+        .unwrap_or((prompt.len() + args.max_tokens).min(limit));
+    let price_config = config.clone();
+
     let t_load = Instant::now();
     let precision = args.weight_precision.map(dtype);
     let mut engine: Box<dyn Engine> = match args.engine {
@@ -326,48 +406,77 @@ pub fn run(args: Args) -> Result<()> {
     let mut out = stdout.lock();
     let json = args.json;
     let mut step_reports: Vec<String> = Vec::new();
-    let summary = generate(
-        engine.as_mut(),
-        tokenizer,
-        &prompt,
-        &opts,
-        |ev: &TokenEvent| {
-            if json {
-                let mut line = serde_json::json!({
-                    "index": ev.index,
-                    "token_id": ev.token_id,
-                    "text": ev.text,
-                });
-                if let Some(top) = &ev.top_logprobs {
-                    line["top_logprobs"] = serde_json::json!(top
-                        .iter()
-                        .map(|&(id, lp)| serde_json::json!([id, lp]))
-                        .collect::<Vec<_>>());
-                }
-                if let Some(r) = &ev.report {
-                    for (k, v) in &r.json {
-                        line[k] = v.clone();
-                    }
-                }
-                writeln!(out, "{line}")?;
-            } else {
-                write!(out, "{}", ev.text)?;
-                // Per-token reports go to stderr after the text, so they never land in
-                // the middle of the streamed line on a terminal.
-                if let Some(t) = ev.report.as_ref().and_then(|r| r.text.as_ref()) {
-                    let line =
-                        format!("token {:>3} {:<14} {t}", ev.index, format!("{:?}", ev.text));
-                    if defer_reports {
-                        step_reports.push(line);
-                    } else {
-                        eprintln!("{line}");
-                    }
+    let on_token = |ev: &TokenEvent| {
+        if json {
+            let mut line = serde_json::json!({
+                "index": ev.index,
+                "token_id": ev.token_id,
+                "text": ev.text,
+            });
+            if let Some(top) = &ev.top_logprobs {
+                line["top_logprobs"] = serde_json::json!(top
+                    .iter()
+                    .map(|&(id, lp)| serde_json::json!([id, lp]))
+                    .collect::<Vec<_>>());
+            }
+            if let Some(r) = &ev.report {
+                for (k, v) in &r.json {
+                    line[k] = v.clone();
                 }
             }
-            out.flush()?;
-            Ok(())
-        },
-    )?;
+            writeln!(out, "{line}")?;
+        } else {
+            write!(out, "{}", ev.text)?;
+            // Per-token reports go to stderr after the text, so they never land in
+            // the middle of the streamed line on a terminal.
+            if let Some(t) = ev.report.as_ref().and_then(|r| r.text.as_ref()) {
+                let line = format!("token {:>3} {:<14} {t}", ev.index, format!("{:?}", ev.text));
+                if defer_reports {
+                    step_reports.push(line);
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        out.flush()?;
+        Ok(())
+    };
+    let summary = match (&args.speculate, drafter.as_mut()) {
+        (Some(s), Some(d)) => generate_speculative(
+            engine.as_mut(),
+            tokenizer,
+            &prompt,
+            &opts,
+            d.as_mut(),
+            s.k,
+            on_token,
+        )?,
+        _ => generate(engine.as_mut(), tokenizer, &prompt, &opts, on_token)?,
+    };
+    // The speculative run's figures, priced on the wafer; a run that cannot be
+    // placed there still reports its acceptance.
+    let speculation = match (&args.speculate, &summary.speculation) {
+        (Some(s), Some(stats)) => {
+            let price = super::speculate::price_generate_run(
+                &price_hw,
+                args.k,
+                &price_config,
+                draft_config.as_ref(),
+                price_context,
+                (price_region, price_wafers),
+                stats,
+            );
+            let price = price.unwrap_or_else(|e| {
+                eprintln!("warning: speculation not priced on {price_hw}: {e:#}");
+                None
+            });
+            Some((
+                super::speculate::summary_json(s, stats, price, &price_hw),
+                super::speculate::summary_text(s, stats, price, &price_hw),
+            ))
+        }
+        _ => None,
+    };
     // Without a decode step (one token, or an end-of-sequence first) there is no
     // decode rate: null in JSON, n/a in text, never 0.
     let decoded = summary.decode_steps > 0;
@@ -382,6 +491,11 @@ pub fn run(args: Args) -> Result<()> {
         });
         if let Some(r) = &summary.engine {
             for (k, v) in &r.json {
+                s[k] = v.clone();
+            }
+        }
+        if let Some((j, _)) = &speculation {
+            for (k, v) in j {
                 s[k] = v.clone();
             }
         }
@@ -409,6 +523,9 @@ pub fn run(args: Args) -> Result<()> {
         summary.stop_reason
     );
     if let Some(t) = summary.engine.as_ref().and_then(|r| r.text.as_ref()) {
+        eprintln!("{t}");
+    }
+    if let Some((_, t)) = &speculation {
         eprintln!("{t}");
     }
     Ok(())

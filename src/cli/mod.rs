@@ -15,5 +15,6 @@ pub mod models;
 pub mod place;
 pub mod plan;
 pub mod program;
+pub mod speculate;
 pub mod sweep;
 pub mod trace;

@@ -300,6 +300,7 @@ pub fn sweep(
             no_memo: false,
             json: true,
             client: Default::default(),
+            speculate: Default::default(),
         };
         // The value column holds the count itself (8k is written 8192).
         let mut value = v.clone();

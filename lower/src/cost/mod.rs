@@ -14,10 +14,14 @@
 //! Time-to-first-token is the cheaper of two prefill schemes ([`prefill`]): the
 //! MeshGEMM prefill ([`gemm_prefill_plan`]) and the prompt run through the decode
 //! lowering one token at a time ([`token_prefill`]).
+//!
+//! Speculative decoding ([`verify_plan`], [`speculation`]) prices a verification
+//! step of K + 1 tokens as the streamed pass through the decode tiling.
 
 mod decode;
 mod options;
 mod prefill;
+mod speculate;
 mod token_prefill;
 
 pub use decode::{decode_layer_with, decode_plan, decode_plan_with, price_layer, tree_for};
@@ -25,6 +29,10 @@ pub use options::{PlanOptions, MAX_REDUCE_K};
 pub use prefill::{
     gemm_prefill_plan, prefill, prefill_bytes_per_pe, prefill_chunking, prefill_layer_with,
     stream_prefill_plan, Chunking, Prefill, PrefillScheme,
+};
+pub use speculate::{
+    expected_tokens_per_verify, speculation, verify_plan, SpeculateError, Speculation,
+    MAX_SPECULATE_K,
 };
 pub use token_prefill::{token_prefill, TokenPrefill};
 

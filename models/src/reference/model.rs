@@ -88,6 +88,22 @@ impl ReferenceModel {
         self.position = 0;
     }
 
+    /// Keeps the first `len` cached positions (a length change: no copy).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.position {
+            bail!(
+                "cannot roll the cache back to {len} positions: it holds {}",
+                self.position
+            );
+        }
+        let kv_dim = self.config.kv_dim();
+        for cache in self.cache.k.iter_mut().chain(self.cache.v.iter_mut()) {
+            cache.truncate(len * kv_dim);
+        }
+        self.position = len;
+        Ok(())
+    }
+
     /// Runs `tokens` at the next positions, appending to the cache, and returns
     /// the logits of the last one.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
@@ -409,5 +425,9 @@ impl Engine for ReferenceModel {
 
     fn position(&self) -> usize {
         self.position
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        ReferenceModel::truncate(self, len)
     }
 }
