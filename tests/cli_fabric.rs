@@ -1,0 +1,214 @@
+//! `wafer generate --engine fabric` and `wafer estimate --sim fabric` through
+//! the binary: the tokens are the mesh's (and the reference's), the cycles are
+//! the fabric simulator's with the analytic figure beside them, and one
+//! simulation per distinct program gives the same figures as one per layer.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn wafer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the wafer binary runs")
+}
+
+fn succeeds(args: &[&str]) -> Output {
+    let o = wafer(args);
+    assert!(
+        o.status.success(),
+        "wafer {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// A runnable model directory: the tiny Llama 3 fixture (vocabulary 256, context
+/// 8192) with a byte-level tokenizer of its 256 ids.
+fn tiny_model(dir: &Path) -> PathBuf {
+    let m = dir.join("tiny");
+    std::fs::create_dir_all(&m).unwrap();
+    let src = fixture("reference/tiny-llama3");
+    std::fs::copy(src.join("model.safetensors"), m.join("model.safetensors")).unwrap();
+    // Without an end-of-sequence id, every run generates exactly --max-tokens.
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove("eos_token_id");
+    std::fs::write(m.join("config.json"), config.to_string()).unwrap();
+    // GPT-2's printable stand-ins for the 256 bytes.
+    let mut vocab = serde_json::Map::new();
+    let mut n = 0;
+    for b in 0..=255u32 {
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+        let c = if printable {
+            char::from_u32(b).unwrap()
+        } else {
+            n += 1;
+            char::from_u32(255 + n).unwrap()
+        };
+        vocab.insert(c.to_string(), b.into());
+    }
+    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null,
+            "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []},
+    });
+    std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
+    m
+}
+
+/// A 48 x 40 wafer of 1 MiB PEs: small regions, so the fabric runs are quick.
+fn small_hw(dir: &Path) -> PathBuf {
+    let p = dir.join("small.toml");
+    std::fs::write(
+        &p,
+        "base = \"wse3\"\n[fabric]\nwidth_pes = 48\nheight_pes = 40\n[pe]\nsram_bytes = 1048576\n",
+    )
+    .unwrap();
+    p
+}
+
+/// Token ids and the summary of `wafer generate --json`.
+fn generate(args: &[&str]) -> (Vec<u64>, serde_json::Value) {
+    let o = succeeds(args);
+    let mut ids = Vec::new();
+    let mut summary = serde_json::Value::Null;
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(id) = v.get("token_id") {
+            ids.push(id.as_u64().unwrap());
+        } else if let Some(s) = v.get("summary") {
+            summary = s.clone();
+        }
+    }
+    (ids, summary)
+}
+
+fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is a number in {v}"))
+}
+
+fn fabric_matches_mesh_and_reference(model: &str, hw: &str, prompt: &str, tokens: &str) {
+    let common = [
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        prompt,
+        "--max-tokens",
+        tokens,
+    ];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = common.to_vec();
+        a.extend_from_slice(&["--temperature", "0", "--json"]);
+        a.extend_from_slice(extra);
+        generate(&a)
+    };
+    let (reference, _) = with(&["--engine", "reference"]);
+    let (mesh, ms) = with(&["--engine", "mesh", "--hw", hw]);
+    let (fabric, fs) = with(&["--engine", "fabric", "--hw", hw]);
+    assert_eq!(fabric, mesh, "the fabric engine's values are the mesh's");
+    assert_eq!(fabric, reference);
+    assert_eq!(fs["engine"], "fabric");
+    // The plan's figures, reported beside the simulation's, are the mesh engine's.
+    assert_eq!(
+        num(&fs, "analytic_decode_cycles_per_token"),
+        num(&ms, "decode_cycles_per_token")
+    );
+    assert_eq!(num(&fs, "analytic_ttft_cycles"), num(&ms, "ttft_cycles"));
+    // The simulation's own figures, and its speed.
+    let d = num(&fs, "decode_cycles_per_token");
+    assert!(d > 0.0 && d != num(&ms, "decode_cycles_per_token"));
+    assert!(num(&fs, "ttft_cycles") > 0.0);
+    assert!(num(&fs, "simulated_tokens_per_s") > 0.0);
+    assert!(num(&fs, "wavelet_hops_per_wall_s") > 0.0);
+    assert!(num(&fs, "fabric_simulations") >= 2.0);
+}
+
+#[test]
+fn generate_on_the_fabric_gives_the_meshs_tokens_with_simulated_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let hw = small_hw(dir.path());
+    fabric_matches_mesh_and_reference(model.to_str().unwrap(), hw.to_str().unwrap(), "abcabc", "6");
+}
+
+#[test]
+fn smollm2_on_the_fabric_keeps_the_reference_tokens() {
+    let Ok(model) = std::env::var("WAFER_TEST_MODEL_DIR") else {
+        eprintln!("skipped: set WAFER_TEST_MODEL_DIR to the SmolLM2 model directory");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hw = small_hw(dir.path());
+    fabric_matches_mesh_and_reference(
+        &model,
+        hw.to_str().unwrap(),
+        "The capital of France is",
+        "8",
+    );
+}
+
+#[test]
+fn estimate_on_the_fabric_reports_both_figures_and_memo_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let hw = small_hw(dir.path());
+    let est = |extra: &[&str]| -> serde_json::Value {
+        let mut a = vec![
+            "estimate",
+            "--model",
+            model.to_str().unwrap(),
+            "--hw",
+            hw.to_str().unwrap(),
+            "--context",
+            "64",
+            "--prompt-tokens",
+            "8",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        serde_json::from_slice(&succeeds(&a).stdout).unwrap()
+    };
+    let analytic = est(&[]);
+    let fabric = est(&["--sim", "fabric"]);
+    let every = est(&["--sim", "fabric", "--no-memo"]);
+    assert_eq!(
+        num(&fabric, "analytic_decode_cycles_per_token"),
+        num(&analytic, "decode_cycles_per_token")
+    );
+    assert_eq!(
+        num(&fabric, "decode_cycles_per_token"),
+        num(&every, "decode_cycles_per_token")
+    );
+    let layers = fabric["fabric"]["layer_cycles"].as_array().unwrap();
+    assert_eq!(
+        layers.len(),
+        analytic["breakdown"]["decode"]["layers"]
+            .as_array()
+            .unwrap()
+            .len()
+    );
+    // The token is its parts.
+    let sum: f64 = layers.iter().map(|c| c.as_f64().unwrap()).sum::<f64>()
+        + num(&fabric["fabric"], "head_cycles")
+        + num(&fabric["fabric"], "analytic_rest_cycles");
+    assert_eq!(num(&fabric, "decode_cycles_per_token"), sum);
+    assert!(num(&every["fabric"], "simulations") > num(&fabric["fabric"], "simulations"));
+    for key in ["ttft_cycles", "decode_tokens_per_s"] {
+        assert!(num(&fabric, key) > 0.0, "{key}");
+    }
+}
