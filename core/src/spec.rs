@@ -42,6 +42,10 @@ pub struct PeSpec {
     pub reserve_bytes: u64,
     pub mem_reads_per_cycle: u32,
     pub mem_port_bits: u32,
+    /// Cycles the compute engine spends issuing one fabric operation (loading
+    /// its data-structure descriptors and the instruction) before it moves a
+    /// wavelet: the fabric simulator's per-operation setup.
+    pub fabric_op_setup_cycles: f64,
 }
 
 /// SIMD throughput of one PE's compute engine, in element operations per cycle.
@@ -269,6 +273,7 @@ impl WaferSpec {
         }
         nonzero("pe.mem_reads_per_cycle", self.pe.mem_reads_per_cycle as u64)?;
         nonzero("pe.mem_port_bits", self.pe.mem_port_bits as u64)?;
+        non_negative("pe.fabric_op_setup_cycles", self.pe.fabric_op_setup_cycles)?;
         let s = &self.simd;
         for (field, v) in [
             ("simd.fp16_fmac", s.fp16_fmac),
@@ -401,6 +406,9 @@ pub fn wse3() -> WaferSpec {
             // (Hot Chips 34 says 64-bit).
             mem_reads_per_cycle: 2,
             mem_port_bits: 32,
+            // DSD operation setup measured on CS-3 silicon: 15-17 cycles (the
+            // constant of a + b * N fits; docs/hardware.md).
+            fabric_op_setup_cycles: 16.0,
         },
         simd: SimdSpec {
             fp16_fmac: 8,

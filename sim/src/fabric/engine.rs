@@ -515,6 +515,8 @@ struct Cursor {
     task: u16,
     op: u32,
     j: u32,
+    /// The current fabric operation has been issued (its setup is paid).
+    issued: bool,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -540,6 +542,8 @@ struct Sim<'p> {
     prog: &'p FabricProgram,
     hop: u64,
     ramp: u64,
+    /// Cycles to issue a send or receive before its first wavelet.
+    setup: u64,
     costs: WaveletCosts,
     queues: Vec<Queue>,
     /// Per PE: (colour, router buffer, PE input queue or u32::MAX).
@@ -624,6 +628,7 @@ impl<'p> Sim<'p> {
         }
         let hop = whole_cycles("router.hop_latency_cycles", r.hop_latency_cycles)?;
         let ramp = whole_cycles("router.ramp_latency_cycles", r.ramp_latency_cycles)?;
+        let setup = whole_cycles("pe.fabric_op_setup_cycles", spec.pe.fabric_op_setup_cycles)?;
         if opts.params.router_buffer_wavelets == 0 {
             return Err(FabricError::InvalidProgram(
                 "a router buffer needs room for at least one wavelet".into(),
@@ -847,6 +852,7 @@ impl<'p> Sim<'p> {
             prog,
             hop,
             ramp,
+            setup,
             costs,
             queues,
             lookup,
@@ -1114,6 +1120,7 @@ impl<'p> Sim<'p> {
                     task: i as u16,
                     op: 0,
                     j: 0,
+                    issued: false,
                 });
                 continue;
             };
@@ -1130,8 +1137,15 @@ impl<'p> Sim<'p> {
                 if cur.j == wavelets {
                     cur.op += 1;
                     cur.j = 0;
+                    cur.issued = false;
                     self.ces[p].task = Some(cur);
                     continue;
+                }
+                // Issuing the operation occupies the compute engine first.
+                if !cur.issued && self.setup > 0 {
+                    cur.issued = true;
+                    self.busy_until(pe, cur, t + self.setup);
+                    return Ok(());
                 }
             }
             if let Some(r) = &mut self.rec {

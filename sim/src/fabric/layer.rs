@@ -292,6 +292,7 @@ mod tests {
         let mut s = wse3();
         s.router.hop_latency_cycles = 1.0;
         s.router.ramp_latency_cycles = 2.0;
+        s.pe.fabric_op_setup_cycles = 0.0;
         s.cost.loop_overhead_cycles_per_element = 0.0;
         s
     }

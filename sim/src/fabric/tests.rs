@@ -19,6 +19,7 @@ fn spec_h1_r2() -> WaferSpec {
     let mut s = wse3();
     s.router.hop_latency_cycles = 1.0;
     s.router.ramp_latency_cycles = 2.0;
+    s.pe.fabric_op_setup_cycles = 0.0;
     s.cost.loop_overhead_cycles_per_element = 0.0;
     s
 }
@@ -340,6 +341,41 @@ fn a_chain_allreduce_takes_the_hand_derived_cycles() {
             }
         }
     }
+}
+
+#[test]
+fn issuing_each_fabric_operation_adds_its_setup_where_nothing_hides_it() {
+    // The chain allreduce above with a setup of S cycles per send or receive.
+    // The leaf issues its send (S), so every reduction wavelet leaves S later;
+    // the other PEs issue their receives while they wait for data, which hides
+    // those setups. The root then issues the broadcast's send (S more); every
+    // other PE issues its broadcast receive long before the broadcast arrives.
+    // So every PE ends 2S later than with no setup.
+    let (h, r) = (1u64, 2u64);
+    for setup in [5u64, 16] {
+        let mut s = spec_h1_r2();
+        s.pe.fabric_op_setup_cycles = setup as f64;
+        for n in 2..=8u64 {
+            for w in [1u64, 3] {
+                let step = column_allreduce_step(
+                    TreeShape::new(n as u32, Algorithm::Chain).unwrap(),
+                    w,
+                    4,
+                );
+                let out = simulate_step(&s, 1, n as u32, &step, &RunOptions::default()).unwrap();
+                let big_r = (w - 1) + (n - 1) * (h + 2 * r + 1);
+                let mut want = vec![big_r + w + 2 * setup];
+                want.extend((1..n).map(|k| big_r + (w - 1) + 2 * r + k * h + 1 + 2 * setup));
+                assert_eq!(out.pe_cycles, want, "S {setup} n {n} W {w}");
+            }
+        }
+    }
+    // A setup that is not a whole number of cycles is refused by name.
+    let mut s = spec_h1_r2();
+    s.pe.fabric_op_setup_cycles = 2.5;
+    let step = column_allreduce_step(TreeShape::new(2, Algorithm::Chain).unwrap(), 1, 4);
+    let err = simulate_step(&s, 1, 2, &step, &RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("pe.fabric_op_setup_cycles"), "{err}");
 }
 
 #[test]
