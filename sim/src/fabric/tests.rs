@@ -375,7 +375,10 @@ fn issuing_each_fabric_operation_adds_its_setup_where_nothing_hides_it() {
     s.pe.fabric_op_setup_cycles = 2.5;
     let step = column_allreduce_step(TreeShape::new(2, Algorithm::Chain).unwrap(), 1, 4);
     let err = simulate_step(&s, 1, 2, &step, &RunOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("pe.fabric_op_setup_cycles"), "{err}");
+    assert!(
+        err.to_string().contains("pe.fabric_op_setup_cycles"),
+        "{err}"
+    );
 }
 
 #[test]
