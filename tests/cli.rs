@@ -579,12 +579,13 @@ fn place_checks_the_picture_name_before_touching_any_file() {
 
 #[test]
 fn kernel_sim_fabric_runs_beside_the_analytic_figure_and_refuses_what_it_cannot() {
-    // A spec with the latencies fixed here: hop h = 1, ramp r = 2.
+    // A spec with the latencies fixed here: hop h = 1, ramp r = 2, and a
+    // setup of S = 16 cycles to issue each send or receive.
     let tmp = tempfile::tempdir().unwrap();
     let hw = tmp.path().join("hw.toml");
     std::fs::write(
         &hw,
-        "base = \"wse3\"\n[router]\nhop_latency_cycles = 1.0\nramp_latency_cycles = 2.0\n",
+        "base = \"wse3\"\n[pe]\nfabric_op_setup_cycles = 16.0\n[router]\nhop_latency_cycles = 1.0\nramp_latency_cycles = 2.0\n",
     )
     .unwrap();
     let hw = hw.to_str().unwrap();
@@ -610,11 +611,14 @@ fn kernel_sim_fabric_runs_beside_the_analytic_figure_and_refuses_what_it_cannot(
     let ana = with(&["--json"]);
     // A chain allreduce over a column of n = 8 PEs, one wavelet (two 16-bit
     // values) per PE, every step of a wavelet through a PE costing 1 cycle:
-    // the root's add ends at R = 7 (h + 2r + 1) = 42 and the root ends at 43;
-    // PE k receives the broadcast at R + 2r + k h and ends a cycle later, at
-    // 47 + k. Mean: (43 + 7 * 47 + 28) / 8 = 50. Each wavelet crosses 7 links
-    // toward the root and the broadcast crosses 7 back: 14 wavelet-hops.
-    assert_eq!(fab["cycles"].as_f64(), Some(50.0), "{fab}");
+    // with no setup the root's add ends at R = 7 (h + 2r + 1) = 42 and the
+    // root ends at 43; PE k receives the broadcast at R + 2r + k h and ends a
+    // cycle later, at 47 + k. Mean: (43 + 7 * 47 + 28) / 8 = 50. The setups
+    // that nothing hides are the leaf's send (it delays the whole reduction)
+    // and the root's broadcast send: every PE ends 2S = 32 later, 82. Each
+    // wavelet crosses 7 links toward the root and the broadcast crosses 7
+    // back: 14 wavelet-hops.
+    assert_eq!(fab["cycles"].as_f64(), Some(82.0), "{fab}");
     assert_eq!(fab["wavelet_hops"].as_u64(), Some(14), "{fab}");
     assert_eq!(fab["analytic_cycles"], ana["cycles"], "{fab} {ana}");
     assert!(fab["events"].as_u64().unwrap() > 14, "{fab}");
