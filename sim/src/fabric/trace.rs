@@ -328,9 +328,9 @@ pub enum MergeError {
     TooLarge { width: u32, height: u32 },
 }
 
-/// The most PEs a merged trace covers: four wafers of 900 x 900 PEs (its link
-/// counts are 32 bytes a PE).
-pub const MAX_MERGE_PES: u64 = 4 * 900 * 900;
+/// The most PEs a merged trace covers: 8 Mi, eight wafers of WSE-3 (its link
+/// counts are 32 bytes a PE: 256 MiB at most).
+pub const MAX_MERGE_PES: u64 = 8 * 1024 * 1024;
 
 /// The aggregates of runs that happen one after another on regions of a
 /// `width x height` grid (the layers of a token on the wafer), as one trace

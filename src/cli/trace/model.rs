@@ -565,3 +565,21 @@ fn run_token(args: &Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{describe, run_name};
+
+    #[test]
+    fn runs_are_named_as_ranges_of_layers_and_the_head() {
+        // A token of 4 layers: runs 0..=3 are layers, run 4 the head.
+        assert_eq!(describe(&[0, 1, 2, 3], 4), "layers 0-3");
+        assert_eq!(describe(&[0, 1, 3], 4), "layers 0-1, 3");
+        assert_eq!(describe(&[2], 4), "layer 2");
+        assert_eq!(describe(&[4], 4), "LM head");
+        assert_eq!(describe(&[3, 4], 4), "layer 3 and LM head");
+        assert_eq!(describe(&[0, 2, 4], 4), "layers 0, 2 and LM head");
+        assert_eq!(run_name(3, 4), "layer 3");
+        assert_eq!(run_name(4, 4), "LM head");
+    }
+}
