@@ -39,7 +39,7 @@ enum Command {
     Kernel(cli::kernel::Args),
     /// Sweep the estimate over region sizes, contexts or spec fields.
     Sweep(cli::sweep::Args),
-    /// Run a kernel on the fabric simulator and write a Perfetto/Chrome trace and a heat map.
+    /// Run a kernel, or a model's layer or decode token, on the fabric simulator and write a Perfetto/Chrome trace and a heat map.
     Trace(cli::trace::Args),
     /// Search models and wafer counts that reach a decode rate at a context.
     Plan(cli::plan::Args),

@@ -83,25 +83,11 @@ pub fn fabric_decode(
     run: &RunOptions,
     memo: Option<&mut FabricMemo>,
 ) -> Result<FabricDecode> {
-    let shape = |s: &Site| (s.region.width(), s.region.height());
-    let around = model_steps(spec, cfg, layout, opts);
-    let (head_region, head_rest): (Vec<_>, Vec<_>) = around
-        .head
-        .iter()
-        .cloned()
-        .partition(|s| s.transfer.is_none());
-    let (hw, hh) = shape(&layout.lm_head);
+    let token = token_programs(spec, cfg, layout, context, opts);
     // Every layer's program, then the head's (last).
     let mut programs: Vec<LayerProgram> = Vec::new();
-    let mut program_of = Vec::with_capacity(layout.layers.len() + 1);
-    let wanted = layout
-        .layers
-        .iter()
-        .map(|site| {
-            let (w, h) = shape(site);
-            decode_layer_program(spec, cfg, w, h, context, opts)
-        })
-        .chain(std::iter::once(region_of(hw, hh, head_region)));
+    let mut program_of = Vec::with_capacity(token.runs.len());
+    let wanted = token.runs.into_iter().map(|(_, p)| p);
     for p in wanted {
         match programs.iter().position(|q| memo.is_some() && *q == p) {
             Some(j) => program_of.push(j),
@@ -159,15 +145,7 @@ pub fn fabric_decode(
     };
     let head_run = &runs[program_of.pop().context("the head's program")?];
 
-    let analytic = |steps: &[Step<OpKind>]| {
-        steps
-            .iter()
-            .fold(Cycles::ZERO, |a, s| a + s.cost(spec).total())
-    };
-    let mut rest = analytic(&around.embedding) + analytic(&head_rest);
-    for steps in &around.after_layer {
-        rest += analytic(steps);
-    }
+    let rest = token.analytic_rest;
     let span = |r: &FabricRun| Cycles(r.span as f64);
     let layer_cycles: Vec<Cycles> = program_of.iter().map(|&j| span(&runs[j])).collect();
     let head_cycles = span(head_run);
@@ -187,6 +165,59 @@ pub fn fabric_decode(
             + head_run.wavelet_hops,
         max_queue_occupancy: peak,
     })
+}
+
+/// What one decode token runs on the fabric, in order, and what it does not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenPrograms {
+    /// Every decoder layer's program on its site, in layer order, then the
+    /// LM head's steps (final norm, head, argmax) on the head's site (last).
+    pub runs: Vec<(Site, LayerProgram)>,
+    /// The embedding lookup and every transfer between regions, priced
+    /// analytically (not simulated).
+    pub analytic_rest: Cycles,
+}
+
+/// The region programs of one decode token at KV length `context` on
+/// `layout` (see [`TokenPrograms`]): what [`fabric_decode`] simulates, and
+/// what `wafer trace --token` traces.
+pub fn token_programs(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    context: usize,
+    opts: &PlanOptions,
+) -> TokenPrograms {
+    let shape = |s: &Site| (s.region.width(), s.region.height());
+    let around = model_steps(spec, cfg, layout, opts);
+    let (head_region, head_rest): (Vec<_>, Vec<_>) = around
+        .head
+        .iter()
+        .cloned()
+        .partition(|s| s.transfer.is_none());
+    let (hw, hh) = shape(&layout.lm_head);
+    let mut runs: Vec<(Site, LayerProgram)> = layout
+        .layers
+        .iter()
+        .map(|site| {
+            let (w, h) = shape(site);
+            (*site, decode_layer_program(spec, cfg, w, h, context, opts))
+        })
+        .collect();
+    runs.push((layout.lm_head, region_of(hw, hh, head_region)));
+    let analytic = |steps: &[Step<OpKind>]| {
+        steps
+            .iter()
+            .fold(Cycles::ZERO, |a, s| a + s.cost(spec).total())
+    };
+    let mut rest = analytic(&around.embedding) + analytic(&head_rest);
+    for steps in &around.after_layer {
+        rest += analytic(steps);
+    }
+    TokenPrograms {
+        runs,
+        analytic_rest: rest,
+    }
 }
 
 /// Steps on a `w x h` region as a program with no tiles (only its steps run).

@@ -299,6 +299,105 @@ impl Trace {
     }
 }
 
+/// A traced run's place in a [`merge`]: its region's origin on the grid and
+/// how many times the run happens (a program several layers share is traced
+/// once and counted for each).
+#[derive(Debug, Clone, Copy)]
+pub struct MergePart<'a> {
+    pub trace: &'a Trace,
+    pub x0: u32,
+    pub y0: u32,
+    pub copies: u64,
+}
+
+/// Why traces cannot be merged.
+#[derive(Debug, Error, PartialEq)]
+pub enum MergeError {
+    #[error("a {w}x{h} region at ({x0},{y0}) does not fit the {width}x{height} grid")]
+    OutOfGrid {
+        w: u32,
+        h: u32,
+        x0: u32,
+        y0: u32,
+        width: u32,
+        height: u32,
+    },
+    #[error(
+        "a {width}x{height} grid is larger than the {MAX_MERGE_PES} PEs a merged trace may cover"
+    )]
+    TooLarge { width: u32, height: u32 },
+}
+
+/// The most PEs a merged trace covers: 8 Mi, eight wafers of WSE-3 (its link
+/// counts are 32 bytes a PE: 256 MiB at most).
+pub const MAX_MERGE_PES: u64 = 8 * 1024 * 1024;
+
+/// The aggregates of runs that happen one after another on regions of a
+/// `width x height` grid (the layers of a token on the wafer), as one trace
+/// with no tracks: every link's wavelets summed over the runs (each
+/// `copies` times), each PE's highest queue peak over the runs, and `span`
+/// the runs' total. Its [`Trace::heat`] is then the utilisation of each link
+/// over the whole of `span`; its stride is the coarsest of the parts'.
+pub fn merge(width: u32, height: u32, span: u64, parts: &[MergePart]) -> Result<Trace, MergeError> {
+    let n = width as u64 * height as u64;
+    if n == 0 || n > MAX_MERGE_PES {
+        return Err(MergeError::TooLarge { width, height });
+    }
+    let mut link_wavelets = vec![0u64; n as usize * 4];
+    let mut best: HashMap<u32, QueuePeak> = HashMap::new();
+    let mut max_events = 0;
+    for p in parts {
+        let t = p.trace;
+        if p.x0 as u64 + t.width as u64 > width as u64
+            || p.y0 as u64 + t.height as u64 > height as u64
+        {
+            return Err(MergeError::OutOfGrid {
+                w: t.width,
+                h: t.height,
+                x0: p.x0,
+                y0: p.y0,
+                width,
+                height,
+            });
+        }
+        max_events += t.max_events;
+        for y in 0..t.height {
+            for x in 0..t.width {
+                let from = (y as usize * t.width as usize + x as usize) * 4;
+                let to = ((p.y0 + y) as usize * width as usize + (p.x0 + x) as usize) * 4;
+                for d in 0..4 {
+                    link_wavelets[to + d] += t.link_wavelets[from + d] * p.copies;
+                }
+            }
+        }
+        for q in &t.queues {
+            let (x, y) = (p.x0 + q.x, p.y0 + q.y);
+            let pe = y * width + x;
+            let moved = QueuePeak { x, y, ..*q };
+            match best.get(&pe) {
+                Some(b) if b.peak >= q.peak => {}
+                _ => {
+                    best.insert(pe, moved);
+                }
+            }
+        }
+    }
+    let mut queues: Vec<QueuePeak> = best.into_values().collect();
+    queues.sort_by_key(|q| (q.y, q.x));
+    Ok(Trace {
+        width,
+        height,
+        stride: parts.iter().map(|p| p.trace.stride).max().unwrap_or(1),
+        max_events,
+        events: 0,
+        span,
+        pes: Vec::new(),
+        links: Vec::new(),
+        link_wavelets,
+        queues,
+    })
+}
+
 /// Runs `prog` like [`super::run`] (the same run: tracing changes no
 /// timing) and records its trace. Any fabric program traces: a kernel's step,
 /// or whatever other generator builds one.

@@ -109,13 +109,22 @@ pub fn write_chrome<W: Write>(trace: &Trace, other: Map<String, Value>, out: W) 
     let n = trace.width as u64 * trace.height as u64;
     let links_pid = n + 1;
     let peaks = trace.heat().queue_peak;
+    let part = Placed {
+        trace,
+        label: "",
+        x0: 0,
+        y0: 0,
+        t0: 0,
+        part: 0,
+    };
     let mut name = String::new();
     for pe in &trace.pes {
         write_pe(
             &mut w,
-            trace,
+            &part,
+            trace.width,
             pe,
-            peaks[pe_index(trace, pe.x, pe.y)],
+            peaks[pe_index(trace.width, pe.x, pe.y)],
             &mut name,
         )?;
     }
@@ -127,7 +136,7 @@ pub fn write_chrome<W: Write>(trace: &Trace, other: Map<String, Value>, out: W) 
         json!({ "sort_index": n }),
     )?;
     for link in &trace.links {
-        write_link(&mut w, trace, link, links_pid)?;
+        write_link(&mut w, &part, trace.width, link, links_pid)?;
     }
     w.out
         .write_all(b"\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":")?;
@@ -137,20 +146,153 @@ pub fn write_chrome<W: Write>(trace: &Trace, other: Map<String, Value>, out: W) 
     Ok(w.written)
 }
 
-fn pe_index(trace: &Trace, x: u32, y: u32) -> usize {
-    y as usize * trace.width as usize + x as usize
+/// A traced run placed on a larger grid and timeline (a region of a wafer,
+/// one program of a token): its PE `(x, y)` is drawn as `(x0 + x, y0 + y)`
+/// and its cycle `t` at `t0 + t`.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed<'a> {
+    pub trace: &'a Trace,
+    /// Prefixes its thread names (which run of the token the task is of).
+    pub label: &'a str,
+    pub x0: u32,
+    pub y0: u32,
+    pub t0: u64,
+    /// The part's number: tasks of different parts on one PE get their own
+    /// thread tracks.
+    pub part: u16,
+}
+
+/// A named slice of the overview track (a layer of a token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    pub name: String,
+    pub start: u64,
+    pub dur: u64,
+}
+
+/// Trace events [`write_placed`] adds for `phases`: a slice each and three
+/// metadata events (the track's process name and order, its thread's name).
+pub fn phase_events(phases: &[Phase]) -> u64 {
+    phases.len() as u64 + 3
+}
+
+/// Writes several traced runs on one `width x height` grid (each run's PE
+/// and link tracks moved by its [`Placed`] offsets), then an overview track
+/// `token` with one slice per phase, then `{"otherData": other}` (the caller
+/// says what the runs are; [`merged_other`] gives the grid's figures).
+/// Returns the number of trace events written: the parts' `events` (their
+/// `links` process metadata written once) plus [`phase_events`].
+pub fn write_placed<W: Write>(
+    parts: &[Placed],
+    width: u32,
+    height: u32,
+    phases: &[Phase],
+    other: Map<String, Value>,
+    out: W,
+) -> io::Result<u64> {
+    let mut w = Writer {
+        out,
+        first: true,
+        written: 0,
+    };
+    w.out.write_all(b"{\"traceEvents\":[")?;
+    let n = width as u64 * height as u64;
+    let (links_pid, token_pid) = (n + 1, n + 2);
+    w.meta("process_name", token_pid, 0, json!({ "name": "token" }))?;
+    w.meta(
+        "process_sort_index",
+        token_pid,
+        0,
+        json!({ "sort_index": -1 }),
+    )?;
+    w.meta(
+        "thread_name",
+        token_pid,
+        1,
+        json!({ "name": "layers and LM head, one after another" }),
+    )?;
+    for p in phases {
+        w.event(&Event {
+            name: &p.name,
+            cat: "phase",
+            ph: "X",
+            pid: token_pid,
+            tid: 1,
+            ts: Some(p.start),
+            dur: Some(p.dur),
+            args: SpanArgs {
+                colour: None,
+                wavelets: None,
+                forward_colour: None,
+            },
+        })?;
+    }
+    let mut name = String::new();
+    for part in parts {
+        let peaks = part.trace.heat().queue_peak;
+        for pe in &part.trace.pes {
+            write_pe(
+                &mut w,
+                part,
+                width,
+                pe,
+                peaks[pe_index(part.trace.width, pe.x, pe.y)],
+                &mut name,
+            )?;
+        }
+    }
+    w.meta("process_name", links_pid, 0, json!({ "name": "links" }))?;
+    w.meta(
+        "process_sort_index",
+        links_pid,
+        0,
+        json!({ "sort_index": n }),
+    )?;
+    for part in parts {
+        for link in &part.trace.links {
+            write_link(&mut w, part, width, link, links_pid)?;
+        }
+    }
+    w.out
+        .write_all(b"\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":")?;
+    serde_json::to_writer(&mut w.out, &Value::Object(other))?;
+    w.out.write_all(b"}\n")?;
+    w.out.flush()?;
+    Ok(w.written)
+}
+
+/// `otherData`'s units and figures for a merged trace ([`super::merge`]):
+/// like a single run's, over the whole grid.
+pub fn merged_other(merged: &Trace) -> Map<String, Value> {
+    match other_data(merged, Map::new()) {
+        Value::Object(mut o) => {
+            o.insert(
+                "sampling".into(),
+                json!("each program's tracks are sampled on their own (see programs[].sample_stride); link and queue aggregates cover every PE"),
+            );
+            o.remove("events");
+            o
+        }
+        _ => Map::new(),
+    }
+}
+
+fn pe_index(width: u32, x: u32, y: u32) -> usize {
+    y as usize * width as usize + x as usize
 }
 
 fn write_pe<W: Write>(
     w: &mut Writer<W>,
-    trace: &Trace,
+    part: &Placed,
+    width: u32,
     pe: &PeTrack,
     peak: u32,
     name: &mut String,
 ) -> io::Result<()> {
-    let index = pe_index(trace, pe.x, pe.y) as u64;
+    let (x, y) = (part.x0 + pe.x, part.y0 + pe.y);
+    let index = pe_index(width, x, y) as u64;
     let pid = index + 1;
-    let label = format!("PE ({},{})", pe.x, pe.y);
+    let label = format!("PE ({x},{y})");
     w.meta("process_name", pid, 0, json!({ "name": label }))?;
     w.meta("process_sort_index", pid, 0, json!({ "sort_index": index }))?;
     w.meta(
@@ -159,13 +301,13 @@ fn write_pe<W: Write>(
         0,
         json!({ "labels": format!("peak queue {peak} wavelets") }),
     )?;
+    let tid = |task: u64| ((part.part as u64) << 16) + task + 1;
     for (i, task) in pe.tasks.iter().enumerate() {
-        w.meta(
-            "thread_name",
-            pid,
-            i as u64 + 1,
-            json!({ "name": format!("task {i}: {task}") }),
-        )?;
+        let name = match part.label {
+            "" => format!("task {i}: {task}"),
+            l => format!("{l}, task {i}: {task}"),
+        };
+        w.meta("thread_name", pid, tid(i as u64), json!({ "name": name }))?;
     }
     for s in &pe.spans {
         let (cat, args) = span_name(s, &pe.tasks, name);
@@ -174,8 +316,8 @@ fn write_pe<W: Write>(
             cat,
             ph: "X",
             pid,
-            tid: s.task as u64 + 1,
-            ts: Some(s.start),
+            tid: tid(s.task as u64),
+            ts: Some(part.t0 + s.start),
             dur: Some(s.end - s.start),
             args,
         })?;
@@ -245,18 +387,18 @@ fn span_name(s: &PeSpan, tasks: &[&str], name: &mut String) -> (&'static str, Sp
 
 fn write_link<W: Write>(
     w: &mut Writer<W>,
-    trace: &Trace,
+    part: &Placed,
+    width: u32,
     link: &LinkTrack,
     pid: u64,
 ) -> io::Result<()> {
-    let tid = pe_index(trace, link.x, link.y) as u64 * 4 + link.dir as u64 + 1;
-    let label = format!(
-        "({},{}) -> {} ({} wavelets)",
-        link.x,
-        link.y,
-        dir_name(link.dir),
-        trace.link_busy(link.x, link.y, link.dir)
-    );
+    let (x, y) = (part.x0 + link.x, part.y0 + link.y);
+    let tid = ((part.part as u64) << 40) + pe_index(width, x, y) as u64 * 4 + link.dir as u64 + 1;
+    let busy = part.trace.link_busy(link.x, link.y, link.dir);
+    let label = match part.label {
+        "" => format!("({x},{y}) -> {} ({busy} wavelets)", dir_name(link.dir)),
+        l => format!("({x},{y}) -> {} ({busy} wavelets, {l})", dir_name(link.dir)),
+    };
     w.meta("thread_name", pid, tid, json!({ "name": label }))?;
     w.meta("thread_sort_index", pid, tid, json!({ "sort_index": tid }))?;
     for i in &link.intervals {
@@ -270,7 +412,7 @@ fn write_link<W: Write>(
             ph: "X",
             pid,
             tid,
-            ts: Some(i.start),
+            ts: Some(part.t0 + i.start),
             dur: Some(i.wavelets()),
             args: SpanArgs {
                 colour: i.colour.map(|c| c.0),

@@ -467,3 +467,121 @@ fn the_chrome_json_parses_and_holds_the_trace() {
         }
     }
 }
+
+#[test]
+fn merged_runs_add_their_links_at_their_origins() {
+    // The two-PE send (3 wavelets on (0,0) -> E, span 8) run twice on a 4x2
+    // grid: once at (0,0), once at (2,1); a 5-wavelet run at (1,0).
+    let s = spec_h1_r2();
+    let (_, three) = traced(&s, &two_pe(3, None), &RunOptions::default(), 1000);
+    let (_, five) = traced(&s, &two_pe(5, None), &RunOptions::default(), 1000);
+    let part = |trace, x0, y0| MergePart {
+        trace,
+        x0,
+        y0,
+        copies: 1,
+    };
+    let m = merge(
+        4,
+        2,
+        40,
+        &[part(&three, 0, 0), part(&five, 1, 0), part(&three, 2, 1)],
+    )
+    .unwrap();
+    assert_eq!((m.width, m.height, m.span), (4, 2, 40));
+    assert_eq!(m.link_busy(0, 0, Dir::East), 3);
+    assert_eq!(m.link_busy(1, 0, Dir::East), 5);
+    assert_eq!(m.link_busy(2, 1, Dir::East), 3);
+    assert_eq!(m.link_wavelets.iter().sum::<u64>(), 11);
+    // One queue per PE a run touched, its peak the highest (each 1 here).
+    let at: Vec<(u32, u32)> = m.queues.iter().map(|q| (q.x, q.y)).collect();
+    assert_eq!(at, vec![(0, 0), (1, 0), (2, 0), (2, 1), (3, 1)]);
+    let heat = m.heat();
+    assert_eq!(heat.link_utilisation[1], 5.0 / 40.0);
+    assert_eq!(heat.link_utilisation[4 + 2], 3.0 / 40.0);
+    assert_eq!(heat.link_utilisation[3], 0.0);
+    let b = m.busiest_link().unwrap();
+    assert_eq!((b.x, b.y, b.dir, b.wavelets), (1, 0, Dir::East, 5));
+    // A run that does not fit the grid, and a grid past the bound.
+    assert!(matches!(
+        merge(4, 2, 40, &[part(&three, 3, 0)]),
+        Err(MergeError::OutOfGrid { x0: 3, .. })
+    ));
+    assert!(matches!(
+        merge(4000, 4000, 1, &[]),
+        Err(MergeError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn placed_traces_move_to_their_origin_and_start() {
+    use super::chrome::{phase_events, write_placed, Phase, Placed};
+    let s = spec_h1_r2();
+    let (_, tr) = traced(&s, &two_pe(3, None), &RunOptions::default(), 1000);
+    let parts = [
+        Placed {
+            trace: &tr,
+            label: "layer 0",
+            x0: 0,
+            y0: 0,
+            t0: 0,
+            part: 0,
+        },
+        Placed {
+            trace: &tr,
+            label: "LM head",
+            x0: 1,
+            y0: 2,
+            t0: 8,
+            part: 1,
+        },
+    ];
+    let phases = [
+        Phase {
+            name: "layer 0".into(),
+            start: 0,
+            dur: 8,
+        },
+        Phase {
+            name: "LM head".into(),
+            start: 8,
+            dur: 8,
+        },
+    ];
+    let mut buf = Vec::new();
+    let n = write_placed(&parts, 3, 3, &phases, Map::new(), &mut buf).unwrap();
+    let v: Value = serde_json::from_slice(&buf).unwrap();
+    let ev = v["traceEvents"].as_array().unwrap();
+    assert_eq!(n, ev.len() as u64);
+    // Each part's events less the links process metadata written once.
+    assert_eq!(n, 2 * tr.events - 2 + phase_events(&phases));
+    // PE (1,0) of the second part is grid PE (2,2): pid 2 * 3 + 2 + 1; its
+    // receive's task runs [0, 8) + 8, on the part's own thread.
+    let task = ev
+        .iter()
+        .find(|e| e["ph"] == "X" && e["pid"] == 9 && e["cat"] == "task")
+        .unwrap();
+    assert_eq!(
+        (task["ts"].as_u64(), task["dur"].as_u64()),
+        (Some(8), Some(8))
+    );
+    assert_eq!(task["tid"], (1u64 << 16) + 1);
+    let name = ev
+        .iter()
+        .find(|e| e["name"] == "thread_name" && e["pid"] == 9)
+        .unwrap();
+    assert_eq!(name["args"]["name"], "LM head, task 0: consumer");
+    // Its link (1,2) -> E carries wavelets in [2, 5) + 8.
+    let link = ev
+        .iter()
+        .find(|e| e["cat"] == "link" && e["ts"].as_u64() == Some(10))
+        .unwrap();
+    assert_eq!(link["dur"], 3);
+    // The token track: its slices as given.
+    let token: Vec<_> = ev
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["pid"] == 3 * 3 + 2)
+        .map(|e| (e["name"].as_str().unwrap(), e["ts"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(token, vec![("layer 0", 0), ("LM head", 8)]);
+}
