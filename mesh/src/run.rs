@@ -12,7 +12,7 @@
 use crate::engine::SequenceKv;
 use crate::report;
 use crate::{model_source, MeshProgram};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 use std::time::Instant;
 use wafer_core::{Cycles, WaferSpec};
@@ -440,7 +440,19 @@ impl MeshEngine {
                 prompt_tokens: 0,
             },
             users,
-        )?;
+        )
+        .with_context(|| {
+            let kv = users
+                * setup.context as u64
+                * config.num_hidden_layers as u64
+                * 2
+                * config.kv_dim() as u64
+                * setup.spec.precision.kv_dtype.size_bytes();
+            format!(
+                "the mesh cannot hold {users} sequences' KV caches of {} positions each ({kv} bytes of KV cache in all)",
+                setup.context
+            )
+        })?;
         MeshEngine::new(
             config,
             setup.spec.clone(),
