@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use wafer_core::{DType, WaferSpec};
 use wafer_lower::cost::PlanOptions;
 use wafer_mesh::{MeshEngine, MeshSetup};
-use wafer_models::batch::{Batch, BatchEngine};
+use wafer_models::batch::Batch;
 use wafer_models::generate::{generate, generate_batch, GenerateOptions};
 use wafer_models::sampling::SamplingParams;
 use wafer_models::tokenizer::Tokenizer;
