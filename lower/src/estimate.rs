@@ -18,6 +18,15 @@
 //! decode step's latency, and the pipeline completes at most one token per
 //! slowest stage time, so aggregate tokens/s =
 //! `min(B / decode latency, 1 / slowest stage)` and per-user = aggregate / B.
+//!
+//! Time to first token under load ([`ttft_under_load`]): a new user's prompt
+//! arrives while the other B - 1 users decode. Each region runs the prefill's
+//! work for its layers in the time the decode tokens in flight leave it: the
+//! B - 1 users keep region r busy a fraction `u_r = rate x decode stage_r`
+//! (rate = their aggregate tokens per cycle), so its prefill work takes
+//! `prefill_r / max(1 - u_r, 1 / B)` — the prefill is never starved below a
+//! fair 1/B share of a region (round robin between the prefill and the B - 1
+//! tokens), which bounds it when the pipeline is saturated.
 
 use crate::cost::{decode_plan_with, prefill, Chunking, Plan, PlanOptions, PrefillScheme};
 use crate::layout::{Layout, Site};
@@ -101,6 +110,10 @@ pub struct UsersEstimate {
     pub max_users: u64,
     /// The pipeline's stages and its throughput bound.
     pub pipeline: Pipeline,
+    /// Time to first token of a new user's prompt while the other `users - 1`
+    /// decode ([`ttft_under_load`]).
+    pub ttft_under_load_cycles: Cycles,
+    pub ttft_under_load_ms: f64,
 }
 
 /// One stage of the decode pipeline: a region (site) and the cycles its PEs
@@ -167,6 +180,39 @@ impl Pipeline {
         let bound = clock_hz / self.slowest_stage_cycles.get();
         filled.min(bound)
     }
+}
+
+/// Cycles of the prefill `prefill` (a plan on `layout`) when it arrives while
+/// `users - 1` other users decode on the pipeline `decode` (the same layout):
+/// each region's share of the prefill, `prefill_r`, runs in the time the decode
+/// leaves free there, at least a fair `1 / users` of it:
+///
+/// `sum_r prefill_r / max(1 - rate x decode_r, 1 / users)`, with
+/// `rate = min((users - 1) / latency, 1 / slowest stage)` tokens per cycle.
+///
+/// One user is the prefill alone (its plan's total). More users never lower it:
+/// the rate grows and the fair share shrinks with `users`.
+pub fn ttft_under_load(prefill: &Plan, decode: &Pipeline, layout: &Layout, users: u64) -> Cycles {
+    let users = users.max(1);
+    let others = (users - 1) as f64;
+    let rate = if others == 0.0 {
+        0.0
+    } else {
+        (others / decode.latency_cycles.get()).min(1.0 / decode.slowest_stage_cycles.get())
+    };
+    let fair = 1.0 / users as f64;
+    Pipeline::of(prefill, layout)
+        .stages
+        .iter()
+        .map(|p| {
+            let busy = decode
+                .stages
+                .iter()
+                .find(|d| d.site == p.site)
+                .map_or(0.0, |d| rate * d.cycles.get());
+            p.cycles / (1.0 - busy).max(fair)
+        })
+        .fold(Cycles::ZERO, |a, b| a + b)
 }
 
 /// Lowers decode and prefill on `layout` and gathers the figures.
@@ -335,7 +381,10 @@ pub fn estimate_for_users(
     if users > 1 {
         let pipeline = Pipeline::of(&e.decode, &layout);
         let aggregate = pipeline.aggregate_tokens_per_s(users, spec.clock_hz);
+        let loaded = ttft_under_load(&e.prefill, &pipeline, &layout, users);
         e.users = Some(UsersEstimate {
+            ttft_under_load_cycles: loaded,
+            ttft_under_load_ms: loaded.seconds_at(spec.clock_hz) * 1e3,
             users,
             per_user_tokens_per_s: aggregate / users as f64,
             aggregate_tokens_per_s: aggregate,

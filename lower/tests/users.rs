@@ -7,7 +7,8 @@ use wafer_core::spec::wse3;
 use wafer_core::{Cycles, PeCoord, Region, RegionShape};
 use wafer_lower::cost::{decode_plan, OpKind, Plan, PlanOptions};
 use wafer_lower::estimate::{
-    estimate_for_users, estimate_with, max_users, placement_for, EstimateOptions, Pipeline,
+    estimate_for_users, estimate_with, max_users, placement_for, ttft_under_load, EstimateOptions,
+    Pipeline,
 };
 use wafer_lower::layout::{Layout, Site};
 use wafer_lower::placement::{place, place_for_users, PlaceOptions, Strategy, MAX_USERS};
@@ -203,4 +204,79 @@ fn the_estimate_for_users_reports_the_pipeline_and_the_most_users_that_fit() {
     assert!(estimate_for_users(&spec, &cfg, &opts, &po, m + 1).is_err());
     assert!(estimate_for_users(&spec, &cfg, &opts, &po, 0).is_err());
     assert!(estimate_for_users(&spec, &cfg, &opts, &po, MAX_USERS + 1).is_err());
+}
+
+/// The small case's prefill: E 1000, R1 6000 (layers 0-1), R2 4000 (layer 2
+/// and the head): 11,000 cycles alone.
+fn small_prefill() -> Plan {
+    let mut p = Plan::default();
+    op(&mut p, OpKind::Embedding, None, 1000.0);
+    op(&mut p, OpKind::QkvProj, Some(0), 3500.0);
+    op(&mut p, OpKind::QkvProj, Some(1), 2500.0);
+    op(&mut p, OpKind::QkvProj, Some(2), 3000.0);
+    op(&mut p, OpKind::LmHead, None, 1000.0);
+    p
+}
+
+#[test]
+fn ttft_under_load_of_a_hand_worked_pipeline() {
+    // Decode stages E 100, R1 600, R2 550; latency 1250, slowest 600.
+    let (plan, layout, _) = small_case();
+    let pipe = Pipeline::of(&plan, &layout);
+    let pre = small_prefill();
+    let ttft = |b| ttft_under_load(&pre, &pipe, &layout, b).get();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b;
+    // One user: the prefill alone.
+    assert!(close(ttft(1), 11_000.0), "{}", ttft(1));
+    // Two: one user decodes at 1 / 1250 tokens/cycle, busying E 0.08, R1 0.48,
+    // R2 0.44: 1000 / 0.92 + 6000 / 0.52 + 4000 / 0.56.
+    let two = 1000.0 / 0.92 + 6000.0 / 0.52 + 4000.0 / 0.56;
+    assert!(close(ttft(2), two), "{} vs {two}", ttft(2));
+    assert!((ttft(2) - 19_768.28).abs() < 0.01);
+    // Three: 2 / 1250 = 1 / 625 (below the 1 / 600 bound): E 0.16, R1 0.96,
+    // R2 0.88; R1 and R2 fall to the fair third: 1000 / 0.84 + 3 x 6000 + 3 x 4000.
+    let three = 1000.0 / 0.84 + 18_000.0 + 12_000.0;
+    assert!(close(ttft(3), three), "{} vs {three}", ttft(3));
+    // Four: 3 / 1250 is past the bound, so 1 / 600: E 1/6, R1 1, R2 11/12;
+    // 1000 / (5/6) + 4 x 6000 + 4 x 4000 = 1200 + 24000 + 16000.
+    assert!(close(ttft(4), 41_200.0), "{}", ttft(4));
+}
+
+#[test]
+fn more_users_never_lower_the_ttft_under_load() {
+    let (plan, layout, _) = small_case();
+    let pipe = Pipeline::of(&plan, &layout);
+    let pre = small_prefill();
+    let mut last = 0.0;
+    for b in 1..200 {
+        let t = ttft_under_load(&pre, &pipe, &layout, b).get();
+        assert!(t >= last, "{b} users: {t} < {last}");
+        last = t;
+    }
+
+    // On a real placement, through the estimate (which holds every user's cache).
+    let spec = wse3();
+    let cfg = wafer_models::presets::lookup("llama-3.1-8b").unwrap();
+    let opts = EstimateOptions {
+        wafers: Some(1),
+        region: None,
+        strategy: Strategy::Packed,
+        context: 8192,
+        prompt_tokens: 512,
+    };
+    let po = PlanOptions::default();
+    let alone = estimate_with(&spec, &cfg, &opts, &po).unwrap().ttft_cycles;
+    let mut last = alone;
+    for b in [2, 3, 5, 8] {
+        let e = estimate_for_users(&spec, &cfg, &opts, &po, b).unwrap();
+        let u = e.users.unwrap();
+        // Same prefill plan as one user (the placement is the same grid).
+        assert!(u.ttft_under_load_cycles >= e.ttft_cycles, "{b} users");
+        assert!(u.ttft_under_load_cycles >= last, "{b} users");
+        // Never past every region at the fair 1/B share.
+        assert!(u.ttft_under_load_cycles.get() <= e.ttft_cycles.get() * b as f64 * (1.0 + 1e-12));
+        let ms = u.ttft_under_load_cycles.seconds_at(spec.clock_hz) * 1e3;
+        assert!((u.ttft_under_load_ms - ms).abs() < 1e-12 * ms);
+        last = u.ttft_under_load_cycles;
+    }
 }

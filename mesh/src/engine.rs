@@ -145,6 +145,13 @@ impl Numerics {
     }
 }
 
+/// One sequence's KV caches (one per layer) and position, kept aside while
+/// another sequence runs on the same program ([`MeshProgram::swap_sequence`]).
+pub struct SequenceKv {
+    kv: Vec<KvCache>,
+    position: usize,
+}
+
 /// A model placed and tiled on the simulated mesh.
 pub struct MeshProgram {
     pub config: ModelConfig,
@@ -493,6 +500,28 @@ impl MeshProgram {
         }
         self.position = len;
         Ok(())
+    }
+
+    /// Empty KV caches shaped like this program's (the same room per layer),
+    /// for another sequence on the same tiles.
+    pub fn empty_sequence(&self) -> SequenceKv {
+        SequenceKv {
+            kv: self
+                .layers
+                .iter()
+                .map(|l| KvCache::new(l.kv.kv_dim, l.kv.capacity, l.kv.dtype))
+                .collect(),
+            position: 0,
+        }
+    }
+
+    /// Exchanges the program's KV caches and position with `saved`'s (one
+    /// sequence out, another in; the weight tiles stay).
+    pub fn swap_sequence(&mut self, saved: &mut SequenceKv) {
+        for (layer, kv) in self.layers.iter_mut().zip(&mut saved.kv) {
+            std::mem::swap(&mut layer.kv, kv);
+        }
+        std::mem::swap(&mut self.position, &mut saved.position);
     }
 
     /// Forgets every layer's KV cache.

@@ -3,16 +3,24 @@
 //! the same program and values, every step's cycles from the fabric simulator
 //! (each layer's program and the LM head run timing-only,
 //! [`wafer_lower::fabric`]), the plan's figure kept beside them.
+//!
+//! Several sequences over one program (`generate --batch-prompts`): the
+//! engine swaps a sequence's KV caches and its cycle accounting in and out
+//! ([`SequenceSwap`]), the tiles are shared; the batch's figures are the
+//! pipelined ones of the cost plan ([`Pipeline`]).
 
+use crate::engine::SequenceKv;
 use crate::report;
 use crate::{model_source, MeshProgram};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 use std::time::Instant;
 use wafer_core::{Cycles, WaferSpec};
 use wafer_lower::cost::{decode_plan_with, token_prefill, PlanOptions, PrefillScheme};
+use wafer_lower::estimate::Pipeline;
 use wafer_lower::fabric::{fabric_decode, FabricMemo};
 use wafer_lower::layout::Layout;
+use wafer_models::batch::SequenceSwap;
 use wafer_models::config::ModelConfig;
 use wafer_models::engine::{Engine, StepReport};
 use wafer_models::weights::LlamaWeights;
@@ -314,6 +322,78 @@ impl Engine for MeshEngine {
     }
 }
 
+/// One sequence of a batch on the mesh: its KV caches and its accounting.
+pub struct MeshSequence {
+    kv: SequenceKv,
+    prompt_tokens: usize,
+    ttft_cycles: f64,
+    decode_cycles: Vec<f64>,
+    last_cycles: Option<f64>,
+    wall_s: f64,
+}
+
+impl SequenceSwap for MeshEngine {
+    type Saved = MeshSequence;
+
+    fn empty_sequence(&self) -> MeshSequence {
+        MeshSequence {
+            kv: self.program.empty_sequence(),
+            prompt_tokens: 0,
+            ttft_cycles: 0.0,
+            decode_cycles: Vec::new(),
+            last_cycles: None,
+            wall_s: 0.0,
+        }
+    }
+
+    fn swap_sequence(&mut self, s: &mut MeshSequence) {
+        self.program.swap_sequence(&mut s.kv);
+        std::mem::swap(&mut self.prompt_tokens, &mut s.prompt_tokens);
+        std::mem::swap(&mut self.ttft_cycles, &mut s.ttft_cycles);
+        std::mem::swap(&mut self.decode_cycles, &mut s.decode_cycles);
+        std::mem::swap(&mut self.last_cycles, &mut s.last_cycles);
+        std::mem::swap(&mut self.wall_s, &mut s.wall_s);
+    }
+
+    /// The decode step at `kv_len` split into the stages of the layout, and
+    /// `sequences` users pipelined over them (as `wafer estimate --users`).
+    fn batch_report(&mut self, sequences: usize, kv_len: usize) -> Option<StepReport> {
+        let p = &self.program;
+        let clock = p.spec.clock_hz;
+        let plan = decode_plan_with(&p.spec, &p.config, &p.layout, kv_len.max(1), &self.options);
+        let pipe = Pipeline::of(&plan, &p.layout);
+        let users = sequences as u64;
+        let aggregate = pipe.aggregate_tokens_per_s(users, clock);
+        let per_user = aggregate / users as f64;
+        let mut json = serde_json::Map::new();
+        json.insert("pipeline_kv_len".into(), json!(kv_len.max(1)));
+        json.insert("pipeline_stages".into(), json!(pipe.stages.len()));
+        json.insert(
+            "pipeline_latency_cycles".into(),
+            json!(pipe.latency_cycles.get()),
+        );
+        json.insert(
+            "slowest_stage_cycles".into(),
+            json!(pipe.slowest_stage_cycles.get()),
+        );
+        json.insert("per_user_tokens_per_s".into(), json!(per_user));
+        json.insert("aggregate_tokens_per_s".into(), json!(aggregate));
+        let text = format!(
+            "{} ({}): {sequences} users pipelined over {} stages at KV {}: {per_user:.1} simulated tokens/s each, {aggregate:.1} aggregate (latency {:.0} cycles/token, slowest stage {:.0})",
+            self.name(),
+            p.spec.name,
+            pipe.stages.len(),
+            kv_len.max(1),
+            pipe.latency_cycles.get(),
+            pipe.slowest_stage_cycles.get()
+        );
+        Some(StepReport {
+            json,
+            text: Some(text),
+        })
+    }
+}
+
 /// How `--engine mesh` places the model: the hardware, an optional fixed region
 /// size and wafer count (as for `wafer place`), and the positions to hold.
 #[derive(Debug, Clone)]
@@ -335,9 +415,21 @@ impl MeshEngine {
         weights: &LlamaWeights,
         setup: &MeshSetup,
     ) -> Result<MeshEngine> {
+        MeshEngine::place_and_build_for_users(config, weights, setup, 1)
+    }
+
+    /// [`MeshEngine::place_and_build`] on a placement whose regions hold the KV
+    /// caches of `users` sequences at `setup.context` each (a batch); more than
+    /// fit is refused by the placement, naming the context it holds.
+    pub fn place_and_build_for_users(
+        config: ModelConfig,
+        weights: &LlamaWeights,
+        setup: &MeshSetup,
+        users: u64,
+    ) -> Result<MeshEngine> {
         // The same placement `wafer estimate` costs for these options, so the two
         // report the same cycles.
-        let placement = wafer_lower::estimate::placement_for(
+        let placement = wafer_lower::estimate::placement_for_users(
             &setup.spec,
             &config,
             &wafer_lower::estimate::EstimateOptions {
@@ -347,7 +439,20 @@ impl MeshEngine {
                 context: setup.context,
                 prompt_tokens: 0,
             },
-        )?;
+            users,
+        )
+        .with_context(|| {
+            let kv = users
+                * setup.context as u64
+                * config.num_hidden_layers as u64
+                * 2
+                * config.kv_dim() as u64
+                * setup.spec.precision.kv_dtype.size_bytes();
+            format!(
+                "the mesh cannot hold {users} sequences' KV caches of {} positions each ({kv} bytes of KV cache in all)",
+                setup.context
+            )
+        })?;
         MeshEngine::new(
             config,
             setup.spec.clone(),

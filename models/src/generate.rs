@@ -7,7 +7,13 @@
 //! only): each step drafts up to K tokens, the engine verifies them at once and
 //! the rejected positions are rolled back from its cache; the tokens are those
 //! of [`generate`].
+//!
+//! [`generate_batch`] runs several prompts over one model ([`BatchEngine`]:
+//! one cache per sequence, shared weights), all prefilled first, then one
+//! token of each live sequence per round, round robin; each sequence's tokens
+//! are those of [`generate`] on its prompt alone.
 
+use crate::batch::{check_host_memory, BatchEngine};
 use crate::engine::{Engine, StepReport};
 use crate::sampling::{top_logprobs, Sampler, SamplingParams};
 use crate::speculate::{accept_greedy, Drafter};
@@ -328,6 +334,168 @@ pub fn generate_speculative(
     summary.engine = engine.summary_report();
     summary.speculation = Some(stats);
     Ok(summary)
+}
+
+/// What [`generate_batch`] returns: each sequence's summary (its own prefill
+/// and decode timing, its engine figures), and the batch's engine figures.
+#[derive(Debug, Clone, Default)]
+pub struct BatchSummary {
+    pub sequences: Vec<GenerateSummary>,
+    /// Wall-clock time of the whole run (every prefill and decode step).
+    pub wall_ms: f64,
+    /// The mean KV length of the decode steps run (0 without one), at which
+    /// the engine's batch figures are priced.
+    pub mean_decode_kv_len: usize,
+    pub engine: Option<StepReport>,
+}
+
+/// One sequence of a batch in flight.
+struct Running<'a> {
+    sampler: Sampler,
+    stream: TextStream<'a>,
+    logits: Vec<f32>,
+    report: Option<StepReport>,
+    summary: GenerateSummary,
+    decode_secs: f64,
+    done: bool,
+}
+
+/// [`generate`] over every prompt of `prompts` at once on `batch` (one
+/// sequence each, in order): every prompt is prefilled, then each round picks,
+/// reports and decodes one token of every sequence still going, until each
+/// stops as [`generate`] would (`max_tokens`, an end-of-sequence id, the end of
+/// the context). Every sequence samples with its own sampler from the same
+/// options (seed included), so its tokens are exactly those of [`generate`]
+/// on its prompt alone. `on_token` gets the sequence's index with each token.
+pub fn generate_batch(
+    batch: &mut dyn BatchEngine,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(usize, &TokenEvent) -> Result<()>,
+) -> Result<BatchSummary> {
+    if prompts.len() != batch.sequences() {
+        bail!(
+            "{} prompts for a batch of {} sequences",
+            prompts.len(),
+            batch.sequences()
+        );
+    }
+    if opts.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1, found 0");
+    }
+    let (context, config) = {
+        let e = batch.select(0)?;
+        (e.context_len(), e.config().clone())
+    };
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            bail!("prompt {i} is empty: there is nothing to generate from");
+        }
+        if p.len() > context {
+            bail!(
+                "prompt {i} has {} tokens but the model's context holds {context}",
+                p.len()
+            );
+        }
+    }
+    let reach: Vec<usize> = prompts
+        .iter()
+        .map(|p| (p.len() + opts.max_tokens).min(context))
+        .collect();
+    check_host_memory(&config, &reach)?;
+
+    let t_all = Instant::now();
+    let mut seqs = Vec::with_capacity(prompts.len());
+    for (i, prompt) in prompts.iter().enumerate() {
+        let engine = batch.select(i)?;
+        let t0 = Instant::now();
+        let logits = engine.prefill(prompt)?;
+        let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+        seqs.push(Running {
+            sampler: Sampler::new(opts.sampling.clone())?,
+            stream: TextStream::new(tokenizer),
+            logits,
+            report: engine.step_report(),
+            summary: GenerateSummary {
+                prompt_tokens: prompt.len(),
+                prefill_ms,
+                stop_reason: "max_tokens",
+                ..Default::default()
+            },
+            decode_secs: 0.0,
+            done: false,
+        });
+    }
+    // The KV lengths of every decode step, for the batch's price.
+    let (mut kv_sum, mut kv_steps) = (0usize, 0usize);
+    while seqs.iter().any(|s| !s.done) {
+        for (i, s) in seqs.iter_mut().enumerate() {
+            if s.done {
+                continue;
+            }
+            let engine = batch.select(i)?;
+            let token_id = s.sampler.sample(&s.logits)?;
+            if opts.stop_ids.contains(&token_id) {
+                s.summary.stop_reason = "eos";
+                s.done = true;
+                continue;
+            }
+            let index = s.summary.generated_tokens;
+            let event = TokenEvent {
+                index,
+                token_id,
+                text: s.stream.push(token_id)?,
+                top_logprobs: (opts.top_logprobs > 0)
+                    .then(|| top_logprobs(&s.logits, opts.top_logprobs)),
+                report: s.report.take(),
+            };
+            on_token(i, &event)?;
+            s.summary.generated_tokens += 1;
+            if index + 1 == opts.max_tokens {
+                s.done = true;
+                continue;
+            }
+            if engine.position() >= context {
+                s.summary.stop_reason = "context";
+                s.done = true;
+                continue;
+            }
+            let t = Instant::now();
+            s.logits = engine.decode(token_id)?;
+            s.decode_secs += t.elapsed().as_secs_f64();
+            s.summary.decode_steps += 1;
+            kv_sum += engine.position();
+            kv_steps += 1;
+            s.report = engine.step_report();
+        }
+    }
+    let wall_ms = t_all.elapsed().as_secs_f64() * 1e3;
+    let mut sequences = Vec::with_capacity(seqs.len());
+    for (i, mut s) in seqs.into_iter().enumerate() {
+        let engine = batch.select(i)?;
+        s.summary.trailing_text = s.stream.finish()?;
+        s.summary.decode_ms = s.decode_secs * 1e3;
+        s.summary.decode_tokens_per_s = if s.decode_secs > 0.0 {
+            s.summary.decode_steps as f64 / s.decode_secs
+        } else {
+            0.0
+        };
+        s.summary.engine = engine.summary_report();
+        sequences.push(s.summary);
+    }
+    let mean_decode_kv_len = if kv_steps > 0 {
+        kv_sum.div_ceil(kv_steps)
+    } else {
+        0
+    };
+    let engine = batch.batch_report(mean_decode_kv_len);
+    Ok(BatchSummary {
+        sequences,
+        wall_ms,
+        mean_decode_kv_len,
+        engine,
+    })
 }
 
 /// Every id that ends generation for the model in `dir`: `eos_token_id` of

@@ -1,7 +1,8 @@
 //! Transformer models as data and as the ground truth: the model families
 //! (`family`: which tensors and ops each has), configs and shape presets, weight
 //! files (memory-mapped safetensors), the tokenizer and chat template, sampling,
-//! the generation loop shared by every engine (`Engine`) and its speculative
+//! the generation loop shared by every engine (`Engine`), its batch of several
+//! sequences over one model (`batch`) and its speculative
 //! variant (`speculate`: drafts and greedy acceptance), and the dense reference
 //! forward pass every other engine is tested against.
 //!
@@ -9,6 +10,7 @@
 //! the field or tensor; this crate knows nothing of the wafer (placement, lowering
 //! and the mesh live in `wafer-lower` and `wafer-mesh`).
 
+pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod family;

@@ -294,6 +294,11 @@ pub fn to_json(e: &Estimate, layers: usize) -> serde_json::Value {
             "slowest_stage_cycles".into(),
             json!(u.pipeline.slowest_stage_cycles.get()),
         );
+        m.insert(
+            "ttft_under_load_cycles".into(),
+            json!(u.ttft_under_load_cycles.get()),
+        );
+        m.insert("ttft_under_load_ms".into(), json!(u.ttft_under_load_ms));
     }
     v
 }
@@ -438,6 +443,14 @@ fn print_report(e: &Estimate, model: &str, layers: usize, forced: bool) {
         e.ttft_ms,
         e.prefill_tokens_per_s
     );
+    if let Some(u) = &e.users {
+        println!(
+            "TTFT under load (a new prompt while {} users decode): {:.0} cycles = {:.3} ms",
+            u.users - 1,
+            u.ttft_under_load_cycles.get(),
+            u.ttft_under_load_ms
+        );
+    }
     let other = if e.prefill_token_by_token_exact {
         format!("{:.0} cycles", e.prefill_token_by_token_cycles.get())
     } else {

@@ -4,6 +4,8 @@
 //! The argument names and the `--json` line format are a contract that users'
 //! scripts and the project's checks rely on.
 
+mod batch;
+
 use super::common::parse_count;
 use super::speculate::{Method, Speculate};
 use anyhow::{anyhow, bail, Context, Result};
@@ -118,6 +120,12 @@ pub struct Args {
     /// tokens/s with and without it.
     #[arg(long, value_name = "METHOD")]
     speculate: Option<Speculate>,
+    /// Decode several prompts together, one a line (UTF-8, no blank lines, at
+    /// most 256), each with its own KV cache over one copy of the weights; each
+    /// sequence's tokens are those of its prompt run alone. With --engine mesh
+    /// the summary adds the pipelined per-user and aggregate tokens/s.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt_arg", "prompt", "prompt_file", "speculate"])]
+    batch_prompts: Option<PathBuf>,
 }
 
 fn dtype(p: Precision) -> DType {
@@ -143,6 +151,9 @@ fn check_flags_apply(args: &Args) -> Result<()> {
             "--speculate {} is priced by the cost plan, not yet on the fabric; use --engine mesh or reference",
             s.name()
         );
+    }
+    if let (Some(_), EngineKind::Fabric) = (&args.batch_prompts, args.engine) {
+        bail!("--batch-prompts runs on --engine reference or mesh (the fabric simulator times one sequence); use --engine mesh");
     }
     if let (Some(s), false) = (&args.speculate, greedy) {
         bail!(
@@ -207,6 +218,7 @@ pub fn run(args: Args) -> Result<()> {
     let text = match (&args.prompt_arg, &args.prompt, &args.prompt_file) {
         (Some(p), _, _) | (_, Some(p), _) => p.clone(),
         (_, _, Some(f)) => read_prompt_file(f)?,
+        _ if args.batch_prompts.is_some() => String::new(),
         _ => bail!(
             "no prompt: give it as an argument, with --prompt TEXT, or with --prompt-file FILE"
         ),
@@ -255,29 +267,61 @@ pub fn run(args: Args) -> Result<()> {
         }
         Source::Gguf(m) => &m.tokenizer,
     };
-    let encoded = if args.chat {
-        let (rendered, own) = tokenizer.apply_chat_template(&text)?;
-        if !own {
-            eprintln!(
-                "warning: {} has no chat template; using ChatML",
+    let mut warned = false;
+    let mut encode = |text: &str, what: &str| -> Result<Vec<u32>> {
+        let encoded = if args.chat {
+            let (rendered, own) = tokenizer.apply_chat_template(text)?;
+            if !own && !warned {
+                warned = true;
+                eprintln!(
+                    "warning: {} has no chat template; using ChatML",
+                    config_path.display()
+                );
+            }
+            // The template already carries every special token it wants.
+            tokenizer.encode_bounded(&rendered, false, limit)?
+        } else {
+            tokenizer.encode_bounded(text, true, limit)?
+        };
+        match encoded {
+            Bounded::Fits(ids) => Ok(ids),
+            Bounded::TooLong { tokens, exact } => bail!(
+                "{what} has {}{} tokens but the model's context holds {} (max_position_embeddings in {})",
+                if exact { "" } else { "at least " },
+                tokens,
+                limit,
                 config_path.display()
-            );
+            ),
         }
-        // The template already carries every special token it wants.
-        tokenizer.encode_bounded(&rendered, false, limit)?
-    } else {
-        tokenizer.encode_bounded(&text, true, limit)?
     };
-    let prompt = match encoded {
-        Bounded::Fits(ids) => ids,
-        Bounded::TooLong { tokens, exact } => bail!(
-            "the prompt has {}{} tokens but the model's context holds {} (max_position_embeddings in {})",
-            if exact { "" } else { "at least " },
-            tokens,
-            limit,
-            config_path.display()
-        ),
-    };
+    if let Some(file) = &args.batch_prompts {
+        let lines = batch::read_batch_prompts(file)?;
+        let prompts = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                encode(
+                    l,
+                    &format!(
+                        "the prompt on line {} of --batch-prompts {}",
+                        i + 1,
+                        file.display()
+                    ),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let opts = GenerateOptions {
+            max_tokens: args.max_tokens,
+            sampling,
+            top_logprobs: args.top_logprobs.unwrap_or(0),
+            stop_ids: match &source {
+                Source::Dir(dir) => stop_ids(dir, &config)?,
+                Source::Gguf(m) => m.stop_ids(),
+            },
+        };
+        return batch::run(&args, &source, config, tokenizer, &prompts, &opts, seed);
+    }
+    let prompt = encode(&text, "the prompt")?;
     if let Some(c) = args.context {
         if c < prompt.len() {
             bail!(
@@ -610,7 +654,12 @@ pub const MAX_PROMPT_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Reads `--prompt-file`, refusing more than [`MAX_PROMPT_FILE_BYTES`] (without
 /// reading past the limit) and text that is not UTF-8.
 fn read_prompt_file(path: &Path) -> Result<String> {
-    let what = || format!("--prompt-file {}", path.display());
+    read_text_file("--prompt-file", path)
+}
+
+/// Reads the file `flag` names, as [`read_prompt_file`] does.
+fn read_text_file(flag: &str, path: &Path) -> Result<String> {
+    let what = || format!("{flag} {}", path.display());
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", what()))?;
     let meta = file
         .metadata()

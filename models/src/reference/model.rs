@@ -405,6 +405,34 @@ pub fn attention(
     out
 }
 
+/// One sequence's cache and position, kept aside while another sequence runs
+/// on the same weights (`crate::batch`).
+#[derive(Debug, Default)]
+pub struct SavedSequence {
+    cache: KvCache,
+    position: usize,
+}
+
+impl crate::batch::SequenceSwap for ReferenceModel {
+    type Saved = SavedSequence;
+
+    fn empty_sequence(&self) -> SavedSequence {
+        let layers = self.config.num_hidden_layers;
+        SavedSequence {
+            cache: KvCache {
+                k: vec![Vec::new(); layers],
+                v: vec![Vec::new(); layers],
+            },
+            position: 0,
+        }
+    }
+
+    fn swap_sequence(&mut self, saved: &mut SavedSequence) {
+        std::mem::swap(&mut self.cache, &mut saved.cache);
+        std::mem::swap(&mut self.position, &mut saved.position);
+    }
+}
+
 impl Engine for ReferenceModel {
     fn name(&self) -> &str {
         "reference"
