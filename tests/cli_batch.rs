@@ -3,99 +3,10 @@
 //! reference and the mesh engines; the summaries; clear errors for bad files
 //! and modes that cannot run.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn wafer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the wafer binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Runs `wafer ARGS`, expects an error exit (1, or 2 for a value the argument
-/// parser refuses; never a panic's 101) and stderr containing every needle;
-/// returns stderr.
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let o = wafer(args);
-    let err = stderr(&o);
-    assert!(
-        matches!(o.status.code(), Some(1 | 2)),
-        "wafer {args:?}: {:?} {err}",
-        o.status
-    );
-    assert!(!err.contains("panicked"), "wafer {args:?}: {err}");
-    for n in needles {
-        assert!(err.contains(n), "wafer {args:?}: expected {n:?} in: {err}");
-    }
-    err
-}
-
-fn succeeds(args: &[&str]) -> Output {
-    let o = wafer(args);
-    assert!(o.status.success(), "wafer {args:?}: {}", stderr(&o));
-    o
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
-
-/// A runnable model directory: the tiny Llama 3 fixture (vocabulary 256, context
-/// 8192) with a byte-level tokenizer of its 256 ids.
-fn tiny_model(dir: &Path) -> PathBuf {
-    let m = dir.join("tiny");
-    std::fs::create_dir_all(&m).unwrap();
-    let src = fixture("reference/tiny-llama3");
-    std::fs::copy(src.join("model.safetensors"), m.join("model.safetensors")).unwrap();
-    // Without an end-of-sequence id, every run generates exactly --max-tokens.
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config.as_object_mut().unwrap().remove("eos_token_id");
-    std::fs::write(m.join("config.json"), config.to_string()).unwrap();
-    // GPT-2's printable stand-ins for the 256 bytes.
-    let mut vocab = serde_json::Map::new();
-    let mut n = 0;
-    for b in 0..=255u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
-        let c = if printable {
-            char::from_u32(b).unwrap()
-        } else {
-            n += 1;
-            char::from_u32(255 + n).unwrap()
-        };
-        vocab.insert(c.to_string(), b.into());
-    }
-    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    let tok = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
-        "decoder": byte_level,
-        "model": {"type": "BPE", "dropout": null, "unk_token": null,
-            "continuing_subword_prefix": null, "end_of_word_suffix": null,
-            "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []},
-    });
-    std::fs::write(m.join("tokenizer.json"), tok.to_string()).unwrap();
-    m
-}
-
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    stdout(o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::*;
+use std::process::Output;
 
 fn token_ids(o: &Output) -> Vec<u64> {
     json_lines(o)
