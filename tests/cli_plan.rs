@@ -189,3 +189,81 @@ fn a_model_directory_plans_and_reproduces_by_its_path() {
     assert_eq!(e["ttft_ms"], c["ttft_ms"]);
     assert_eq!(c["trained_positions"], 8192);
 }
+
+#[test]
+fn speculative_candidates_reproduce_through_wafer_estimate() {
+    let plan = json_of(&[
+        "plan",
+        "--models",
+        "smollm2-135m",
+        "--tokens-per-s",
+        "1500",
+        "--context",
+        "8k",
+        "--max-wafers",
+        "2",
+        "--speculate",
+        "4",
+        "--acceptance",
+        "0.6",
+        "--json",
+    ]);
+    let candidates = plan["candidates"].as_array().unwrap();
+    assert!(!candidates.is_empty(), "{plan}");
+    for c in candidates {
+        let mut args: Vec<&str> = vec!["estimate"];
+        args.extend(
+            c["estimate_args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap()),
+        );
+        assert!(args.contains(&"--speculate") && args.contains(&"--acceptance"));
+        args.push("--json");
+        let e = json_of(&args);
+        // The rate the plan judged is the estimate's speculative rate, and
+        // the plain rate beside it is the estimate's decode rate.
+        assert_eq!(
+            e["speculative_tokens_per_s"], c["decode_tokens_per_s"],
+            "{args:?}"
+        );
+        let s = &c["speculation"];
+        assert_eq!(
+            s["plain_decode_tokens_per_s"], e["decode_tokens_per_s"],
+            "{args:?}"
+        );
+        let (rate, plain) = (
+            c["decode_tokens_per_s"].as_f64().unwrap(),
+            s["plain_decode_tokens_per_s"].as_f64().unwrap(),
+        );
+        assert!((s["speedup"].as_f64().unwrap() - rate / plain).abs() < 1e-9);
+        assert!(rate >= 1500.0);
+    }
+    // Speculation prices one user; an acceptance outside 0..=1 is refused.
+    for (extra, needle) in [
+        (vec!["--users", "2"], "--speculate prices one user"),
+        (
+            vec!["--acceptance", "1.5"],
+            "--acceptance must be from 0 to 1",
+        ),
+    ] {
+        let mut a = vec![
+            "plan",
+            "--models",
+            "smollm2-135m",
+            "--tokens-per-s",
+            "1000",
+            "--speculate",
+            "4",
+        ];
+        if !extra.contains(&"--acceptance") {
+            a.extend(["--acceptance", "0.6"]);
+        }
+        a.extend(extra.iter().copied());
+        let o = wafer(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{a:?}: {err}");
+        assert!(err.contains(needle), "{a:?}: {err}");
+    }
+}

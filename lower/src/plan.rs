@@ -114,6 +114,28 @@ pub struct SearchOptions {
     pub all: bool,
     /// What the client sees, when given.
     pub client: Option<ClientAssumptions>,
+    /// Prompt-lookup speculative decoding, when given: the rate a
+    /// configuration is judged on is its speculative rate
+    /// ([`crate::cost::speculation`], drafting free).
+    pub speculate: Option<SpeculateTarget>,
+}
+
+/// Speculative decoding a plan assumes: `k` drafts a step accepted at rate
+/// `acceptance` (as `wafer estimate --speculate K --acceptance A`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpeculateTarget {
+    pub k: usize,
+    pub acceptance: f64,
+}
+
+/// A candidate's speculation: what it assumed and the plain rate beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CandidateSpeculation {
+    pub k: usize,
+    pub acceptance: f64,
+    /// Decode tokens/s without speculation.
+    pub plain_decode_tokens_per_s: f64,
+    pub speedup: f64,
 }
 
 /// A configuration that meets the targets, with the estimate's figures.
@@ -146,6 +168,9 @@ pub struct Candidate {
     pub max_users: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientLatency>,
+    /// With speculation: `decode_tokens_per_s` is the speculative rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speculation: Option<CandidateSpeculation>,
     /// `wafer estimate` flags that reproduce these figures.
     pub estimate_args: Vec<String>,
 }
@@ -324,6 +349,9 @@ pub fn plan_model(
             o.max_wafers
         );
     }
+    if o.speculate.is_some() && t.users > 1 {
+        bail!("--speculate prices one user's decode; drop --users or --speculate");
+    }
     let cfg = &model.config;
     let (starts, why) = starts(spec, cfg, t, o.max_wafers);
     let mut plan = ModelPlan {
@@ -389,7 +417,11 @@ pub fn plan_model(
                 let decode = decode_plan_with(spec, cfg, &layout, t.context, &po);
                 plan.configurations_priced += 1;
                 let pipeline = Pipeline::of(&decode, &layout);
-                let (rate, bound) = per_user_rate(spec, &decode, &pipeline, t.users);
+                let (mut rate, bound) = per_user_rate(spec, &decode, &pipeline, t.users);
+                if let Some(sp) = &o.speculate {
+                    rate = speculative(spec, cfg, &layout, t.context, sp, &po)?
+                        .speculative_tokens_per_s;
+                }
                 let shares = Shares::of(&decode);
                 let limit = if bound {
                     Limit::Pipeline
@@ -489,6 +521,28 @@ pub fn rank(candidates: &mut [Candidate]) {
     });
 }
 
+/// Prompt-lookup speculation (drafting free) on `layout` at the context.
+fn speculative(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &crate::layout::Layout,
+    context: usize,
+    sp: &SpeculateTarget,
+    po: &PlanOptions,
+) -> Result<crate::cost::Speculation> {
+    crate::cost::speculation(
+        spec,
+        cfg,
+        layout,
+        context,
+        sp.k,
+        sp.acceptance,
+        wafer_core::Cycles::ZERO,
+        po,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// The full estimate of a probe's configuration, as a candidate.
 fn candidate(
     spec: &WaferSpec,
@@ -505,13 +559,29 @@ fn candidate(
             p.opts.wafers.unwrap_or(0)
         )
     })?;
-    let (rate, aggregate, max_users) = match &e.users {
+    let (mut rate, mut aggregate, max_users) = match &e.users {
         Some(u) => (
             u.per_user_tokens_per_s,
             u.aggregate_tokens_per_s,
             Some(u.max_users),
         ),
         None => (e.decode_tokens_per_s, e.decode_tokens_per_s, None),
+    };
+    let speculation = match &o.speculate {
+        Some(sp) => {
+            let layout =
+                crate::estimate::placement_for_users(spec, &model.config, &p.opts, 1)?.layout();
+            let s = speculative(spec, &model.config, &layout, t.context, sp, &po)?;
+            rate = s.speculative_tokens_per_s;
+            aggregate = rate;
+            Some(CandidateSpeculation {
+                k: sp.k,
+                acceptance: sp.acceptance,
+                plain_decode_tokens_per_s: s.decode_tokens_per_s,
+                speedup: s.speedup,
+            })
+        }
+        None => None,
     };
     let strategy = strategy_name(p.opts.strategy);
     let mut args: Vec<String> = [
@@ -535,6 +605,14 @@ fn candidate(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if let Some(sp) = &o.speculate {
+        args.extend([
+            "--speculate".to_string(),
+            sp.k.to_string(),
+            "--acceptance".to_string(),
+            sp.acceptance.to_string(),
+        ]);
+    }
     if let Some(c) = &o.client {
         args.extend([
             "--rtt-ms".to_string(),
@@ -561,6 +639,7 @@ fn candidate(
         margin: rate / t.tokens_per_s - 1.0,
         max_users,
         client: o.client.map(|c| c.latency(e.ttft_ms, rate)),
+        speculation,
         estimate_args: args,
     })
 }

@@ -23,6 +23,7 @@ fn search(max_wafers: u32, all: bool) -> SearchOptions {
         max_wafers,
         all,
         client: None,
+        speculate: None,
     }
 }
 

@@ -13,10 +13,11 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
+use wafer_lower::cost::MAX_SPECULATE_K;
 use wafer_lower::placement::MAX_USERS;
 use wafer_lower::plan::{
     frontier, frontier_contexts, plan_model, rank, Candidate, ModelPlan, PlanModel, SearchOptions,
-    Targets, MAX_PLAN_WAFERS,
+    SpeculateTarget, Targets, MAX_PLAN_WAFERS,
 };
 use wafer_models::presets;
 
@@ -64,6 +65,15 @@ pub struct Args {
     pub png: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Prompt-lookup speculative decoding with K drafts a step (1 to 64):
+    /// configurations are judged on their speculative rate (needs --acceptance;
+    /// one user only).
+    #[arg(long, requires = "acceptance", value_parser = clap::value_parser!(u64).range(1..=MAX_SPECULATE_K as u64))]
+    pub speculate: Option<u64>,
+    /// With --speculate: the rate a draft token is accepted at (0 to 1), e.g.
+    /// measured by `wafer generate --speculate ... --json`.
+    #[arg(long, requires = "speculate")]
+    pub acceptance: Option<f64>,
 }
 
 /// The models of `--models`, resolved and checked before any search.
@@ -124,6 +134,18 @@ pub fn run(args: Args) -> Result<()> {
         max_wafers: args.max_wafers,
         all: args.all,
         client: args.client.assumptions()?,
+        speculate: match (args.speculate, args.acceptance) {
+            (Some(k), Some(a)) => {
+                if !(0.0..=1.0).contains(&a) {
+                    bail!("--acceptance must be from 0 to 1, found {a}");
+                }
+                Some(SpeculateTarget {
+                    k: k as usize,
+                    acceptance: a,
+                })
+            }
+            _ => None,
+        },
     };
     let models = models(&args.models)?;
     if models.len() == 1 {
@@ -202,6 +224,13 @@ pub fn run(args: Args) -> Result<()> {
             args.prompt_tokens
         ),
         None => String::new(),
+    };
+    let ttft = match &search.speculate {
+        Some(sp) => format!(
+            "{ttft}; with prompt-lookup speculation, {} drafts a step accepted at {} (every rate below is the speculative one)",
+            sp.k, sp.acceptance
+        ),
+        None => ttft,
     };
     println!(
         "target: {} decode tokens/s per user at {} tokens of context, {} user(s){ttft}; {} models on 1..={} {} wafers",
