@@ -373,7 +373,7 @@ fn report(
     args: &Args,
     analytic: f64,
 ) -> Result<()> {
-    let (run, trace) = (&t.run, &t.trace);
+    let run = &t.run;
     if args.json {
         let o = json!({
             "program": title,
@@ -382,23 +382,8 @@ fn report(
             "region": a.region,
             "cycles": run.cycles.get(),
             "analytic_cycles": analytic,
-            "span_cycles": run.span,
-            "events": run.events,
-            "wavelet_hops": run.wavelet_hops,
-            "max_queue_occupancy": run.max_queue_occupancy,
-            "busiest_link": busiest_json(trace),
-            "peak_queue": peak_json(trace),
-            "trace": {
-                "path": args.out,
-                "bytes": t.json_bytes,
-                "events": trace.events,
-                "max_events": trace.max_events,
-                "sample_stride": trace.stride,
-            },
-            "png": args.png.as_ref().map(|p| json!({ "path": p, "bytes": t.png_bytes })),
-            "wall_s": t.wall_s,
         });
-        println!("{}", serde_json::to_string_pretty(&o)?);
+        print_json(o, t, args)?;
         return Ok(());
     }
     println!(
@@ -406,6 +391,42 @@ fn report(
         run.cycles.get(),
         run.span
     );
+    print_run(t, args);
+    Ok(())
+}
+
+/// Prints `summary` with the figures every traced run reports (span, events,
+/// hops, the busiest link and queue, the files written), as pretty JSON.
+pub(super) fn print_json(mut summary: Value, t: &Traced, args: &Args) -> Result<()> {
+    let (run, trace) = (&t.run, &t.trace);
+    let more = json!({
+        "span_cycles": run.span,
+        "events": run.events,
+        "wavelet_hops": run.wavelet_hops,
+        "max_queue_occupancy": run.max_queue_occupancy,
+        "busiest_link": busiest_json(trace),
+        "peak_queue": peak_json(trace),
+        "trace": {
+            "path": args.out,
+            "bytes": t.json_bytes,
+            "events": trace.events,
+            "max_events": trace.max_events,
+            "sample_stride": trace.stride,
+        },
+        "png": args.png.as_ref().map(|p| json!({ "path": p, "bytes": t.png_bytes })),
+        "wall_s": t.wall_s,
+    });
+    if let (Some(m), Value::Object(more)) = (summary.as_object_mut(), more) {
+        m.extend(more);
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// The text lines every traced run reports after its title: events and
+/// hops, the busiest link and queue, the files written.
+pub(super) fn print_run(t: &Traced, args: &Args) {
+    let (run, trace) = (&t.run, &t.trace);
     println!(
         "  {} events, {} wavelet-hops, {:.3} s wall",
         run.events, run.wavelet_hops, t.wall_s
@@ -422,7 +443,6 @@ fn report(
     if let (Some(p), Some(bytes)) = (&args.png, t.png_bytes) {
         println!("  heat map: {} ({bytes} bytes)", p.display());
     }
-    Ok(())
 }
 
 /// The busiest link of `trace`, for the JSON summary.

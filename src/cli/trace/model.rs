@@ -21,8 +21,8 @@
 //!   link's wavelets over every run over the token's span.
 
 use super::{
-    busiest_json, peak_json, persist, print_hot, sampling, temp_beside, trace_program, traced,
-    Args, Outputs,
+    busiest_json, peak_json, persist, print_hot, print_json, print_run, sampling, temp_beside,
+    trace_program, traced, Args, Outputs,
 };
 use crate::cli::common::{load_spec, DEFAULT_CONTEXT};
 use crate::cli::estimate::{plan_options, resolve_model};
@@ -178,7 +178,7 @@ fn run_layer(args: &Args, layer: usize) -> Result<()> {
             max_events: args.max_events,
         },
     )?;
-    let (run, trace) = (&t.run, &t.trace);
+    let run = &t.run;
     if args.json {
         let o = json!({
             "program": title,
@@ -190,24 +190,9 @@ fn run_layer(args: &Args, layer: usize) -> Result<()> {
             "reduce_k": m.opts.reduce_k(),
             "steps": steps,
             "cycles": run.cycles.get(),
-            "span_cycles": run.span,
             "analytic_cycles": analytic.get(),
-            "events": run.events,
-            "wavelet_hops": run.wavelet_hops,
-            "max_queue_occupancy": run.max_queue_occupancy,
-            "busiest_link": busiest_json(trace),
-            "peak_queue": peak_json(trace),
-            "trace": {
-                "path": args.out,
-                "bytes": t.json_bytes,
-                "events": trace.events,
-                "max_events": trace.max_events,
-                "sample_stride": trace.stride,
-            },
-            "png": args.png.as_ref().map(|p| json!({ "path": p, "bytes": t.png_bytes })),
-            "wall_s": t.wall_s,
         });
-        println!("{}", serde_json::to_string_pretty(&o)?);
+        print_json(o, &t, args)?;
         return Ok(());
     }
     println!(
@@ -216,22 +201,7 @@ fn run_layer(args: &Args, layer: usize) -> Result<()> {
         analytic.get(),
         steps.len()
     );
-    println!(
-        "  {} events, {} wavelet-hops, {:.3} s wall",
-        run.events, run.wavelet_hops, t.wall_s
-    );
-    print_hot(trace);
-    println!(
-        "  trace: {} ({} bytes, {} events of at most {}; {})",
-        args.out.display(),
-        t.json_bytes,
-        trace.events,
-        trace.max_events,
-        sampling(trace)
-    );
-    if let (Some(p), Some(bytes)) = (&args.png, t.png_bytes) {
-        println!("  heat map: {} ({bytes} bytes)", p.display());
-    }
+    print_run(&t, args);
     Ok(())
 }
 
