@@ -103,14 +103,25 @@ impl SpeculationStats {
     }
 }
 
-/// Generates from `prompt`, calling `on_token` for each token as it is chosen.
-pub fn generate(
+/// What both generation loops start from: the request checked, the prompt
+/// prefilled, the sampler and text stream ready.
+struct Start<'t> {
+    context: usize,
+    sampler: Sampler,
+    stream: TextStream<'t>,
+    logits: Vec<f32>,
+    report: Option<StepReport>,
+    summary: GenerateSummary,
+}
+
+/// Checks the request (a prompt, at least one token, a prompt the context
+/// holds) and prefills the prompt.
+fn start<'t>(
     engine: &mut dyn Engine,
-    tokenizer: &Tokenizer,
+    tokenizer: &'t Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(&TokenEvent) -> Result<()>,
-) -> Result<GenerateSummary> {
+) -> Result<Start<'t>> {
     if prompt.is_empty() {
         bail!("the prompt is empty: there is nothing to generate from");
     }
@@ -125,20 +136,46 @@ pub fn generate(
             context
         );
     }
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
-    let mut stream = TextStream::new(tokenizer);
+    let sampler = Sampler::new(opts.sampling.clone())?;
+    let stream = TextStream::new(tokenizer);
 
     let t0 = Instant::now();
-    let mut logits = engine.prefill(prompt)?;
+    let logits = engine.prefill(prompt)?;
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let mut report = engine.step_report();
+    let report = engine.step_report();
 
-    let mut summary = GenerateSummary {
+    let summary = GenerateSummary {
         prompt_tokens: prompt.len(),
         prefill_ms,
         stop_reason: "max_tokens",
         ..Default::default()
     };
+    Ok(Start {
+        context,
+        sampler,
+        stream,
+        logits,
+        report,
+        summary,
+    })
+}
+
+/// Generates from `prompt`, calling `on_token` for each token as it is chosen.
+pub fn generate(
+    engine: &mut dyn Engine,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(&TokenEvent) -> Result<()>,
+) -> Result<GenerateSummary> {
+    let Start {
+        context,
+        mut sampler,
+        mut stream,
+        mut logits,
+        mut report,
+        mut summary,
+    } = start(engine, tokenizer, prompt, opts)?;
     let mut decode_secs = 0.0;
     let mut decode_steps = 0usize;
     for index in 0..opts.max_tokens {
@@ -205,34 +242,14 @@ pub fn generate_speculative(
             opts.sampling.temperature
         );
     }
-    if prompt.is_empty() {
-        bail!("the prompt is empty: there is nothing to generate from");
-    }
-    if opts.max_tokens == 0 {
-        bail!("--max-tokens must be at least 1, found 0");
-    }
-    let context = engine.context_len();
-    if prompt.len() > context {
-        bail!(
-            "the prompt has {} tokens but the model's context holds {} (max_position_embeddings)",
-            prompt.len(),
-            context
-        );
-    }
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
-    let mut stream = TextStream::new(tokenizer);
-
-    let t0 = Instant::now();
-    let mut logits = engine.prefill(prompt)?;
-    let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let mut report = engine.step_report();
-
-    let mut summary = GenerateSummary {
-        prompt_tokens: prompt.len(),
-        prefill_ms,
-        stop_reason: "max_tokens",
-        ..Default::default()
-    };
+    let Start {
+        context,
+        mut sampler,
+        mut stream,
+        mut logits,
+        mut report,
+        mut summary,
+    } = start(engine, tokenizer, prompt, opts)?;
     let mut stats = SpeculationStats {
         k,
         steps: Vec::new(),
