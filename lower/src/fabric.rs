@@ -68,6 +68,11 @@ impl FabricMemo {
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
     }
+
+    /// The run of `program`, if it was simulated.
+    fn run_of(&self, program: &LayerProgram) -> Option<&FabricRun> {
+        self.runs.iter().find(|(q, _)| q == program).map(|(_, r)| r)
+    }
 }
 
 /// The decode step at KV length `context` on `layout`, each layer and the head
@@ -84,28 +89,15 @@ pub fn fabric_decode(
     memo: Option<&mut FabricMemo>,
 ) -> Result<FabricDecode> {
     let token = token_programs(spec, cfg, layout, context, opts);
-    // Every layer's program, then the head's (last).
-    let mut programs: Vec<LayerProgram> = Vec::new();
-    let mut program_of = Vec::with_capacity(token.runs.len());
-    let wanted = token.runs.into_iter().map(|(_, p)| p);
-    for p in wanted {
-        match programs.iter().position(|q| memo.is_some() && *q == p) {
-            Some(j) => program_of.push(j),
-            None => {
-                program_of.push(programs.len());
-                programs.push(p);
-            }
+    // What to simulate now: every run without a memo; with one, each program
+    // it does not hold yet, once.
+    let mut todo: Vec<&LayerProgram> = Vec::new();
+    for (_, p) in &token.runs {
+        let known = |m: &FabricMemo| m.run_of(p).is_some() || todo.contains(&p);
+        if !memo.as_deref().is_some_and(known) {
+            todo.push(p);
         }
     }
-    let mut local = FabricMemo::default();
-    let (memo, shared) = match memo {
-        Some(m) => (m, true),
-        None => (&mut local, false),
-    };
-    let todo: Vec<&LayerProgram> = programs
-        .iter()
-        .filter(|p| !shared || !memo.runs.iter().any(|(q, _)| q == *p))
-        .collect();
     let fresh = todo
         .par_iter()
         .map(|p| {
@@ -119,51 +111,39 @@ pub fn fabric_decode(
             })
         })
         .collect::<Result<Vec<FabricRun>>>()?;
-    let simulated = fresh.len();
-    let (events, hops) = fresh
-        .iter()
-        .fold((0, 0), |(e, h), r| (e + r.events, h + r.wavelet_hops));
-    let peak = fresh
-        .iter()
-        .map(|r| r.max_queue_occupancy)
-        .max()
-        .unwrap_or(0);
-    let runs: Vec<FabricRun> = if shared {
-        memo.runs.extend(todo.into_iter().cloned().zip(fresh));
-        programs
-            .iter()
-            .map(|p| {
-                memo.runs
-                    .iter()
-                    .find(|(q, _)| q == p)
-                    .map(|(_, r)| r.clone())
-                    .context("a simulated program")
-            })
-            .collect::<Result<_>>()?
-    } else {
-        fresh
+    let simulations = fresh.len();
+    let events = fresh.iter().map(|r| r.events).sum();
+    let wavelet_hops = fresh.iter().map(|r| r.wavelet_hops).sum();
+    let peak = fresh.iter().map(|r| r.max_queue_occupancy).max();
+    // Each run's result: its own without a memo, else the memo's.
+    let runs: Vec<&FabricRun> = match memo {
+        None => fresh.iter().collect(),
+        Some(m) => {
+            m.runs.extend(todo.into_iter().cloned().zip(fresh));
+            let m = &*m;
+            token
+                .runs
+                .iter()
+                .map(|(_, p)| m.run_of(p))
+                .collect::<Option<_>>()
+                .context("a simulated program")?
+        }
     };
-    let head_run = &runs[program_of.pop().context("the head's program")?];
-
-    let rest = token.analytic_rest;
+    let (head, layers) = runs.split_last().context("the head's program")?;
     let span = |r: &FabricRun| Cycles(r.span as f64);
-    let layer_cycles: Vec<Cycles> = program_of.iter().map(|&j| span(&runs[j])).collect();
-    let head_cycles = span(head_run);
-    let cycles = layer_cycles.iter().copied().sum::<Cycles>() + head_cycles + rest;
+    let layer_cycles: Vec<Cycles> = layers.iter().map(|r| span(r)).collect();
+    let head_cycles = span(head);
+    let rest = token.analytic_rest;
     Ok(FabricDecode {
-        cycles,
+        cycles: layer_cycles.iter().copied().sum::<Cycles>() + head_cycles + rest,
         layer_cycles,
         head_cycles,
         analytic_rest: rest,
-        simulations: simulated,
+        simulations,
         events,
-        wavelet_hops: hops,
-        token_wavelet_hops: program_of
-            .iter()
-            .map(|&j| runs[j].wavelet_hops)
-            .sum::<u64>()
-            + head_run.wavelet_hops,
-        max_queue_occupancy: peak,
+        wavelet_hops,
+        token_wavelet_hops: runs.iter().map(|r| r.wavelet_hops).sum(),
+        max_queue_occupancy: peak.unwrap_or(0),
     })
 }
 
