@@ -36,9 +36,11 @@
 //! The per-wavelet send and add cycles are those of the first collective's
 //! packing (one cycle for either on both presets).
 
-use super::engine::{ceil_cycles, run, Colour, Dir, DirSet, FabricProgram, Op, Route, Task};
+use super::engine::{ceil_cycles, run, Colour, DirSet, FabricProgram, Op, Route, Task};
 use super::engine::{FabricRun, Packing, RunOptions, Trigger};
-use super::programs::{packing_of, plan_line, LPort, Way, MAX_PROGRAM_OPS, MAX_PROGRAM_WAVELETS};
+use super::programs::{
+    packing_of, plan_line, port_on, LPort, MAX_PROGRAM_OPS, MAX_PROGRAM_WAVELETS,
+};
 use super::FabricError;
 use crate::program::{Collective, CollectiveKind, RegionProgram};
 use crate::schedule::TreeShape;
@@ -160,15 +162,7 @@ pub fn region_fabric<L>(
                 (b, true)
             }
         };
-        let (low, high) = match c.axis {
-            Axis::Column => (Dir::North, Dir::South),
-            Axis::Row => (Dir::West, Dir::East),
-        };
-        let port = |p: LPort| match p {
-            LPort::Ramp => Dir::Ramp,
-            LPort::Toward(Way::Low) => low,
-            LPort::Toward(Way::High) => high,
-        };
+        let port = |p: LPort| port_on(c.axis, p);
         let plans = segments
             .iter()
             .map(|(start, coll)| Ok((*start, plan_line(coll, wavelets as u32)?)))

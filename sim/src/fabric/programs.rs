@@ -103,6 +103,18 @@ pub(crate) enum LPort {
     Toward(Way),
 }
 
+/// The router port a line-relative port is along `axis` (a line along a
+/// column runs north to south, one along a row west to east).
+pub(crate) fn port_on(axis: Axis, p: LPort) -> Dir {
+    match (p, axis) {
+        (LPort::Ramp, _) => Dir::Ramp,
+        (LPort::Toward(Way::Low), Axis::Column) => Dir::North,
+        (LPort::Toward(Way::High), Axis::Column) => Dir::South,
+        (LPort::Toward(Way::Low), Axis::Row) => Dir::West,
+        (LPort::Toward(Way::High), Axis::Row) => Dir::East,
+    }
+}
+
 /// Colours for straight paths `from -> to` along a line that all carry data at
 /// once: two paths share a colour only if they share no router. Greedy interval
 /// colouring in order of each path's lowest PE (optimal for intervals: as many
@@ -284,15 +296,7 @@ pub fn step_program<L>(
             )));
         }
         let plan = plan_line(c, wavelets as u32)?;
-        let (low, high) = match c.axis {
-            Axis::Column => (Dir::North, Dir::South),
-            Axis::Row => (Dir::West, Dir::East),
-        };
-        let port = |p: LPort| match p {
-            LPort::Ramp => Dir::Ramp,
-            LPort::Toward(Way::Low) => low,
-            LPort::Toward(Way::High) => high,
-        };
+        let port = |p: LPort| port_on(c.axis, p);
         for l in 0..across {
             let pe = |i: u32| match c.axis {
                 Axis::Column => i as usize * width as usize + l as usize,
@@ -594,16 +598,8 @@ pub(crate) fn cannon_rounds<L>(
             for (k, &(from, to)) in pairs.iter().enumerate() {
                 for (i, col, rx, tx) in path_routes(from, to, Colour(colour[k])) {
                     // Along row `line` (West/East), then along column `line` (North/South).
-                    let row = |q: LPort| match q {
-                        LPort::Ramp => Dir::Ramp,
-                        LPort::Toward(Way::Low) => Dir::West,
-                        LPort::Toward(Way::High) => Dir::East,
-                    };
-                    let column = |q: LPort| match q {
-                        LPort::Ramp => Dir::Ramp,
-                        LPort::Toward(Way::Low) => Dir::North,
-                        LPort::Toward(Way::High) => Dir::South,
-                    };
+                    let row = |q: LPort| port_on(Axis::Row, q);
+                    let column = |q: LPort| port_on(Axis::Column, q);
                     let txr = tx.iter().fold(DirSet::default(), |s, q| s.with(row(*q)));
                     prog.routes[pe(i, line)].push((
                         col,
