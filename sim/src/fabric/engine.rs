@@ -645,6 +645,13 @@ impl<'p> Sim<'p> {
                 hw: spec.name.clone(),
             });
         }
+        // The depth of a PE's `i`-th queue of one kind (none past the last,
+        // unless queues are re-bound phase by phase).
+        let queue_depth = |depths: &[u32], i: usize| match depths.len() {
+            0 => None,
+            n if opts.params.rebind_queues => Some(depths[i % n]),
+            _ => depths.get(i).copied(),
+        };
         let at = |pe: usize| (pe as u32 % w, pe as u32 / w);
         let mut queues: Vec<Queue> = Vec::new();
         let mut lookup: Vec<Vec<(Colour, u32, u32)>> = vec![Vec::new(); n];
@@ -664,13 +671,8 @@ impl<'p> Sim<'p> {
                         colour.0
                     )));
                 }
-                let rebind = |depths: &[u32], i: usize| match depths.len() {
-                    0 => None,
-                    n if opts.params.rebind_queues => Some(depths[i % n]),
-                    _ => depths.get(i).copied(),
-                };
                 let cap = if route.rx == Dir::Ramp {
-                    let depth = rebind(&r.output_queue_depths, outs).ok_or_else(|| {
+                    let depth = queue_depth(&r.output_queue_depths, outs).ok_or_else(|| {
                         FabricError::InvalidProgram(format!(
                             "PE ({x},{y}) sends on more colours than the {} output queues of {}",
                             r.output_queue_depths.len(),
@@ -698,7 +700,7 @@ impl<'p> Sim<'p> {
                 });
                 let mut inq = NONE;
                 if route.tx.contains(Dir::Ramp) {
-                    let depth = rebind(&r.input_queue_depths, ins).ok_or_else(|| {
+                    let depth = queue_depth(&r.input_queue_depths, ins).ok_or_else(|| {
                         FabricError::InvalidProgram(format!(
                             "PE ({x},{y}) receives on more colours than the {} input queues of {}",
                             r.input_queue_depths.len(),
