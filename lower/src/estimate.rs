@@ -97,6 +97,10 @@ pub struct Estimate {
     /// With more than one user in flight: the pipelined figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<UsersEstimate>,
+    /// The layout the figures were priced on (the placement's), for what
+    /// prices more on it (the fabric simulator, speculation).
+    #[serde(skip)]
+    pub layout: Layout,
 }
 
 /// The decode of `users` sequences pipelined over the regions.
@@ -257,6 +261,7 @@ fn gather(
         prefill_token_by_token_cycles: pre.token_by_token_cycles,
         prefill_token_by_token_exact: pre.token_by_token_exact,
         users: None,
+        layout: layout.clone(),
     })
 }
 

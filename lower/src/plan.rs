@@ -569,9 +569,7 @@ fn candidate(
     };
     let speculation = match &o.speculate {
         Some(sp) => {
-            let layout =
-                crate::estimate::placement_for_users(spec, &model.config, &p.opts, 1)?.layout();
-            let s = speculative(spec, &model.config, &layout, t.context, sp, &po)?;
+            let s = speculative(spec, &model.config, &e.layout, t.context, sp, &po)?;
             rate = s.speculative_tokens_per_s;
             aggregate = rate;
             Some(CandidateSpeculation {

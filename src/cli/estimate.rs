@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use wafer_core::RegionShape;
 use wafer_lower::cost::{Plan, PlanOptions, PrefillScheme};
-use wafer_lower::estimate::{estimate_for_users, placement_for_users, Estimate, EstimateOptions};
+use wafer_lower::estimate::{estimate_for_users, Estimate, EstimateOptions};
 use wafer_lower::fabric::{fabric_decode, FabricDecode, FabricMemo};
 use wafer_lower::placement::MAX_USERS;
 use wafer_models::ModelConfig;
@@ -148,6 +148,7 @@ pub fn run(args: Args) -> Result<()> {
         &args.speculate,
         &spec,
         &cfg,
+        &e.layout,
         &opts,
         &plan_opts,
         args.users,
@@ -163,12 +164,11 @@ pub fn run(args: Args) -> Result<()> {
                 "--rtt-ms, --per-token-overhead-us and --speculate are not applied to --sim fabric figures yet; use --sim analytic"
             );
         }
-        let layout = placement_for_users(&spec, &cfg, &opts, args.users)?.layout();
         let started = std::time::Instant::now();
         let f = fabric_decode(
             &spec,
             &cfg,
-            &layout,
+            &e.layout,
             args.context,
             &plan_opts,
             &RunOptions::default(),

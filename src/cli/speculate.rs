@@ -354,11 +354,13 @@ fn acceptance_from(path: &Path) -> Result<f64> {
     }
 }
 
-/// The speculation figures `wafer estimate` adds, or `None` without --speculate.
+/// The speculation figures `wafer estimate` adds on the estimate's `layout`,
+/// or `None` without --speculate.
 pub fn for_estimate(
     args: &EstimateArgs,
     spec: &WaferSpec,
     cfg: &ModelConfig,
+    layout: &Layout,
     opts: &EstimateOptions,
     plan_opts: &PlanOptions,
     users: u64,
@@ -393,7 +395,6 @@ pub fn for_estimate(
             "--speculate {k} needs the draft acceptance rate: --acceptance A (0 to 1) or --acceptance-from FILE (a generate --json output)"
         ),
     };
-    let layout = placement_for(spec, cfg, opts)?.layout();
     let (draft_cycles, drafter) = match &args.draft_model {
         None => (Cycles::ZERO, "prompt-lookup"),
         Some(m) => {
@@ -417,7 +418,7 @@ pub fn for_estimate(
     let s = speculation(
         spec,
         cfg,
-        &layout,
+        layout,
         opts.context,
         k,
         acceptance,
