@@ -3,30 +3,13 @@
 //! latency included); an impossible target prints no candidate and its
 //! reason; bad flags are refused by name.
 
-use serde_json::Value;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn wafer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the wafer binary runs")
-}
-
-fn json_of(args: &[&str]) -> Value {
-    let o = wafer(args);
-    assert!(
-        o.status.success(),
-        "wafer {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
-}
+use common::*;
 
 #[test]
 fn candidates_reproduce_through_wafer_estimate() {
-    let plan = json_of(&[
+    let plan = ok_json(&[
         "plan",
         "--models",
         "smollm2-135m,llama-3.2-1b",
@@ -61,7 +44,7 @@ fn candidates_reproduce_through_wafer_estimate() {
                 .map(|a| a.as_str().unwrap()),
         );
         args.push("--json");
-        let e = json_of(&args);
+        let e = ok_json(&args);
         // Two users: the rate each user sees.
         assert_eq!(
             e["per_user_tokens_per_s"], c["decode_tokens_per_s"],
@@ -87,7 +70,7 @@ fn candidates_reproduce_through_wafer_estimate() {
 #[test]
 fn an_impossible_target_has_no_candidate_and_says_why() {
     // 405B at 2 bytes a weight (810 GB) on at most 2 wafers (2 x 43.9 GB of SRAM).
-    let plan = json_of(&[
+    let plan = ok_json(&[
         "plan",
         "--models",
         "llama-3.1-405b",
@@ -161,7 +144,7 @@ fn a_model_directory_plans_and_reproduces_by_its_path() {
     )
     .unwrap();
     let path = dir.path().to_str().unwrap();
-    let plan = json_of(&[
+    let plan = ok_json(&[
         "plan",
         "--models",
         path,
@@ -184,7 +167,7 @@ fn a_model_directory_plans_and_reproduces_by_its_path() {
             .map(|a| a.as_str().unwrap()),
     );
     args.push("--json");
-    let e = json_of(&args);
+    let e = ok_json(&args);
     assert_eq!(e["decode_tokens_per_s"], c["decode_tokens_per_s"]);
     assert_eq!(e["ttft_ms"], c["ttft_ms"]);
     assert_eq!(c["trained_positions"], 8192);
@@ -192,7 +175,7 @@ fn a_model_directory_plans_and_reproduces_by_its_path() {
 
 #[test]
 fn speculative_candidates_reproduce_through_wafer_estimate() {
-    let plan = json_of(&[
+    let plan = ok_json(&[
         "plan",
         "--models",
         "smollm2-135m",
@@ -221,7 +204,7 @@ fn speculative_candidates_reproduce_through_wafer_estimate() {
         );
         assert!(args.contains(&"--speculate") && args.contains(&"--acceptance"));
         args.push("--json");
-        let e = json_of(&args);
+        let e = ok_json(&args);
         // The rate the plan judged is the estimate's speculative rate, and
         // the plain rate beside it is the estimate's decode rate.
         assert_eq!(

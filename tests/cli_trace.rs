@@ -3,39 +3,11 @@
 //! parse and decode, the budget samples the tracks, and bad paths or budgets
 //! are clear errors that leave no file behind and overwrite nothing.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn wafer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the wafer binary runs")
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let o = wafer(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "wafer {args:?}: {err}");
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("wafer {args:?}: {e}"))
-}
-
-/// Expects exit code 1 or 2 (never a panic) and every needle in stderr.
-fn fails(args: &[&str], needles: &[&str]) {
-    let o = wafer(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        matches!(o.status.code(), Some(1 | 2)),
-        "wafer {args:?}: {:?} {err}",
-        o.status
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "wafer {args:?}: expected {n:?} in: {err}");
-    }
-}
 
 fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

@@ -4,39 +4,11 @@
 //! another), its tracks sit at wafer coordinates, and bad flag combinations
 //! are clear errors.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn wafer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the wafer binary runs")
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let o = wafer(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "wafer {args:?}: {err}");
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("wafer {args:?}: {e}"))
-}
-
-/// Expects exit code 1 or 2 (never a panic) and every needle in stderr.
-fn fails(args: &[&str], needles: &[&str]) {
-    let o = wafer(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        matches!(o.status.code(), Some(1 | 2)),
-        "wafer {args:?}: {:?} {err}",
-        o.status
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "wafer {args:?}: expected {n:?} in: {err}");
-    }
-}
 
 /// A small Llama-shaped model of `layers` layers and a 24 x 20 wafer of
 /// wse3 PEs, in `dir`: (model dir, hw TOML).

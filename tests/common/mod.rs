@@ -95,3 +95,9 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Runs `wafer ARGS`, expects success, and parses stdout as one JSON value.
+pub fn ok_json(args: &[&str]) -> serde_json::Value {
+    let o = succeeds(args);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("wafer {args:?}: {e}"))
+}
