@@ -88,14 +88,14 @@ fn generate_on_the_fabric_gives_the_meshs_tokens_with_simulated_cycles() {
 
 #[test]
 fn smollm2_on_the_fabric_keeps_the_reference_tokens() {
-    let Ok(model) = std::env::var("WAFER_TEST_MODEL_DIR") else {
-        eprintln!("skipped: set WAFER_TEST_MODEL_DIR to the SmolLM2 model directory");
+    let Some(model) = real_model_dir() else {
         return;
     };
+    let model = model.to_str().expect("a UTF-8 model path");
     let dir = tempfile::tempdir().unwrap();
     let hw = small_hw(dir.path());
     fabric_matches_mesh_and_reference(
-        &model,
+        model,
         hw.to_str().unwrap(),
         "The capital of France is",
         "8",

@@ -4,6 +4,10 @@
 //! fixture model on a small wafer always; SmolLM2-135M on `wse3` when
 //! `WAFER_TEST_MODEL_DIR` is set.
 
+mod common;
+
+use common::real_model_dir;
+
 use std::path::{Path, PathBuf};
 use wafer_core::{DType, WaferSpec};
 use wafer_lower::cost::PlanOptions;
@@ -186,14 +190,7 @@ fn more_sequences_than_the_regions_hold_are_refused() {
 
 #[test]
 fn smollm2_mesh_batch_tokens_are_each_prompt_alone() {
-    let Some(dir) = std::env::var_os("WAFER_TEST_MODEL_DIR").map(PathBuf::from) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the real-model tests: scripts/test.sh sets WAFER_TEST_MODEL_DIR"
-        );
-        eprintln!(
-            "skipping: set WAFER_TEST_MODEL_DIR to a SmolLM2-135M directory to run this test"
-        );
+    let Some(dir) = real_model_dir() else {
         return;
     };
     let config = ModelConfig::from_dir(&dir).unwrap();

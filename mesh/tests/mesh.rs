@@ -2,6 +2,10 @@
 //! tiny wafer in the normal test run, SmolLM2-135M on the full `wse3` fabric
 //! when `WAFER_TEST_MODEL_DIR` is set, and an ignored 131,072-token run.
 
+mod common;
+
+use common::real_model_dir;
+
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use wafer_core::{DType, PeCoord, Region, RegionShape, WaferSpec};
@@ -383,21 +387,6 @@ fn a_layout_that_overflows_sram_is_refused() {
     .expect("one PE cannot hold a layer in 1 KB of data SRAM");
     let text = format!("{err:#}");
     assert!(text.contains("layer 0"), "{text}");
-}
-
-/// The real model dir, or `None` with the reason printed.
-fn real_model_dir() -> Option<PathBuf> {
-    match std::env::var_os("WAFER_TEST_MODEL_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the real-model tests: scripts/test.sh sets WAFER_TEST_MODEL_DIR"
-            );
-            eprintln!("skipping: set WAFER_TEST_MODEL_DIR to a converted SmolLM2-135M directory to run this test");
-            None
-        }
-    }
 }
 
 /// The mesh engine's cycles are the estimate's for the same placement, context

@@ -3,7 +3,10 @@
 //! speculation, rejected drafts rolled back from the distributed KV caches, are
 //! exactly the mesh's own greedy tokens without it.
 
-use std::path::PathBuf;
+mod common;
+
+use common::real_model_dir;
+
 use wafer_core::DType;
 use wafer_lower::cost::PlanOptions;
 use wafer_mesh::{MeshEngine, MeshSetup};
@@ -14,20 +17,6 @@ use wafer_models::speculate::PromptLookup;
 use wafer_models::tokenizer::Tokenizer;
 use wafer_models::weights::LlamaWeights;
 use wafer_models::ModelConfig;
-
-fn real_model_dir() -> Option<PathBuf> {
-    match std::env::var_os("WAFER_TEST_MODEL_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the real-model tests: scripts/test.sh sets WAFER_TEST_MODEL_DIR"
-            );
-            eprintln!("skipping: set WAFER_TEST_MODEL_DIR to a converted SmolLM2-135M directory to run this test");
-            None
-        }
-    }
-}
 
 #[test]
 fn smollm2_mesh_speculative_greedy_output_is_the_plain_greedy_output() {

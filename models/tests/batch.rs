@@ -3,6 +3,10 @@
 //! `generate`, on the tiny fixture model always and on SmolLM2-135M when
 //! `WAFER_TEST_MODEL_DIR` is set; and the batch's bounds.
 
+mod common;
+
+use common::real_model_dir;
+
 use std::path::{Path, PathBuf};
 use wafer_models::batch::{check_host_memory, Batch, BatchEngine, MAX_BATCH};
 use wafer_models::generate::{generate, generate_batch, GenerateOptions};
@@ -199,14 +203,7 @@ fn bad_batches_are_refused_naming_the_problem() {
 
 #[test]
 fn smollm2_batch_tokens_are_each_prompt_alone() {
-    let Some(dir) = std::env::var_os("WAFER_TEST_MODEL_DIR").map(PathBuf::from) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the real-model tests: scripts/test.sh sets WAFER_TEST_MODEL_DIR"
-        );
-        eprintln!(
-            "skipping: set WAFER_TEST_MODEL_DIR to a SmolLM2-135M directory to run this test"
-        );
+    let Some(dir) = real_model_dir() else {
         return;
     };
     let tok = Tokenizer::from_dir(&dir).unwrap();

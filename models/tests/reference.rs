@@ -6,6 +6,10 @@
 //! The SmolLM2 checks need the real model: set `WAFER_TEST_MODEL_DIR` to an
 //! HF-style SmolLM2-135M-Instruct directory; without it they print why and return.
 
+mod common;
+
+use common::real_model_dir;
+
 use std::path::{Path, PathBuf};
 use wafer_core::DType;
 use wafer_models::engine::Engine;
@@ -187,21 +191,6 @@ fn weight_precision_is_applied_at_load() {
         DType::BF16,
         "stored dtype kept by default"
     );
-}
-
-/// `WAFER_TEST_MODEL_DIR`, or None with the reason printed.
-fn real_model_dir() -> Option<PathBuf> {
-    match std::env::var_os("WAFER_TEST_MODEL_DIR") {
-        Some(d) if Path::new(&d).join("config.json").exists() => Some(PathBuf::from(d)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the real-model tests: scripts/test.sh sets WAFER_TEST_MODEL_DIR"
-            );
-            eprintln!("skipping: set WAFER_TEST_MODEL_DIR to a SmolLM2-135M-Instruct HF directory to run this test");
-            None
-        }
-    }
 }
 
 #[test]

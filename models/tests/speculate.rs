@@ -3,6 +3,10 @@
 //! draft model), on the tiny fixture model always and on SmolLM2-135M when
 //! `WAFER_TEST_MODEL_DIR` is set; sampling with speculation is refused.
 
+mod common;
+
+use common::real_model_dir;
+
 use std::path::{Path, PathBuf};
 use wafer_core::DType;
 use wafer_models::engine::Engine;
@@ -223,20 +227,6 @@ fn truncating_the_cache_then_decoding_equals_never_having_run_the_rolled_back_to
     let want = b.decode(12).unwrap();
     assert_eq!(got, want);
     assert!(a.truncate(7).is_err(), "past the cache");
-}
-
-fn real_model_dir() -> Option<PathBuf> {
-    match std::env::var_os("WAFER_TEST_MODEL_DIR") {
-        Some(d) if Path::new(&d).join("config.json").exists() => Some(PathBuf::from(d)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the real-model tests: scripts/test.sh sets WAFER_TEST_MODEL_DIR"
-            );
-            eprintln!("skipping: set WAFER_TEST_MODEL_DIR to a SmolLM2-135M-Instruct HF directory to run this test");
-            None
-        }
-    }
 }
 
 #[test]

@@ -101,3 +101,19 @@ pub fn ok_json(args: &[&str]) -> serde_json::Value {
     let o = succeeds(args);
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("wafer {args:?}: {e}"))
 }
+
+/// `WAFER_TEST_MODEL_DIR` (the converted SmolLM2 directory), or `None` with
+/// the reason printed; under CI its absence is a failure, not a skip.
+pub fn real_model_dir() -> Option<PathBuf> {
+    match std::env::var_os("WAFER_TEST_MODEL_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the real-model tests: scripts/test.sh sets WAFER_TEST_MODEL_DIR"
+            );
+            eprintln!("skipping: set WAFER_TEST_MODEL_DIR to a converted SmolLM2-135M directory to run this test");
+            None
+        }
+    }
+}
