@@ -94,12 +94,7 @@ fn smollm2_on_the_fabric_keeps_the_reference_tokens() {
     let model = model.to_str().expect("a UTF-8 model path");
     let dir = tempfile::tempdir().unwrap();
     let hw = small_hw(dir.path());
-    fabric_matches_mesh_and_reference(
-        model,
-        hw.to_str().unwrap(),
-        "The capital of France is",
-        "8",
-    );
+    fabric_matches_mesh_and_reference(model, hw.to_str().unwrap(), "The capital of France is", "8");
 }
 
 #[test]
