@@ -46,6 +46,11 @@ pub struct PeSpec {
     /// its data-structure descriptors and the instruction) before it moves a
     /// wavelet: the fabric simulator's per-operation setup.
     pub fabric_op_setup_cycles: f64,
+    /// Cycles from the task picker choosing a task to the task's first
+    /// operation (saving and restoring state, the task's entry code). Used by the
+    /// fabric simulator only; not published, fitted to C5, where every step of
+    /// the shift is a task.
+    pub task_switch_cycles: f64,
 }
 
 /// SIMD throughput of one PE's compute engine, in element operations per cycle.
@@ -73,7 +78,9 @@ pub struct RouterSpec {
     pub ports: u32,
     pub colors: u32,
     pub wavelet_bits: u32,
-    /// Latency for a wavelet to cross one link in hardware.
+    /// Latency for a wavelet to cross one link in hardware: the fabric
+    /// simulator's hop. (The analytic model charges its own fitted
+    /// `cost.hop_cycles`.)
     pub hop_latency_cycles: f64,
     /// Latency between a PE's compute engine and its own router (each way).
     pub ramp_latency_cycles: f64,
@@ -99,6 +106,10 @@ pub struct PrecisionSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostSpec {
+    /// Cycles the analytic model charges per hop of a flow (an effective
+    /// figure fitted with the others; the fabric simulator uses the router's
+    /// `hop_latency_cycles` instead).
+    pub hop_cycles: f64,
     /// A software relay stage: a PE receives a message, and a task re-sends it
     /// (one synchronous neighbour exchange of a shift; fitted to C5, C7).
     pub relay_stage_cycles: f64,
@@ -114,6 +125,11 @@ pub struct CostSpec {
     /// program (barrier, task and route switching), which an isolated kernel
     /// does not pay (C4's unattributed per-layer overhead; C1).
     pub layer_phase_sync_cycles: f64,
+    /// The fabric simulator's residual: cycles every PE spends before each
+    /// collective (a reduce and its broadcast: two phases) of a layer's or the
+    /// LM head's placed program that no simulated mechanism accounts for.
+    /// Fitted to C4 (wse3) or C1 (wse2); isolated kernels do not pay it.
+    pub fabric_collective_residual_cycles: f64,
     /// Starting one compute task on a PE (C7: one per arriving row of a GEMM tile).
     pub task_overhead_cycles: f64,
     /// Loop and address overhead per element of a vector instruction's inner loop.
@@ -274,6 +290,7 @@ impl WaferSpec {
         nonzero("pe.mem_reads_per_cycle", self.pe.mem_reads_per_cycle as u64)?;
         nonzero("pe.mem_port_bits", self.pe.mem_port_bits as u64)?;
         non_negative("pe.fabric_op_setup_cycles", self.pe.fabric_op_setup_cycles)?;
+        non_negative("pe.task_switch_cycles", self.pe.task_switch_cycles)?;
         let s = &self.simd;
         for (field, v) in [
             ("simd.fp16_fmac", s.fp16_fmac),
@@ -321,6 +338,11 @@ impl WaferSpec {
         non_negative("cost.relay_stage_cycles", c.relay_stage_cycles)?;
         non_negative("cost.relay_cycles_per_wavelet", c.relay_cycles_per_wavelet)?;
         non_negative("cost.layer_phase_sync_cycles", c.layer_phase_sync_cycles)?;
+        non_negative("cost.hop_cycles", c.hop_cycles)?;
+        non_negative(
+            "cost.fabric_collective_residual_cycles",
+            c.fabric_collective_residual_cycles,
+        )?;
         non_negative(
             "cost.transcendental_cycles_per_element",
             c.transcendental_cycles_per_element,
@@ -409,6 +431,8 @@ pub fn wse3() -> WaferSpec {
             // DSD operation setup measured on CS-3 silicon: 15-17 cycles (the
             // constant of a + b * N fits; docs/hardware.md).
             fabric_op_setup_cycles: 16.0,
+            // Fitted to C5's steps (docs/fabric.md, "Fitted parameters").
+            task_switch_cycles: 36.0,
         },
         simd: SimdSpec {
             fp16_fmac: 8,
@@ -428,7 +452,9 @@ pub fn wse3() -> WaferSpec {
             // WSE-3 fabric switches are restricted to 16 of the 24 colors.
             colors: 16,
             wavelet_bits: 32,
-            hop_latency_cycles: 1.0,
+            // FABRICA's CS-3 silicon (and SDK simulator) measurement; Hot Chips
+            // 34's "single cycle" is WSE-2's (the wse2 preset below).
+            hop_latency_cycles: 2.0,
             ramp_latency_cycles: 2.0,
             input_queue_depths: vec![8, 8, 4, 4, 4, 4, 4, 4],
             output_queue_depths: vec![8; 8],
@@ -452,11 +478,15 @@ pub fn wse3() -> WaferSpec {
 /// each value's plausibility are in `docs/cost-model.md`).
 pub fn wse3_cost() -> CostSpec {
     CostSpec {
+        // What the rest was fitted with (the spec's hop was 1 cycle then).
+        hop_cycles: 1.0,
         relay_stage_cycles: 77.0,
         relay_cycles_per_wavelet: 1.8,
         reduce_level_cycles: 8.5,
         phase_overhead_cycles: 21.6,
         layer_phase_sync_cycles: 681.0,
+        // Fitted to C4 through the fabric simulator (docs/fabric.md).
+        fabric_collective_residual_cycles: 1134.0,
         task_overhead_cycles: 39.8,
         loop_overhead_cycles_per_element: 0.0,
         transcendental_cycles_per_element: 8.0,
@@ -467,6 +497,7 @@ pub fn wse3_cost() -> CostSpec {
 /// `docs/cost-model.md`).
 pub fn wse2_cost() -> CostSpec {
     CostSpec {
+        hop_cycles: 1.0,
         // Not fitted (C1/C2 cannot separate them): the wse3 values of C5/C7.
         relay_stage_cycles: 77.0,
         relay_cycles_per_wavelet: 1.8,
@@ -476,6 +507,8 @@ pub fn wse2_cost() -> CostSpec {
         // the layer-program sync below).
         phase_overhead_cycles: 21.6,
         layer_phase_sync_cycles: 202.1,
+        // Fitted to C1 (420 x 420) through the fabric simulator (docs/fabric.md).
+        fabric_collective_residual_cycles: 244.0,
         task_overhead_cycles: 71.9,
         loop_overhead_cycles_per_element: 0.107,
         transcendental_cycles_per_element: 8.0,
@@ -506,6 +539,9 @@ pub fn wse2() -> WaferSpec {
     };
     spec.cost = wse2_cost();
     spec.router.colors = 24;
+    // Hot Chips 34: "single cycle latency between cores" (HPDC's WSE-2 model
+    // takes 1 cycle too).
+    spec.router.hop_latency_cycles = 1.0;
     spec.router.input_queue_depths = vec![6, 6, 4, 4, 2, 2, 2, 2];
     spec.router.output_queue_depths = vec![2, 2, 6, 6, 2, 2];
     spec

@@ -9,7 +9,7 @@
 //!
 //! * `phase_overhead_cycles` once per communication phase (sync category);
 //! * `reduce_level_cycles` per dependent receive -> add -> send level;
-//! * `hop_latency_cycles` per hop, counted twice on a flow that runs against the
+//! * `cost.hop_cycles` per hop, counted twice on a flow that runs against the
 //!   launch wavefront. The figure we estimate (calibration.md: mean over PEs of
 //!   each PE's own start-to-end time, timers aligned at 1 cycle per hop) hides the
 //!   hops of a flow that travels with the launch (its receiver starts that much
@@ -94,7 +94,7 @@ impl Line {
         let against = src.min(self.pes - 1) as f64;
         Cost::sync(Cycles(spec.cost.phase_overhead_cycles))
             + Cost::fabric(Cycles(
-                2.0 * spec.router.hop_latency_cycles * against + w as f64 + Self::ramps(spec),
+                2.0 * spec.cost.hop_cycles * against + w as f64 + Self::ramps(spec),
             ))
     }
 
@@ -117,7 +117,7 @@ impl Line {
             return Cost::default();
         }
         let c = &spec.cost;
-        let h = spec.router.hop_latency_cycles;
+        let h = spec.cost.hop_cycles;
         Cost::sync(Cycles(c.phase_overhead_cycles))
             + Cost::fabric(Cycles(
                 c.reduce_level_cycles * shape.depth() as f64
@@ -132,7 +132,7 @@ impl Line {
         let chunk = w.div_ceil(self.pes as u64) as f64;
         let c = &spec.cost;
         let step = c.reduce_level_cycles
-            + 2.0 * spec.router.hop_latency_cycles
+            + 2.0 * spec.cost.hop_cycles
             + c.relay_cycles_per_wavelet * (chunk - 1.0);
         Cost::sync(Cycles(2.0 * c.phase_overhead_cycles))
             + Cost::fabric(Cycles(2.0 * (p - 1.0) * step + Self::ramps(spec)))
@@ -184,7 +184,7 @@ mod tests {
 
     fn unit_spec() -> WaferSpec {
         let mut s = wse3();
-        s.router.hop_latency_cycles = 1.0;
+        s.cost.hop_cycles = 1.0;
         s.router.ramp_latency_cycles = 2.0;
         s.cost.phase_overhead_cycles = 10.0;
         s.cost.reduce_level_cycles = 5.0;

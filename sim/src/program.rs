@@ -160,7 +160,7 @@ impl Cannon {
         let rounds = self.p as f64;
         let shift = c.relay_stage_cycles
             + c.relay_cycles_per_wavelet * (wa + wb).saturating_sub(2) as f64
-            + 2.0 * spec.router.hop_latency_cycles;
+            + 2.0 * spec.cost.hop_cycles;
         let multiply = Cycles(c.task_overhead_cycles) + round;
         [
             ("launch", Cost::sync(Cycles(c.phase_overhead_cycles))),

@@ -2,7 +2,7 @@
 //! rows, each on its own links) and between wafers (the system's off-wafer link).
 //!
 //! On-wafer: one phase overhead, ramps in and out, the route at
-//! `hop_latency_cycles` per hop, and one cycle per wavelet streamed (a link
+//! `cost.hop_cycles` per hop, and one cycle per wavelet streamed (a link
 //! carries one 32-bit wavelet per cycle per direction). Off-wafer:
 //! `system.offwafer_latency_s` plus bytes over `system.offwafer_bandwidth_bytes_per_s`.
 //! Link contention between flows is not modelled here.
@@ -19,7 +19,7 @@ pub fn parallel_lines_cost(spec: &WaferSpec, wavelets_per_line: u64, hops: u64) 
     Cost::sync(Cycles(spec.cost.phase_overhead_cycles))
         + Cost::fabric(Cycles(
             2.0 * spec.router.ramp_latency_cycles
-                + spec.router.hop_latency_cycles * hops as f64
+                + spec.cost.hop_cycles * hops as f64
                 + wavelets_per_line as f64,
         ))
 }
@@ -40,7 +40,7 @@ mod tests {
         let mut s = wse3();
         s.cost.phase_overhead_cycles = 10.0;
         s.router.ramp_latency_cycles = 2.0;
-        s.router.hop_latency_cycles = 1.0;
+        s.cost.hop_cycles = 1.0;
         s
     }
 

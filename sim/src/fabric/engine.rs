@@ -186,6 +186,12 @@ pub enum Op {
     },
     /// Activate a task of this PE (it runs when the picker next chooses).
     Activate(u16),
+    /// The running task ends here by activating its successor, which holds
+    /// the operations that follow; the picker starts it at once, and the
+    /// compute engine pays the task switch (`pe.task_switch_cycles`). A
+    /// chain of tasks each activating the next, written as one operation
+    /// list: only for PEs with no other task that could run in between.
+    NextTask,
 }
 
 /// What makes a task runnable.
@@ -340,7 +346,7 @@ pub struct FabricRun {
 }
 
 /// Whole-cycle latency from a spec field.
-fn whole_cycles(field: &str, v: f64) -> Result<u64, FabricError> {
+pub(crate) fn whole_cycles(field: &str, v: f64) -> Result<u64, FabricError> {
     if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 1e6 {
         Ok(v as u64)
     } else {
@@ -525,6 +531,9 @@ struct Ce {
     pending: bool,
     task: Option<Cursor>,
     activated: u64,
+    /// A task has run: later picks pay the task switch (the launch's own
+    /// entry into the first task is before any timer starts).
+    entered: bool,
     start: u64,
     end: u64,
 }
@@ -544,6 +553,8 @@ struct Sim<'p> {
     ramp: u64,
     /// Cycles to issue a send or receive before its first wavelet.
     setup: u64,
+    /// Cycles from the picker choosing a task to its first operation.
+    switch: u64,
     costs: WaveletCosts,
     queues: Vec<Queue>,
     /// Per PE: (colour, router buffer, PE input queue or u32::MAX).
@@ -629,6 +640,7 @@ impl<'p> Sim<'p> {
         let hop = whole_cycles("router.hop_latency_cycles", r.hop_latency_cycles)?;
         let ramp = whole_cycles("router.ramp_latency_cycles", r.ramp_latency_cycles)?;
         let setup = whole_cycles("pe.fabric_op_setup_cycles", spec.pe.fabric_op_setup_cycles)?;
+        let switch = whole_cycles("pe.task_switch_cycles", spec.pe.task_switch_cycles)?;
         if opts.params.router_buffer_wavelets == 0 {
             return Err(FabricError::InvalidProgram(
                 "a router buffer needs room for at least one wavelet".into(),
@@ -783,7 +795,7 @@ impl<'p> Sim<'p> {
                 }
                 for op in &t.ops {
                     match *op {
-                        Op::Compute { .. } => {}
+                        Op::Compute { .. } | Op::NextTask => {}
                         Op::Activate(i) if (i as usize) < p.tasks.len() => {}
                         Op::Activate(i) => {
                             return bad(format!("activates task {i}, which is not there"))
@@ -855,6 +867,7 @@ impl<'p> Sim<'p> {
             hop,
             ramp,
             setup,
+            switch,
             costs,
             queues,
             lookup,
@@ -1118,12 +1131,17 @@ impl<'p> Sim<'p> {
                 if let Some(r) = &mut self.rec {
                     r.task_begin(pe, t, i as u16);
                 }
-                self.ces[p].task = Some(Cursor {
+                let cur = Cursor {
                     task: i as u16,
                     op: 0,
                     j: 0,
                     issued: false,
-                });
+                };
+                if std::mem::replace(&mut self.ces[p].entered, true) && self.switch > 0 {
+                    self.busy_until(pe, cur, t + self.switch);
+                    return Ok(());
+                }
+                self.ces[p].task = Some(cur);
                 continue;
             };
             let Some(op) = tasks[cur.task as usize].ops.get(cur.op as usize) else {
@@ -1163,6 +1181,11 @@ impl<'p> Sim<'p> {
                     self.ces[p].activated |= 1 << i;
                     cur.op += 1;
                     self.ces[p].task = Some(cur);
+                }
+                Op::NextTask => {
+                    cur.op += 1;
+                    self.busy_until(pe, cur, t + self.switch);
+                    return Ok(());
                 }
                 Op::Send { colour, first, .. } => {
                     let (q, _) = self.find(pe, colour);

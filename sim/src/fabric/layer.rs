@@ -8,8 +8,11 @@
 //! PE starts a step's kernels as soon as its own part of the previous
 //! collective is done, so a reduction runs against the wavefront the previous
 //! broadcast left behind. The hand-over between phases that the analytic model
-//! charges as one calibrated constant (`layer_phase_sync_cycles`) is here only
-//! what the mechanisms produce: PEs waiting for wavelets, queues filling.
+//! charges as one calibrated constant (`layer_phase_sync_cycles`, twice per
+//! allreduce) is here what the mechanisms produce (PEs waiting for wavelets,
+//! queues filling, each operation's setup) plus one named residual,
+//! `cost.fabric_collective_residual_cycles`: local work every PE does before
+//! each of the program's in-layer allreduces, fitted to C4 (docs/fabric.md).
 //!
 //! Routes are static for the whole layer, as in WaferLLM's decode kernels:
 //! collectives of one pattern (kind, axis and tree) share one set of routes
@@ -36,7 +39,9 @@
 //! The per-wavelet send and add cycles are those of the first collective's
 //! packing (one cycle for either on both presets).
 
-use super::engine::{ceil_cycles, run, Colour, DirSet, FabricProgram, Op, Route, Task};
+use super::engine::{
+    ceil_cycles, run, whole_cycles, Colour, DirSet, FabricProgram, Op, Route, Task,
+};
 use super::engine::{FabricRun, Packing, RunOptions, Trigger};
 use super::programs::{
     packing_of, plan_line, port_on, LPort, MAX_PROGRAM_OPS, MAX_PROGRAM_WAVELETS,
@@ -85,6 +90,10 @@ pub fn region_fabric<L>(
         .iter()
         .find_map(|s| s.collective.as_ref())
         .map_or(Ok(Packing::F32), |c| packing_of(c.bytes_per_value))?;
+    let residual = whole_cycles(
+        "cost.fabric_collective_residual_cycles",
+        spec.cost.fabric_collective_residual_cycles,
+    )?;
     let mut ops: Vec<Vec<Op>> = vec![Vec::new(); pes as usize];
     let mut prog = FabricProgram::new(width, height, packing, 0);
     let mut patterns: Vec<Pattern> = Vec::new();
@@ -102,18 +111,27 @@ pub fn region_fabric<L>(
                     .into(),
             ));
         }
+        let collective = step.collective.as_ref().filter(|c| c.values_per_pe > 0);
+        // The fitted residual, before each allreduce of a layer's program (the
+        // collectives the analytic model charges its phase sync).
+        let residual = match collective {
+            Some(c) if c.in_layer && c.kind == CollectiveKind::Allreduce && c.line_pes() > 1 => {
+                residual
+            }
+            _ => 0,
+        };
         let compute = ceil_cycles(
             step.kernels
                 .iter()
                 .fold(Cycles::ZERO, |a, k| a + k.cycles(spec)),
-        );
+        ) + residual;
         if compute > 0 {
             for o in &mut ops {
                 o.push(Op::Compute { cycles: compute });
             }
             op_count += pes;
         }
-        let Some(c) = step.collective.as_ref().filter(|c| c.values_per_pe > 0) else {
+        let Some(c) = collective else {
             continue;
         };
         let wavelets = c
@@ -281,13 +299,16 @@ mod tests {
     use wafer_core::spec::wse3;
     use wafer_kernels::Kernel;
 
-    /// wse3 with hop h = 1, ramp r = 2 and no per-element loop overhead.
+    /// wse3 with hop h = 1, ramp r = 2, and no per-element loop overhead,
+    /// operation setup, task switch or residual.
     fn spec() -> WaferSpec {
         let mut s = wse3();
         s.router.hop_latency_cycles = 1.0;
         s.router.ramp_latency_cycles = 2.0;
         s.pe.fabric_op_setup_cycles = 0.0;
+        s.pe.task_switch_cycles = 0.0;
         s.cost.loop_overhead_cycles_per_element = 0.0;
+        s.cost.fabric_collective_residual_cycles = 0.0;
         s
     }
 
@@ -336,10 +357,12 @@ mod tests {
         // leaf n - 1 ends step 1 last and heads step 2's chain, so step 2's root
         // finishes adding at R2 = E_{n-1} + c + (W - 1) + (n - 1)(h + 2r + 1):
         // every PE k < n - 1 is waiting by then, having ended step 1 earlier.
-        // Both steps share the chain's routes and colours.
-        let s = spec();
+        // Both steps share the chain's routes and colours. The fitted
+        // residual q is local work before each collective: c becomes c + q.
+        let mut s = spec();
         let (h, r) = (1u64, 2u64);
-        for n in 2..=9u64 {
+        for (n, q) in (2..=9u64).flat_map(|n| [(n, 0u64), (n, 7)]) {
+            s.cost.fabric_collective_residual_cycles = q as f64;
             for w in [1u64, 3] {
                 for cmp in [0u64, 4] {
                     // Some local work (its cycles are the kernel's own).
@@ -352,7 +375,7 @@ mod tests {
                     let one = step(kernels.clone(), Some(c.clone()));
                     let prog = region(1, n as u32, vec![one.clone(), one]);
                     let compute =
-                        ceil_cycles(kernels.iter().fold(Cycles::ZERO, |a, k| a + k.cycles(&s)));
+                        ceil_cycles(kernels.iter().fold(Cycles::ZERO, |a, k| a + k.cycles(&s))) + q;
                     let level = h + 2 * r + 1;
                     let r1 = compute + (w - 1) + (n - 1) * level;
                     let end1 = |k: u64| {
@@ -368,7 +391,7 @@ mod tests {
                     let rf = region_fabric(&s, &prog).unwrap();
                     assert_eq!(rf.patterns, 1);
                     let out = simulate_region(&s, &prog, &RunOptions::default()).unwrap();
-                    assert_eq!(out.pe_cycles, want, "n {n} W {w} c {compute}");
+                    assert_eq!(out.pe_cycles, want, "n {n} W {w} c {compute} q {q}");
                     assert_eq!(out.wavelet_hops, 4 * w * (n - 1));
                 }
             }

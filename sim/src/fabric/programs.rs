@@ -387,7 +387,7 @@ pub fn row_shift_program(
             "{pes} PEs x {tile} wavelets x {steps} steps; at most {MAX_PROGRAM_WAVELETS} wavelets in all"
         )));
     }
-    if pes.saturating_mul(2 * steps as u64 + 1) > MAX_PROGRAM_OPS {
+    if pes.saturating_mul(3 * steps as u64 + 2) > MAX_PROGRAM_OPS {
         return Err(FabricError::TooLarge(format!(
             "{pes} PEs x {steps} steps; at most {MAX_PROGRAM_OPS} operations in all"
         )));
@@ -426,8 +426,13 @@ pub fn row_shift_program(
                     },
                 ));
             }
-            let mut ops = Vec::with_capacity(2 * steps as usize + 1);
+            let mut ops = Vec::with_capacity(3 * steps as usize + 2);
             for s in 0..steps {
+                // Every step after the first is a task the previous one
+                // activates (software store-and-forward).
+                if s > 0 {
+                    ops.push(Op::NextTask);
+                }
                 let (from, to) = ((s % 2) * tile, ((s + 1) % 2) * tile);
                 let send = (x + 1 < width).then_some(Op::Send {
                     colour: out,
@@ -448,6 +453,9 @@ pub fn row_shift_program(
                 }
             }
             if broadcast {
+                if steps > 0 {
+                    ops.push(Op::NextTask);
+                }
                 let at = (steps % 2) * tile;
                 let route = if x == 0 {
                     Route {

@@ -20,6 +20,7 @@ fn spec_h1_r2() -> WaferSpec {
     s.router.hop_latency_cycles = 1.0;
     s.router.ramp_latency_cycles = 2.0;
     s.pe.fabric_op_setup_cycles = 0.0;
+    s.pe.task_switch_cycles = 0.0;
     s.cost.loop_overhead_cycles_per_element = 0.0;
     s
 }
@@ -703,15 +704,25 @@ fn a_shift_takes_the_hand_derived_cycles() {
     // also sends each step, so it takes one at 5 + 2s and sends at 6 + 2s,
     // ending at 2L + 5. PE 2 only receives: PE 1's wavelet of step s arrives
     // at 6 + 2s + 2r + h = 11 + 2s, stored by 12 + 2s: PE 2 ends at 2L + 10.
-    let s = spec_h1_r2();
-    for steps in [1u64, 3, 6] {
-        let sp = row_shift_program(&s, 3, 1, 1, 4, steps as u32, false).unwrap();
-        let out = run(&s, &sp.program, &RunOptions::default()).unwrap();
-        assert_eq!(
-            out.pe_cycles,
-            vec![steps, 2 * steps + 5, 2 * steps + 10],
-            "L {steps}"
-        );
+    //
+    // Every step after the first is a new task: with a task switch of T
+    // cycles, PE 0 sends step s at s (1 + T) and ends at L + (L - 1) T. PE 1
+    // starts step s at 5 + s (2 + T) (PE 0's wavelet is there by then) and
+    // ends at 2L + 5 + (L - 1) T. PE 2 is ready for step s at 10 + s (2 + T),
+    // a cycle before PE 1's wavelet lands, and ends at 2L + 10 + (L - 1) T.
+    let mut s = spec_h1_r2();
+    for switch in [0u64, 9] {
+        s.pe.task_switch_cycles = switch as f64;
+        for steps in [1u64, 3, 6] {
+            let sp = row_shift_program(&s, 3, 1, 1, 4, steps as u32, false).unwrap();
+            let out = run(&s, &sp.program, &RunOptions::default()).unwrap();
+            let t = (steps - 1) * switch;
+            assert_eq!(
+                out.pe_cycles,
+                vec![steps + t, 2 * steps + 5 + t, 2 * steps + 10 + t],
+                "L {steps} T {switch}"
+            );
+        }
     }
     let err = row_shift_program(&s, 1, 4, 1, 4, 3, true).unwrap_err();
     assert!(err.to_string().contains("at least 2 PEs wide"), "{err}");
@@ -791,4 +802,44 @@ fn a_cannon_round_on_two_by_two_takes_the_hand_derived_cycles() {
     let sp = cannon_rounds(&s, 2, 2, step, Some(1)).unwrap();
     let out = run(&s, &sp.program, &RunOptions::default()).unwrap();
     assert_eq!(out.pe_cycles, vec![c + 24, c + 19, c + 19, c + 14]);
+}
+
+#[test]
+fn a_task_switch_is_paid_between_tasks_but_not_on_entering_the_first() {
+    // One PE: 5 cycles of work, then a second task, 3 cycles. Activated by an
+    // `Activate` (the picker chooses it when the first task ends) or written
+    // as `NextTask`, the second task starts T cycles after the first ends;
+    // the launch's entry into the first task is not timed.
+    for switch in [0u64, 37] {
+        let mut s = spec_h1_r2();
+        s.pe.task_switch_cycles = switch as f64;
+        let activate = vec![
+            task(
+                Trigger::Start,
+                vec![Op::Compute { cycles: 5 }, Op::Activate(1)],
+            ),
+            task(Trigger::Activation, vec![Op::Compute { cycles: 3 }]),
+        ];
+        let chained = vec![task(
+            Trigger::Start,
+            vec![
+                Op::Compute { cycles: 5 },
+                Op::NextTask,
+                Op::Compute { cycles: 3 },
+            ],
+        )];
+        for tasks in [activate, chained] {
+            let mut p = FabricProgram::new(1, 1, Packing::F32, 1);
+            p.pes[0].tasks = tasks;
+            let out = run(&s, &p, &RunOptions::default()).unwrap();
+            assert_eq!(out.pe_cycles, vec![5 + switch + 3], "T {switch}");
+        }
+    }
+    // A switch that is not a whole number of cycles is refused by name.
+    let mut s = spec_h1_r2();
+    s.pe.task_switch_cycles = 0.5;
+    let mut p = FabricProgram::new(1, 1, Packing::F32, 1);
+    p.pes[0].tasks = vec![task(Trigger::Start, vec![Op::Compute { cycles: 1 }])];
+    let err = run(&s, &p, &RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("pe.task_switch_cycles"), "{err}");
 }

@@ -87,6 +87,8 @@ pub enum SpanKind {
     /// One run of a task, from the picker choosing it to its last operation.
     Task,
     Compute,
+    /// A task ended by activating its successor: the picker's switch.
+    TaskSwitch,
     Send {
         colour: Colour,
         wavelets: u32,
@@ -616,6 +618,7 @@ impl Recorder {
         self.close_op(pe, t);
         let kind = match *op {
             Op::Compute { .. } => SpanKind::Compute,
+            Op::NextTask => SpanKind::TaskSwitch,
             Op::Send {
                 colour, wavelets, ..
             } => SpanKind::Send { colour, wavelets },

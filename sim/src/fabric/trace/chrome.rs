@@ -342,6 +342,10 @@ fn span_name(s: &PeSpan, tasks: &[&str], name: &mut String) -> (&'static str, Sp
             name.push_str("compute");
             "compute"
         }
+        SpanKind::TaskSwitch => {
+            name.push_str("task switch");
+            "task"
+        }
         SpanKind::Send { colour, wavelets } => {
             *name = format!("send {wavelets} on c{}", colour.0);
             args.colour = Some(colour.0);

@@ -20,6 +20,7 @@ fn spec_h1_r2() -> WaferSpec {
     s.router.hop_latency_cycles = 1.0;
     s.router.ramp_latency_cycles = 2.0;
     s.pe.fabric_op_setup_cycles = 0.0;
+    s.pe.task_switch_cycles = 0.0;
     s.cost.loop_overhead_cycles_per_element = 0.0;
     s
 }
