@@ -94,7 +94,15 @@ fn smollm2_on_the_fabric_keeps_the_reference_tokens() {
     let model = model.to_str().expect("a UTF-8 model path");
     let dir = tempfile::tempdir().unwrap();
     let hw = small_hw(dir.path());
-    fabric_matches_mesh_and_reference(model, hw.to_str().unwrap(), "The capital of France is", "8");
+    // Four prompts of different kinds, 16 greedy tokens each.
+    for prompt in [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Write a haiku about the sea.",
+        "List three prime numbers:",
+    ] {
+        fabric_matches_mesh_and_reference(model, hw.to_str().unwrap(), prompt, "16");
+    }
 }
 
 #[test]
