@@ -41,7 +41,7 @@ use super::trace::{QueueInfo, QueueRole, Recorder, Wait, BUDGET_EXCEEDED};
 use super::FabricError;
 use half::f16;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use wafer_core::{Cycles, DType, WaferSpec};
 use wafer_kernels::cost::{vector_op_cycles, SimdOp};
 
@@ -303,6 +303,9 @@ pub enum Launch {
     Wavefront { x: u32, y: u32 },
 }
 
+/// The most queue and router-buffer slots a run may hold (4 GiB of slots).
+pub const MAX_QUEUE_SLOTS: u64 = 1 << 30;
+
 /// The largest number of events a run may take before it is stopped.
 pub const DEFAULT_MAX_EVENTS: u64 = 1 << 34;
 
@@ -375,7 +378,12 @@ struct Queue {
     cap: u32,
     /// Wavelets held plus wavelets in flight toward this queue.
     reserved: u32,
-    items: VecDeque<u32>,
+    /// The wavelets held: a ring of `cap` slots at `base` in the engine's
+    /// one slot arena, `len` of them from `head` (never more than `cap`:
+    /// a wavelet is sent only into a reserved slot).
+    base: u32,
+    head: u32,
+    len: u32,
     waiters: Vec<Waiter>,
     /// A `Forward` event is scheduled.
     pending: bool,
@@ -448,6 +456,9 @@ struct Calendar {
 /// Cycles the calendar's buckets cover (a power of two).
 const WINDOW: u64 = 1 << 12;
 
+/// Events' room a drained bucket keeps.
+const BUCKET_KEEP: usize = 1 << 10;
+
 impl Calendar {
     fn new() -> Calendar {
         Calendar {
@@ -503,6 +514,12 @@ impl Calendar {
                 return Some((now, ev));
             }
             bucket.clear();
+            // A bucket keeps a modest allocation: a lockstep program fills
+            // some cycles with an event per PE, and 4,096 buckets each
+            // keeping their peak would hold gigabytes.
+            if bucket.capacity() > BUCKET_KEEP {
+                bucket.shrink_to(BUCKET_KEEP);
+            }
             self.next = 0;
             if self.near == 0 {
                 // Jump to the next far event, if any.
@@ -557,6 +574,8 @@ struct Sim<'p> {
     switch: u64,
     costs: WaveletCosts,
     queues: Vec<Queue>,
+    /// Every queue's ring of slots, one after another (`Queue::base`).
+    slots: Vec<u32>,
     /// Per PE: (colour, router buffer, PE input queue or u32::MAX).
     lookup: Vec<Vec<(Colour, u32, u32)>>,
     link_free: Vec<u64>,
@@ -702,7 +721,9 @@ impl<'p> Sim<'p> {
                     colour,
                     cap,
                     reserved: 0,
-                    items: VecDeque::new(),
+                    base: 0,
+                    head: 0,
+                    len: 0,
                     waiters: Vec::new(),
                     pending: false,
                     kind: QueueKind::Router {
@@ -726,7 +747,9 @@ impl<'p> Sim<'p> {
                         colour,
                         cap: depth,
                         reserved: 0,
-                        items: VecDeque::new(),
+                        base: 0,
+                        head: 0,
+                        len: 0,
                         waiters: Vec::new(),
                         pending: false,
                         kind: QueueKind::CeIn,
@@ -855,6 +878,20 @@ impl<'p> Sim<'p> {
             }
             None => None,
         };
+        // One arena holds every queue's slots.
+        let mut total: u64 = 0;
+        for q in &mut queues {
+            q.base = u32::try_from(total).map_err(|_| {
+                FabricError::TooLarge(format!("queue slots past {total} on a {w}x{h} fabric"))
+            })?;
+            total += q.cap as u64;
+        }
+        if total > MAX_QUEUE_SLOTS {
+            return Err(FabricError::TooLarge(format!(
+                "{total} queue and buffer slots on a {w}x{h} fabric; at most {MAX_QUEUE_SLOTS}"
+            )));
+        }
+        let slots = vec![0u32; total as usize];
         let vpw = prog.packing.values_per_wavelet();
         let dt = prog.packing.dtype();
         let costs = WaveletCosts {
@@ -870,6 +907,7 @@ impl<'p> Sim<'p> {
             switch,
             costs,
             queues,
+            slots,
             lookup,
             link_free: vec![0; n * 4],
             ces: vec![Ce::default(); n],
@@ -955,20 +993,46 @@ impl<'p> Sim<'p> {
 
     fn kick_forward(&mut self, q: u32, t: u64) {
         let queue = &mut self.queues[q as usize];
-        if !queue.pending && !queue.items.is_empty() {
+        if !queue.pending && queue.len > 0 {
             queue.pending = true;
             self.push(t, Ev::Forward(q));
         }
     }
 
     fn wake(&mut self, q: u32, t: u64) {
-        let waiters = std::mem::take(&mut self.queues[q as usize].waiters);
-        for w in waiters {
+        let mut waiters = std::mem::take(&mut self.queues[q as usize].waiters);
+        for &w in &waiters {
             match w {
                 Waiter::Router(b) => self.kick_forward(b, t),
                 Waiter::Ce(pe) => self.kick_ce(pe, t),
             }
         }
+        // Kicks schedule events and add no waiter: keep the allocation.
+        waiters.clear();
+        self.queues[q as usize].waiters = waiters;
+    }
+
+    /// Appends a wavelet to queue `q`; returns how many it then holds.
+    fn q_push(&mut self, q: u32, payload: u32) -> u32 {
+        let queue = &mut self.queues[q as usize];
+        assert!(
+            queue.len < queue.cap,
+            "a wavelet arrived at a full queue without a reserved slot"
+        );
+        let at = (queue.head + queue.len) % queue.cap;
+        queue.len += 1;
+        self.slots[(queue.base + at) as usize] = payload;
+        queue.len
+    }
+
+    /// Takes the oldest wavelet of queue `q`, which holds at least one.
+    fn q_pop(&mut self, q: u32) -> u32 {
+        let queue = &mut self.queues[q as usize];
+        debug_assert!(queue.len > 0);
+        let payload = self.slots[(queue.base + queue.head) as usize];
+        queue.head = (queue.head + 1) % queue.cap;
+        queue.len -= 1;
+        payload
     }
 
     fn find(&self, pe: u32, c: Colour) -> (u32, u32) {
@@ -980,9 +1044,8 @@ impl<'p> Sim<'p> {
     }
 
     fn arrive(&mut self, q: u32, payload: u32, t: u64) {
-        let queue = &mut self.queues[q as usize];
-        queue.items.push_back(payload);
-        let held = queue.items.len() as u32;
+        let held = self.q_push(q, payload);
+        let queue = &self.queues[q as usize];
         self.max_occ = self.max_occ.max(held);
         if let Some(r) = &mut self.rec {
             r.occupancy(q, held);
@@ -1002,7 +1065,7 @@ impl<'p> Sim<'p> {
     fn forward(&mut self, b: u32, t: u64) {
         let queue = &mut self.queues[b as usize];
         queue.pending = false;
-        if queue.items.is_empty() {
+        if queue.len == 0 {
             return;
         }
         let QueueKind::Router { tx, targets } = queue.kind else {
@@ -1024,9 +1087,8 @@ impl<'p> Sim<'p> {
                 return;
             }
         }
-        let queue = &mut self.queues[b as usize];
-        let payload = queue.items.pop_front().expect("checked non-empty");
-        queue.reserved -= 1;
+        let payload = self.q_pop(b);
+        self.queues[b as usize].reserved -= 1;
         for d in tx.iter() {
             let target = targets[d as usize];
             self.queues[target as usize].reserved += 1;
@@ -1122,7 +1184,7 @@ impl<'p> Sim<'p> {
                 let pick = tasks.iter().enumerate().position(|(i, task)| {
                     activated & (1 << i) != 0
                         || matches!(task.trigger, Trigger::Wavelet(c)
-                            if !self.queues[self.find(pe, c).1 as usize].items.is_empty())
+                            if self.queues[self.find(pe, c).1 as usize].len > 0)
                 });
                 let Some(i) = pick else {
                     return Ok(());
@@ -1209,7 +1271,7 @@ impl<'p> Sim<'p> {
                     ..
                 } => {
                     let (_, inq) = self.find(pe, colour);
-                    if self.queues[inq as usize].items.is_empty() {
+                    if self.queues[inq as usize].len == 0 {
                         self.queues[inq as usize].waiters.push(Waiter::Ce(pe));
                         self.record_wait(pe, t, Wait::Wavelet(colour));
                         return Ok(());
@@ -1221,9 +1283,8 @@ impl<'p> Sim<'p> {
                             return Ok(());
                         }
                     }
-                    let queue = &mut self.queues[inq as usize];
-                    let payload = queue.items.pop_front().expect("checked non-empty");
-                    queue.reserved -= 1;
+                    let payload = self.q_pop(inq);
+                    self.queues[inq as usize].reserved -= 1;
                     self.wake(inq, t);
                     let wavelet = first + cur.j;
                     self.combine(pe, wavelet, payload, combine);
@@ -1261,12 +1322,11 @@ impl<'p> Sim<'p> {
                 )));
             }
         }
-        if let Some(q) = self.queues.iter().find(|q| !q.items.is_empty()) {
+        if let Some(q) = self.queues.iter().find(|q| q.len > 0) {
             let (x, y) = (q.pe % w, q.pe / w);
             return Err(FabricError::Deadlock(format!(
                 "{} wavelets on colour {} were never consumed at PE ({x},{y})",
-                q.items.len(),
-                q.colour.0
+                q.len, q.colour.0
             )));
         }
         let pe_cycles: Vec<u64> = self.ces.iter().map(|c| c.end - c.start).collect();
