@@ -1,7 +1,7 @@
 //! `wafer plan` end to end: every candidate's `estimate_args`, run through
 //! `wafer estimate --json`, prints the figures the plan reported (client
-//! latency included); an impossible target prints no candidate and its
-//! reason; bad flags are refused by name.
+//! latency and fixed `--region` shapes included); an impossible target prints
+//! no candidate and its reason; bad flags are refused by name.
 
 mod common;
 
@@ -34,6 +34,21 @@ fn candidates_reproduce_through_wafer_estimate() {
     assert_eq!(plan["targets"]["context"], 8192);
     let candidates = plan["candidates"].as_array().unwrap();
     assert!(!candidates.is_empty(), "{plan}");
+    // Fixed shapes are among the candidates, and their flags carry them.
+    let mut fixed = 0;
+    for c in candidates {
+        let args = c["estimate_args"].as_array().unwrap();
+        let i = args.iter().position(|a| a == "--region");
+        match &c["fixed_region"] {
+            serde_json::Value::Null => assert!(i.is_none(), "{c}"),
+            r => {
+                fixed += 1;
+                assert_eq!(&args[i.expect("--region in the flags") + 1], r, "{c}");
+            }
+        }
+    }
+    assert!(fixed >= 1, "{plan}");
+    assert!(plan["configurations_meeting_rate"].as_u64().unwrap() >= candidates.len() as u64);
     for c in candidates {
         let mut args: Vec<&str> = vec!["estimate"];
         args.extend(
@@ -121,6 +136,7 @@ fn bad_flags_are_refused_by_name() {
         ),
         (vec!["--tokens-per-s", "10", "--rtt-ms=-1"], "--rtt-ms"),
         (vec!["--tokens-per-s", "10", "--png", "out.jpg"], "--png"),
+        (vec!["--tokens-per-s", "10", "--top", "0"], "--top"),
     ] {
         let mut a = vec!["plan"];
         a.extend(args.iter());

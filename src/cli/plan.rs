@@ -1,7 +1,7 @@
-//! `wafer plan`: which models, on how many wafers, reach a decode rate per user
-//! at a context (and optionally a time to first token): the search of
-//! `wafer_lower::plan`, printed as a ranked table with the `wafer estimate`
-//! flags that reproduce every figure, the models that miss and why, and
+//! `wafer plan`: which models, on how many wafers, with which region shape,
+//! reach a decode rate per user at a context (and optionally a time to first
+//! token): the search of `wafer_lower::plan`, printed as a ranked table with
+//! the `wafer estimate` flags that reproduce every figure, the models that miss and why, and
 //! optionally a PNG of the frontier (decode tokens/s against context).
 
 use super::common::{
@@ -16,8 +16,8 @@ use std::time::Instant;
 use wafer_lower::cost::MAX_SPECULATE_K;
 use wafer_lower::placement::MAX_USERS;
 use wafer_lower::plan::{
-    frontier, frontier_contexts, plan_model, rank, Candidate, ModelPlan, PlanModel, SearchOptions,
-    SpeculateTarget, Targets, MAX_PLAN_WAFERS,
+    frontier, frontier_contexts, plan_model, rank, searched_shapes, Candidate, ModelPlan,
+    PlanModel, SearchOptions, SpeculateTarget, Targets, DEFAULT_TOP, MAX_PLAN_WAFERS, MAX_TOP,
 };
 use wafer_models::presets;
 
@@ -57,6 +57,11 @@ pub struct Args {
     /// that meets the targets.
     #[arg(long)]
     pub all: bool,
+    /// The most configurations listed per model and wafer count (1 to 1000):
+    /// the layouts (region, strategy) with the highest rates among those
+    /// meeting the target, each with its fastest K.
+    #[arg(long, default_value_t = DEFAULT_TOP, value_parser = parse_top)]
+    pub top: usize,
     #[arg(long)]
     pub json: bool,
     /// Draw the frontier (decode tokens/s against context, per model, on the
@@ -74,6 +79,15 @@ pub struct Args {
     /// measured by `wafer generate --speculate ... --json`.
     #[arg(long, requires = "speculate")]
     pub acceptance: Option<f64>,
+}
+
+fn parse_top(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_TOP).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 1 to {MAX_TOP}, found `{s}`"
+        )),
+    }
 }
 
 /// The models of `--models`, resolved and checked before any search.
@@ -115,6 +129,14 @@ fn marked(c: &Candidate) -> String {
     }
 }
 
+/// The region, with `+` when it is a fixed `--region` shape.
+fn region_cell(c: &Candidate) -> String {
+    match c.fixed_region {
+        Some(_) => format!("{}+", c.region),
+        None => c.region.to_string(),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     if let Some(p) = &args.png {
@@ -133,6 +155,7 @@ pub fn run(args: Args) -> Result<()> {
         hw_arg: args.hw.clone(),
         max_wafers: args.max_wafers,
         all: args.all,
+        top: args.top,
         client: args.client.assumptions()?,
         speculate: match (args.speculate, args.acceptance) {
             (Some(k), Some(a)) => {
@@ -167,21 +190,31 @@ pub fn run(args: Args) -> Result<()> {
     rank(&mut candidates);
     let misses: Vec<_> = plans.iter().filter_map(|p| p.miss.clone()).collect();
     let priced: usize = plans.iter().map(|p| p.configurations_priced).sum();
+    let meeting: usize = plans.iter().map(|p| p.configurations_meeting_rate).sum();
+    let shapes = searched_shapes(&spec);
     let searched_s = started.elapsed().as_secs_f64();
 
     if let Some(path) = &args.png {
         let mut curves = Vec::new();
         let contexts = frontier_contexts(args.context);
         for (m, p) in models.iter().zip(&plans) {
-            let wafers = p
+            let chosen = p
                 .candidates
                 .first()
-                .or(p.miss.as_ref().and_then(|m| m.best.as_ref()))
-                .map(|c| c.wafers);
-            if let Some(w) = wafers {
-                let points = frontier(&spec, &m.config, w, args.users, &contexts)?;
+                .or(p.miss.as_ref().and_then(|m| m.best.as_ref()));
+            if let Some(c) = chosen {
+                let w = c.wafers;
+                let points = frontier(&spec, &m.config, w, c.fixed_region, args.users, &contexts)?;
+                let region = match c.fixed_region {
+                    Some(r) => format!(", {r} regions"),
+                    None => String::new(),
+                };
                 curves.push(super::frontier::Curve {
-                    label: format!("{} ({w} wafer{})", m.arg, if w == 1 { "" } else { "s" }),
+                    label: format!(
+                        "{} ({w} wafer{}{region})",
+                        m.arg,
+                        if w == 1 { "" } else { "s" }
+                    ),
                     points,
                 });
             }
@@ -210,8 +243,11 @@ pub fn run(args: Args) -> Result<()> {
                 "users": args.users,
             },
             "max_wafers": args.max_wafers,
+            "top": args.top,
+            "searched_regions": shapes.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             "models": models.iter().map(|m| m.arg.clone()).collect::<Vec<_>>(),
             "configurations_priced": priced,
+            "configurations_meeting_rate": meeting,
             "candidates": candidates,
             "misses": misses,
         });
@@ -242,7 +278,16 @@ pub fn run(args: Args) -> Result<()> {
         spec.name
     );
     println!(
-        "searched {priced} configurations (wafers x strategy x K) in {searched_s:.2} s{}",
+        "regions: the placement's choice on each wafer count, and {} fixed shapes ({})",
+        shapes.len(),
+        shapes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "searched {priced} configurations (wafers x region x strategy x K) in {searched_s:.2} s, {meeting} meet the rate{}",
         if args.all {
             ""
         } else {
@@ -252,9 +297,12 @@ pub fn run(args: Args) -> Result<()> {
     if candidates.is_empty() {
         println!("\nno configuration of these models meets the target");
     } else {
-        println!("\nmeet the target (fewest wafers first, then the margin above it):");
         println!(
-            "  {:>3}  {:<16} {:>6} {:>10} {:<16} {:>2} {:>5} {:>12} {:>8} {:>10} {:>9}",
+            "\nmeet the target (fewest wafers first, then the margin above it; the {} fastest layouts per model and wafer count, each with its best K; --top for more):",
+            args.top
+        );
+        println!(
+            "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12} {:>8} {:>10} {:>9}",
             "#",
             "model",
             "wafers",
@@ -269,11 +317,11 @@ pub fn run(args: Args) -> Result<()> {
         );
         for (i, c) in candidates.iter().enumerate() {
             println!(
-                "  {:>3}  {:<16} {:>6} {:>10} {:<16} {:>2} {:>5} {:>12.1} {:>7.1}% {:>10.2} {:>9}",
+                "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12.1} {:>7.1}% {:>10.2} {:>9}",
                 i + 1,
                 marked(c),
                 c.wafers,
-                c.region.to_string(),
+                region_cell(c),
                 c.strategy,
                 c.k,
                 c.users,
@@ -282,6 +330,9 @@ pub fn run(args: Args) -> Result<()> {
                 c.ttft_ms,
                 c.max_users.map_or("-".to_string(), |u| u.to_string())
             );
+        }
+        if candidates.iter().any(|c| c.fixed_region.is_some()) {
+            println!("  + a fixed --region shape the search tried (otherwise the placement's own choice on these wafers)");
         }
         if candidates.iter().any(|c| c.context > c.trained_positions) {
             println!("  * trained for fewer positions than the context (max_position_embeddings): a what-if of the shape");
@@ -316,7 +367,7 @@ pub fn run(args: Args) -> Result<()> {
                 Some(b) => println!(
                     "      nearest: {} wafer(s), {} regions, {}, K {}: {:.1} tokens/s per user, TTFT {:.2} ms: wafer estimate {}",
                     b.wafers,
-                    b.region,
+                    region_cell(b),
                     b.strategy,
                     b.k,
                     b.decode_tokens_per_s,
