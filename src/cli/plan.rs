@@ -298,8 +298,9 @@ pub fn run(args: Args) -> Result<()> {
         println!("\nno configuration of these models meets the target");
     } else {
         println!(
-            "\nmeet the target (fewest wafers first, then the margin above it; the {} fastest layouts per model and wafer count, each with its best K; --top for more):",
-            args.top
+            "\nmeet the target (fewest wafers first, then the margin above it; the {} fastest layout{} per model and wafer count, each with its best K; --top for more):",
+            args.top,
+            if args.top == 1 { "" } else { "s" }
         );
         println!(
             "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12} {:>8} {:>10} {:>9}",
