@@ -137,6 +137,11 @@ fn bad_flags_are_refused_by_name() {
         (vec!["--tokens-per-s", "10", "--rtt-ms=-1"], "--rtt-ms"),
         (vec!["--tokens-per-s", "10", "--png", "out.jpg"], "--png"),
         (vec!["--tokens-per-s", "10", "--top", "0"], "--top"),
+        (
+            vec!["--tokens-per-s", "10", "--users", "several"],
+            "--users",
+        ),
+        (vec!["--tokens-per-s", "10", "--users", "0"], "--users"),
     ] {
         let mut a = vec!["plan"];
         a.extend(args.iter());
@@ -264,5 +269,53 @@ fn speculative_candidates_reproduce_through_wafer_estimate() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{a:?}: {err}");
         assert!(err.contains(needle), "{a:?}: {err}");
+    }
+}
+
+#[test]
+fn users_auto_candidates_reproduce_at_their_users() {
+    let plan = ok_json(&[
+        "plan",
+        "--models",
+        "smollm2-135m",
+        "--tokens-per-s",
+        "1000",
+        "--context",
+        "8k",
+        "--max-wafers",
+        "1",
+        "--users",
+        "auto",
+        "--json",
+    ]);
+    assert_eq!(plan["targets"]["users"], "auto");
+    let candidates = plan["candidates"].as_array().unwrap();
+    assert!(!candidates.is_empty(), "{plan}");
+    assert!(candidates.iter().any(|c| c["users"].as_u64().unwrap() > 1));
+    for c in candidates {
+        let mut args: Vec<&str> = vec!["estimate"];
+        args.extend(
+            c["estimate_args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap()),
+        );
+        args.push("--json");
+        let e = ok_json(&args);
+        if c["users"] == 1 {
+            assert_eq!(
+                e["decode_tokens_per_s"], c["decode_tokens_per_s"],
+                "{args:?}"
+            );
+        } else {
+            assert_eq!(e["users"], c["users"], "{args:?}");
+            assert_eq!(
+                e["per_user_tokens_per_s"], c["decode_tokens_per_s"],
+                "{args:?}"
+            );
+            assert_eq!(e["aggregate_tokens_per_s"], c["aggregate_tokens_per_s"]);
+        }
+        assert!(c["decode_tokens_per_s"].as_f64().unwrap() >= 1000.0);
     }
 }

@@ -22,6 +22,10 @@
 //! for those meeting the decode rate, best first, until
 //! [`SearchOptions::top`] distinct layouts also meet the time to first token
 //! (each listed with the fastest K that does).
+//!
+//! With [`SearchOptions::most_users`] (`--users auto`) each layout meeting the
+//! rate with one user is grown to the most users that fit and still each see
+//! the target (`grow_users`), and candidates rank by aggregate tokens/s.
 
 pub mod latency;
 
@@ -170,6 +174,11 @@ pub struct SearchOptions {
     pub max_wafers: u32,
     /// Keep searching past the first wafer count that meets the targets.
     pub all: bool,
+    /// Serve as many users as each configuration can (`--users auto`): the
+    /// targets' users must be 1, and every layout meeting the rate with one
+    /// user is grown to the most users that fit and still each see the target
+    /// ([`Candidate::users`]); candidates rank by aggregate tokens/s.
+    pub most_users: bool,
     /// The most candidates kept per model and wafer count (1 to [`MAX_TOP`]):
     /// the layouts (wafers, region, strategy) with the highest rates among the
     /// configurations meeting the targets, each with its fastest K that does.
@@ -215,6 +224,7 @@ pub struct Candidate {
     pub fixed_region: Option<RegionShape>,
     pub strategy: &'static str,
     pub k: u32,
+    /// Users in flight: the targets', or with `--users auto` the most found.
     pub users: u64,
     pub context: usize,
     pub prompt_tokens: usize,
@@ -366,6 +376,10 @@ pub struct ModelPlan {
 #[derive(Clone)]
 struct Probe {
     opts: EstimateOptions,
+    /// Users in flight (the targets', or with `most_users` the most found).
+    users: u64,
+    /// All users together: `rate x users`.
+    aggregate: f64,
     /// Which layout of its wafer count it priced (an index into those seen).
     layout: usize,
     k: u32,
@@ -463,6 +477,15 @@ pub fn plan_model(
     if o.speculate.is_some() && t.users > 1 {
         bail!("--speculate prices one user's decode; drop --users or --speculate");
     }
+    if o.most_users && o.speculate.is_some() {
+        bail!("--users auto searches the users, --speculate prices one user's decode; drop one");
+    }
+    if o.most_users && t.users != 1 {
+        bail!(
+            "--users auto grows the users from 1, found a target of {} users",
+            t.users
+        );
+    }
     if o.top == 0 || o.top > MAX_TOP {
         bail!("--top must be between 1 and {MAX_TOP}, found {}", o.top);
     }
@@ -551,6 +574,8 @@ pub fn plan_model(
                 };
                 let probe = Probe {
                     opts: opts.clone(),
+                    users: t.users,
+                    aggregate: rate * t.users as f64,
                     layout: seen.len() - 1,
                     k,
                     rate,
@@ -571,6 +596,20 @@ pub fn plan_model(
         // fastest such K; all of them estimated when none does, so the
         // shortest TTFT is then known).
         meeting.sort_by(|a, b| b.rate.total_cmp(&a.rate));
+        if o.most_users {
+            // Each layout once, with its fastest K, grown to the most users;
+            // then the largest aggregate first.
+            let mut grown: Vec<Probe> = Vec::new();
+            for p in &meeting {
+                if !grown.iter().any(|g| g.layout == p.layout) {
+                    let mut g = p.clone();
+                    grow_users(spec, cfg, t, &mut g)?;
+                    grown.push(g);
+                }
+            }
+            grown.sort_by(|a, b| b.aggregate.total_cmp(&a.aggregate));
+            meeting = grown;
+        }
         let mut kept: Vec<usize> = Vec::new();
         for p in &meeting {
             if kept.len() == o.top {
@@ -652,14 +691,70 @@ pub fn plan_model(
     Ok(plan)
 }
 
-/// Fewest wafers first, then the largest margin, then the model's name.
+/// Fewest wafers first, then the largest aggregate tokens/s (with the same
+/// users everywhere, the largest margin), then the largest margin, then the
+/// model's name.
 pub fn rank(candidates: &mut [Candidate]) {
     candidates.sort_by(|a, b| {
         a.wafers
             .cmp(&b.wafers)
+            .then(
+                b.aggregate_tokens_per_s
+                    .total_cmp(&a.aggregate_tokens_per_s),
+            )
             .then(b.margin.total_cmp(&a.margin))
             .then(a.model.cmp(&b.model))
     });
+}
+
+/// Grows `p` (a configuration meeting the rate with one user) to the most
+/// users whose KV caches fit on its wafers, region and strategy and who each
+/// still see the target rate at its K: doubling from one user until a count
+/// fails (does not fit, leaves wafers empty, or misses the rate), then
+/// bisection between the last count that met it and that one, each step
+/// placing that many users (the layout may change with them) and pricing the
+/// decode step. The search assumes meeting the rate is monotone in the users,
+/// as fitting is, and as the rate is on one layout (`min(B / L, 1 / S) / B`
+/// only falls with B); the candidate's figures are re-estimated at the users
+/// found, whatever the layout.
+fn grow_users(spec: &WaferSpec, cfg: &ModelConfig, t: &Targets, p: &mut Probe) -> Result<()> {
+    let w = p.opts.wafers.unwrap_or(1);
+    let po = PlanOptions::with_reduce_k(p.k)?;
+    let rate_at = |b: u64| -> Option<f64> {
+        let placement = crate::estimate::placement_for_users(spec, cfg, &p.opts, b).ok()?;
+        if placement.wafers != w {
+            return None;
+        }
+        let layout = placement.layout();
+        let decode = decode_plan_with(spec, cfg, &layout, t.context, &po);
+        let pipeline = Pipeline::of(&decode, &layout);
+        let (rate, _) = per_user_rate(spec, &decode, &pipeline, b);
+        (rate >= t.tokens_per_s).then_some(rate)
+    };
+    let (mut lo, mut lo_rate) = (1, p.rate);
+    let mut hi = MAX_USERS + 1;
+    while lo < MAX_USERS {
+        let next = (2 * lo).min(MAX_USERS);
+        match rate_at(next) {
+            Some(r) => (lo, lo_rate) = (next, r),
+            None => {
+                hi = next;
+                break;
+            }
+        }
+    }
+    // lo meets the rate; hi (when at most MAX_USERS) does not.
+    while hi > lo + 1 {
+        let mid = lo + (hi - lo) / 2;
+        match rate_at(mid) {
+            Some(r) => (lo, lo_rate) = (mid, r),
+            None => hi = mid,
+        }
+    }
+    p.users = lo;
+    p.rate = lo_rate;
+    p.aggregate = lo_rate * lo as f64;
+    Ok(())
 }
 
 /// Prompt-lookup speculation (drafting free) on `layout` at the context.
@@ -693,7 +788,7 @@ fn candidate(
     p: &Probe,
 ) -> Result<Candidate> {
     let po = PlanOptions::with_reduce_k(p.k)?;
-    let e = estimate_for_users(spec, &model.config, &p.opts, &po, t.users).with_context(|| {
+    let e = estimate_for_users(spec, &model.config, &p.opts, &po, p.users).with_context(|| {
         format!(
             "estimating {} on {} wafers",
             model.arg,
@@ -739,7 +834,7 @@ fn candidate(
         "--prompt-tokens",
         &t.prompt_tokens.to_string(),
         "--users",
-        &t.users.to_string(),
+        &p.users.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -772,7 +867,7 @@ fn candidate(
         fixed_region: p.opts.region,
         strategy,
         k: p.k,
-        users: t.users,
+        users: p.users,
         context: t.context,
         prompt_tokens: t.prompt_tokens,
         trained_positions: model.config.max_position_embeddings,

@@ -28,6 +28,7 @@ fn search(max_wafers: u32, all: bool) -> SearchOptions {
         hw_arg: "wse3".into(),
         max_wafers,
         all,
+        most_users: false,
         top: 3,
         client: None,
         speculate: None,
@@ -423,4 +424,58 @@ fn bad_targets_are_refused_naming_the_flag() {
         let e = plan_model(&spec, &m, &t, &o).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
+}
+
+#[test]
+fn users_auto_finds_the_most_users_that_fit_and_still_meet_the_rate() {
+    // Llama-3.2-1B at 128k, 2,100 tokens/s each, on one wafer: every candidate
+    // re-estimates at its users, and one user more either does not fit on the
+    // same wafers or sees less than the target, checked by the estimate.
+    let spec = WaferSpec::preset("wse3").unwrap();
+    let m = model("llama-3.2-1b");
+    let t = targets(2100.0, 131072, 1);
+    let o = SearchOptions {
+        most_users: true,
+        ..search(1, false)
+    };
+    let plan = plan_model(&spec, &m, &t, &o).unwrap();
+    check_candidates(&plan, &t);
+    assert!(!plan.candidates.is_empty());
+    let (mut by_fit, mut by_rate) = (0, 0);
+    for c in &plan.candidates {
+        assert!(
+            (c.aggregate_tokens_per_s - c.users as f64 * c.decode_tokens_per_s).abs()
+                < 1e-6 * c.aggregate_tokens_per_s,
+            "{c:?}"
+        );
+        let k: u32 = flag(&c.estimate_args, "--k").parse().unwrap();
+        let po = PlanOptions::with_reduce_k(k).unwrap();
+        let opts = c.estimate_options().unwrap();
+        match estimate_for_users(&spec, &m.config, &opts, &po, c.users + 1) {
+            Err(_) => by_fit += 1,
+            Ok(e) if e.wafers != c.wafers => by_fit += 1,
+            Ok(e) => {
+                let rate = e.users.as_ref().unwrap().per_user_tokens_per_s;
+                assert!(rate < t.tokens_per_s, "{} users: {rate}", c.users + 1);
+                by_rate += 1;
+            }
+        }
+    }
+    // Both limits occur among the candidates, and some serve several users.
+    assert!(by_fit >= 1 && by_rate >= 1, "{by_fit} {by_rate}");
+    assert!(plan.candidates.iter().any(|c| c.users > 1));
+    // Ranked by aggregate on the one wafer count.
+    for w in plan.candidates.windows(2) {
+        assert!(w[0].aggregate_tokens_per_s >= w[1].aggregate_tokens_per_s);
+    }
+    // Speculation prices one user: refused with --users auto.
+    let o = SearchOptions {
+        speculate: Some(wafer_lower::plan::SpeculateTarget {
+            k: 4,
+            acceptance: 0.5,
+        }),
+        ..o
+    };
+    let e = plan_model(&spec, &m, &t, &o).unwrap_err().to_string();
+    assert!(e.contains("--users auto"), "{e}");
 }

@@ -40,9 +40,11 @@ pub struct Args {
     #[arg(long, default_value = "4096", value_parser = parse_positive_count)]
     pub prompt_tokens: usize,
     /// Users in flight (1 to 65536), each with its own KV cache at the context;
-    /// the target is each user's rate.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_USERS))]
-    pub users: u64,
+    /// the target is each user's rate. `auto`: as many users as each
+    /// configuration holds while each still sees the target (ranked by
+    /// aggregate tokens/s).
+    #[arg(long, default_value = "1", value_parser = parse_users)]
+    pub users: Users,
     /// The most wafers searched (1 to 256).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_PLAN_WAFERS as i64))]
     pub max_wafers: u32,
@@ -79,6 +81,34 @@ pub struct Args {
     /// measured by `wafer generate --speculate ... --json`.
     #[arg(long, requires = "speculate")]
     pub acceptance: Option<f64>,
+}
+
+/// `--users`: a count, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Users {
+    Fixed(u64),
+    Auto,
+}
+
+impl std::fmt::Display for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Users::Fixed(n) => write!(f, "{n}"),
+            Users::Auto => write!(f, "auto"),
+        }
+    }
+}
+
+fn parse_users(s: &str) -> Result<Users, String> {
+    if s.trim() == "auto" {
+        return Ok(Users::Auto);
+    }
+    match s.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_USERS).contains(&n) => Ok(Users::Fixed(n)),
+        _ => Err(format!(
+            "expected `auto` or a whole number from 1 to {MAX_USERS}, found `{s}`"
+        )),
+    }
 }
 
 fn parse_top(s: &str) -> Result<usize, String> {
@@ -148,13 +178,17 @@ pub fn run(args: Args) -> Result<()> {
         context: args.context,
         ttft_ms: args.ttft_ms,
         prompt_tokens: args.prompt_tokens,
-        users: args.users,
+        users: match args.users {
+            Users::Fixed(n) => n,
+            Users::Auto => 1,
+        },
     };
     targets.check()?;
     let search = SearchOptions {
         hw_arg: args.hw.clone(),
         max_wafers: args.max_wafers,
         all: args.all,
+        most_users: args.users == Users::Auto,
         top: args.top,
         client: args.client.assumptions()?,
         speculate: match (args.speculate, args.acceptance) {
@@ -204,11 +238,14 @@ pub fn run(args: Args) -> Result<()> {
                 .or(p.miss.as_ref().and_then(|m| m.best.as_ref()));
             if let Some(c) = chosen {
                 let w = c.wafers;
-                let points = frontier(&spec, &m.config, w, c.fixed_region, args.users, &contexts)?;
-                let region = match c.fixed_region {
+                let points = frontier(&spec, &m.config, w, c.fixed_region, c.users, &contexts)?;
+                let mut region = match c.fixed_region {
                     Some(r) => format!(", {r} regions"),
                     None => String::new(),
                 };
+                if args.users == Users::Auto {
+                    region.push_str(&format!(", {} users", c.users));
+                }
                 curves.push(super::frontier::Curve {
                     label: format!(
                         "{} ({w} wafer{}{region})",
@@ -219,11 +256,14 @@ pub fn run(args: Args) -> Result<()> {
                 });
             }
         }
+        let users = match args.users {
+            Users::Fixed(1) => "1 user".to_string(),
+            Users::Fixed(n) => format!("{n} users"),
+            Users::Auto => "the users each line names".to_string(),
+        };
         let title = format!(
-            "decode tokens/s per user against context on {} ({} user{}); target {} tokens/s at {} tokens",
+            "decode tokens/s per user against context on {} ({users}); target {} tokens/s at {} tokens",
             spec.name,
-            args.users,
-            if args.users == 1 { "" } else { "s" },
             args.tokens_per_s,
             args.context
         );
@@ -240,7 +280,10 @@ pub fn run(args: Args) -> Result<()> {
                 "context": args.context,
                 "ttft_ms": args.ttft_ms,
                 "prompt_tokens": args.prompt_tokens,
-                "users": args.users,
+                "users": match args.users {
+                    Users::Fixed(n) => json!(n),
+                    Users::Auto => json!("auto"),
+                },
             },
             "max_wafers": args.max_wafers,
             "top": args.top,
@@ -268,11 +311,14 @@ pub fn run(args: Args) -> Result<()> {
         ),
         None => ttft,
     };
+    let users = match args.users {
+        Users::Fixed(n) => format!("{n} user(s)"),
+        Users::Auto => "as many users as each configuration holds at that rate".to_string(),
+    };
     println!(
-        "target: {} decode tokens/s per user at {} tokens of context, {} user(s){ttft}; {} models on 1..={} {} wafers",
+        "target: {} decode tokens/s per user at {} tokens of context, {users}{ttft}; {} models on 1..={} {} wafers",
         args.tokens_per_s,
         args.context,
-        args.users,
         models.len(),
         args.max_wafers,
         spec.name
@@ -297,13 +343,18 @@ pub fn run(args: Args) -> Result<()> {
     if candidates.is_empty() {
         println!("\nno configuration of these models meets the target");
     } else {
+        let which = if args.users == Users::Auto {
+            "largest aggregate"
+        } else {
+            "fastest"
+        };
         println!(
-            "\nmeet the target (fewest wafers first, then the margin above it; the {} fastest layout{} per model and wafer count, each with its best K; --top for more):",
+            "\nmeet the target (fewest wafers first, then the aggregate tokens/s; the {} {which} layout{} per model and wafer count, each with its best K; --top for more):",
             args.top,
             if args.top == 1 { "" } else { "s" }
         );
         println!(
-            "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12} {:>8} {:>10} {:>9}",
+            "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12} {:>8} {:>10} {:>10} {:>9}",
             "#",
             "model",
             "wafers",
@@ -313,12 +364,13 @@ pub fn run(args: Args) -> Result<()> {
             "users",
             "tokens/s",
             "margin",
+            "aggregate",
             "TTFT ms",
             "max users"
         );
         for (i, c) in candidates.iter().enumerate() {
             println!(
-                "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12.1} {:>7.1}% {:>10.2} {:>9}",
+                "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12.1} {:>7.1}% {:>10.1} {:>10.2} {:>9}",
                 i + 1,
                 marked(c),
                 c.wafers,
@@ -328,6 +380,7 @@ pub fn run(args: Args) -> Result<()> {
                 c.users,
                 c.decode_tokens_per_s,
                 100.0 * c.margin,
+                c.aggregate_tokens_per_s,
                 c.ttft_ms,
                 c.max_users.map_or("-".to_string(), |u| u.to_string())
             );
