@@ -1,7 +1,7 @@
 //! `wafer plan` end to end: every candidate's `estimate_args`, run through
 //! `wafer estimate --json`, prints the figures the plan reported (client
-//! latency included); an impossible target prints no candidate and its
-//! reason; bad flags are refused by name.
+//! latency and fixed `--region` shapes included); an impossible target prints
+//! no candidate and its reason; bad flags are refused by name.
 
 mod common;
 
@@ -34,6 +34,21 @@ fn candidates_reproduce_through_wafer_estimate() {
     assert_eq!(plan["targets"]["context"], 8192);
     let candidates = plan["candidates"].as_array().unwrap();
     assert!(!candidates.is_empty(), "{plan}");
+    // Fixed shapes are among the candidates, and their flags carry them.
+    let mut fixed = 0;
+    for c in candidates {
+        let args = c["estimate_args"].as_array().unwrap();
+        let i = args.iter().position(|a| a == "--region");
+        match &c["fixed_region"] {
+            serde_json::Value::Null => assert!(i.is_none(), "{c}"),
+            r => {
+                fixed += 1;
+                assert_eq!(&args[i.expect("--region in the flags") + 1], r, "{c}");
+            }
+        }
+    }
+    assert!(fixed >= 1, "{plan}");
+    assert!(plan["configurations_meeting_rate"].as_u64().unwrap() >= candidates.len() as u64);
     for c in candidates {
         let mut args: Vec<&str> = vec!["estimate"];
         args.extend(
@@ -121,6 +136,12 @@ fn bad_flags_are_refused_by_name() {
         ),
         (vec!["--tokens-per-s", "10", "--rtt-ms=-1"], "--rtt-ms"),
         (vec!["--tokens-per-s", "10", "--png", "out.jpg"], "--png"),
+        (vec!["--tokens-per-s", "10", "--top", "0"], "--top"),
+        (
+            vec!["--tokens-per-s", "10", "--users", "several"],
+            "--users",
+        ),
+        (vec!["--tokens-per-s", "10", "--users", "0"], "--users"),
     ] {
         let mut a = vec!["plan"];
         a.extend(args.iter());
@@ -248,5 +269,53 @@ fn speculative_candidates_reproduce_through_wafer_estimate() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{a:?}: {err}");
         assert!(err.contains(needle), "{a:?}: {err}");
+    }
+}
+
+#[test]
+fn users_auto_candidates_reproduce_at_their_users() {
+    let plan = ok_json(&[
+        "plan",
+        "--models",
+        "smollm2-135m",
+        "--tokens-per-s",
+        "1000",
+        "--context",
+        "8k",
+        "--max-wafers",
+        "1",
+        "--users",
+        "auto",
+        "--json",
+    ]);
+    assert_eq!(plan["targets"]["users"], "auto");
+    let candidates = plan["candidates"].as_array().unwrap();
+    assert!(!candidates.is_empty(), "{plan}");
+    assert!(candidates.iter().any(|c| c["users"].as_u64().unwrap() > 1));
+    for c in candidates {
+        let mut args: Vec<&str> = vec!["estimate"];
+        args.extend(
+            c["estimate_args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap()),
+        );
+        args.push("--json");
+        let e = ok_json(&args);
+        if c["users"] == 1 {
+            assert_eq!(
+                e["decode_tokens_per_s"], c["decode_tokens_per_s"],
+                "{args:?}"
+            );
+        } else {
+            assert_eq!(e["users"], c["users"], "{args:?}");
+            assert_eq!(
+                e["per_user_tokens_per_s"], c["decode_tokens_per_s"],
+                "{args:?}"
+            );
+            assert_eq!(e["aggregate_tokens_per_s"], c["aggregate_tokens_per_s"]);
+        }
+        assert!(c["decode_tokens_per_s"].as_f64().unwrap() >= 1000.0);
     }
 }

@@ -1,26 +1,31 @@
 //! The serving planner behind `wafer plan`: the other direction of the
 //! estimate. Given targets (decode tokens/s per user at a context, optionally a
 //! time to first token for a prompt, and the users in flight), it searches, for
-//! each model, the wafer counts (fewest first, up to a bound), both placement
-//! strategies with the region the placement search chooses on that many wafers,
-//! and the reduction tree's K, and returns the configurations that meet the
-//! targets — each with the figures of the same library call `wafer estimate`
-//! makes ([`estimate_for_users`]) and the `wafer estimate` flags that reproduce
-//! them — or, for a model with none, the nearest configuration and what limits
-//! it ([`Limit`]).
+//! each model, the wafer counts (fewest first, up to a bound), region shapes
+//! ([`searched_shapes`]: the placement's own choice plus a bounded set of fixed
+//! `--region` shapes), both placement strategies and the reduction tree's K,
+//! and returns the best configurations that meet the targets — each with the
+//! figures of the same library call `wafer estimate` makes
+//! ([`estimate_for_users`]) and the `wafer estimate` flags that reproduce them
+//! (`--region WxH` when the shape was a fixed one) — or, for a model with none,
+//! the nearest configuration and what limits it ([`Limit`]).
 //!
 //! Pruning: a model's search starts at the fewest wafers that hold it at the
-//! context (one placement search), stops at the first wafer count where a
-//! configuration meets the targets (unless [`SearchOptions::all`]), and skips
-//! wafer counts whose placement leaves wafers empty (the same pipeline as a
-//! smaller count's). Candidate wafer counts are judged on the decode plan alone
-//! (placement and [`decode_plan_with`], which lowers each distinct region shape
-//! once); the full estimate, prefill included, is run only for those that meet
-//! the decode target.
+//! context (one placement search per strategy), stops at the first wafer count
+//! where a configuration meets the targets (unless [`SearchOptions::all`]),
+//! and skips a (wafers, shape, strategy) whose placement does not fit or
+//! leaves wafers empty (the same pipeline as a smaller count's), and layouts
+//! already priced on that wafer count (a fixed shape equal to the placement's
+//! choice, layer per region equal to packed). Configurations are judged on the
+//! decode plan alone (placement and [`decode_plan_with`], which lowers each
+//! distinct region shape once); the full estimate, prefill included, runs only
+//! for those meeting the decode rate, best first, until
+//! [`SearchOptions::top`] distinct layouts also meet the time to first token
+//! (each listed with the fastest K that does).
 //!
-//! The region searched is the one placement offers for each (wafers, strategy):
-//! the grid holding the longest context on that many wafers; other fixed
-//! `--region` shapes are not enumerated.
+//! With [`SearchOptions::most_users`] (`--users auto`) each layout meeting the
+//! rate with one user is grown to the most users that fit and still each see
+//! the target (`grow_users`), and candidates rank by aggregate tokens/s.
 
 pub mod latency;
 
@@ -40,6 +45,21 @@ pub const MAX_PLAN_WAFERS: u32 = 256;
 pub const SEARCHED_K: [u32; 4] = [1, 2, 3, 4];
 /// The placement strategies searched.
 pub const STRATEGIES: [Strategy; 2] = [Strategy::Packed, Strategy::LayerPerRegion];
+/// Side of the smallest fixed square region searched, and the step between
+/// the squares ([`searched_shapes`]), in PEs.
+pub const SQUARE_STEP: u32 = 60;
+/// The smallest fixed square searched is `2 x SQUARE_STEP` on a side.
+pub const MIN_SQUARE: u32 = 2 * SQUARE_STEP;
+/// The most fixed squares searched (the step widens on a larger fabric).
+pub const MAX_SQUARES: u32 = 16;
+/// Fixed grids searched: every wafer cut into `cols x rows` equal regions with
+/// `cols` and `rows` up to this.
+pub const MAX_GRID_SIDE: u32 = 4;
+/// The most candidates (layouts, each with its best K) kept per model and
+/// wafer count unless asked otherwise.
+pub const DEFAULT_TOP: usize = 3;
+/// The most candidates `--top` may keep per model and wafer count.
+pub const MAX_TOP: usize = 1000;
 /// The highest decode target accepted, tokens/s (a bound against unit mistakes).
 pub const MAX_TARGET_TOKENS_PER_S: f64 = 1e9;
 
@@ -49,6 +69,48 @@ pub fn strategy_name(s: Strategy) -> &'static str {
         Strategy::Packed => "packed",
         Strategy::LayerPerRegion => "layer-per-region",
     }
+}
+
+/// The fixed region shapes searched on `spec`'s fabric, besides the shape the
+/// placement chooses itself on each wafer count:
+///
+/// - squares (WaferLLM runs each decode layer on a P x P region) from
+///   [`MIN_SQUARE`] up to the fabric's shorter side in steps of
+///   [`SQUARE_STEP`] PEs (widened to keep at most [`MAX_SQUARES`]);
+/// - the regions of every wafer cut into `cols x rows` equal parts, `cols` and
+///   `rows` from 1 to [`MAX_GRID_SIDE`] (whole-wafer, half-wafer, ... regions,
+///   elongated ones included: the grids the automatic placement search
+///   starts from, without idle edges).
+///
+/// Each shape once, squares first.
+pub fn searched_shapes(spec: &WaferSpec) -> Vec<RegionShape> {
+    let (fw, fh) = (spec.fabric.width_pes, spec.fabric.height_pes);
+    let short = fw.min(fh);
+    let mut out: Vec<RegionShape> = Vec::new();
+    if short >= MIN_SQUARE {
+        let count = (short - MIN_SQUARE) / SQUARE_STEP + 1;
+        let step = SQUARE_STEP * count.div_ceil(MAX_SQUARES);
+        let mut side = MIN_SQUARE;
+        while side <= short {
+            out.push(RegionShape {
+                width: side,
+                height: side,
+            });
+            side += step;
+        }
+    }
+    for cols in 1..=MAX_GRID_SIDE.min(fw) {
+        for rows in 1..=MAX_GRID_SIDE.min(fh) {
+            let shape = RegionShape {
+                width: fw / cols,
+                height: fh / rows,
+            };
+            if !out.contains(&shape) {
+                out.push(shape);
+            }
+        }
+    }
+    out
 }
 
 /// A model to plan for: how it is named on the command line, and its shape.
@@ -112,6 +174,15 @@ pub struct SearchOptions {
     pub max_wafers: u32,
     /// Keep searching past the first wafer count that meets the targets.
     pub all: bool,
+    /// Serve as many users as each configuration can (`--users auto`): the
+    /// targets' users must be 1, and every layout meeting the rate with one
+    /// user is grown to the most users that fit and still each see the target
+    /// ([`Candidate::users`]); candidates rank by aggregate tokens/s.
+    pub most_users: bool,
+    /// The most candidates kept per model and wafer count (1 to [`MAX_TOP`]):
+    /// the layouts (wafers, region, strategy) with the highest rates among the
+    /// configurations meeting the targets, each with its fastest K that does.
+    pub top: usize,
     /// What the client sees, when given.
     pub client: Option<ClientAssumptions>,
     /// Prompt-lookup speculative decoding, when given: the rate a
@@ -143,12 +214,17 @@ pub struct CandidateSpeculation {
 pub struct Candidate {
     pub model: String,
     pub wafers: u32,
-    /// The region of each pipeline stage, as the placement chose it
-    /// (serialised `WIDTHxHEIGHT`, as `wafer estimate --json` writes it).
+    /// The region of each pipeline stage (serialised `WIDTHxHEIGHT`, as
+    /// `wafer estimate --json` writes it).
     #[serde(serialize_with = "shape_text")]
     pub region: RegionShape,
+    /// The fixed `--region` the search placed with (`None`: the placement
+    /// chose the region itself on these wafers).
+    #[serde(serialize_with = "optional_shape_text")]
+    pub fixed_region: Option<RegionShape>,
     pub strategy: &'static str,
     pub k: u32,
+    /// Users in flight: the targets', or with `--users auto` the most found.
     pub users: u64,
     pub context: usize,
     pub prompt_tokens: usize,
@@ -180,7 +256,7 @@ impl Candidate {
     pub fn estimate_options(&self) -> Result<EstimateOptions> {
         Ok(EstimateOptions {
             wafers: Some(self.wafers),
-            region: None,
+            region: self.fixed_region,
             strategy: self.strategy.parse().map_err(anyhow::Error::msg)?,
             context: self.context,
             prompt_tokens: self.prompt_tokens,
@@ -190,6 +266,16 @@ impl Candidate {
 
 fn shape_text<S: serde::Serializer>(shape: &RegionShape, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(shape)
+}
+
+fn optional_shape_text<S: serde::Serializer>(
+    shape: &Option<RegionShape>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match shape {
+        Some(shape) => s.collect_str(shape),
+        None => s.serialize_none(),
+    }
 }
 
 /// What keeps a model from the targets.
@@ -277,13 +363,25 @@ pub struct ModelPlan {
     pub model: String,
     pub candidates: Vec<Candidate>,
     pub miss: Option<Miss>,
-    /// Configurations (wafers x strategy x K) whose decode step was priced.
+    /// Configurations (wafers x region x strategy x K) whose decode step was
+    /// priced.
     pub configurations_priced: usize,
+    /// Of those, the ones whose decode rate met the target (the candidates
+    /// are the best [`SearchOptions::top`] layouts per wafer count among them
+    /// that also meet the time to first token).
+    pub configurations_meeting_rate: usize,
 }
 
 /// A configuration judged on its decode plan.
+#[derive(Clone)]
 struct Probe {
     opts: EstimateOptions,
+    /// Users in flight (the targets', or with `most_users` the most found).
+    users: u64,
+    /// All users together: `rate x users`.
+    aggregate: f64,
+    /// Which layout of its wafer count it priced (an index into those seen).
+    layout: usize,
     k: u32,
     rate: f64,
     limit: Limit,
@@ -306,33 +404,60 @@ pub fn per_user_rate(
     (aggregate / users as f64, aggregate < filled)
 }
 
-/// The fewest wafers holding `cfg` at the context for each strategy (`None`:
-/// not on any count up to `max_wafers`), with the reason when none does.
+/// Where a (shape, strategy) pair starts: the fewest wafers holding `cfg`
+/// at the context on it (`None` shape: the placement's own choice), for every
+/// pair that fits on at most `max_wafers`, with the reason when the
+/// placement's own choice fits on none.
 fn starts(
     spec: &WaferSpec,
     cfg: &ModelConfig,
     t: &Targets,
+    shapes: &[Option<RegionShape>],
     max_wafers: u32,
-) -> (Vec<(Strategy, u32)>, String) {
+) -> (Vec<Start>, String) {
     let mut out = Vec::new();
     let mut why = Vec::new();
-    for s in STRATEGIES {
-        let po = PlaceOptions {
-            context_tokens: t.context.max(t.prompt_tokens) as u64,
-            region: None,
-            wafers: None,
-            strategy: s,
-        };
-        match place_for_users(cfg, spec, &po, t.users) {
-            Ok(p) if p.fits() && p.wafers <= max_wafers => out.push((s, p.wafers)),
-            Ok(p) if p.fits() => {
-                why.push(format!("{} needs {} wafers", strategy_name(s), p.wafers))
+    for &region in shapes {
+        for s in STRATEGIES {
+            let po = PlaceOptions {
+                context_tokens: t.context.max(t.prompt_tokens) as u64,
+                region,
+                wafers: None,
+                strategy: s,
+            };
+            let placed = place_for_users(cfg, spec, &po, t.users);
+            if let Ok(p) = &placed {
+                if p.fits() && p.wafers <= max_wafers {
+                    out.push(Start {
+                        strategy: s,
+                        region,
+                        wafers: p.wafers,
+                    });
+                }
             }
-            Ok(_) => why.push(format!("{}: no placement fits", strategy_name(s))),
-            Err(e) => why.push(format!("{}: {e}", strategy_name(s))),
+            if region.is_some() {
+                continue;
+            }
+            match placed {
+                Ok(p) if p.fits() && p.wafers <= max_wafers => {}
+                Ok(p) if p.fits() => {
+                    why.push(format!("{} needs {} wafers", strategy_name(s), p.wafers))
+                }
+                Ok(_) => why.push(format!("{}: no placement fits", strategy_name(s))),
+                Err(e) => why.push(format!("{}: {e}", strategy_name(s))),
+            }
         }
     }
     (out, why.join("; "))
+}
+
+/// A (strategy, shape) pair the search prices, from `wafers` wafers up.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    strategy: Strategy,
+    /// `None`: the region the placement chooses on each wafer count.
+    region: Option<RegionShape>,
+    wafers: u32,
 }
 
 /// Plans one model: see the module doc.
@@ -352,15 +477,31 @@ pub fn plan_model(
     if o.speculate.is_some() && t.users > 1 {
         bail!("--speculate prices one user's decode; drop --users or --speculate");
     }
+    if o.most_users && o.speculate.is_some() {
+        bail!("--users auto searches the users, --speculate prices one user's decode; drop one");
+    }
+    if o.most_users && t.users != 1 {
+        bail!(
+            "--users auto grows the users from 1, found a target of {} users",
+            t.users
+        );
+    }
+    if o.top == 0 || o.top > MAX_TOP {
+        bail!("--top must be between 1 and {MAX_TOP}, found {}", o.top);
+    }
     let cfg = &model.config;
-    let (starts, why) = starts(spec, cfg, t, o.max_wafers);
+    let shapes: Vec<Option<RegionShape>> = std::iter::once(None)
+        .chain(searched_shapes(spec).into_iter().map(Some))
+        .collect();
+    let (starts, why) = starts(spec, cfg, t, &shapes, o.max_wafers);
     let mut plan = ModelPlan {
         model: model.arg.clone(),
         candidates: Vec::new(),
         miss: None,
         configurations_priced: 0,
+        configurations_meeting_rate: 0,
     };
-    let Some(first) = starts.iter().map(|&(_, w)| w).min() else {
+    let Some(first) = starts.iter().map(|s| s.wafers).min() else {
         let users = if t.users > 1 {
             format!(" for {} users", t.users)
         } else {
@@ -384,14 +525,15 @@ pub fn plan_model(
     let mut best_ttft: Option<Candidate> = None;
     for w in first..=o.max_wafers {
         let mut seen: Vec<crate::layout::Layout> = Vec::new();
-        for &(s, start) in &starts {
-            if w < start {
+        let mut meeting: Vec<Probe> = Vec::new();
+        for st in &starts {
+            if w < st.wafers {
                 continue;
             }
             let opts = EstimateOptions {
                 wafers: Some(w),
-                region: None,
-                strategy: s,
+                region: st.region,
+                strategy: st.strategy,
                 context: t.context,
                 prompt_tokens: t.prompt_tokens,
             };
@@ -405,8 +547,10 @@ pub fn plan_model(
             if placement.wafers < w {
                 continue;
             }
-            // Layer per region may give the packed layout itself (one layer a
-            // region already): the same configuration, listed once, as packed.
+            // A fixed shape may give the placement's own layout, and layer per
+            // region the packed one (one layer a region already): the same
+            // configuration, listed once, as first found (the placement's
+            // choice before fixed shapes, packed before layer per region).
             let layout = placement.layout();
             if seen.contains(&layout) {
                 continue;
@@ -430,24 +574,60 @@ pub fn plan_model(
                 };
                 let probe = Probe {
                     opts: opts.clone(),
+                    users: t.users,
+                    aggregate: rate * t.users as f64,
+                    layout: seen.len() - 1,
                     k,
                     rate,
                     limit,
                     shares,
                 };
                 if rate >= t.tokens_per_s {
-                    let c = candidate(spec, model, t, o, &probe)?;
-                    match t.ttft_ms {
-                        Some(max) if c.ttft_ms > max => {
-                            if best_ttft.as_ref().is_none_or(|b| c.ttft_ms < b.ttft_ms) {
-                                best_ttft = Some(c);
-                            }
-                        }
-                        _ => plan.candidates.push(c),
-                    }
+                    meeting.push(probe.clone());
                 }
                 if best.as_ref().is_none_or(|b| probe.rate > b.rate) {
                     best = Some(probe);
+                }
+            }
+        }
+        plan.configurations_meeting_rate += meeting.len();
+        // The full estimates, highest rate first, until `top` layouts have a
+        // K that also meets the TTFT (each layout listed once, with the
+        // fastest such K; all of them estimated when none does, so the
+        // shortest TTFT is then known).
+        meeting.sort_by(|a, b| b.rate.total_cmp(&a.rate));
+        if o.most_users {
+            // Each layout once, with its fastest K, grown to the most users;
+            // then the largest aggregate first.
+            let mut grown: Vec<Probe> = Vec::new();
+            for p in &meeting {
+                if !grown.iter().any(|g| g.layout == p.layout) {
+                    let mut g = p.clone();
+                    grow_users(spec, cfg, t, &mut g)?;
+                    grown.push(g);
+                }
+            }
+            grown.sort_by(|a, b| b.aggregate.total_cmp(&a.aggregate));
+            meeting = grown;
+        }
+        let mut kept: Vec<usize> = Vec::new();
+        for p in &meeting {
+            if kept.len() == o.top {
+                break;
+            }
+            if kept.contains(&p.layout) {
+                continue;
+            }
+            let c = candidate(spec, model, t, o, p)?;
+            match t.ttft_ms {
+                Some(max) if c.ttft_ms > max => {
+                    if best_ttft.as_ref().is_none_or(|b| c.ttft_ms < b.ttft_ms) {
+                        best_ttft = Some(c);
+                    }
+                }
+                _ => {
+                    plan.candidates.push(c);
+                    kept.push(p.layout);
                 }
             }
         }
@@ -511,14 +691,70 @@ pub fn plan_model(
     Ok(plan)
 }
 
-/// Fewest wafers first, then the largest margin, then the model's name.
+/// Fewest wafers first, then the largest aggregate tokens/s (with the same
+/// users everywhere, the largest margin), then the largest margin, then the
+/// model's name.
 pub fn rank(candidates: &mut [Candidate]) {
     candidates.sort_by(|a, b| {
         a.wafers
             .cmp(&b.wafers)
+            .then(
+                b.aggregate_tokens_per_s
+                    .total_cmp(&a.aggregate_tokens_per_s),
+            )
             .then(b.margin.total_cmp(&a.margin))
             .then(a.model.cmp(&b.model))
     });
+}
+
+/// Grows `p` (a configuration meeting the rate with one user) to the most
+/// users whose KV caches fit on its wafers, region and strategy and who each
+/// still see the target rate at its K: doubling from one user until a count
+/// fails (does not fit, leaves wafers empty, or misses the rate), then
+/// bisection between the last count that met it and that one, each step
+/// placing that many users (the layout may change with them) and pricing the
+/// decode step. The search assumes meeting the rate is monotone in the users,
+/// as fitting is, and as the rate is on one layout (`min(B / L, 1 / S) / B`
+/// only falls with B); the candidate's figures are re-estimated at the users
+/// found, whatever the layout.
+fn grow_users(spec: &WaferSpec, cfg: &ModelConfig, t: &Targets, p: &mut Probe) -> Result<()> {
+    let w = p.opts.wafers.unwrap_or(1);
+    let po = PlanOptions::with_reduce_k(p.k)?;
+    let rate_at = |b: u64| -> Option<f64> {
+        let placement = crate::estimate::placement_for_users(spec, cfg, &p.opts, b).ok()?;
+        if placement.wafers != w {
+            return None;
+        }
+        let layout = placement.layout();
+        let decode = decode_plan_with(spec, cfg, &layout, t.context, &po);
+        let pipeline = Pipeline::of(&decode, &layout);
+        let (rate, _) = per_user_rate(spec, &decode, &pipeline, b);
+        (rate >= t.tokens_per_s).then_some(rate)
+    };
+    let (mut lo, mut lo_rate) = (1, p.rate);
+    let mut hi = MAX_USERS + 1;
+    while lo < MAX_USERS {
+        let next = (2 * lo).min(MAX_USERS);
+        match rate_at(next) {
+            Some(r) => (lo, lo_rate) = (next, r),
+            None => {
+                hi = next;
+                break;
+            }
+        }
+    }
+    // lo meets the rate; hi (when at most MAX_USERS) does not.
+    while hi > lo + 1 {
+        let mid = lo + (hi - lo) / 2;
+        match rate_at(mid) {
+            Some(r) => (lo, lo_rate) = (mid, r),
+            None => hi = mid,
+        }
+    }
+    p.users = lo;
+    p.rate = lo_rate;
+    p.aggregate = lo_rate * lo as f64;
+    Ok(())
 }
 
 /// Prompt-lookup speculation (drafting free) on `layout` at the context.
@@ -552,7 +788,7 @@ fn candidate(
     p: &Probe,
 ) -> Result<Candidate> {
     let po = PlanOptions::with_reduce_k(p.k)?;
-    let e = estimate_for_users(spec, &model.config, &p.opts, &po, t.users).with_context(|| {
+    let e = estimate_for_users(spec, &model.config, &p.opts, &po, p.users).with_context(|| {
         format!(
             "estimating {} on {} wafers",
             model.arg,
@@ -598,11 +834,14 @@ fn candidate(
         "--prompt-tokens",
         &t.prompt_tokens.to_string(),
         "--users",
-        &t.users.to_string(),
+        &p.users.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if let Some(r) = p.opts.region {
+        args.extend(["--region".to_string(), r.to_string()]);
+    }
     if let Some(sp) = &o.speculate {
         args.extend([
             "--speculate".to_string(),
@@ -625,9 +864,10 @@ fn candidate(
         model: model.arg.clone(),
         wafers: e.wafers,
         region: e.region,
+        fixed_region: p.opts.region,
         strategy,
         k: p.k,
-        users: t.users,
+        users: p.users,
         context: t.context,
         prompt_tokens: t.prompt_tokens,
         trained_positions: model.config.max_position_embeddings,
@@ -643,12 +883,15 @@ fn candidate(
 }
 
 /// The best per-user decode rate over the strategies and K values on exactly
-/// `wafers` wafers at each of `contexts` (`None` where nothing fits): one
-/// model's curve on the frontier plot.
+/// `wafers` wafers with `region` (`None`: the region the placement chooses at
+/// each context; a fixed shape, as a candidate's `fixed_region`) at each of
+/// `contexts` (`None` where nothing fits): one model's curve on the frontier
+/// plot.
 pub fn frontier(
     spec: &WaferSpec,
     cfg: &ModelConfig,
     wafers: u32,
+    region: Option<RegionShape>,
     users: u64,
     contexts: &[usize],
 ) -> Result<Vec<(usize, Option<f64>)>> {
@@ -658,7 +901,7 @@ pub fn frontier(
         for s in STRATEGIES {
             let opts = EstimateOptions {
                 wafers: Some(wafers),
-                region: None,
+                region,
                 strategy: s,
                 context,
                 prompt_tokens: 1,

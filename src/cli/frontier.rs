@@ -31,7 +31,7 @@ const PALETTE: [Rgb<u8>; 14] = [
 ];
 
 /// The plot area inside the picture, in pixels.
-pub const WIDTH: u32 = 1100;
+pub const WIDTH: u32 = 1180;
 pub const HEIGHT: u32 = 680;
 pub const LEFT: u32 = 90;
 pub const RIGHT: u32 = 790;
@@ -116,7 +116,7 @@ pub fn render(curves: &[Curve], target: f64, context: usize, title: &str) -> Res
         13.0,
         16,
         32,
-        "each line: the best of both strategies and K = 1..4 on the wafers the plan chose for the model",
+        "each line: the best of both strategies and K = 1..4 on the wafers (and fixed region, when named) the plan chose for the model",
         BLACK,
     );
     // Grid and labels: decades of tokens/s, powers of two of context.

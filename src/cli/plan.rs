@@ -1,7 +1,7 @@
-//! `wafer plan`: which models, on how many wafers, reach a decode rate per user
-//! at a context (and optionally a time to first token): the search of
-//! `wafer_lower::plan`, printed as a ranked table with the `wafer estimate`
-//! flags that reproduce every figure, the models that miss and why, and
+//! `wafer plan`: which models, on how many wafers, with which region shape,
+//! reach a decode rate per user at a context (and optionally a time to first
+//! token): the search of `wafer_lower::plan`, printed as a ranked table with
+//! the `wafer estimate` flags that reproduce every figure, the models that miss and why, and
 //! optionally a PNG of the frontier (decode tokens/s against context).
 
 use super::common::{
@@ -16,8 +16,8 @@ use std::time::Instant;
 use wafer_lower::cost::MAX_SPECULATE_K;
 use wafer_lower::placement::MAX_USERS;
 use wafer_lower::plan::{
-    frontier, frontier_contexts, plan_model, rank, Candidate, ModelPlan, PlanModel, SearchOptions,
-    SpeculateTarget, Targets, MAX_PLAN_WAFERS,
+    frontier, frontier_contexts, plan_model, rank, searched_shapes, Candidate, ModelPlan,
+    PlanModel, SearchOptions, SpeculateTarget, Targets, DEFAULT_TOP, MAX_PLAN_WAFERS, MAX_TOP,
 };
 use wafer_models::presets;
 
@@ -40,9 +40,11 @@ pub struct Args {
     #[arg(long, default_value = "4096", value_parser = parse_positive_count)]
     pub prompt_tokens: usize,
     /// Users in flight (1 to 65536), each with its own KV cache at the context;
-    /// the target is each user's rate.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_USERS))]
-    pub users: u64,
+    /// the target is each user's rate. `auto`: as many users as each
+    /// configuration holds while each still sees the target (ranked by
+    /// aggregate tokens/s).
+    #[arg(long, default_value = "1", value_parser = parse_users)]
+    pub users: Users,
     /// The most wafers searched (1 to 256).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_PLAN_WAFERS as i64))]
     pub max_wafers: u32,
@@ -57,6 +59,11 @@ pub struct Args {
     /// that meets the targets.
     #[arg(long)]
     pub all: bool,
+    /// The most configurations listed per model and wafer count (1 to 1000):
+    /// the layouts (region, strategy) with the highest rates among those
+    /// meeting the target, each with its fastest K.
+    #[arg(long, default_value_t = DEFAULT_TOP, value_parser = parse_top)]
+    pub top: usize,
     #[arg(long)]
     pub json: bool,
     /// Draw the frontier (decode tokens/s against context, per model, on the
@@ -74,6 +81,43 @@ pub struct Args {
     /// measured by `wafer generate --speculate ... --json`.
     #[arg(long, requires = "speculate")]
     pub acceptance: Option<f64>,
+}
+
+/// `--users`: a count, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Users {
+    Fixed(u64),
+    Auto,
+}
+
+impl std::fmt::Display for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Users::Fixed(n) => write!(f, "{n}"),
+            Users::Auto => write!(f, "auto"),
+        }
+    }
+}
+
+fn parse_users(s: &str) -> Result<Users, String> {
+    if s.trim() == "auto" {
+        return Ok(Users::Auto);
+    }
+    match s.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_USERS).contains(&n) => Ok(Users::Fixed(n)),
+        _ => Err(format!(
+            "expected `auto` or a whole number from 1 to {MAX_USERS}, found `{s}`"
+        )),
+    }
+}
+
+fn parse_top(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_TOP).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 1 to {MAX_TOP}, found `{s}`"
+        )),
+    }
 }
 
 /// The models of `--models`, resolved and checked before any search.
@@ -115,6 +159,14 @@ fn marked(c: &Candidate) -> String {
     }
 }
 
+/// The region, with `+` when it is a fixed `--region` shape.
+fn region_cell(c: &Candidate) -> String {
+    match c.fixed_region {
+        Some(_) => format!("{}+", c.region),
+        None => c.region.to_string(),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     if let Some(p) = &args.png {
@@ -126,13 +178,18 @@ pub fn run(args: Args) -> Result<()> {
         context: args.context,
         ttft_ms: args.ttft_ms,
         prompt_tokens: args.prompt_tokens,
-        users: args.users,
+        users: match args.users {
+            Users::Fixed(n) => n,
+            Users::Auto => 1,
+        },
     };
     targets.check()?;
     let search = SearchOptions {
         hw_arg: args.hw.clone(),
         max_wafers: args.max_wafers,
         all: args.all,
+        most_users: args.users == Users::Auto,
+        top: args.top,
         client: args.client.assumptions()?,
         speculate: match (args.speculate, args.acceptance) {
             (Some(k), Some(a)) => {
@@ -167,30 +224,46 @@ pub fn run(args: Args) -> Result<()> {
     rank(&mut candidates);
     let misses: Vec<_> = plans.iter().filter_map(|p| p.miss.clone()).collect();
     let priced: usize = plans.iter().map(|p| p.configurations_priced).sum();
+    let meeting: usize = plans.iter().map(|p| p.configurations_meeting_rate).sum();
+    let shapes = searched_shapes(&spec);
     let searched_s = started.elapsed().as_secs_f64();
 
     if let Some(path) = &args.png {
         let mut curves = Vec::new();
         let contexts = frontier_contexts(args.context);
         for (m, p) in models.iter().zip(&plans) {
-            let wafers = p
+            let chosen = p
                 .candidates
                 .first()
-                .or(p.miss.as_ref().and_then(|m| m.best.as_ref()))
-                .map(|c| c.wafers);
-            if let Some(w) = wafers {
-                let points = frontier(&spec, &m.config, w, args.users, &contexts)?;
+                .or(p.miss.as_ref().and_then(|m| m.best.as_ref()));
+            if let Some(c) = chosen {
+                let w = c.wafers;
+                let points = frontier(&spec, &m.config, w, c.fixed_region, c.users, &contexts)?;
+                let mut region = match c.fixed_region {
+                    Some(r) => format!(", {r} regions"),
+                    None => String::new(),
+                };
+                if args.users == Users::Auto {
+                    region.push_str(&format!(", {} users", c.users));
+                }
                 curves.push(super::frontier::Curve {
-                    label: format!("{} ({w} wafer{})", m.arg, if w == 1 { "" } else { "s" }),
+                    label: format!(
+                        "{} ({w} wafer{}{region})",
+                        m.arg,
+                        if w == 1 { "" } else { "s" }
+                    ),
                     points,
                 });
             }
         }
+        let users = match args.users {
+            Users::Fixed(1) => "1 user".to_string(),
+            Users::Fixed(n) => format!("{n} users"),
+            Users::Auto => "the users each line names".to_string(),
+        };
         let title = format!(
-            "decode tokens/s per user against context on {} ({} user{}); target {} tokens/s at {} tokens",
+            "decode tokens/s per user against context on {} ({users}); target {} tokens/s at {} tokens",
             spec.name,
-            args.users,
-            if args.users == 1 { "" } else { "s" },
             args.tokens_per_s,
             args.context
         );
@@ -207,11 +280,17 @@ pub fn run(args: Args) -> Result<()> {
                 "context": args.context,
                 "ttft_ms": args.ttft_ms,
                 "prompt_tokens": args.prompt_tokens,
-                "users": args.users,
+                "users": match args.users {
+                    Users::Fixed(n) => json!(n),
+                    Users::Auto => json!("auto"),
+                },
             },
             "max_wafers": args.max_wafers,
+            "top": args.top,
+            "searched_regions": shapes.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             "models": models.iter().map(|m| m.arg.clone()).collect::<Vec<_>>(),
             "configurations_priced": priced,
+            "configurations_meeting_rate": meeting,
             "candidates": candidates,
             "misses": misses,
         });
@@ -232,17 +311,29 @@ pub fn run(args: Args) -> Result<()> {
         ),
         None => ttft,
     };
+    let users = match args.users {
+        Users::Fixed(n) => format!("{n} user(s)"),
+        Users::Auto => "as many users as each configuration holds at that rate".to_string(),
+    };
     println!(
-        "target: {} decode tokens/s per user at {} tokens of context, {} user(s){ttft}; {} models on 1..={} {} wafers",
+        "target: {} decode tokens/s per user at {} tokens of context, {users}{ttft}; {} models on 1..={} {} wafers",
         args.tokens_per_s,
         args.context,
-        args.users,
         models.len(),
         args.max_wafers,
         spec.name
     );
     println!(
-        "searched {priced} configurations (wafers x strategy x K) in {searched_s:.2} s{}",
+        "regions: the placement's choice on each wafer count, and {} fixed shapes ({})",
+        shapes.len(),
+        shapes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "searched {priced} configurations (wafers x region x strategy x K) in {searched_s:.2} s, {meeting} meet the rate{}",
         if args.all {
             ""
         } else {
@@ -252,9 +343,18 @@ pub fn run(args: Args) -> Result<()> {
     if candidates.is_empty() {
         println!("\nno configuration of these models meets the target");
     } else {
-        println!("\nmeet the target (fewest wafers first, then the margin above it):");
+        let which = if args.users == Users::Auto {
+            "largest aggregate"
+        } else {
+            "fastest"
+        };
         println!(
-            "  {:>3}  {:<16} {:>6} {:>10} {:<16} {:>2} {:>5} {:>12} {:>8} {:>10} {:>9}",
+            "\nmeet the target (fewest wafers first, then the aggregate tokens/s; the {} {which} layout{} per model and wafer count, each with its best K; --top for more):",
+            args.top,
+            if args.top == 1 { "" } else { "s" }
+        );
+        println!(
+            "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12} {:>8} {:>10} {:>10} {:>9}",
             "#",
             "model",
             "wafers",
@@ -264,24 +364,29 @@ pub fn run(args: Args) -> Result<()> {
             "users",
             "tokens/s",
             "margin",
+            "aggregate",
             "TTFT ms",
             "max users"
         );
         for (i, c) in candidates.iter().enumerate() {
             println!(
-                "  {:>3}  {:<16} {:>6} {:>10} {:<16} {:>2} {:>5} {:>12.1} {:>7.1}% {:>10.2} {:>9}",
+                "  {:>3}  {:<16} {:>6} {:>11} {:<16} {:>2} {:>5} {:>12.1} {:>7.1}% {:>10.1} {:>10.2} {:>9}",
                 i + 1,
                 marked(c),
                 c.wafers,
-                c.region.to_string(),
+                region_cell(c),
                 c.strategy,
                 c.k,
                 c.users,
                 c.decode_tokens_per_s,
                 100.0 * c.margin,
+                c.aggregate_tokens_per_s,
                 c.ttft_ms,
                 c.max_users.map_or("-".to_string(), |u| u.to_string())
             );
+        }
+        if candidates.iter().any(|c| c.fixed_region.is_some()) {
+            println!("  + a fixed --region shape the search tried (otherwise the placement's own choice on these wafers)");
         }
         if candidates.iter().any(|c| c.context > c.trained_positions) {
             println!("  * trained for fewer positions than the context (max_position_embeddings): a what-if of the shape");
@@ -316,7 +421,7 @@ pub fn run(args: Args) -> Result<()> {
                 Some(b) => println!(
                     "      nearest: {} wafer(s), {} regions, {}, K {}: {:.1} tokens/s per user, TTFT {:.2} ms: wafer estimate {}",
                     b.wafers,
-                    b.region,
+                    region_cell(b),
                     b.strategy,
                     b.k,
                     b.decode_tokens_per_s,
