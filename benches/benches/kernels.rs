@@ -7,8 +7,9 @@
 //!
 //! - `stream`: the sum of a 256 MiB buffer of u64 (one thread; both threads
 //!   through rayon): DRAM read bandwidth.
-//! - `row_dot/<type>/<shape>`: every row's dot product on one thread
-//!   (`qdot::row_kernel`), i.e. one core's kernel throughput.
+//! - `row_dot/<type>/<path>/<shape>`: every row's dot product on one thread
+//!   with each kernel this CPU runs (`qdot::kernels`: portable, avx2,
+//!   avx512), i.e. one core's kernel throughput.
 //! - `gemv/<type>/<shape>`: the engine's GEMV (`ops::gemv`, rows split over
 //!   rayon's threads).
 //! - `decode/<type>`: dequantizing a 1536x576 matrix to f32 (`qdot::decode`,
@@ -74,19 +75,24 @@ fn bench_row_dot_and_gemv(c: &mut Criterion) {
                 let MatrixData::Quant(q) = &w.data else {
                     unreachable!("a quantized matrix")
                 };
-                let (bytes, rb, dot) =
-                    (q.bytes.as_slice(), q.row_bytes(cols), qdot::row_kernel(ty));
-                g.bench_function(BenchmarkId::new(ty.name(), name), |b| {
-                    if parallel {
+                let (bytes, rb) = (q.bytes.as_slice(), q.row_bytes(cols));
+                if parallel {
+                    g.bench_function(BenchmarkId::new(ty.name(), name), |b| {
                         b.iter(|| ops::gemv(&w, &x, &mut out))
-                    } else {
+                    });
+                    continue;
+                }
+                // Every kernel this CPU runs (portable, avx2, avx512), on one thread.
+                for (path, dot) in qdot::kernels(ty) {
+                    let id = BenchmarkId::new(format!("{}/{path}", ty.name()), name);
+                    g.bench_function(id, |b| {
                         b.iter(|| {
                             for (o, row) in out.iter_mut().zip(bytes.chunks_exact(rb)) {
                                 *o = dot(row, &x);
                             }
                         })
-                    }
-                });
+                    });
+                }
             }
         }
         g.finish();

@@ -1,6 +1,7 @@
 //! Dot products of one quantized weight row (ggml blocks, see
 //! `weights::quant`) with an f32 vector, decoding the blocks inside the inner
-//! loop: AVX2 + FMA + F16C when the CPU has them (detected at run time), and a
+//! loop: AVX2 + FMA + F16C when the CPU has them (detected at run time), with
+//! AVX-512F versions of Q8_0 and Q4_1 (the types of the default GGUF), and a
 //! portable fallback.
 //!
 //! Both paths compute every weight to the same f32 value as the scalar
@@ -26,17 +27,39 @@ pub type RowDot = fn(&[u8], &[f32]) -> f32;
 
 /// The fastest row kernel this CPU runs for `ty`.
 pub fn row_kernel(ty: QuantType) -> RowDot {
+    kernels(ty)
+        .last()
+        .expect("the portable kernel is always there")
+        .1
+}
+
+/// Every row kernel this CPU runs for `ty`, slowest first: `portable`, then
+/// `avx2` (AVX2+FMA+F16C), then `avx512` (AVX-512F as well; Q8_0 and Q4_1
+/// only). All give the same bits on the same row; the benches and tests run
+/// each.
+pub fn kernels(ty: QuantType) -> Vec<(&'static str, RowDot)> {
+    let mut v = vec![("portable", portable_kernel(ty))];
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma_f16c() {
-        return match ty {
+        // SAFETY (every closure below): the CPU has the features the kernel
+        // needs (checked here); lengths are checked inside.
+        let avx2: RowDot = match ty {
             QuantType::Q8_0 => |r, x| unsafe { x86::dot_q8_0(r, x) },
             QuantType::Q4_0 => |r, x| unsafe { x86::dot_q4_0(r, x) },
             QuantType::Q4_1 => |r, x| unsafe { x86::dot_q4_1(r, x) },
             QuantType::Q4_K => |r, x| unsafe { x86::dot_q4_k(r, x) },
             QuantType::Q6_K => |r, x| unsafe { x86::dot_q6_k(r, x) },
         };
+        v.push(("avx2", avx2));
+        if std::is_x86_feature_detected!("avx512f") {
+            match ty {
+                QuantType::Q8_0 => v.push(("avx512", |r, x| unsafe { x86_512::dot_q8_0(r, x) })),
+                QuantType::Q4_1 => v.push(("avx512", |r, x| unsafe { x86_512::dot_q4_1(r, x) })),
+                _ => {}
+            }
+        }
     }
-    portable_kernel(ty)
+    v
 }
 
 /// The portable row kernel for `ty` (what CPUs without AVX2/FMA/F16C run).
@@ -169,7 +192,7 @@ mod x86 {
         ]
     }
 
-    fn check(ty: QuantType, row: &[u8], n: usize) -> usize {
+    pub(super) fn check(ty: QuantType, row: &[u8], n: usize) -> usize {
         let blocks = row.len() / ty.block_bytes();
         assert!(
             row.len() == blocks * ty.block_bytes() && n >= blocks * ty.block_len(),
@@ -362,6 +385,75 @@ mod x86 {
     decode!(decode_q6_k, QuantType::Q6_K, block_q6_k);
 }
 
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::missing_safety_doc)]
+mod x86_512 {
+    //! Q8_0 and Q4_1 in 16-lane AVX-512 registers: one block is two vectors.
+    //! Each needs AVX-512F, AVX2, FMA and F16C; lengths as in `x86`.
+    //!
+    //! The sums stay those of `ops::dot_f32`'s four 8-lane accumulators: `a`
+    //! holds accumulators 0 and 1 in its low and high halves (elements 0..16 of
+    //! every block), `b` accumulators 2 and 3 (elements 16..32), each lane
+    //! receiving the same products in the same order; the halves are split
+    //! and summed as `(acc0 + acc1) + (acc2 + acc3)` at the end.
+    use super::QuantType;
+    use crate::reference::ops::x86::{hsum, sum4};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn finish(a: __m512, b: __m512) -> f32 {
+        let half = |v: __m512| {
+            (
+                _mm512_castps512_ps256(v),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+            )
+        };
+        let ((a0, a1), (b0, b1)) = (half(a), half(b));
+        hsum(sum4([a0, a1, b0, b1]))
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn dot_q4_1(row: &[u8], x: &[f32]) -> f32 {
+        let n = super::x86::check(QuantType::Q4_1, row, x.len());
+        let m15 = _mm512_set1_epi32(15);
+        let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for i in 0..n {
+            let p = row.as_ptr().add(i * 20);
+            let xp = x.as_ptr().add(i * 32);
+            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32)));
+            let d = _mm512_broadcastss_ps(dm);
+            let m = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
+            let r = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(4) as *const __m128i));
+            // q * d + m fused: q * d is exact (see `x86`).
+            let lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(r, m15)), d, m);
+            let hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(r, 4)), d, m);
+            a = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xp), a);
+            b = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xp.add(16)), b);
+        }
+        finish(a, b)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
+        let n = super::x86::check(QuantType::Q8_0, row, x.len());
+        let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for i in 0..n {
+            let p = row.as_ptr().add(i * 34);
+            let xp = x.as_ptr().add(i * 32);
+            let bits = std::ptr::read_unaligned(p as *const u16);
+            let d = _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))));
+            let q0 = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2) as *const __m128i));
+            let q1 = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18) as *const __m128i));
+            let w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(q0), d);
+            let w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(q1), d);
+            a = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), a);
+            b = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(16)), b);
+        }
+        finish(a, b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,7 +494,7 @@ mod tests {
                     .zip(&x)
                     .map(|(a, b)| (*a as f64 * *b as f64).abs())
                     .sum();
-                for (name, k) in [("fast", row_kernel(ty)), ("portable", portable_kernel(ty))] {
+                for (name, k) in kernels(ty) {
                     let got = k(&row, &x) as f64;
                     assert!(
                         (got - want).abs() <= 1e-5 * scale.max(1e-3),
@@ -455,17 +547,18 @@ mod tests {
                 let mut w = vec![0f32; n];
                 ty.decode(&row, &mut w);
                 let portable = super::super::ops::portable_dot(w.iter().copied(), &x);
-                let got = portable_kernel(ty)(&row, &x);
-                assert_eq!(
-                    got.to_bits(),
-                    portable.to_bits(),
-                    "{ty} portable, {blocks} blocks"
-                );
-                if has_simd() {
-                    let fast = super::super::ops::dot_f32(&w, &x);
-                    let got = row_kernel(ty)(&row, &x);
-                    assert_eq!(got.to_bits(), fast.to_bits(), "{ty} AVX2, {blocks} blocks");
-                } else {
+                let fast = super::super::ops::dot_f32(&w, &x);
+                let paths = kernels(ty);
+                for (name, k) in &paths {
+                    let want = if *name == "portable" { portable } else { fast };
+                    let got = k(&row, &x);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} {name}, {blocks} blocks"
+                    );
+                }
+                if paths.len() == 1 {
                     eprintln!(
                         "{ty}: this CPU has no AVX2/FMA/F16C, only the portable path is checked"
                     );
