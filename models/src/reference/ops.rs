@@ -368,6 +368,60 @@ mod tests {
         }
     }
 
+    /// The fused GEMV gives each matrix's own GEMV bits, whatever the row
+    /// counts (runs crossing the 64-row task boundaries, a matrix inside one
+    /// task) and storages (Q4_1, F32, Q8_0 side by side).
+    #[test]
+    fn fused_gemv_equals_separate_gemvs() {
+        use crate::reference::qdot::tests::random_blocks;
+        use crate::weights::quant::{QuantData, QuantType, SharedBytes};
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let cols = 64;
+        let quant = |ty: QuantType, rows: usize, rng: &mut rand_chacha::ChaCha8Rng| {
+            let bytes = random_blocks(ty, rows * cols / ty.block_len(), rng);
+            let q = QuantData::new(ty, rows, cols, SharedBytes::owned(bytes)).unwrap();
+            Matrix {
+                rows,
+                cols,
+                data: MatrixData::Quant(q),
+            }
+        };
+        let a = quant(QuantType::Q4_1, 70, &mut rng);
+        let b = Matrix::from_f32(
+            10,
+            cols,
+            (0..10 * cols).map(|i| (i % 7) as f32 - 3.0).collect(),
+            DType::F32,
+        );
+        let c = quant(QuantType::Q8_0, 131, &mut rng);
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let mut fused = vec![0.0; 70 + 10 + 131];
+        gemv_fused(&[&a, &b, &c], &x, &mut fused);
+        let mut want = Vec::new();
+        for m in [&a, &b, &c] {
+            let mut o = vec![0.0; m.rows];
+            gemv(m, &x, &mut o);
+            want.extend(o);
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&want));
+        // And the separate GEMV is the row kernel on every row.
+        let MatrixData::Quant(q) = &c.data else {
+            unreachable!()
+        };
+        let rb = q.row_bytes(cols);
+        let k = crate::reference::qdot::row_kernel(q.ty);
+        for (r, w) in want[80..].iter().enumerate() {
+            assert_eq!(
+                w.to_bits(),
+                k(&q.bytes.as_slice()[r * rb..(r + 1) * rb], &x).to_bits()
+            );
+        }
+    }
+
     #[test]
     fn rms_norm_and_softmax_values() {
         let mut out = [0.0; 2];
