@@ -95,7 +95,7 @@ pub fn decode(ty: QuantType, src: &[u8], out: &mut [f32]) {
     ty.decode(src, out)
 }
 
-/// Whether [`row_kernel`] picks the AVX2 path on this CPU.
+/// Whether [`row_kernel`] picks a SIMD path (AVX2, or AVX-512 for Q8_0 / Q4_1) on this CPU.
 pub fn has_simd() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
