@@ -16,6 +16,9 @@ use rayon::prelude::*;
 /// Output rows per rayon task in the GEMV: large enough to amortise scheduling,
 /// small enough to balance 2-16 cores.
 const GEMV_ROWS_PER_TASK: usize = 64;
+/// Decode attention runs its heads in parallel from this many query-key
+/// multiply-adds (`q_dim * positions`) on; below, one thread does them all.
+const ATTN_PARALLEL_MIN: usize = 1 << 17;
 /// Weight rows widened to f32 per GEMM tile.
 const GEMM_ROWS_PER_TILE: usize = 128;
 
@@ -23,53 +26,32 @@ const GEMM_ROWS_PER_TILE: usize = 128;
 pub fn gemv(w: &Matrix, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), w.cols, "gemv: input length");
     assert_eq!(out.len(), w.rows, "gemv: output length");
-    let cols = w.cols;
-    if let MatrixData::Quant(q) = &w.data {
-        let (bytes, rb, dot) = (
-            q.bytes.as_slice(),
-            q.row_bytes(cols),
-            qdot::row_kernel(q.ty),
-        );
-        out.par_chunks_mut(GEMV_ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(t, chunk)| {
-                let r0 = t * GEMV_ROWS_PER_TASK;
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    let a = (r0 + i) * rb;
-                    *o = dot(&bytes[a..a + rb], x);
-                }
-            });
-        return;
-    }
     out.par_chunks_mut(GEMV_ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(t, chunk)| {
-            let r0 = t * GEMV_ROWS_PER_TASK;
-            for (i, o) in chunk.iter_mut().enumerate() {
-                let a = (r0 + i) * cols;
-                *o = match &w.data {
-                    MatrixData::F32(v) => dot_f32(&v[a..a + cols], x),
-                    MatrixData::F16(v) => dot_f16(&v[a..a + cols], x),
-                    MatrixData::BF16(v) => dot_bf16(&v[a..a + cols], x),
-                    MatrixData::Quant(_) => unreachable!("quantized rows are handled above"),
-                };
-            }
-        });
+        .for_each(|(t, chunk)| rows_dot(w, t * GEMV_ROWS_PER_TASK, x, chunk));
 }
 
-/// One row's dot product with `x`, whatever the storage.
-#[inline]
-fn row_dot(w: &Matrix, r: usize, x: &[f32]) -> f32 {
+/// `out[i]` = row `r0 + i` of `w` dotted with `x`, whatever the storage (the
+/// kernel is chosen once for the rows).
+fn rows_dot(w: &Matrix, r0: usize, x: &[f32], out: &mut [f32]) {
     let cols = w.cols;
-    let a = r * cols;
-    match &w.data {
-        MatrixData::F32(v) => dot_f32(&v[a..a + cols], x),
-        MatrixData::F16(v) => dot_f16(&v[a..a + cols], x),
-        MatrixData::BF16(v) => dot_bf16(&v[a..a + cols], x),
-        MatrixData::Quant(q) => {
-            let rb = q.row_bytes(cols);
-            qdot::row_kernel(q.ty)(&q.bytes.as_slice()[r * rb..(r + 1) * rb], x)
+    let rows = |rb: usize, dot: &dyn Fn(usize) -> f32, out: &mut [f32]| {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot((r0 + i) * rb);
         }
+    };
+    match &w.data {
+        MatrixData::Quant(q) => {
+            let (bytes, rb, k) = (
+                q.bytes.as_slice(),
+                q.row_bytes(cols),
+                qdot::row_kernel(q.ty),
+            );
+            rows(rb, &|a| k(&bytes[a..a + rb], x), out)
+        }
+        MatrixData::F32(v) => rows(cols, &|a| dot_f32(&v[a..a + cols], x), out),
+        MatrixData::F16(v) => rows(cols, &|a| dot_f16(&v[a..a + cols], x), out),
+        MatrixData::BF16(v) => rows(cols, &|a| dot_bf16(&v[a..a + cols], x), out),
     }
 }
 
@@ -85,21 +67,18 @@ pub fn gemv_fused(ws: &[&Matrix], x: &[f32], out: &mut [f32]) {
     }
     out.par_chunks_mut(GEMV_ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(t, chunk)| {
-            let g0 = t * GEMV_ROWS_PER_TASK;
-            // The matrix holding global row g0, and where it starts.
-            let (mut m, mut base) = (0, 0);
-            while g0 >= base + ws[m].rows {
-                base += ws[m].rows;
-                m += 1;
-            }
-            for (i, o) in chunk.iter_mut().enumerate() {
-                let g = g0 + i;
+        .for_each(|(t, mut chunk)| {
+            // Global row g of the chunk lies in matrix m, which starts at `base`.
+            let (mut g, mut m, mut base) = (t * GEMV_ROWS_PER_TASK, 0, 0);
+            while !chunk.is_empty() {
                 while g >= base + ws[m].rows {
                     base += ws[m].rows;
                     m += 1;
                 }
-                *o = row_dot(ws[m], g - base, x);
+                let n = chunk.len().min(base + ws[m].rows - g);
+                let (head, rest) = chunk.split_at_mut(n);
+                rows_dot(ws[m], g - base, x, head);
+                (chunk, g) = (rest, g + n);
             }
         });
 }
@@ -121,23 +100,33 @@ pub fn attention_decode(
     out: &mut [f32],
 ) {
     let scale = 1.0 / (head_dim as f32).sqrt();
-    out.par_chunks_mut(head_dim)
-        .zip(scores[..q.len() / head_dim * positions].par_chunks_mut(positions))
-        .enumerate()
-        .for_each(|(head, (o, sc))| {
-            let g = head / group_size;
-            let qh = &q[head * head_dim..(head + 1) * head_dim];
-            for (t, s) in sc.iter_mut().enumerate() {
-                let k = &k_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
-                *s = dot_f32(qh, k) * scale;
-            }
-            softmax(sc);
-            o.iter_mut().for_each(|v| *v = 0.0);
-            for (t, p) in sc.iter().enumerate() {
-                let v = &v_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
-                o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-            }
-        });
+    let one_head = |(head, (o, sc)): (usize, (&mut [f32], &mut [f32]))| {
+        let g = head / group_size;
+        let qh = &q[head * head_dim..(head + 1) * head_dim];
+        for (t, s) in sc.iter_mut().enumerate() {
+            let k = &k_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
+            *s = dot_f32(qh, k) * scale;
+        }
+        softmax(sc);
+        o.iter_mut().for_each(|v| *v = 0.0);
+        for (t, p) in sc.iter().enumerate() {
+            let v = &v_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
+            o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+        }
+    };
+    let scores = &mut scores[..q.len() / head_dim * positions];
+    // A short context is less work than waking the other threads.
+    if q.len() * positions < ATTN_PARALLEL_MIN {
+        out.chunks_mut(head_dim)
+            .zip(scores.chunks_mut(positions))
+            .enumerate()
+            .for_each(one_head);
+    } else {
+        out.par_chunks_mut(head_dim)
+            .zip(scores.par_chunks_mut(positions))
+            .enumerate()
+            .for_each(one_head);
+    }
 }
 
 /// `out = x · wᵀ` for a batch of rows: `x` is `[n, cols]`, `out` is `[n, rows]`.
@@ -153,19 +142,29 @@ pub fn gemm(w: &Matrix, x: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
     tiles.into_par_iter().for_each(|(t, mut out_tile)| {
         let r0 = t * GEMM_ROWS_PER_TILE;
         let r1 = r0 + out_tile.ncols();
-        let owned;
-        let tile: ArrayView2<f32> = match &w.data {
-            MatrixData::F32(v) => ArrayView2::from_shape((r1 - r0, cols), &v[r0 * cols..r1 * cols])
-                .expect("tile shape"),
-            _ => {
-                let mut buf = vec![0.0f32; (r1 - r0) * cols];
-                w.rows_to_f32(r0, r1, &mut buf);
-                owned = ndarray::Array2::from_shape_vec((r1 - r0, cols), buf).expect("tile shape");
-                owned.view()
-            }
+        let len = (r1 - r0) * cols;
+        let mul = |tile: &[f32], out_tile: &mut ArrayViewMut2<f32>| {
+            let tile = ArrayView2::from_shape((r1 - r0, cols), tile).expect("tile shape");
+            ndarray::linalg::general_mat_mul(1.0, &x, &tile.t(), 0.0, out_tile);
         };
-        ndarray::linalg::general_mat_mul(1.0, &x, &tile.t(), 0.0, &mut out_tile);
+        match &w.data {
+            MatrixData::F32(v) => mul(&v[r0 * cols..r1 * cols], &mut out_tile),
+            _ => TILE.with_borrow_mut(|buf| {
+                // Each worker thread widens into its own buffer, grown (and
+                // zeroed) once, then overwritten tile after tile.
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+                w.rows_to_f32(r0, r1, &mut buf[..len]);
+                mul(&buf[..len], &mut out_tile);
+            }),
+        }
     });
+}
+
+thread_local! {
+    /// The GEMM's widened weight tile, one per thread.
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Dot product of two f32 slices of equal length.
@@ -366,6 +365,60 @@ mod tests {
                     assert!((a - b).abs() < 1e-4, "{dtype}: gemm {a} vs {b}");
                 }
             }
+        }
+    }
+
+    /// The fused GEMV gives each matrix's own GEMV bits, whatever the row
+    /// counts (runs crossing the 64-row task boundaries, a matrix inside one
+    /// task) and storages (Q4_1, F32, Q8_0 side by side).
+    #[test]
+    fn fused_gemv_equals_separate_gemvs() {
+        use crate::reference::qdot::tests::random_blocks;
+        use crate::weights::quant::{QuantData, QuantType, SharedBytes};
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let cols = 64;
+        let quant = |ty: QuantType, rows: usize, rng: &mut rand_chacha::ChaCha8Rng| {
+            let bytes = random_blocks(ty, rows * cols / ty.block_len(), rng);
+            let q = QuantData::new(ty, rows, cols, SharedBytes::owned(bytes)).unwrap();
+            Matrix {
+                rows,
+                cols,
+                data: MatrixData::Quant(q),
+            }
+        };
+        let a = quant(QuantType::Q4_1, 70, &mut rng);
+        let b = Matrix::from_f32(
+            10,
+            cols,
+            (0..10 * cols).map(|i| (i % 7) as f32 - 3.0).collect(),
+            DType::F32,
+        );
+        let c = quant(QuantType::Q8_0, 131, &mut rng);
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let mut fused = vec![0.0; 70 + 10 + 131];
+        gemv_fused(&[&a, &b, &c], &x, &mut fused);
+        let mut want = Vec::new();
+        for m in [&a, &b, &c] {
+            let mut o = vec![0.0; m.rows];
+            gemv(m, &x, &mut o);
+            want.extend(o);
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&want));
+        // And the separate GEMV is the row kernel on every row.
+        let MatrixData::Quant(q) = &c.data else {
+            unreachable!()
+        };
+        let rb = q.row_bytes(cols);
+        let k = crate::reference::qdot::row_kernel(q.ty);
+        for (r, w) in want[80..].iter().enumerate() {
+            assert_eq!(
+                w.to_bits(),
+                k(&q.bytes.as_slice()[r * rb..(r + 1) * rb], &x).to_bits()
+            );
         }
     }
 

@@ -105,7 +105,7 @@ impl Matrix {
             }
             MatrixData::Quant(q) => {
                 let rb = q.row_bytes(self.cols);
-                q.ty.decode(&q.bytes.as_slice()[r0 * rb..r1 * rb], out);
+                crate::reference::qdot::decode(q.ty, &q.bytes.as_slice()[r0 * rb..r1 * rb], out);
             }
         }
     }
