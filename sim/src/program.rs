@@ -73,6 +73,14 @@ impl Collective {
         self.tree.len()
     }
 
+    /// Whether this is one of a layer program's dependent phase pairs: an
+    /// in-layer allreduce over more than one PE. The analytic model charges it
+    /// `layer_phase_sync_cycles` twice, the fabric simulator its fitted
+    /// `fabric_collective_residual_cycles` once.
+    pub fn hands_over_phases(&self) -> bool {
+        self.kind == CollectiveKind::Allreduce && self.in_layer && self.line_pes() > 1
+    }
+
     /// Which PE sends to which, in order, along one line.
     pub fn schedule(&self) -> Result<Schedule, SimError> {
         Schedule::from_shape(self.tree.clone())
@@ -84,7 +92,7 @@ impl Collective {
         match self.kind {
             CollectiveKind::Reduce => line.tree_reduce_cost(spec, w, &self.tree),
             CollectiveKind::Allreduce => {
-                let sync = if self.in_layer && self.line_pes() > 1 {
+                let sync = if self.hands_over_phases() {
                     Cost::sync(Cycles(2.0 * spec.cost.layer_phase_sync_cycles))
                 } else {
                     Cost::default()

@@ -115,9 +115,7 @@ pub fn region_fabric<L>(
         // The fitted residual, before each allreduce of a layer's program (the
         // collectives the analytic model charges its phase sync).
         let residual = match collective {
-            Some(c) if c.in_layer && c.kind == CollectiveKind::Allreduce && c.line_pes() > 1 => {
-                residual
-            }
+            Some(c) if c.hands_over_phases() => residual,
             _ => 0,
         };
         let compute = ceil_cycles(
@@ -296,21 +294,9 @@ mod tests {
     use super::*;
     use crate::collective::Algorithm;
     use crate::program::Step;
-    use wafer_core::spec::wse3;
     use wafer_kernels::Kernel;
 
-    /// wse3 with hop h = 1, ramp r = 2, and no per-element loop overhead,
-    /// operation setup, task switch or residual.
-    fn spec() -> WaferSpec {
-        let mut s = wse3();
-        s.router.hop_latency_cycles = 1.0;
-        s.router.ramp_latency_cycles = 2.0;
-        s.pe.fabric_op_setup_cycles = 0.0;
-        s.pe.task_switch_cycles = 0.0;
-        s.cost.loop_overhead_cycles_per_element = 0.0;
-        s.cost.fabric_collective_residual_cycles = 0.0;
-        s
-    }
+    use crate::fabric::tests::spec_h1_r2 as spec;
 
     fn step(kernels: Vec<Kernel>, c: Option<Collective>) -> Step<&'static str> {
         Step {

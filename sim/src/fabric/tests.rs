@@ -14,14 +14,17 @@ use rand_chacha::ChaCha8Rng;
 use wafer_core::spec::wse3;
 use wafer_core::WaferSpec;
 
-/// wse3 with the latencies every hand derivation below uses: hop h = 1, ramp r = 2.
-fn spec_h1_r2() -> WaferSpec {
+/// wse3 with the latencies every hand derivation of the fabric's tests
+/// uses: hop h = 1, ramp r = 2, and no per-element loop overhead, operation
+/// setup, task switch or residual (the tests that need them set their own).
+pub(crate) fn spec_h1_r2() -> WaferSpec {
     let mut s = wse3();
     s.router.hop_latency_cycles = 1.0;
     s.router.ramp_latency_cycles = 2.0;
     s.pe.fabric_op_setup_cycles = 0.0;
     s.pe.task_switch_cycles = 0.0;
     s.cost.loop_overhead_cycles_per_element = 0.0;
+    s.cost.fabric_collective_residual_cycles = 0.0;
     s
 }
 

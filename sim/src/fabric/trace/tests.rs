@@ -14,16 +14,7 @@ use crate::schedule::TreeShape;
 use serde_json::{Map, Value};
 use wafer_core::spec::wse3;
 
-/// wse3 with hop h = 1, ramp r = 2 (as the engine's own hand derivations).
-fn spec_h1_r2() -> WaferSpec {
-    let mut s = wse3();
-    s.router.hop_latency_cycles = 1.0;
-    s.router.ramp_latency_cycles = 2.0;
-    s.pe.fabric_op_setup_cycles = 0.0;
-    s.pe.task_switch_cycles = 0.0;
-    s.cost.loop_overhead_cycles_per_element = 0.0;
-    s
-}
+use crate::fabric::tests::spec_h1_r2;
 
 const C0: Colour = Colour(0);
 
