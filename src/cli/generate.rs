@@ -294,42 +294,6 @@ pub fn run(args: Args) -> Result<()> {
             ),
         }
     };
-    if let Some(file) = &args.batch_prompts {
-        let lines = batch::read_batch_prompts(file)?;
-        let prompts = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                encode(
-                    l,
-                    &format!(
-                        "the prompt on line {} of --batch-prompts {}",
-                        i + 1,
-                        file.display()
-                    ),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let opts = GenerateOptions {
-            max_tokens: args.max_tokens,
-            sampling,
-            top_logprobs: args.top_logprobs.unwrap_or(0),
-            stop_ids: match &source {
-                Source::Dir(dir) => stop_ids(dir, &config)?,
-                Source::Gguf(m) => m.stop_ids(),
-            },
-        };
-        return batch::run(&args, &source, config, tokenizer, &prompts, &opts, seed);
-    }
-    let prompt = encode(&text, "the prompt")?;
-    if let Some(c) = args.context {
-        if c < prompt.len() {
-            bail!(
-                "--context {c} is shorter than the prompt's {} tokens",
-                prompt.len()
-            );
-        }
-    }
     if let Some(k) = args.top_logprobs {
         if k > config.vocab_size {
             bail!(
@@ -347,6 +311,33 @@ pub fn run(args: Args) -> Result<()> {
             Source::Gguf(m) => m.stop_ids(),
         },
     };
+    if let Some(file) = &args.batch_prompts {
+        let lines = batch::read_batch_prompts(file)?;
+        let prompts = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                encode(
+                    l,
+                    &format!(
+                        "the prompt on line {} of --batch-prompts {}",
+                        i + 1,
+                        file.display()
+                    ),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return batch::run(&args, &source, config, tokenizer, &prompts, &opts, seed);
+    }
+    let prompt = encode(&text, "the prompt")?;
+    if let Some(c) = args.context {
+        if c < prompt.len() {
+            bail!(
+                "--context {c} is shorter than the prompt's {} tokens",
+                prompt.len()
+            );
+        }
+    }
 
     // The draft model loads (and its tokenizer is checked) before the target's weights.
     let mut drafter: Option<Box<dyn wafer_models::speculate::Drafter>> = None;
@@ -452,23 +443,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut step_reports: Vec<String> = Vec::new();
     let on_token = |ev: &TokenEvent| {
         if json {
-            let mut line = serde_json::json!({
-                "index": ev.index,
-                "token_id": ev.token_id,
-                "text": ev.text,
-            });
-            if let Some(top) = &ev.top_logprobs {
-                line["top_logprobs"] = serde_json::json!(top
-                    .iter()
-                    .map(|&(id, lp)| serde_json::json!([id, lp]))
-                    .collect::<Vec<_>>());
-            }
-            if let Some(r) = &ev.report {
-                for (k, v) in &r.json {
-                    line[k] = v.clone();
-                }
-            }
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", token_json(ev))?;
         } else {
             write!(out, "{}", ev.text)?;
             // Per-token reports go to stderr after the text, so they never land in
@@ -695,4 +670,26 @@ fn rand_seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ ((std::process::id() as u64) << 32)
+}
+
+/// One generated token as its `--json` line: index, id, text, the top
+/// log-probabilities when asked for, and the engine's per-token report.
+pub(crate) fn token_json(ev: &TokenEvent) -> serde_json::Value {
+    let mut line = serde_json::json!({
+        "index": ev.index,
+        "token_id": ev.token_id,
+        "text": ev.text,
+    });
+    if let Some(top) = &ev.top_logprobs {
+        line["top_logprobs"] = serde_json::json!(top
+            .iter()
+            .map(|&(id, lp)| serde_json::json!([id, lp]))
+            .collect::<Vec<_>>());
+    }
+    if let Some(r) = &ev.report {
+        for (k, v) in &r.json {
+            line[k] = v.clone();
+        }
+    }
+    line
 }

@@ -105,23 +105,8 @@ pub(super) fn run(
         opts,
         |seq, ev: &TokenEvent| {
             if json {
-                let mut line = serde_json::json!({
-                    "sequence": seq,
-                    "index": ev.index,
-                    "token_id": ev.token_id,
-                    "text": ev.text,
-                });
-                if let Some(top) = &ev.top_logprobs {
-                    line["top_logprobs"] = serde_json::json!(top
-                        .iter()
-                        .map(|&(id, lp)| serde_json::json!([id, lp]))
-                        .collect::<Vec<_>>());
-                }
-                if let Some(r) = &ev.report {
-                    for (k, v) in &r.json {
-                        line[k] = v.clone();
-                    }
-                }
+                let mut line = super::token_json(ev);
+                line["sequence"] = serde_json::json!(seq);
                 writeln!(out, "{line}")?;
                 out.flush()?;
             } else {
