@@ -514,6 +514,22 @@ pub struct ModelSteps {
 
 /// Moving the `values`-long residual (split over the rows of `from`) to `to`,
 /// then replicating each row's part along the rows of `to`; `None` on one region.
+/// The embedding lookup of `tokens` positions: the PEs holding each token's
+/// row (split over the first layer's region height) read it, and the rows go
+/// to layer 0's region.
+pub fn embedding_step(spec: &WaferSpec, layout: &Layout, d: usize, tokens: usize) -> Step<OpKind> {
+    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
+    let emb = (d as u64).div_ceil(first.region.height().max(1) as u64) * tokens as u64;
+    Step {
+        label: OpKind::Embedding,
+        work_per_pe: emb,
+        kernels: vec![Kernel::Scale { n: emb }],
+        collective: None,
+        transfer: handoff(spec, &layout.embedding, &first, (tokens * d) as u64),
+        cannon: None,
+    }
+}
+
 pub fn handoff(spec: &WaferSpec, from: &Site, to: &Site, values: u64) -> Option<Transfer> {
     if from == to {
         return None;
@@ -588,16 +604,7 @@ pub fn model_steps(
         cannon: None,
     };
 
-    // The PEs holding the token's row read it and send it to layer 0.
-    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
-    let emb = div(d, first.region.height());
-    let embedding = vec![step(
-        OpKind::Embedding,
-        emb,
-        vec![Kernel::Scale { n: emb }],
-        None,
-        handoff(spec, &layout.embedding, &first, d as u64),
-    )];
+    let embedding = vec![embedding_step(spec, layout, d, 1)];
 
     let after_layer = layout
         .layers

@@ -23,7 +23,9 @@ use super::token_prefill::token_prefill;
 use super::{Op, OpKind, Plan, PlanOptions};
 use crate::layout::{Layout, Site};
 use crate::placement::{Footprint, Item, Sizes};
-use crate::program::{handoff, layer_pass_program, prefill_handoff, prefill_layer_program};
+use crate::program::{
+    embedding_step, handoff, layer_pass_program, prefill_handoff, prefill_layer_program,
+};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use wafer_core::Cycles;
@@ -218,18 +220,9 @@ pub fn stream_prefill_plan(
         }
     }
     let d = cfg.hidden_size;
-    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
     let mut plan: Option<Plan> = None;
     for ((n, _), keys, count) in passes {
-        let emb = div(d, first.region.height()) * n as u64;
-        let embedding = Step {
-            label: OpKind::Embedding,
-            work_per_pe: emb,
-            kernels: vec![Kernel::Scale { n: emb }],
-            collective: None,
-            transfer: handoff(spec, &layout.embedding, &first, (n * d) as u64),
-            cannon: None,
-        };
+        let embedding = embedding_step(spec, layout, d, n);
         let pass = price_pass(
             spec,
             layout,

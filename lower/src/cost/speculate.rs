@@ -27,7 +27,7 @@
 use super::decode::{div, price_layer, price_layers, push_steps};
 use super::{decode_plan_with, OpKind, Plan, PlanOptions};
 use crate::layout::Layout;
-use crate::program::{handoff, layer_pass_program};
+use crate::program::{embedding_step, handoff, layer_pass_program};
 use serde::Serialize;
 use thiserror::Error;
 use wafer_core::{Cycles, WaferSpec};
@@ -78,16 +78,7 @@ pub fn verify_plan(
     let n = tokens.max(1);
     let keys = position + n;
     let d = cfg.hidden_size;
-    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
-    let emb = div(d, first.region.height()) * n as u64;
-    let embedding = Step {
-        label: OpKind::Embedding,
-        work_per_pe: emb,
-        kernels: vec![Kernel::Scale { n: emb }],
-        collective: None,
-        transfer: handoff(spec, &layout.embedding, &first, (n * d) as u64),
-        cannon: None,
-    };
+    let embedding = embedding_step(spec, layout, d, n);
     let mut plan = Plan::default();
     push_steps(&mut plan, spec, &[embedding], None);
     price_layers(
