@@ -73,6 +73,17 @@ struct Writer<W: Write> {
 }
 
 impl<W: Write> Writer<W> {
+    /// Closes the event list, writes `otherData` and flushes; returns the
+    /// number of trace events written.
+    fn finish(mut self, other: &Value) -> io::Result<u64> {
+        self.out
+            .write_all(b"\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":")?;
+        serde_json::to_writer(&mut self.out, other)?;
+        self.out.write_all(b"}\n")?;
+        self.out.flush()?;
+        Ok(self.written)
+    }
+
     fn event<A: Serialize>(&mut self, e: &Event<A>) -> io::Result<()> {
         self.out
             .write_all(if self.first { b"\n" } else { b",\n" })?;
@@ -108,7 +119,6 @@ pub fn write_chrome<W: Write>(trace: &Trace, other: Map<String, Value>, out: W) 
     w.out.write_all(b"{\"traceEvents\":[")?;
     let n = trace.width as u64 * trace.height as u64;
     let links_pid = n + 1;
-    let peaks = trace.heat().queue_peak;
     let part = Placed {
         trace,
         label: "",
@@ -117,16 +127,32 @@ pub fn write_chrome<W: Write>(trace: &Trace, other: Map<String, Value>, out: W) 
         t0: 0,
         part: 0,
     };
+    write_parts(&mut w, &[part], trace.width, n, links_pid)?;
+    w.finish(&other_data(trace, other))
+}
+
+/// Every part's PE tracks, the `links` process, then every part's link
+/// tracks, on a grid `width` PEs wide with `n` PEs in all.
+fn write_parts<W: Write>(
+    w: &mut Writer<W>,
+    parts: &[Placed],
+    width: u32,
+    n: u64,
+    links_pid: u64,
+) -> io::Result<()> {
     let mut name = String::new();
-    for pe in &trace.pes {
-        write_pe(
-            &mut w,
-            &part,
-            trace.width,
-            pe,
-            peaks[pe_index(trace.width, pe.x, pe.y)],
-            &mut name,
-        )?;
+    for part in parts {
+        let peaks = part.trace.heat().queue_peak;
+        for pe in &part.trace.pes {
+            write_pe(
+                w,
+                part,
+                width,
+                pe,
+                peaks[pe_index(part.trace.width, pe.x, pe.y)],
+                &mut name,
+            )?;
+        }
     }
     w.meta("process_name", links_pid, 0, json!({ "name": "links" }))?;
     w.meta(
@@ -135,15 +161,12 @@ pub fn write_chrome<W: Write>(trace: &Trace, other: Map<String, Value>, out: W) 
         0,
         json!({ "sort_index": n }),
     )?;
-    for link in &trace.links {
-        write_link(&mut w, &part, trace.width, link, links_pid)?;
+    for part in parts {
+        for link in &part.trace.links {
+            write_link(w, part, width, link, links_pid)?;
+        }
     }
-    w.out
-        .write_all(b"\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":")?;
-    serde_json::to_writer(&mut w.out, &other_data(trace, other))?;
-    w.out.write_all(b"}\n")?;
-    w.out.flush()?;
-    Ok(w.written)
+    Ok(())
 }
 
 /// A traced run placed on a larger grid and timeline (a region of a wafer,
@@ -227,38 +250,8 @@ pub fn write_placed<W: Write>(
             },
         })?;
     }
-    let mut name = String::new();
-    for part in parts {
-        let peaks = part.trace.heat().queue_peak;
-        for pe in &part.trace.pes {
-            write_pe(
-                &mut w,
-                part,
-                width,
-                pe,
-                peaks[pe_index(part.trace.width, pe.x, pe.y)],
-                &mut name,
-            )?;
-        }
-    }
-    w.meta("process_name", links_pid, 0, json!({ "name": "links" }))?;
-    w.meta(
-        "process_sort_index",
-        links_pid,
-        0,
-        json!({ "sort_index": n }),
-    )?;
-    for part in parts {
-        for link in &part.trace.links {
-            write_link(&mut w, part, width, link, links_pid)?;
-        }
-    }
-    w.out
-        .write_all(b"\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":")?;
-    serde_json::to_writer(&mut w.out, &Value::Object(other))?;
-    w.out.write_all(b"}\n")?;
-    w.out.flush()?;
-    Ok(w.written)
+    write_parts(&mut w, parts, width, n, links_pid)?;
+    w.finish(&Value::Object(other))
 }
 
 /// `otherData`'s units and figures for a merged trace ([`super::merge`]):
