@@ -172,7 +172,7 @@ fn run_layer(args: &Args, layer: usize) -> Result<()> {
         &region_opts(),
         &Outputs {
             title: &title,
-            other,
+            other: other.clone(),
             out: &args.out,
             png: args.png.as_deref(),
             max_events: args.max_events,
@@ -180,19 +180,10 @@ fn run_layer(args: &Args, layer: usize) -> Result<()> {
     )?;
     let run = &t.run;
     if args.json {
-        let o = json!({
-            "program": title,
-            "model": m.name,
-            "layer": layer,
-            "hw": spec.name,
-            "region": site_json(site),
-            "context": m.context,
-            "reduce_k": m.opts.reduce_k(),
-            "steps": steps,
-            "cycles": run.cycles.get(),
-            "analytic_cycles": analytic.get(),
-        });
-        print_json(o, &t, args)?;
+        // The report's keys are the trace's `otherData` ones, and the cycles.
+        let mut o = other;
+        o.insert("cycles".into(), json!(run.cycles.get()));
+        print_json(Value::Object(o), &t, args)?;
         return Ok(());
     }
     println!(
