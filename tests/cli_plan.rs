@@ -7,6 +7,24 @@ mod common;
 
 use common::*;
 
+/// A plan candidate's `estimate_args`.
+fn estimate_args(c: &serde_json::Value) -> Vec<&str> {
+    c["estimate_args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+/// `wafer estimate` run with a candidate's flags, as JSON.
+fn reestimate(c: &serde_json::Value) -> serde_json::Value {
+    let mut args = vec!["estimate"];
+    args.extend(estimate_args(c));
+    args.push("--json");
+    ok_json(&args)
+}
+
 #[test]
 fn candidates_reproduce_through_wafer_estimate() {
     let plan = ok_json(&[
@@ -50,16 +68,7 @@ fn candidates_reproduce_through_wafer_estimate() {
     assert!(fixed >= 1, "{plan}");
     assert!(plan["configurations_meeting_rate"].as_u64().unwrap() >= candidates.len() as u64);
     for c in candidates {
-        let mut args: Vec<&str> = vec!["estimate"];
-        args.extend(
-            c["estimate_args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap()),
-        );
-        args.push("--json");
-        let e = ok_json(&args);
+        let e = reestimate(c);
         // Two users: the rate each user sees.
         assert_eq!(
             e["per_user_tokens_per_s"], c["decode_tokens_per_s"],
@@ -179,16 +188,7 @@ fn a_model_directory_plans_and_reproduces_by_its_path() {
     ]);
     let c = &plan["candidates"][0];
     assert_eq!(c["model"], path);
-    let mut args: Vec<&str> = vec!["estimate"];
-    args.extend(
-        c["estimate_args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap()),
-    );
-    args.push("--json");
-    let e = ok_json(&args);
+    let e = reestimate(c);
     assert_eq!(e["decode_tokens_per_s"], c["decode_tokens_per_s"]);
     assert_eq!(e["ttft_ms"], c["ttft_ms"]);
     assert_eq!(c["trained_positions"], 8192);
@@ -215,17 +215,9 @@ fn speculative_candidates_reproduce_through_wafer_estimate() {
     let candidates = plan["candidates"].as_array().unwrap();
     assert!(!candidates.is_empty(), "{plan}");
     for c in candidates {
-        let mut args: Vec<&str> = vec!["estimate"];
-        args.extend(
-            c["estimate_args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap()),
-        );
+        let args = estimate_args(c);
         assert!(args.contains(&"--speculate") && args.contains(&"--acceptance"));
-        args.push("--json");
-        let e = ok_json(&args);
+        let e = reestimate(c);
         // The rate the plan judged is the estimate's speculative rate, and
         // the plain rate beside it is the estimate's decode rate.
         assert_eq!(
@@ -293,16 +285,7 @@ fn users_auto_candidates_reproduce_at_their_users() {
     assert!(!candidates.is_empty(), "{plan}");
     assert!(candidates.iter().any(|c| c["users"].as_u64().unwrap() > 1));
     for c in candidates {
-        let mut args: Vec<&str> = vec!["estimate"];
-        args.extend(
-            c["estimate_args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap()),
-        );
-        args.push("--json");
-        let e = ok_json(&args);
+        let e = reestimate(c);
         if c["users"] == 1 {
             assert_eq!(
                 e["decode_tokens_per_s"], c["decode_tokens_per_s"],
