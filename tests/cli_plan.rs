@@ -70,17 +70,14 @@ fn candidates_reproduce_through_wafer_estimate() {
     for c in candidates {
         let e = reestimate(c);
         // Two users: the rate each user sees.
-        assert_eq!(
-            e["per_user_tokens_per_s"], c["decode_tokens_per_s"],
-            "{args:?}"
-        );
-        assert_eq!(e["ttft_ms"], c["ttft_ms"], "{args:?}");
-        assert_eq!(e["wafers"], c["wafers"], "{args:?}");
-        assert_eq!(e["region"], c["region"], "{args:?}");
+        assert_eq!(e["per_user_tokens_per_s"], c["decode_tokens_per_s"], "{c}");
+        assert_eq!(e["ttft_ms"], c["ttft_ms"], "{c}");
+        assert_eq!(e["wafers"], c["wafers"], "{c}");
+        assert_eq!(e["region"], c["region"], "{c}");
         assert_eq!(e["users"], c["users"]);
         assert_eq!(e["max_users"], c["max_users"]);
         for k in ["client_ttft_ms", "answer_ms", "client_tokens_per_s"] {
-            assert_eq!(e[k], c["client"][k], "{k}: {args:?}");
+            assert_eq!(e[k], c["client"][k], "{k}: {c}");
         }
         assert!(c["decode_tokens_per_s"].as_f64().unwrap() >= 800.0);
         for key in [
@@ -222,12 +219,12 @@ fn speculative_candidates_reproduce_through_wafer_estimate() {
         // the plain rate beside it is the estimate's decode rate.
         assert_eq!(
             e["speculative_tokens_per_s"], c["decode_tokens_per_s"],
-            "{args:?}"
+            "{c}"
         );
         let s = &c["speculation"];
         assert_eq!(
             s["plain_decode_tokens_per_s"], e["decode_tokens_per_s"],
-            "{args:?}"
+            "{c}"
         );
         let (rate, plain) = (
             c["decode_tokens_per_s"].as_f64().unwrap(),
@@ -287,16 +284,10 @@ fn users_auto_candidates_reproduce_at_their_users() {
     for c in candidates {
         let e = reestimate(c);
         if c["users"] == 1 {
-            assert_eq!(
-                e["decode_tokens_per_s"], c["decode_tokens_per_s"],
-                "{args:?}"
-            );
+            assert_eq!(e["decode_tokens_per_s"], c["decode_tokens_per_s"], "{c}");
         } else {
-            assert_eq!(e["users"], c["users"], "{args:?}");
-            assert_eq!(
-                e["per_user_tokens_per_s"], c["decode_tokens_per_s"],
-                "{args:?}"
-            );
+            assert_eq!(e["users"], c["users"], "{c}");
+            assert_eq!(e["per_user_tokens_per_s"], c["decode_tokens_per_s"], "{c}");
             assert_eq!(e["aggregate_tokens_per_s"], c["aggregate_tokens_per_s"]);
         }
         assert!(c["decode_tokens_per_s"].as_f64().unwrap() >= 1000.0);
