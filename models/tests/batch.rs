@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::real_model_dir;
+use common::*;
 
 use std::path::{Path, PathBuf};
 use wafer_models::batch::{check_host_memory, Batch, BatchEngine, MAX_BATCH};
@@ -13,17 +13,9 @@ use wafer_models::generate::{generate, generate_batch, GenerateOptions};
 use wafer_models::reference::ReferenceModel;
 use wafer_models::sampling::SamplingParams;
 use wafer_models::tokenizer::Tokenizer;
-use wafer_models::weights::LlamaWeights;
-use wafer_models::ModelConfig;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/reference/tiny-llama3")
-}
-
-fn load(dir: &Path) -> ReferenceModel {
-    let config = ModelConfig::from_dir(dir).unwrap();
-    let weights = LlamaWeights::load_dir(dir, &config, None).unwrap();
-    ReferenceModel::new(config, weights)
 }
 
 /// A word-level tokenizer over `vocab` ids ("t0", "t1", ...): enough to decode
@@ -40,17 +32,6 @@ fn word_tokenizer(dir: &Path, vocab: usize) -> Tokenizer {
     });
     std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
     Tokenizer::from_dir(dir).unwrap()
-}
-
-/// A 31-bit LCG's prompt of `n` ids below `vocab`.
-fn lcg_ids(n: usize, vocab: u64, seed: u64) -> Vec<u32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = (x * 1103515245 + 12345) % (1 << 31);
-            ((x >> 16) % vocab) as u32
-        })
-        .collect()
 }
 
 fn options(temperature: f32, max_tokens: usize, stop_ids: Vec<u32>) -> GenerateOptions {
@@ -124,7 +105,7 @@ fn tiny_model_batch_tokens_are_each_prompt_alone() {
         .iter()
         .map(|&(n, seed)| lcg_ids(n, 256, seed))
         .collect();
-    let mut single = load(&fixture());
+    let mut single = load(&fixture(), None);
     for temperature in [0.0, 0.9] {
         let plain = options(temperature, 9, vec![]);
         let want: Vec<(Vec<u32>, &str)> = prompts
@@ -147,7 +128,7 @@ fn tiny_model_batch_tokens_are_each_prompt_alone() {
         );
 
         for (opts, want) in [(&plain, &want), (&stopping, &want_stopping)] {
-            let mut batch = Batch::new(load(&fixture()), prompts.len()).unwrap();
+            let mut batch = Batch::new(load(&fixture(), None), prompts.len()).unwrap();
             let (got, reasons, texts) = batched(&mut batch, &tok, &prompts, opts);
             for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
                 assert_eq!(g, &w.0, "sequence {i} at temperature {temperature}");
@@ -167,8 +148,8 @@ fn a_batch_of_one_is_generate() {
     let tok = word_tokenizer(tmp.path(), 256);
     let prompt = lcg_ids(12, 256, 8);
     let opts = options(0.7, 6, vec![]);
-    let want = alone(&mut load(&fixture()), &tok, &prompt, &opts);
-    let mut batch = Batch::new(load(&fixture()), 1).unwrap();
+    let want = alone(&mut load(&fixture(), None), &tok, &prompt, &opts);
+    let mut batch = Batch::new(load(&fixture(), None), 1).unwrap();
     let (got, reasons, _) = batched(&mut batch, &tok, &[prompt], &opts);
     assert_eq!(got[0], want.0);
     assert_eq!(reasons[0], "max_tokens");
@@ -179,10 +160,12 @@ fn bad_batches_are_refused_naming_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let tok = word_tokenizer(tmp.path(), 256);
     let err = |r: anyhow::Result<_>| format!("{:#}", r.err().unwrap());
-    assert!(err(Batch::new(load(&fixture()), 0).map(|_| ())).contains("1 to 256 sequences"));
-    assert!(err(Batch::new(load(&fixture()), MAX_BATCH + 1).map(|_| ())).contains("found 257"));
+    assert!(err(Batch::new(load(&fixture(), None), 0).map(|_| ())).contains("1 to 256 sequences"));
+    assert!(
+        err(Batch::new(load(&fixture(), None), MAX_BATCH + 1).map(|_| ())).contains("found 257")
+    );
     let opts = options(0.0, 4, vec![]);
-    let mut batch = Batch::new(load(&fixture()), 2).unwrap();
+    let mut batch = Batch::new(load(&fixture(), None), 2).unwrap();
     let e = err(generate_batch(&mut batch, &tok, &[vec![1]], &opts, |_, _| Ok(())).map(|_| ()));
     assert!(e.contains("1 prompts for a batch of 2"), "{e}");
     let e =
@@ -216,8 +199,8 @@ fn smollm2_batch_tokens_are_each_prompt_alone() {
     .map(|p| tok.encode(p, true).unwrap())
     .collect();
     let opts = options(0.0, 10, vec![]);
-    let mut single = load(&dir);
-    let mut batch = Batch::new(load(&dir), prompts.len()).unwrap();
+    let mut single = load(&dir, None);
+    let mut batch = Batch::new(load(&dir, None), prompts.len()).unwrap();
     let (got, _, texts) = batched(&mut batch, &tok, &prompts, &opts);
     for (i, p) in prompts.iter().enumerate() {
         let (want, _) = alone(&mut single, &tok, p, &opts);

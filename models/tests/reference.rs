@@ -8,13 +8,12 @@
 
 mod common;
 
-use common::real_model_dir;
+use common::*;
 
 use std::path::{Path, PathBuf};
 use wafer_core::DType;
 use wafer_models::engine::Engine;
 use wafer_models::generate::{generate, GenerateOptions};
-use wafer_models::reference::ReferenceModel;
 use wafer_models::sampling::SamplingParams;
 use wafer_models::tokenizer::{render_chat, TextStream, Tokenizer};
 use wafer_models::weights::{LlamaWeights, SafetensorsFiles};
@@ -26,23 +25,6 @@ fn fixtures() -> PathBuf {
 
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The prompt generator of make_fixtures.py (a 31-bit LCG).
-fn lcg_ids(n: usize, vocab: u64, seed: u64) -> Vec<u32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = (x * 1103515245 + 12345) % (1 << 31);
-            ((x >> 16) % vocab) as u32
-        })
-        .collect()
-}
-
-fn load(dir: &Path, precision: Option<DType>) -> ReferenceModel {
-    let config = ModelConfig::from_dir(dir).unwrap();
-    let weights = LlamaWeights::load_dir(dir, &config, precision).unwrap();
-    ReferenceModel::new(config, weights)
 }
 
 fn log_softmax(logits: &[f32]) -> Vec<f64> {
@@ -243,29 +225,6 @@ fn smollm2_logits_and_greedy_continuations_match_transformers() {
         let want: Vec<u32> = serde_json::from_value(case["greedy_32"].clone()).unwrap();
         assert_eq!(got, want, "{prompt:?}: greedy continuation");
     }
-}
-
-/// A byte-level BPE tokenizer with only the 256 single-byte tokens, so that
-/// every multi-byte character spans several tokens.
-fn byte_tokenizer(dir: &Path) -> Tokenizer {
-    use tokenizers::models::bpe::BPE;
-    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-    let mut chars: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    chars.sort();
-    let vocab: tokenizers::models::bpe::Vocab = chars
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.to_string(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, vec![])
-        .build()
-        .unwrap();
-    let mut t = tokenizers::Tokenizer::new(bpe);
-    t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-    t.with_decoder(Some(ByteLevel::default()));
-    t.save(dir.join("tokenizer.json"), false).unwrap();
-    Tokenizer::from_dir(dir).unwrap()
 }
 
 #[test]

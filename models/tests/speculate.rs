@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::real_model_dir;
+use common::*;
 
 use std::path::{Path, PathBuf};
 use wafer_core::DType;
@@ -13,40 +13,9 @@ use wafer_models::engine::Engine;
 use wafer_models::generate::{
     generate, generate_speculative, GenerateOptions, GenerateSummary, SpeculationStats,
 };
-use wafer_models::reference::ReferenceModel;
 use wafer_models::sampling::SamplingParams;
 use wafer_models::speculate::{DraftModel, Drafter, PromptLookup};
 use wafer_models::tokenizer::Tokenizer;
-use wafer_models::weights::LlamaWeights;
-use wafer_models::ModelConfig;
-
-fn load(dir: &Path, precision: Option<DType>) -> ReferenceModel {
-    let config = ModelConfig::from_dir(dir).unwrap();
-    let weights = LlamaWeights::load_dir(dir, &config, precision).unwrap();
-    ReferenceModel::new(config, weights)
-}
-
-/// A byte-level tokenizer of the 256 single-byte tokens (the tiny model's vocabulary).
-fn byte_tokenizer(dir: &Path) -> Tokenizer {
-    use tokenizers::models::bpe::BPE;
-    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-    let mut chars: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    chars.sort();
-    let vocab: tokenizers::models::bpe::Vocab = chars
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.to_string(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, vec![])
-        .build()
-        .unwrap();
-    let mut t = tokenizers::Tokenizer::new(bpe);
-    t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-    t.with_decoder(Some(ByteLevel::default()));
-    t.save(dir.join("tokenizer.json"), false).unwrap();
-    Tokenizer::from_dir(dir).unwrap()
-}
 
 fn greedy(max_tokens: usize, stop_ids: Vec<u32>) -> GenerateOptions {
     GenerateOptions {
