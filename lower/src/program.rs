@@ -592,7 +592,6 @@ pub fn model_steps(
     layout: &Layout,
     opts: &PlanOptions,
 ) -> ModelSteps {
-    let act = spec.precision.activation_dtype.size_bytes();
     let d = cfg.hidden_size;
     let div = |a: usize, b: u32| (a as u64).div_ceil(b.max(1) as u64);
     let step = |label, work_per_pe, kernels, collective, transfer| Step {
@@ -627,60 +626,108 @@ pub fn model_steps(
         })
         .collect();
 
-    // Final norm, LM-head GEMV (vocabulary over columns) and the argmax.
+    let head = head_steps(spec, cfg, layout, 1, opts);
+    ModelSteps {
+        embedding,
+        after_layer,
+        head,
+    }
+}
+
+/// The final norm, the LM head (the vocabulary over the head region's
+/// columns: a GEMV for one position, a GEMM for several), the argmax and the
+/// token ids' loop-back to the embedding, for `n` positions at once: a decode
+/// step's head (`n` = 1) or a verification step's.
+pub fn head_steps(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    n: usize,
+    opts: &PlanOptions,
+) -> Vec<Step<OpKind>> {
+    let act = spec.precision.activation_dtype.size_bytes();
+    let n = n as u64;
+    let div_ceil = |a: usize, b: u32| (a as u64).div_ceil(b.max(1) as u64);
     let (w, h) = (
         layout.lm_head.region.width(),
         layout.lm_head.region.height(),
     );
-    let xr = div(d, h);
-    let vocab_cols = div(cfg.vocab_size, w);
-    let along = |axis: Axis, kind, values, bytes_per_value| {
+    let xr = div_ceil(cfg.hidden_size, h);
+    let vocab_cols = div_ceil(cfg.vocab_size, w);
+    let along = |axis: Axis, kind, values_per_pe, bytes_per_value| {
         let line = match axis {
             Axis::Column => h,
             Axis::Row => w,
         };
-        Some(in_layer(kind, axis, line, opts, values, bytes_per_value))
+        Some(in_layer(
+            kind,
+            axis,
+            line,
+            opts,
+            values_per_pe,
+            bytes_per_value,
+        ))
     };
-    // The chosen token id goes back to the embedding's site for the next step.
+    let step = |label, work_per_pe, kernels, collective, transfer| Step {
+        label,
+        work_per_pe,
+        kernels,
+        collective,
+        transfer,
+        cannon: None,
+    };
+    let dtype = spec.precision.weight_dtype;
+    let head = if n == 1 {
+        Kernel::Gemv {
+            k: xr,
+            n: vocab_cols,
+            dtype,
+        }
+    } else {
+        Kernel::Gemm {
+            m: n,
+            k: xr,
+            n: vocab_cols,
+            dtype,
+        }
+    };
     let (from, to) = (&layout.lm_head, &layout.embedding);
     let back = if from.wafer != to.wafer {
-        Route::OffWafer { bytes: 4 }
+        Route::OffWafer { bytes: 4 * n }
     } else {
         Route::OnWafer {
-            wavelets_per_line: 1,
+            wavelets_per_line: n,
             hops: from.region.origin.hops_to(to.region.origin),
         }
     };
-    let head = vec![
+    vec![
         step(
             OpKind::FinalNorm,
-            xr,
-            vec![Kernel::SumSquares { n: xr }, Kernel::RmsScale { n: xr }],
-            along(Axis::Column, CollectiveKind::Allreduce, 1, 4),
+            n * xr,
+            vec![
+                Kernel::SumSquares { n: n * xr },
+                Kernel::RmsScale { n: n * xr },
+            ],
+            along(Axis::Column, CollectiveKind::Allreduce, n, 4),
             None,
         ),
         step(
             OpKind::LmHead,
-            xr * vocab_cols,
-            vec![Kernel::Gemv {
-                k: xr,
-                n: vocab_cols,
-                dtype: spec.precision.weight_dtype,
-            }],
-            along(Axis::Column, CollectiveKind::Allreduce, vocab_cols, act),
+            n * xr * vocab_cols,
+            vec![head],
+            along(Axis::Column, CollectiveKind::Allreduce, n * vocab_cols, act),
             None,
         ),
-        // (value, index) pairs, reduced along the row toward its root.
         step(
             OpKind::Argmax,
-            vocab_cols,
-            vec![Kernel::Max { n: vocab_cols }],
-            along(Axis::Row, CollectiveKind::Reduce, 2, 4),
+            n * vocab_cols,
+            vec![Kernel::Max { n: n * vocab_cols }],
+            along(Axis::Row, CollectiveKind::Reduce, 2 * n, 4),
             None,
         ),
         step(
             OpKind::TokenLoopback,
-            1,
+            n,
             vec![],
             None,
             Some(Transfer {
@@ -688,10 +735,5 @@ pub fn model_steps(
                 replicate: None,
             }),
         ),
-    ];
-    ModelSteps {
-        embedding,
-        after_layer,
-        head,
-    }
+    ]
 }

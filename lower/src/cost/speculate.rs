@@ -27,15 +27,12 @@
 use super::decode::{div, price_layer, price_layers, push_steps};
 use super::{decode_plan_with, OpKind, Plan, PlanOptions};
 use crate::layout::Layout;
-use crate::program::{embedding_step, handoff, layer_pass_program};
+use crate::program::{embedding_step, handoff, head_steps, layer_pass_program};
 use serde::Serialize;
 use thiserror::Error;
 use wafer_core::{Cycles, WaferSpec};
-use wafer_kernels::Kernel;
 use wafer_models::config::ModelConfig;
-use wafer_sim::program::{Collective, CollectiveKind, Route, Step, Transfer};
-use wafer_sim::tiling::Axis;
-use wafer_sim::TreeShape;
+use wafer_sim::program::Step;
 
 /// The most draft tokens per verification step priced (as `--speculate` takes).
 pub const MAX_SPECULATE_K: usize = 64;
@@ -106,107 +103,6 @@ pub fn verify_plan(
         None,
     );
     plan
-}
-
-/// The final norm, LM head, argmax and loop-back of `n` positions: the decode
-/// step's head (`program::model_steps`) with `n` rows.
-fn head_steps(
-    spec: &WaferSpec,
-    cfg: &ModelConfig,
-    layout: &Layout,
-    n: usize,
-    opts: &PlanOptions,
-) -> Vec<Step<OpKind>> {
-    let act = spec.precision.activation_dtype.size_bytes();
-    let n = n as u64;
-    let (w, h) = (
-        layout.lm_head.region.width(),
-        layout.lm_head.region.height(),
-    );
-    let xr = div(cfg.hidden_size, h);
-    let vocab_cols = div(cfg.vocab_size, w);
-    let along = |axis: Axis, kind, values_per_pe, bytes_per_value| {
-        let line = match axis {
-            Axis::Column => h,
-            Axis::Row => w,
-        };
-        Some(Collective {
-            kind,
-            axis,
-            tree: TreeShape::new(line, opts.tree(line)).expect("validated lowering options"),
-            values_per_pe,
-            bytes_per_value,
-            in_layer: true,
-        })
-    };
-    let step = |label, work_per_pe, kernels, collective, transfer| Step {
-        label,
-        work_per_pe,
-        kernels,
-        collective,
-        transfer,
-        cannon: None,
-    };
-    let dtype = spec.precision.weight_dtype;
-    let head = if n == 1 {
-        Kernel::Gemv {
-            k: xr,
-            n: vocab_cols,
-            dtype,
-        }
-    } else {
-        Kernel::Gemm {
-            m: n,
-            k: xr,
-            n: vocab_cols,
-            dtype,
-        }
-    };
-    let (from, to) = (&layout.lm_head, &layout.embedding);
-    let back = if from.wafer != to.wafer {
-        Route::OffWafer { bytes: 4 * n }
-    } else {
-        Route::OnWafer {
-            wavelets_per_line: n,
-            hops: from.region.origin.hops_to(to.region.origin),
-        }
-    };
-    vec![
-        step(
-            OpKind::FinalNorm,
-            n * xr,
-            vec![
-                Kernel::SumSquares { n: n * xr },
-                Kernel::RmsScale { n: n * xr },
-            ],
-            along(Axis::Column, CollectiveKind::Allreduce, n, 4),
-            None,
-        ),
-        step(
-            OpKind::LmHead,
-            n * xr * vocab_cols,
-            vec![head],
-            along(Axis::Column, CollectiveKind::Allreduce, n * vocab_cols, act),
-            None,
-        ),
-        step(
-            OpKind::Argmax,
-            n * vocab_cols,
-            vec![Kernel::Max { n: n * vocab_cols }],
-            along(Axis::Row, CollectiveKind::Reduce, 2 * n, 4),
-            None,
-        ),
-        step(
-            OpKind::TokenLoopback,
-            n,
-            vec![],
-            None,
-            Some(Transfer {
-                route: back,
-                replicate: None,
-            }),
-        ),
-    ]
 }
 
 /// Decode with and without speculation at one KV length.
