@@ -106,6 +106,48 @@ fn tiny_temperatures_generate_what_greedy_does() {
     }
 }
 
+/// A model whose end-of-sequence id is the token it generates third: the
+/// run stops where that token first comes, and with --ignore-eos it
+/// generates every --max-tokens token, the same as with no end-of-sequence id.
+#[test]
+fn ignore_eos_generates_past_the_end_of_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "6",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let lines = json_lines(&succeeds(&args));
+        let ids: Vec<u64> = lines
+            .iter()
+            .filter_map(|l| l["token_id"].as_u64())
+            .collect();
+        (ids, lines.last().unwrap()["summary"].clone())
+    };
+    let (free, s) = run(&[]);
+    assert_eq!((free.len(), &s["stop_reason"]), (6, &"max_tokens".into()));
+    std::fs::write(
+        model.join("generation_config.json"),
+        format!("{{\"eos_token_id\": {}}}", free[2]),
+    )
+    .unwrap();
+    let (stopped, s) = run(&[]);
+    let first = free.iter().position(|&t| t == free[2]).unwrap();
+    assert_eq!(stopped, free[..first], "{s}");
+    assert_eq!(s["stop_reason"], "eos");
+    let (ignored, s) = run(&["--ignore-eos"]);
+    assert_eq!(ignored, free, "{s}");
+    assert_eq!(s["stop_reason"], "max_tokens");
+}
+
 #[test]
 fn one_generated_token_has_no_decode_rate() {
     let tmp = tempfile::tempdir().unwrap();

@@ -68,6 +68,10 @@ pub struct Args {
     /// max_position_embeddings, and generation also stops at the end of the context.
     #[arg(long, default_value = "128", value_parser = parse_count)]
     max_tokens: usize,
+    /// Do not stop at the model's end-of-sequence tokens: generate --max-tokens
+    /// tokens (for benchmarks; the summary's stop_reason is then never "eos").
+    #[arg(long)]
+    ignore_eos: bool,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
@@ -307,6 +311,7 @@ pub fn run(args: Args) -> Result<()> {
         sampling,
         top_logprobs: args.top_logprobs.unwrap_or(0),
         stop_ids: match &source {
+            _ if args.ignore_eos => Vec::new(),
             Source::Dir(dir) => stop_ids(dir, &config)?,
             Source::Gguf(m) => m.stop_ids(),
         },

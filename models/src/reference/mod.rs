@@ -5,5 +5,6 @@ pub mod model;
 pub mod ops;
 pub mod qdot;
 pub mod rope;
+pub mod team;
 
 pub use model::ReferenceModel;

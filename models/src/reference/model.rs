@@ -8,6 +8,7 @@
 //! (GEMVs) against the cache. Only the last position's logits are computed,
 //! since generation needs nothing else.
 
+use super::team::{self, Shared};
 use super::{ops, rope};
 use crate::config::ModelConfig;
 use crate::engine::Engine;
@@ -15,6 +16,7 @@ use crate::weights::{LayerWeights, LlamaWeights, Matrix};
 use anyhow::{bail, Result};
 use ndarray::{s, Array2, ArrayView2, ShapeBuilder};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Query rows per attention block: bounds the score matrix at `block x context`.
 const ATTN_QUERY_BLOCK: usize = 128;
@@ -32,6 +34,7 @@ struct KvCache {
 #[derive(Debug, Default, Clone)]
 struct Scratch {
     h: Vec<f32>,
+    /// Each thread's normed input (`threads x hidden`).
     x: Vec<f32>,
     /// Q, K and V of the token, concatenated (one fused GEMV).
     qkv: Vec<f32>,
@@ -43,6 +46,7 @@ struct Scratch {
     scores: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// Each thread's per-head norm scratch (`threads x head_dim`).
     normed: Vec<f32>,
 }
 
@@ -54,6 +58,8 @@ pub struct ReferenceModel {
     /// Positions already in the cache.
     position: usize,
     scratch: Scratch,
+    /// Decode steps left to run on one thread (see [`SOLO_TOKENS`]).
+    solo_tokens: u32,
 }
 
 impl ReferenceModel {
@@ -70,6 +76,7 @@ impl ReferenceModel {
             },
             position: 0,
             scratch: Scratch::default(),
+            solo_tokens: 0,
         }
     }
 
@@ -179,17 +186,41 @@ impl ReferenceModel {
     }
 }
 
+/// The operations of one decoder layer in a decode step, in order.
+const LAYER_OPS: usize = 5;
+/// Tokens a decode runs on one thread after a step in which the team's
+/// caller spent more than half its time waiting for the other threads (a
+/// loaded machine took them away; see `team`).
+const SOLO_TOKENS: u32 = 16;
+
 impl ReferenceModel {
     /// One token at the next position (checked by `forward`): the same
-    /// operations as the batched path, on reused buffers, with Q/K/V and
-    /// gate/up each as one fused GEMV and attention as contiguous per-head loops.
+    /// operations as the batched path, on reused buffers, run by a [`team`]
+    /// of threads. Per layer five operations, each cut into one contiguous
+    /// part per thread: Q/K/V by heads (each head's RoPE and cache row done
+    /// with it), attention by query heads, the output projection, gate/up
+    /// (with SiLU·mul) and down by output rows (the residual added with
+    /// them); then the LM head by rows. (Finer chunks cost more than they
+    /// balance: each claim moves cache lines between the cores.) A thread normalises the residual stream itself when
+    /// it first needs it. Every value is computed by the same kernel whatever
+    /// the number of threads.
     fn decode_one(&mut self, token: u32) -> Vec<f32> {
         let c = &self.config;
         let s = &mut self.scratch;
+        let n = if self.solo_tokens > 0 {
+            self.solo_tokens -= 1;
+            1
+        } else {
+            rayon::current_num_threads().max(1)
+        };
+        let started = std::time::Instant::now();
         let (d, hd, pos) = (c.hidden_size, c.head_dim, self.position);
         let (q_dim, kv_dim, ffn) = (c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let (heads, kv_heads) = (c.num_attention_heads, c.num_key_value_heads);
+        let (eps, group) = (c.rms_norm_eps, c.group_size());
+        let positions = pos + 1;
         s.h.resize(d, 0.0);
-        s.x.resize(d, 0.0);
+        s.x.resize(n * d, 0.0);
         s.qkv.resize(q_dim + 2 * kv_dim, 0.0);
         s.attn.resize(q_dim, 0.0);
         s.o.resize(d, 0.0);
@@ -197,66 +228,143 @@ impl ReferenceModel {
         s.down.resize(d, 0.0);
         s.cos.resize(hd / 2, 0.0);
         s.sin.resize(hd / 2, 0.0);
-        s.normed.resize(hd, 0.0);
-        let positions = pos + 1;
-        s.scores.resize(c.num_attention_heads * positions, 0.0);
+        s.normed.resize(n * hd, 0.0);
+        s.scores.resize(heads * positions, 0.0);
         let t = token as usize;
         self.weights.embed_tokens.rows_to_f32(t, t + 1, &mut s.h);
         rope::cos_sin(&self.inv_freq, pos, &mut s.cos, &mut s.sin);
+        // The cache grows by this position's row, which the Q/K/V chunks fill.
+        let caches: Vec<(Shared, Shared)> = self
+            .cache
+            .k
+            .iter_mut()
+            .zip(self.cache.v.iter_mut())
+            .map(|(k, v)| {
+                k.resize(positions * kv_dim, 0.0);
+                v.resize(positions * kv_dim, 0.0);
+                (Shared::new(k), Shared::new(v))
+            })
+            .collect();
+        let head = self.weights.lm_head();
+        let mut logits = vec![0.0; head.rows];
+        let [h, x, qkv, attn, o, gate_up, down, normed, scores, out] = [
+            &mut s.h,
+            &mut s.x,
+            &mut s.qkv,
+            &mut s.attn,
+            &mut s.o,
+            &mut s.gate_up,
+            &mut s.down,
+            &mut s.normed,
+            &mut s.scores,
+            &mut logits,
+        ]
+        .map(|b| Shared::new(b));
+        let (cos, sin) = (&s.cos[..], &s.sin[..]);
+        let weights = &self.weights;
+        let layers = weights.layers.len();
+        let ops_chunks = vec![n; layers * LAYER_OPS + 1];
+        // Which normalisation each thread's `x` holds: 2l (layer l's input
+        // norm), 2l + 1 (its post-attention norm), 2L (the final norm).
+        let normed_for: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(usize::MAX)).collect();
         let add = |out: &mut [f32], b: Option<&[f32]>| {
             if let Some(b) = b {
                 out.iter_mut().zip(b).for_each(|(o, b)| *o += b);
             }
         };
-        for (l, w) in self.weights.layers.iter().enumerate() {
-            ops::rms_norm(&s.h, &w.input_layernorm, c.rms_norm_eps, &mut s.x);
-            ops::gemv_fused(&[&w.q_proj, &w.k_proj, &w.v_proj], &s.x, &mut s.qkv);
-            let (q, rest) = s.qkv.split_at_mut(q_dim);
-            let (k, v) = rest.split_at_mut(kv_dim);
-            add(q, w.q_bias.as_deref());
-            add(k, w.k_bias.as_deref());
-            add(v, w.v_bias.as_deref());
-            for (row, gain) in [
-                (&mut *q, w.q_norm.as_deref()),
-                (&mut *k, w.k_norm.as_deref()),
-            ] {
-                for head in row.chunks_mut(hd) {
-                    if let Some(g) = gain {
-                        ops::rms_norm(head, g, c.rms_norm_eps, &mut s.normed);
-                        head.copy_from_slice(&s.normed);
+        // SAFETY (every `part`, `get` and `all` below): a chunk writes only its
+        // own rows or heads of a buffer (and its thread's own slices of `x`
+        // and `normed`), and reads what the operations before it wrote and
+        // no chunk of its own operation writes (the residual `h` is written
+        // only by the output and down projections, which read `attn` and
+        // `gate_up`, and read only in the norms, which run in other operations).
+        let waited = team::run_ops(n, &ops_chunks, |tid, k, ci| unsafe {
+            let x = x.part(tid * d..(tid + 1) * d);
+            let norm = |which: usize, gain: &[f32], x: &mut [f32]| {
+                if normed_for[tid].swap(which, Ordering::Relaxed) != which {
+                    ops::rms_norm(h.all(), gain, eps, x);
+                }
+            };
+            let (l, op) = (k / LAYER_OPS, k % LAYER_OPS);
+            if l == layers {
+                norm(2 * layers, &weights.norm, x);
+                let r = team::share(head.rows, ci, n);
+                return ops::rows_dot(head, r.start, x, out.part(r));
+            }
+            let w = &weights.layers[l];
+            let (k_cache, v_cache) = caches[l];
+            if op == 0 {
+                norm(2 * l, &w.input_layernorm, x);
+            }
+            match op {
+                // Q/K/V, a head of one of them at a time.
+                0 => team::share(heads + 2 * kv_heads, ci, n).for_each(|ci| {
+                    let (m, bias, gain, i) = if ci < heads {
+                        (&w.q_proj, &w.q_bias, &w.q_norm, ci)
+                    } else if ci < heads + kv_heads {
+                        (&w.k_proj, &w.k_bias, &w.k_norm, ci - heads)
+                    } else {
+                        (&w.v_proj, &w.v_bias, &None, ci - heads - kv_heads)
+                    };
+                    let row = qkv.part(ci * hd..(ci + 1) * hd);
+                    ops::rows_dot(m, i * hd, x, row);
+                    add(row, bias.as_deref().map(|b| &b[i * hd..(i + 1) * hd]));
+                    if ci < heads + kv_heads {
+                        if let Some(g) = gain {
+                            let normed = normed.part(tid * hd..(tid + 1) * hd);
+                            ops::rms_norm(row, g, eps, normed);
+                            row.copy_from_slice(normed);
+                        }
+                        rope::apply(row, cos, sin);
                     }
-                    rope::apply(head, &s.cos, &s.sin);
+                    let cache_row = pos * kv_dim + i * hd..pos * kv_dim + (i + 1) * hd;
+                    if ci >= heads + kv_heads {
+                        v_cache.part(cache_row).copy_from_slice(row);
+                    } else if ci >= heads {
+                        k_cache.part(cache_row).copy_from_slice(row);
+                    }
+                }),
+                1 => team::share(heads, ci, n).for_each(|head| {
+                    ops::attend_head(
+                        head,
+                        qkv.get(0..q_dim),
+                        k_cache.all(),
+                        v_cache.all(),
+                        hd,
+                        kv_dim,
+                        group,
+                        scores.part(head * positions..(head + 1) * positions),
+                        attn.part(head * hd..(head + 1) * hd),
+                    )
+                }),
+                2 => {
+                    let r = team::share(d, ci, n);
+                    let o = o.part(r.clone());
+                    ops::rows_dot(&w.o_proj, r.start, attn.all(), o);
+                    add(o, w.o_bias.as_deref().map(|b| &b[r.clone()]));
+                    h.part(r).iter_mut().zip(&*o).for_each(|(h, o)| *h += o);
+                }
+                3 => {
+                    norm(2 * l + 1, &w.post_attention_layernorm, x);
+                    let r = team::share(ffn, ci, n);
+                    let gate = gate_up.part(r.clone());
+                    let up = gate_up.part(ffn + r.start..ffn + r.end);
+                    ops::rows_dot(&w.gate_proj, r.start, x, gate);
+                    ops::rows_dot(&w.up_proj, r.start, x, up);
+                    ops::silu_mul(gate, up);
+                }
+                _ => {
+                    let r = team::share(d, ci, n);
+                    let down = down.part(r.clone());
+                    ops::rows_dot(&w.down_proj, r.start, gate_up.get(0..ffn), down);
+                    h.part(r).iter_mut().zip(&*down).for_each(|(h, o)| *h += o);
                 }
             }
-            let (k_cache, v_cache) = (&mut self.cache.k[l], &mut self.cache.v[l]);
-            k_cache.extend_from_slice(k);
-            v_cache.extend_from_slice(v);
-            ops::attention_decode(
-                q,
-                k_cache,
-                v_cache,
-                positions,
-                hd,
-                kv_dim,
-                c.group_size(),
-                &mut s.scores,
-                &mut s.attn,
-            );
-            ops::gemv(&w.o_proj, &s.attn, &mut s.o);
-            add(&mut s.o, w.o_bias.as_deref());
-            s.h.iter_mut().zip(&s.o).for_each(|(h, o)| *h += o);
-            ops::rms_norm(&s.h, &w.post_attention_layernorm, c.rms_norm_eps, &mut s.x);
-            ops::gemv_fused(&[&w.gate_proj, &w.up_proj], &s.x, &mut s.gate_up);
-            let (gate, up) = s.gate_up.split_at_mut(ffn);
-            ops::silu_mul(gate, up);
-            ops::gemv(&w.down_proj, gate, &mut s.down);
-            s.h.iter_mut().zip(&s.down).for_each(|(h, o)| *h += o);
+        });
+        if n > 1 && waited > started.elapsed() / 2 {
+            self.solo_tokens = SOLO_TOKENS;
         }
         self.position = positions;
-        ops::rms_norm(&s.h, &self.weights.norm, c.rms_norm_eps, &mut s.x);
-        let head = self.weights.lm_head();
-        let mut logits = vec![0.0; head.rows];
-        ops::gemv(head, &s.x, &mut logits);
         logits
     }
 }

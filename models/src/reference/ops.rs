@@ -16,9 +16,6 @@ use rayon::prelude::*;
 /// Output rows per rayon task in the GEMV: large enough to amortise scheduling,
 /// small enough to balance 2-16 cores.
 const GEMV_ROWS_PER_TASK: usize = 64;
-/// Decode attention runs its heads in parallel from this many query-key
-/// multiply-adds (`q_dim * positions`) on; below, one thread does them all.
-const ATTN_PARALLEL_MIN: usize = 1 << 17;
 /// Weight rows widened to f32 per GEMM tile.
 const GEMM_ROWS_PER_TILE: usize = 128;
 
@@ -33,7 +30,7 @@ pub fn gemv(w: &Matrix, x: &[f32], out: &mut [f32]) {
 
 /// `out[i]` = row `r0 + i` of `w` dotted with `x`, whatever the storage (the
 /// kernel is chosen once for the rows).
-fn rows_dot(w: &Matrix, r0: usize, x: &[f32], out: &mut [f32]) {
+pub(crate) fn rows_dot(w: &Matrix, r0: usize, x: &[f32], out: &mut [f32]) {
     let cols = w.cols;
     let rows = |rb: usize, dot: &dyn Fn(usize) -> f32, out: &mut [f32]| {
         for (i, o) in out.iter_mut().enumerate() {
@@ -55,77 +52,65 @@ fn rows_dot(w: &Matrix, r0: usize, x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Several GEMVs of the same input in one parallel pass: `out` is the
-/// concatenation of every matrix's output (Q, K and V; or gate and up), so one
-/// rayon dispatch covers them all. Each output row is exactly what [`gemv`]
-/// computes for it.
-pub fn gemv_fused(ws: &[&Matrix], x: &[f32], out: &mut [f32]) {
-    let total: usize = ws.iter().map(|w| w.rows).sum();
-    assert_eq!(out.len(), total, "gemv_fused: output length");
-    for w in ws {
-        assert_eq!(x.len(), w.cols, "gemv_fused: input length");
-    }
-    out.par_chunks_mut(GEMV_ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(t, mut chunk)| {
-            // Global row g of the chunk lies in matrix m, which starts at `base`.
-            let (mut g, mut m, mut base) = (t * GEMV_ROWS_PER_TASK, 0, 0);
-            while !chunk.is_empty() {
-                while g >= base + ws[m].rows {
-                    base += ws[m].rows;
-                    m += 1;
-                }
-                let n = chunk.len().min(base + ws[m].rows - g);
-                let (head, rest) = chunk.split_at_mut(n);
-                rows_dot(ws[m], g - base, x, head);
-                (chunk, g) = (rest, g + n);
-            }
-        });
-}
-
-/// One query position's grouped-query attention over `positions` cached keys
-/// and values (row-major `[position, kv_dim]`): `q` is `[heads * head_dim]`,
-/// `out` the same size, `scores` scratch of at least `heads * positions`.
-/// Each head walks its keys and values contiguously, in parallel over heads.
+/// Query head `head` of `q` over the cached keys and values (one score per
+/// entry of `scores`, whose length is the number of positions): the scaled
+/// dot products, their softmax, and the weighted sum of values into `out`
+/// (`head_dim` values). The query-key dot products use AVX-512 or AVX2+FMA
+/// when the CPU has them (checked at run time), else a portable loop; the
+/// weighted sum is the same loop everywhere, compiled for each.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_decode(
+pub(crate) fn attend_head(
+    head: usize,
     q: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
-    positions: usize,
     head_dim: usize,
     kv_dim: usize,
     group_size: usize,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    let g = head / group_size;
+    let qh = &q[head * head_dim..(head + 1) * head_dim];
+    let keys = |t: usize| &k_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
+    let values = |t: usize| &v_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let one_head = |(head, (o, sc)): (usize, (&mut [f32], &mut [f32]))| {
-        let g = head / group_size;
-        let qh = &q[head * head_dim..(head + 1) * head_dim];
-        for (t, s) in sc.iter_mut().enumerate() {
-            let k = &k_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
-            *s = dot_f32(qh, k) * scale;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && has_avx2_fma() {
+            // SAFETY: the CPU has the features these functions are compiled for.
+            unsafe {
+                for (t, s) in scores.iter_mut().enumerate() {
+                    *s = x86::dot_f32_512(qh, keys(t)) * scale;
+                }
+                softmax(scores);
+                return x86::weighted_sum_512(scores, values, out);
+            }
         }
-        softmax(sc);
-        o.iter_mut().for_each(|v| *v = 0.0);
-        for (t, p) in sc.iter().enumerate() {
-            let v = &v_cache[t * kv_dim + g * head_dim..t * kv_dim + (g + 1) * head_dim];
-            o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+        if has_avx2_fma() {
+            // SAFETY: as above.
+            unsafe {
+                for (t, s) in scores.iter_mut().enumerate() {
+                    *s = x86::dot_f32(qh, keys(t)) * scale;
+                }
+                softmax(scores);
+                return x86::weighted_sum_256(scores, values, out);
+            }
         }
-    };
-    let scores = &mut scores[..q.len() / head_dim * positions];
-    // A short context is less work than waking the other threads.
-    if q.len() * positions < ATTN_PARALLEL_MIN {
-        out.chunks_mut(head_dim)
-            .zip(scores.chunks_mut(positions))
-            .enumerate()
-            .for_each(one_head);
-    } else {
-        out.par_chunks_mut(head_dim)
-            .zip(scores.par_chunks_mut(positions))
-            .enumerate()
-            .for_each(one_head);
+    }
+    for (t, s) in scores.iter_mut().enumerate() {
+        *s = portable_dot(keys(t).iter().copied(), qh) * scale;
+    }
+    softmax(scores);
+    weighted_sum(scores, values, out);
+}
+
+/// `out = sum_t p[t] * rows(t)`, row by row in position order.
+#[inline(always)]
+fn weighted_sum<'a>(p: &[f32], rows: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
+    out.iter_mut().for_each(|v| *v = 0.0);
+    for (t, p) in p.iter().enumerate() {
+        out.iter_mut().zip(rows(t)).for_each(|(o, v)| *o += p * v);
     }
 }
 
@@ -260,6 +245,58 @@ pub(crate) mod x86 {
         _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
     }
 
+    /// A short dot product (an attention head's query and key): four 16-lane
+    /// accumulators, summed in a fixed order.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn dot_f32_512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let o = i + 16 * j;
+                *acc =
+                    _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(o)), _mm512_loadu_ps(pb.add(o)), *acc);
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            acc[0] = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i)),
+                _mm512_loadu_ps(pb.add(i)),
+                acc[0],
+            );
+            i += 16;
+        }
+        let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        let mut sum = _mm512_reduce_add_ps(v);
+        for k in i..n {
+            sum += a[k] * b[k];
+        }
+        sum
+    }
+
+    /// [`super::weighted_sum`] compiled for AVX-512.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn weighted_sum_512<'a>(
+        p: &[f32],
+        rows: impl Fn(usize) -> &'a [f32],
+        out: &mut [f32],
+    ) {
+        super::weighted_sum(p, rows, out)
+    }
+
+    /// [`super::weighted_sum`] compiled for AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_sum_256<'a>(
+        p: &[f32],
+        rows: impl Fn(usize) -> &'a [f32],
+        out: &mut [f32],
+    ) {
+        super::weighted_sum(p, rows, out)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let load = |i: usize| _mm256_loadu_ps(a.as_ptr().add(i));
@@ -368,11 +405,12 @@ mod tests {
         }
     }
 
-    /// The fused GEMV gives each matrix's own GEMV bits, whatever the row
-    /// counts (runs crossing the 64-row task boundaries, a matrix inside one
-    /// task) and storages (Q4_1, F32, Q8_0 side by side).
+    /// The GEMV of a quantized matrix is the row kernel on every row, whatever
+    /// the row count (rows crossing the 64-row task boundaries), and rows
+    /// taken a range at a time (`rows_dot`, as the decode team does) give the
+    /// same bits.
     #[test]
-    fn fused_gemv_equals_separate_gemvs() {
+    fn gemv_rows_are_the_row_kernel() {
         use crate::reference::qdot::tests::random_blocks;
         use crate::weights::quant::{QuantData, QuantType, SharedBytes};
         use rand::SeedableRng;
@@ -387,38 +425,106 @@ mod tests {
                 data: MatrixData::Quant(q),
             }
         };
-        let a = quant(QuantType::Q4_1, 70, &mut rng);
-        let b = Matrix::from_f32(
-            10,
-            cols,
-            (0..10 * cols).map(|i| (i % 7) as f32 - 3.0).collect(),
-            DType::F32,
-        );
         let c = quant(QuantType::Q8_0, 131, &mut rng);
         let x: Vec<f32> = (0..cols)
             .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
             .collect();
-        let mut fused = vec![0.0; 70 + 10 + 131];
-        gemv_fused(&[&a, &b, &c], &x, &mut fused);
-        let mut want = Vec::new();
-        for m in [&a, &b, &c] {
-            let mut o = vec![0.0; m.rows];
-            gemv(m, &x, &mut o);
-            want.extend(o);
+        let mut want = vec![0.0; c.rows];
+        gemv(&c, &x, &mut want);
+        for cut in [1, 64, 100] {
+            let mut parts = vec![0.0; c.rows];
+            let (a, b) = parts.split_at_mut(cut);
+            rows_dot(&c, 0, &x, a);
+            rows_dot(&c, cut, &x, b);
+            assert_eq!(parts, want, "rows split at {cut}");
         }
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&fused), bits(&want));
         // And the separate GEMV is the row kernel on every row.
         let MatrixData::Quant(q) = &c.data else {
             unreachable!()
         };
         let rb = q.row_bytes(cols);
         let k = crate::reference::qdot::row_kernel(q.ty);
-        for (r, w) in want[80..].iter().enumerate() {
+        for (r, w) in want.iter().enumerate() {
             assert_eq!(
                 w.to_bits(),
                 k(&q.bytes.as_slice()[r * rb..(r + 1) * rb], &x).to_bits()
             );
+        }
+    }
+
+    /// One query head against a cache, computed in f64 from the definition
+    /// (scaled dot products, softmax, weighted values): every compiled path
+    /// (the CPU's best, and the portable loop) agrees to f32 rounding, for
+    /// head sizes that are and are not multiples of the vector width, and
+    /// for each query head of a group reading its group's keys.
+    #[test]
+    fn attention_of_one_head_matches_the_definition() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (head_dim, positions) in [(64, 37), (80, 5), (8, 1), (128, 200)] {
+            let (kv_heads, group) = (2, 3);
+            let kv_dim = kv_heads * head_dim;
+            let q: Vec<f32> = (0..kv_heads * group * head_dim).map(|_| next()).collect();
+            let k: Vec<f32> = (0..positions * kv_dim).map(|_| 2.0 * next()).collect();
+            let v: Vec<f32> = (0..positions * kv_dim).map(|_| next()).collect();
+            for head in 0..kv_heads * group {
+                let g = head / group;
+                let qh = &q[head * head_dim..(head + 1) * head_dim];
+                let logits: Vec<f64> = (0..positions)
+                    .map(|t| {
+                        let kt = &k[t * kv_dim + g * head_dim..][..head_dim];
+                        let dot: f64 = qh.iter().zip(kt).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        dot / (head_dim as f64).sqrt()
+                    })
+                    .collect();
+                let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+                let z: f64 = e.iter().sum();
+                let want: Vec<f64> = (0..head_dim)
+                    .map(|j| {
+                        (0..positions)
+                            .map(|t| e[t] / z * v[t * kv_dim + g * head_dim + j] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let mut scores = vec![0.0; positions];
+                let mut out = vec![0.0; head_dim];
+                attend_head(
+                    head,
+                    &q,
+                    &k,
+                    &v,
+                    head_dim,
+                    kv_dim,
+                    group,
+                    &mut scores,
+                    &mut out,
+                );
+                let mut portable = vec![0.0; head_dim];
+                for (t, s) in scores.iter_mut().enumerate() {
+                    let kt = &k[t * kv_dim + g * head_dim..][..head_dim];
+                    *s = portable_dot(kt.iter().copied(), qh) / (head_dim as f32).sqrt();
+                }
+                softmax(&mut scores);
+                weighted_sum(
+                    &scores,
+                    |t| &v[t * kv_dim + g * head_dim..][..head_dim],
+                    &mut portable,
+                );
+                for (name, got) in [("dispatched", &out), ("portable", &portable)] {
+                    for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (*a as f64 - b).abs() < 1e-5,
+                            "{name}: head {head} dim {j} (head_dim {head_dim}, {positions} positions): {a} vs {b}"
+                        );
+                    }
+                }
+            }
         }
     }
 
