@@ -19,15 +19,28 @@
 //! f32 sum every other PE then receives (rounded to f16 when the values are
 //! 16-bit: every partial is rounded when it is sent).
 //!
-//! Each exchange is a send and a receive on one task, synchronous as every
-//! fabric operation here: a PE at an even logical position sends then
-//! receives, at an odd one receives then sends, as in the Cannon rounds, so
-//! no PE waits on one that waits on it whatever the chunk's size (a ring of
-//! sends-first deadlocks as soon as a chunk outgrows the queues and buffers
-//! of its path). A step's receive is not element-pipelined into the next
-//! step's send: that would keep a whole chunk per PE in flight around the
-//! ring, more than its buffers hold. The ring's links take the colours its
-//! paths need (`colour_paths`: 2 for `P = 2`, 3 from `P = 3`).
+//! Two schedules, chosen by the chunk's size:
+//! - **pipelined**, when every chunk fits its path's PE queues (the sender's
+//!   output queue and the receiver's input queue, `router.*_queue_depths[0]`:
+//!   every PE sends on one colour and receives on one): every PE sends its
+//!   own chunk, then runs `2 (P - 1)` receives, each adding (reduce-scatter)
+//!   or storing (all-gather) a chunk and sending every wavelet on at once
+//!   (element-pipelined, `@fadds(fabout, mem, fabin)`), since what a PE
+//!   sends at step `s + 1` is what it received at step `s` — the last
+//!   reduce-scatter receive forwards the PE's finished chunk as the
+//!   all-gather's first send, and only the last receive forwards nothing.
+//!   All PEs send at once, so a whole chunk per PE is in flight; each initial
+//!   send completes into its path's queues, and from then on every PE passes
+//!   one wavelet on for each it takes, which cannot fill every path at once;
+//! - **step by step**, when a chunk outgrows the queues (the pipelined ring
+//!   would deadlock: every PE blocked in its first send): each of the
+//!   `2 (P - 1)` steps is a synchronous send and receive on one task, a PE at
+//!   an even logical position sending then receiving, at an odd one
+//!   receiving then sending, as in the Cannon rounds, so no PE waits on one
+//!   that waits on it whatever the chunk's size.
+//!
+//! The ring's links take the colours its paths need (`colour_paths`: 2 for
+//! `P = 2`, 3 from `P = 3`).
 
 use super::engine::{Colour, Combine, DirSet, FabricProgram, Op, Route, Task, Trigger};
 use super::programs::{
@@ -44,9 +57,18 @@ pub fn ring_chunks(w: u64, p: u32) -> Vec<u64> {
     (0..=p as u64).map(|k| k * w / p.max(1) as u64).collect()
 }
 
+/// The largest chunk the pipelined ring runs: the first output and input
+/// queue depths of the spec's PEs.
+pub fn ring_pipeline_limit(spec: &WaferSpec) -> u64 {
+    let r = &spec.router;
+    let first = |d: &[u32]| d.first().copied().unwrap_or(0) as u64;
+    first(&r.output_queue_depths) + first(&r.input_queue_depths)
+}
+
 /// A ring allreduce of `values` values of `bytes_per_value` bytes per PE
 /// along every line of `axis` of a `width x height` region (see the module
-/// doc).
+/// doc): pipelined when every chunk fits [`ring_pipeline_limit`], step by step
+/// otherwise.
 pub fn ring_allreduce_program(
     spec: &WaferSpec,
     width: u32,
@@ -54,6 +76,20 @@ pub fn ring_allreduce_program(
     axis: Axis,
     values: u64,
     bytes_per_value: u64,
+) -> Result<StepProgram, FabricError> {
+    ring_program(spec, width, height, axis, values, bytes_per_value, None)
+}
+
+/// [`ring_allreduce_program`], with the schedule forced (`Some(true)`:
+/// pipelined, `Some(false)`: step by step).
+pub(crate) fn ring_program(
+    spec: &WaferSpec,
+    width: u32,
+    height: u32,
+    axis: Axis,
+    values: u64,
+    bytes_per_value: u64,
+    pipelined: Option<bool>,
 ) -> Result<StepProgram, FabricError> {
     if width == 0 || height == 0 || width > spec.fabric.width_pes || height > spec.fabric.height_pes
     {
@@ -105,47 +141,78 @@ pub fn ring_allreduce_program(
         let k = k % n;
         (bounds[k] as u32, (bounds[k + 1] - bounds[k]) as u32)
     };
-    // Per logical position: its operations.
+    let largest = (0..n).map(|k| chunk(k).1 as u64).max().unwrap_or(0);
+    let pipelined = pipelined.unwrap_or(largest <= ring_pipeline_limit(spec));
+    let nonempty = |op: &Op| {
+        !matches!(
+            op,
+            Op::Send { wavelets: 0, .. } | Op::Recv { wavelets: 0, .. }
+        )
+    };
+    // Per logical position: its operations, pipelined.
+    let streamed = |l: usize| {
+        let (out, inc) = (Colour(colour[l]), Colour(colour[(l + n - 1) % n]));
+        let (first, wavelets) = chunk(l);
+        let mut o = vec![Op::Send {
+            colour: out,
+            first,
+            wavelets,
+        }];
+        for step in 0..2 * (n - 1) {
+            let (got, combine) = if step < n - 1 {
+                (l + 2 * n - step - 1, Combine::Add)
+            } else {
+                (l + n - (step - (n - 1)), Combine::Store)
+            };
+            let (first, wavelets) = chunk(got);
+            o.push(Op::Recv {
+                colour: inc,
+                first,
+                wavelets,
+                combine,
+                forward: (step + 1 < 2 * (n - 1)).then_some(out),
+            });
+        }
+        o.retain(nonempty);
+        o
+    };
+    // Per logical position: its operations, step by step.
+    let stepped = |l: usize| {
+        let (out, inc) = (Colour(colour[l]), Colour(colour[(l + n - 1) % n]));
+        let mut o = Vec::with_capacity(4 * (n - 1));
+        for step in 0..2 * (n - 1) {
+            // Chunks sent and received (indices mod P, kept positive).
+            let (sent, got, combine) = if step < n - 1 {
+                (l + n - step, l + 2 * n - step - 1, Combine::Add)
+            } else {
+                let s = step - (n - 1);
+                (l + n + 1 - s, l + n - s, Combine::Store)
+            };
+            let (first, wavelets) = chunk(sent);
+            let send = Op::Send {
+                colour: out,
+                first,
+                wavelets,
+            };
+            let (first, wavelets) = chunk(got);
+            let recv = Op::Recv {
+                colour: inc,
+                first,
+                wavelets,
+                combine,
+                forward: None,
+            };
+            let pair = if l % 2 == 0 {
+                [send, recv]
+            } else {
+                [recv, send]
+            };
+            o.extend(pair.into_iter().filter(nonempty));
+        }
+        o
+    };
     let ops: Vec<Vec<Op>> = (0..n)
-        .map(|l| {
-            let (out, inc) = (Colour(colour[l]), Colour(colour[(l + n - 1) % n]));
-            let mut o = Vec::with_capacity(4 * (n - 1));
-            for step in 0..2 * (n - 1) {
-                // Chunks sent and received (indices mod P, kept positive).
-                let (sent, got, combine) = if step < n - 1 {
-                    (l + n - step, l + 2 * n - step - 1, Combine::Add)
-                } else {
-                    let s = step - (n - 1);
-                    (l + n + 1 - s, l + n - s, Combine::Store)
-                };
-                let (first, wavelets) = chunk(sent);
-                let send = Op::Send {
-                    colour: out,
-                    first,
-                    wavelets,
-                };
-                let (first, wavelets) = chunk(got);
-                let recv = Op::Recv {
-                    colour: inc,
-                    first,
-                    wavelets,
-                    combine,
-                    forward: None,
-                };
-                let pair = if l % 2 == 0 {
-                    [send, recv]
-                } else {
-                    [recv, send]
-                };
-                o.extend(pair.into_iter().filter(|op| {
-                    !matches!(
-                        op,
-                        Op::Send { wavelets: 0, .. } | Op::Recv { wavelets: 0, .. }
-                    )
-                }));
-            }
-            o
-        })
+        .map(|l| if pipelined { streamed(l) } else { stepped(l) })
         .collect();
     for l in 0..across {
         for (k, &(from, to)) in pairs.iter().enumerate() {

@@ -4,7 +4,7 @@
 
 use super::engine::*;
 use super::programs::interleaved_ring;
-use super::ring::{ring_allreduce_program, ring_chunks};
+use super::ring::{ring_allreduce_program, ring_chunks, ring_pipeline_limit, ring_program};
 use super::tests::spec_h1_r2;
 use super::transfer::*;
 use super::FabricError;
@@ -34,35 +34,42 @@ fn a_ring_allreduce_gives_every_pe_the_sum_in_ring_order_bit_for_bit() {
                     Axis::Column => (across, p),
                     Axis::Row => (p, across),
                 };
-                let sp = ring_allreduce_program(&s, width, height, axis, w, 4).unwrap();
-                let n = (width * height) as usize;
-                let input: Vec<f32> = (0..n * w as usize)
-                    .map(|_| rng.gen_range(-1.0f32..1.0))
-                    .collect();
-                let opts = RunOptions {
-                    values: Some(input.clone()),
-                    ..RunOptions::default()
-                };
-                let got = run(&s, &sp.program, &opts).unwrap().values.unwrap();
-                let ring = interleaved_ring(p);
-                let bounds = ring_chunks(w, p);
-                assert_eq!(sp.lines.len(), across as usize);
-                for line in &sp.lines {
-                    let v = |l: usize, j: usize| input[line[ring[l] as usize] * w as usize + j];
-                    let mut want = vec![0f32; w as usize];
-                    for k in 0..p as usize {
-                        for j in bounds[k] as usize..bounds[k + 1] as usize {
-                            let mut acc = v(k, j);
-                            for m in 1..p as usize {
-                                acc += v((k + m) % p as usize, j);
+                for pipelined in [false, true] {
+                    let sp = ring_program(&s, width, height, axis, w, 4, Some(pipelined)).unwrap();
+                    let n = (width * height) as usize;
+                    let input: Vec<f32> = (0..n * w as usize)
+                        .map(|_| rng.gen_range(-1.0f32..1.0))
+                        .collect();
+                    let opts = RunOptions {
+                        values: Some(input.clone()),
+                        ..RunOptions::default()
+                    };
+                    let got = run(&s, &sp.program, &opts).unwrap().values.unwrap();
+                    let ring = interleaved_ring(p);
+                    let bounds = ring_chunks(w, p);
+                    assert_eq!(sp.lines.len(), across as usize);
+                    for line in &sp.lines {
+                        let v = |l: usize, j: usize| input[line[ring[l] as usize] * w as usize + j];
+                        let mut want = vec![0f32; w as usize];
+                        for k in 0..p as usize {
+                            for j in bounds[k] as usize..bounds[k + 1] as usize {
+                                let mut acc = v(k, j);
+                                for m in 1..p as usize {
+                                    acc += v((k + m) % p as usize, j);
+                                }
+                                want[j] = acc;
                             }
-                            want[j] = acc;
                         }
-                    }
-                    for &pe in line {
-                        let have = &got[pe * w as usize..][..w as usize];
-                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(bits(have), bits(&want), "{axis:?} P {p} W {w} PE {pe}");
+                        for &pe in line {
+                            let have = &got[pe * w as usize..][..w as usize];
+                            let bits =
+                                |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(
+                                bits(have),
+                                bits(&want),
+                                "{axis:?} P {p} W {w} PE {pe} pipelined {pipelined}"
+                            );
+                        }
                     }
                 }
             }
@@ -71,13 +78,14 @@ fn a_ring_allreduce_gives_every_pe_the_sum_in_ring_order_bit_for_bit() {
 }
 
 #[test]
-fn a_ring_allreduce_takes_the_hand_derived_cycles() {
+fn a_step_by_step_ring_allreduce_takes_the_hand_derived_cycles() {
     // A column of P PEs, hop h = 1, ramp r = 2, 1 cycle per wavelet sent,
     // added or stored, no setup. A wavelet sent at t over k links is in its
     // receiver's input queue at t + 2r + k h (t + 5 for one link, t + 6 for
     // two) and received by t + 6 (t + 7) if the receiver waits for it. Every
     // step, an even logical position sends then receives, an odd one
-    // receives then sends.
+    // receives then sends (the step-by-step schedule, forced here: these
+    // chunks would fit the queues).
     //
     // P = 2, chunks of c wavelets (W = 2c), two steps. Step 0: PE 0 sends at
     // 0 .. c - 1; PE 1 has wavelet j by 6 + j, so it is done at 5 + c and
@@ -110,7 +118,7 @@ fn a_ring_allreduce_takes_the_hand_derived_cycles() {
         (3, 3, vec![38, 38, 33], 16),
         (4, 4, vec![78, 73, 73, 78], 36),
     ] {
-        let sp = ring_allreduce_program(&s, 1, p, Axis::Column, w, 4).unwrap();
+        let sp = ring_program(&s, 1, p, Axis::Column, w, 4, Some(false)).unwrap();
         let out = run(&s, &sp.program, &RunOptions::default()).unwrap();
         assert_eq!(out.pe_cycles, want, "P {p} W {w}");
         // Each of the 2 (P - 1) steps, every PE sends one chunk over its
@@ -120,9 +128,55 @@ fn a_ring_allreduce_takes_the_hand_derived_cycles() {
 }
 
 #[test]
+fn a_pipelined_ring_allreduce_takes_the_hand_derived_cycles() {
+    // As above (h = 1, r = 2, 1 cycle per wavelet, no setup; a wavelet sent
+    // at t is received by t + 6 over one link, t + 7 over two), pipelined:
+    // every PE sends its chunk at 0, then each receive passes every wavelet
+    // on as it is added or stored (a forward leaves when the add ends, as a
+    // send would), and the last receive passes nothing on.
+    //
+    // P = 2, chunks of one wavelet: each PE has the other's by 6 and passes
+    // the sum back at 6; it is back by 12. Chunks of two: the second
+    // wavelet is one cycle behind all the way: 13.
+    //
+    // P = 3 (ring PE 0, PE 2, PE 1; 0 -> 2 two links, the others one): the
+    // k-th receive of logical 0, 1, 2 ends at (6, 7, 6), (12, 13, 13),
+    // (19, 19, 19), then the last (25, 26, 25): logical 0 takes logical 2's
+    // wavelets, passed on at 0, 6, 13, 19, one link later; logical 1 takes
+    // logical 0's (0, 6, 12, 19) two links later; logical 2 takes logical
+    // 1's (0, 7, 13, 19) one link later. PEs 0, 1, 2: 25, 25, 26.
+    //
+    // P = 4 (ring PE 0, 2, 3, 1; links of two, one, two, one): the receives
+    // end at (6, 7, 6, 7), then 13 everywhere (each takes what its
+    // predecessor passed on at 6 or 7 over one or two links), (19, 20, 19,
+    // 20), 26, (32, 33, 32, 33) and the last at 39 everywhere.
+    let s = spec_h1_r2();
+    for (p, w, want) in [
+        (2u32, 2u64, vec![12u64, 12]),
+        (2, 4, vec![13, 13]),
+        (3, 3, vec![25, 25, 26]),
+        (4, 4, vec![39, 39, 39, 39]),
+    ] {
+        let sp = ring_program(&s, 1, p, Axis::Column, w, 4, Some(true)).unwrap();
+        let out = run(&s, &sp.program, &RunOptions::default()).unwrap();
+        assert_eq!(out.pe_cycles, want, "P {p} W {w}");
+        // These chunks fit the queues: the default schedule is this one.
+        let auto = ring_allreduce_program(&s, 1, p, Axis::Column, w, 4).unwrap();
+        let again = run(&s, &auto.program, &RunOptions::default()).unwrap();
+        assert_eq!(again.pe_cycles, want, "P {p} W {w}");
+    }
+}
+
+#[test]
 fn a_ring_allreduce_with_large_chunks_does_not_deadlock_and_fits_the_colours() {
-    // Chunks far larger than any queue: the even/odd order keeps it moving.
+    // Chunks far larger than any queue: the even/odd order keeps it moving,
+    // where the pipelined schedule deadlocks (every PE blocked in its first
+    // send), which is why it runs only chunks that fit the queues.
     let s = wafer_core::spec::wse3();
+    assert_eq!(ring_pipeline_limit(&s), 16);
+    let sp = ring_program(&s, 1, 4, Axis::Column, 4 * 100, 4, Some(true)).unwrap();
+    let err = run(&s, &sp.program, &RunOptions::default()).unwrap_err();
+    assert!(matches!(err, FabricError::Deadlock(_)), "{err}");
     for p in [2u32, 3, 5, 16] {
         let sp = ring_allreduce_program(&s, 2, p, Axis::Column, 200 * p as u64, 2).unwrap();
         let used = sp.program.colours_used().len();
