@@ -202,7 +202,7 @@ pub(crate) fn ring_program(
                 combine,
                 forward: None,
             };
-            let pair = if l % 2 == 0 {
+            let pair = if l.is_multiple_of(2) {
                 [send, recv]
             } else {
                 [recv, send]

@@ -50,16 +50,17 @@ fn a_ring_allreduce_gives_every_pe_the_sum_in_ring_order_bit_for_bit() {
                     assert_eq!(sp.lines.len(), across as usize);
                     for line in &sp.lines {
                         let v = |l: usize, j: usize| input[line[ring[l] as usize] * w as usize + j];
-                        let mut want = vec![0f32; w as usize];
-                        for k in 0..p as usize {
-                            for j in bounds[k] as usize..bounds[k + 1] as usize {
+                        // Wavelet j lies in chunk k, whose owner is position k.
+                        let want: Vec<f32> = (0..w as usize)
+                            .map(|j| {
+                                let k = bounds.partition_point(|&b| b <= j as u64) - 1;
                                 let mut acc = v(k, j);
                                 for m in 1..p as usize {
                                     acc += v((k + m) % p as usize, j);
                                 }
-                                want[j] = acc;
-                            }
-                        }
+                                acc
+                            })
+                            .collect();
                         for &pe in line {
                             let have = &got[pe * w as usize..][..w as usize];
                             let bits =
