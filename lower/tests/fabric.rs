@@ -135,3 +135,52 @@ fn one_simulation_per_region_shape_gives_every_layers_cycles() {
         assert!(memo.head_cycles.get() > 0.0);
     }
 }
+
+#[test]
+fn a_token_over_two_wafers_pays_the_offwafer_link_once_per_crossing() {
+    // Two wafers: the token crosses from the first wafer's last layer to the
+    // second's first, and back for the loop-back if the head is elsewhere.
+    // Every crossing pays at least the link's latency plus its bytes over the
+    // bandwidth (the spec's two figures), which on-wafer hand-offs never do.
+    let spec = small_spec();
+    let cfg = small_model(6);
+    let opts = EstimateOptions {
+        wafers: Some(2),
+        region: None,
+        strategy: Strategy::LayerPerRegion,
+        context: 40,
+        prompt_tokens: 8,
+    };
+    let layout = placement_for(&spec, &cfg, &opts).unwrap().layout();
+    let sites = std::iter::once(&layout.embedding)
+        .chain(&layout.layers)
+        .chain(std::iter::once(&layout.lm_head));
+    let crossings = sites
+        .clone()
+        .zip(sites.skip(1))
+        .filter(|(a, b)| a.wafer != b.wafer)
+        .count() as f64;
+    assert!(crossings >= 1.0, "{layout:?}");
+    let run = |memo: bool| {
+        let mut m = FabricMemo::default();
+        fabric_decode(
+            &spec,
+            &cfg,
+            &layout,
+            40,
+            &PlanOptions::default(),
+            &RunOptions::default(),
+            memo.then_some(&mut m),
+        )
+        .unwrap()
+    };
+    let (memo, every) = (run(true), run(false));
+    assert_eq!(memo.transfer_cycles, every.transfer_cycles);
+    assert_eq!(memo.cycles, every.cycles);
+    let latency = spec.system.offwafer_latency_s * spec.clock_hz;
+    assert!(
+        every.transfer_cycles.get() >= crossings * latency,
+        "{} cycles for {crossings} crossings of {latency}",
+        every.transfer_cycles.get()
+    );
+}
