@@ -293,3 +293,51 @@ fn bad_transfers_are_errors_naming_the_problem() {
     let err = simulate_transfer(&bad, &t, 1, 2, &opts).unwrap_err();
     assert!(err.to_string().contains("offwafer_bandwidth"), "{err}");
 }
+
+#[test]
+fn a_sixteen_bit_ring_allreduce_rounds_each_partial_as_it_is_sent() {
+    // 16-bit values travel two to a wavelet, rounded to f16 when sent. The
+    // reference, per value of chunk k: the owner's value rounded, then at
+    // each next position its own f32 value plus what arrived, rounded again
+    // when passed on; the last adder keeps its f32 sum, every other PE
+    // receives it rounded.
+    let s = spec_h1_r2();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let r16 = |x: f32| half::f16::from_f32(x).to_f32();
+    for p in [2u32, 3, 5] {
+        for values in [2u64, 2 * p as u64, 14] {
+            for pipelined in [false, true] {
+                let sp = ring_program(&s, 1, p, Axis::Column, values, 2, Some(pipelined)).unwrap();
+                let n = values as usize;
+                let input: Vec<f32> = (0..p as usize * n)
+                    .map(|_| rng.gen_range(-4.0f32..4.0))
+                    .collect();
+                let opts = RunOptions {
+                    values: Some(input.clone()),
+                    ..RunOptions::default()
+                };
+                let got = run(&s, &sp.program, &opts).unwrap().values.unwrap();
+                let ring = interleaved_ring(p);
+                let bounds = ring_chunks(values / 2, p);
+                let v = |l: usize, i: usize| input[ring[l] as usize * n + i];
+                for i in 0..n {
+                    // Value i is in wavelet i / 2, of chunk k.
+                    let k = bounds.partition_point(|&b| b <= (i / 2) as u64) - 1;
+                    let mut acc = v(k, i);
+                    for m in 1..p as usize {
+                        acc = v((k + m) % p as usize, i) + r16(acc);
+                    }
+                    let last = ring[(k + p as usize - 1) % p as usize] as usize;
+                    for pe in 0..p as usize {
+                        let want = if pe == last { acc } else { r16(acc) };
+                        assert_eq!(
+                            got[pe * n + i].to_bits(),
+                            want.to_bits(),
+                            "P {p} n {values} value {i} PE {pe} pipelined {pipelined}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
