@@ -148,8 +148,19 @@ fn estimate_on_the_fabric_reports_both_figures_and_memo_changes_nothing() {
     // The token is its parts.
     let sum: f64 = layers.iter().map(|c| c.as_f64().unwrap()).sum::<f64>()
         + num(&fabric["fabric"], "head_cycles")
+        + num(&fabric["fabric"], "transfer_cycles")
         + num(&fabric["fabric"], "analytic_rest_cycles");
     assert_eq!(num(&fabric, "decode_cycles_per_token"), sum);
+    // The transfers run on the fabric too, with or without the memo.
+    assert_eq!(
+        num(&fabric["fabric"], "transfer_cycles"),
+        num(&every["fabric"], "transfer_cycles")
+    );
+    assert!(num(&fabric["fabric"], "transfer_cycles") > 0.0);
+    assert!(
+        num(&every["fabric"], "transfer_simulations")
+            >= num(&fabric["fabric"], "transfer_simulations")
+    );
     assert!(num(&every["fabric"], "simulations") > num(&fabric["fabric"], "simulations"));
     for key in ["ttft_cycles", "decode_tokens_per_s"] {
         assert!(num(&fabric, key) > 0.0, "{key}");

@@ -152,12 +152,14 @@ fn a_token_trace_runs_the_layers_and_head_one_after_another() {
         // analytic rest.
         let decode = e["decode_cycles_per_token"].as_f64().unwrap();
         let rest = f["analytic_rest_cycles"].as_f64().unwrap();
+        let moved = f["transfer_cycles"].as_f64().unwrap();
         let total = t["simulated_cycles"].as_f64().unwrap();
         assert!(
-            (total - (decode - rest)).abs() <= 1e-9 * decode,
-            "{strategy}: {total} vs {decode} - {rest}"
+            (total - (decode - rest - moved)).abs() <= 1e-9 * decode,
+            "{strategy}: {total} vs {decode} - {rest} - {moved}"
         );
         assert_eq!(t["analytic_rest_cycles"].as_f64().unwrap(), rest);
+        assert_eq!(t["transfer_cycles"].as_f64().unwrap(), moved);
         assert_eq!(t["wavelet_hops"], f["token_wavelet_hops"], "{strategy}");
         // Runs: the layers, then the head, each starting where the last ended.
         let runs = t["runs"].as_array().unwrap();

@@ -326,11 +326,15 @@ fn fabric_json(
         "analytic_layer_cycles": analytic_layers.iter().map(|c| c.get()).collect::<Vec<_>>(),
         "head_cycles": f.head_cycles.get(),
         "analytic_rest_cycles": f.analytic_rest.get(),
+        "transfer_cycles": f.transfer_cycles.get(),
+        "analytic_transfer_cycles": f.analytic_transfer_cycles.get(),
         "simulations": f.simulations,
+        "transfer_simulations": f.transfer_simulations,
         "memo": memo,
         "events": f.events,
         "wavelet_hops": f.wavelet_hops,
         "token_wavelet_hops": f.token_wavelet_hops,
+        "transfer_wavelet_hops": f.transfer_wavelet_hops,
         "max_queue_occupancy": f.max_queue_occupancy,
         "wall_s": wall_s,
         "events_per_wall_s": f.events as f64 / wall_s.max(1e-9),
@@ -357,10 +361,12 @@ fn print_fabric(e: &Estimate, f: &FabricDecode, clock_hz: f64, wall_s: f64) {
     let mean =
         |v: &[wafer_core::Cycles]| v.iter().map(|c| c.get()).sum::<f64>() / layers.max(1) as f64;
     println!(
-        "  per layer: {:.0} cycles simulated, {:.0} analytic (mean of {layers}); LM head {:.0}; transfers and embedding (analytic) {:.0}",
+        "  per layer: {:.0} cycles simulated, {:.0} analytic (mean of {layers}); LM head {:.0}; transfers {:.0} simulated ({:.0} analytic); embedding lookup (analytic) {:.0}",
         mean(&f.layer_cycles),
         mean(&analytic),
         f.head_cycles.get(),
+        f.transfer_cycles.get(),
+        f.analytic_transfer_cycles.get(),
         f.analytic_rest.get()
     );
     println!(

@@ -332,8 +332,8 @@ pub struct FabricKernel {
 pub fn fabric_kernel(spec: &WaferSpec, args: &KernelArgs) -> Result<FabricKernel> {
     let c = &check(spec, args)?;
     let analytic = matrix::total(&parts(spec, args, c)?).total();
-    if c.alg == Algorithm::Ring {
-        bail!("--algorithm ring is not yet simulated on the fabric (chain and K-trees are)");
+    if c.alg == Algorithm::Ring && !matches!(args.kind, Kind::Allreduce) {
+        bail!("--algorithm ring is simulated on the fabric for `wafer kernel allreduce` only");
     }
     let act = spec.precision.activation_dtype.size_bytes();
     let pes = c.w as u64 * c.h as u64;
@@ -376,6 +376,14 @@ pub fn fabric_kernel(spec: &WaferSpec, args: &KernelArgs) -> Result<FabricKernel
                 .swap_remove(0);
             fabric::step_program(spec, c.w, c.h, &step)?
         }
+        Kind::Allreduce if c.alg == Algorithm::Ring => fabric::ring_allreduce_program(
+            spec,
+            c.w,
+            c.h,
+            wafer_sim::tiling::Axis::Column,
+            c.n,
+            act,
+        )?,
         Kind::Allreduce => {
             let tree = TreeShape::new(c.h, c.alg)?;
             let step = fabric::column_allreduce_step(tree, c.n, act);

@@ -15,6 +15,11 @@
 //!   step run here; MeshGEMM's step of Cannon rounds runs on interleaved rings
 //!   ([`programs::cannon_program`]); [`programs::row_shift_program`] is the
 //!   shift-then-broadcast microbenchmark.
+//! - [`ring`]: the ring allreduce (reduce-scatter, then all-gather) around
+//!   the interleaved ring of every line of a region.
+//! - [`transfer`]: transfers between regions (parallel lines across the
+//!   fabric) and between wafers (the off-wafer link, then the destination's
+//!   replication), timing-only.
 //! - [`layer`]: a whole region program (every step of a layer, in order, on
 //!   static routes shared by the collectives of one pattern) as one fabric
 //!   program, run timing-only.
@@ -27,7 +32,9 @@
 pub mod engine;
 pub mod layer;
 pub mod programs;
+pub mod ring;
 pub mod trace;
+pub mod transfer;
 
 pub use engine::{
     run, Colour, Combine, Dir, DirSet, FabricParams, FabricProgram, FabricRun, Launch, Op, Packing,
@@ -35,6 +42,8 @@ pub use engine::{
 };
 pub use layer::{region_fabric, simulate_region, RegionFabric};
 pub use programs::{column_allreduce_step, simulate_step, step_program, StepProgram};
+pub use ring::ring_allreduce_program;
+pub use transfer::{simulate_transfer, TransferRun};
 
 use thiserror::Error;
 
@@ -62,3 +71,5 @@ pub enum FabricError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_transfers;

@@ -120,7 +120,7 @@ pub(crate) fn port_on(axis: Axis, p: LPort) -> Dir {
 /// colouring in order of each path's lowest PE (optimal for intervals: as many
 /// colours as paths meet at the busiest router). Returns each path's colour and
 /// the number of colours.
-fn colour_paths(pairs: &[(u32, u32)]) -> Result<(Vec<u8>, u8), FabricError> {
+pub(crate) fn colour_paths(pairs: &[(u32, u32)]) -> Result<(Vec<u8>, u8), FabricError> {
     let mut order: Vec<usize> = (0..pairs.len()).collect();
     order.sort_by_key(|&k| pairs[k].0.min(pairs[k].1));
     let mut last_hi: Vec<u32> = Vec::new();
@@ -147,7 +147,11 @@ fn colour_paths(pairs: &[(u32, u32)]) -> Result<(Vec<u8>, u8), FabricError> {
 }
 
 /// The routes of a straight path `from -> to` on `colour`, in line terms.
-fn path_routes(from: u32, to: u32, colour: Colour) -> Vec<(u32, Colour, LPort, Vec<LPort>)> {
+pub(crate) fn path_routes(
+    from: u32,
+    to: u32,
+    colour: Colour,
+) -> Vec<(u32, Colour, LPort, Vec<LPort>)> {
     let way = if to < from { Way::Low } else { Way::High };
     let back = if way == Way::Low { Way::High } else { Way::Low };
     let mut routes = vec![(from, colour, LPort::Ramp, vec![LPort::Toward(way)])];

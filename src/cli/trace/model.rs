@@ -18,7 +18,9 @@
 //!   its first run; the `token` track shows every run and says which program
 //!   it is. The budget is shared: the `token` track first, then an equal
 //!   part for each program traced. The heat map covers the whole grid: each
-//!   link's wavelets over every run over the token's span.
+//!   link's wavelets over every run over the token's span. The token's
+//!   transfers between regions and wafers are simulated as `fabric_decode`
+//!   simulates them, untraced, and reported as `transfer_cycles`.
 
 use super::{
     busiest_json, peak_json, persist, print_hot, print_json, print_run, sampling, temp_beside,
@@ -34,7 +36,7 @@ use std::time::Instant;
 use wafer_core::{Cycles, RegionShape, WaferSpec};
 use wafer_lower::cost::PlanOptions;
 use wafer_lower::estimate::{placement_for, EstimateOptions};
-use wafer_lower::fabric::{token_programs, TokenPrograms};
+use wafer_lower::fabric::{token_programs, token_transfers, FabricMemo, TokenPrograms};
 use wafer_lower::layout::Site;
 use wafer_lower::LayerProgram;
 use wafer_sim::fabric::layer::region_fabric;
@@ -394,6 +396,12 @@ fn run_token(args: &Args) -> Result<()> {
         })
         .collect();
     let rest = m.token.analytic_rest.get();
+    // The token's transfers run on the fabric as `estimate --sim fabric` runs
+    // them (each distinct one once), untraced.
+    let memo = &mut FabricMemo::default();
+    let moved = token_transfers(spec, &m.token, &RunOptions::default(), Some(memo))?
+        .cycles
+        .get();
     let hops: u64 = program_of
         .iter()
         .map(|&j| programs[j].run.wavelet_hops)
@@ -440,7 +448,11 @@ fn run_token(args: &Args) -> Result<()> {
     other.insert("wafer_width_pes".into(), json!(spec.fabric.width_pes));
     other.insert("simulated_cycles".into(), json!(total));
     other.insert("analytic_rest_cycles".into(), json!(rest));
-    other.insert("decode_cycles_per_token".into(), json!(total as f64 + rest));
+    other.insert("transfer_cycles".into(), json!(moved));
+    other.insert(
+        "decode_cycles_per_token".into(),
+        json!(total as f64 + moved + rest),
+    );
     other.insert("wavelet_hops".into(), json!(hops));
     other.insert("runs".into(), json!(runs_json));
     other.insert("programs".into(), json!(programs_json));
@@ -478,7 +490,8 @@ fn run_token(args: &Args) -> Result<()> {
             "wafers": wafers,
             "simulated_cycles": total,
             "analytic_rest_cycles": rest,
-            "decode_cycles_per_token": total as f64 + rest,
+            "transfer_cycles": moved,
+            "decode_cycles_per_token": total as f64 + moved + rest,
             "wavelet_hops": hops,
             "runs": runs_json,
             "programs": programs_json,
@@ -497,8 +510,8 @@ fn run_token(args: &Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{title}: {total} cycles simulated (layers and LM head) + {rest:.2} analytic (embedding and hand-offs) = {:.2} cycles per token",
-        total as f64 + rest
+        "{title}: {total} cycles simulated (layers and LM head) + {moved} simulated untraced (transfers) + {rest:.2} analytic (embedding lookup) = {:.2} cycles per token",
+        total as f64 + moved + rest
     );
     for p in &programs {
         let s = &runs[p.runs[0]].0;
