@@ -364,47 +364,111 @@ pub fn ceil_cycles(c: Cycles) -> u64 {
     c.get().max(0.0).ceil() as u64
 }
 
-enum QueueKind {
-    /// A router's buffer for one colour; `targets[d]` the queue a wavelet
-    /// forwarded to port `d` lands in.
-    Router { tx: DirSet, targets: [u32; 5] },
-    /// A PE's input queue.
-    CeIn,
-}
-
+/// A router's buffer for one colour, or a PE's input queue: what every
+/// event touches, kept to one cache line (the engine's time goes mostly to
+/// fetching these).
+#[repr(align(64))]
 struct Queue {
-    pe: u32,
-    colour: Colour,
-    cap: u32,
     /// Wavelets held plus wavelets in flight toward this queue.
     reserved: u32,
+    cap: u32,
     /// The wavelets held: a ring of `cap` slots at `base` in the engine's
     /// one slot arena, `len` of them from `head` (never more than `cap`:
-    /// a wavelet is sent only into a reserved slot).
+    /// a wavelet is sent only into a reserved slot). A timing-only run keeps
+    /// the counts and no slots.
     base: u32,
     head: u32,
     len: u32,
-    waiters: Vec<Waiter>,
+    pe: u32,
+    /// A router buffer's: the queue a wavelet forwarded to port `d` lands in.
+    targets: [u32; 5],
+    /// Who waits on this queue, in the order each first waited
+    /// ([`Waiter::code`]).
+    waiters: [u32; 2],
+    n_waiters: u8,
     /// A `Forward` event is scheduled.
     pending: bool,
-    kind: QueueKind,
+    /// A router buffer (else a PE's input queue).
+    router: bool,
+    /// A router buffer's transmit set.
+    tx: DirSet,
+    colour: Colour,
 }
 
 impl Queue {
+    fn new(pe: u32, colour: Colour, cap: u32, router: Option<DirSet>) -> Queue {
+        Queue {
+            reserved: 0,
+            cap,
+            base: 0,
+            head: 0,
+            len: 0,
+            pe,
+            targets: [NONE; 5],
+            waiters: [0; 2],
+            n_waiters: 0,
+            pending: false,
+            router: router.is_some(),
+            tx: router.unwrap_or_default(),
+            colour,
+        }
+    }
+
     /// Whether every slot is taken; if so, `waiter` waits for one to free.
     fn full_then_wait(&mut self, waiter: Waiter) -> bool {
         let full = self.reserved >= self.cap;
         if full {
-            self.waiters.push(waiter);
+            self.wait(waiter);
         }
         full
     }
+
+    /// Adds `waiter` to the waiters, unless it waits already. At most two
+    /// distinct waiters ever wait on one queue: the one thing that feeds it
+    /// (the router buffer upstream on its colour, whose route has a single
+    /// receive port, or the PE's compute engine for an output queue) and, on
+    /// an input queue, the PE's compute engine waiting for a wavelet. A
+    /// waiter that waits again before it is woken is kept once: waking it
+    /// twice in a row schedules it once (it is then pending), so the order
+    /// of the events is that of one list of every wait.
+    fn wait(&mut self, waiter: Waiter) {
+        let code = waiter.code();
+        let n = self.n_waiters as usize;
+        if self.waiters[..n].contains(&code) {
+            return;
+        }
+        assert!(n < 2, "a third distinct waiter on one queue");
+        self.waiters[n] = code;
+        self.n_waiters += 1;
+    }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Waiter {
     Router(u32),
     Ce(u32),
+}
+
+/// The top bit of a waiter's code: a PE's compute engine (else a router buffer).
+const CE_BIT: u32 = 1 << 31;
+
+impl Waiter {
+    /// One word: the buffer's index, or the PE's with [`CE_BIT`] (both are
+    /// below 2^31, checked when the run is built).
+    fn code(self) -> u32 {
+        match self {
+            Waiter::Router(b) => b,
+            Waiter::Ce(pe) => pe | CE_BIT,
+        }
+    }
+
+    fn of(code: u32) -> Waiter {
+        if code & CE_BIT != 0 {
+            Waiter::Ce(code & !CE_BIT)
+        } else {
+            Waiter::Router(code)
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -716,21 +780,7 @@ impl<'p> Sim<'p> {
                     opts.params.router_buffer_wavelets
                 };
                 let buf = queues.len() as u32;
-                queues.push(Queue {
-                    pe: pe as u32,
-                    colour,
-                    cap,
-                    reserved: 0,
-                    base: 0,
-                    head: 0,
-                    len: 0,
-                    waiters: Vec::new(),
-                    pending: false,
-                    kind: QueueKind::Router {
-                        tx: route.tx,
-                        targets: [NONE; 5],
-                    },
-                });
+                queues.push(Queue::new(pe as u32, colour, cap, Some(route.tx)));
                 let mut inq = NONE;
                 if route.tx.contains(Dir::Ramp) {
                     let depth = queue_depth(&r.input_queue_depths, ins).ok_or_else(|| {
@@ -742,18 +792,7 @@ impl<'p> Sim<'p> {
                     })?;
                     ins += 1;
                     inq = queues.len() as u32;
-                    queues.push(Queue {
-                        pe: pe as u32,
-                        colour,
-                        cap: depth,
-                        reserved: 0,
-                        base: 0,
-                        head: 0,
-                        len: 0,
-                        waiters: Vec::new(),
-                        pending: false,
-                        kind: QueueKind::CeIn,
-                    });
+                    queues.push(Queue::new(pe as u32, colour, depth, None));
                 }
                 lookup[pe].push((colour, buf, inq));
             }
@@ -790,9 +829,7 @@ impl<'p> Sim<'p> {
                         }
                     };
                 }
-                if let QueueKind::Router { targets: t, .. } = &mut queues[buf as usize].kind {
-                    *t = targets;
-                }
+                queues[buf as usize].targets = targets;
             }
         }
         // Check every PE's tasks against its routes.
@@ -891,7 +928,20 @@ impl<'p> Sim<'p> {
                 "{total} queue and buffer slots on a {w}x{h} fabric; at most {MAX_QUEUE_SLOTS}"
             )));
         }
-        let slots = vec![0u32; total as usize];
+        // Waiters are coded in 31 bits (`Waiter::code`).
+        if queues.len() as u64 >= CE_BIT as u64 || n as u64 >= CE_BIT as u64 {
+            return Err(FabricError::TooLarge(format!(
+                "{} queues and buffers on a {w}x{h} fabric; at most {}",
+                queues.len(),
+                CE_BIT - 1
+            )));
+        }
+        // A timing-only run keeps no wavelets, only their counts.
+        let slots = if values.is_some() {
+            vec![0u32; total as usize]
+        } else {
+            Vec::new()
+        };
         let vpw = prog.packing.values_per_wavelet();
         let dt = prog.packing.dtype();
         let costs = WaveletCosts {
@@ -925,9 +975,9 @@ impl<'p> Sim<'p> {
         self.queues
             .iter()
             .map(|q| {
-                let role = match q.kind {
-                    QueueKind::CeIn => QueueRole::Input,
-                    QueueKind::Router { .. } => {
+                let role = match q.router {
+                    false => QueueRole::Input,
+                    true => {
                         let rx = self.prog.routes[q.pe as usize]
                             .iter()
                             .find(|e| e.0 == q.colour)
@@ -1000,16 +1050,16 @@ impl<'p> Sim<'p> {
     }
 
     fn wake(&mut self, q: u32, t: u64) {
-        let mut waiters = std::mem::take(&mut self.queues[q as usize].waiters);
-        for &w in &waiters {
-            match w {
+        let queue = &mut self.queues[q as usize];
+        let (waiters, n) = (queue.waiters, queue.n_waiters as usize);
+        queue.n_waiters = 0;
+        // Kicks schedule events and add no waiter.
+        for &code in &waiters[..n] {
+            match Waiter::of(code) {
                 Waiter::Router(b) => self.kick_forward(b, t),
                 Waiter::Ce(pe) => self.kick_ce(pe, t),
             }
         }
-        // Kicks schedule events and add no waiter: keep the allocation.
-        waiters.clear();
-        self.queues[q as usize].waiters = waiters;
     }
 
     /// Appends a wavelet to queue `q`; returns how many it then holds.
@@ -1019,20 +1069,30 @@ impl<'p> Sim<'p> {
             queue.len < queue.cap,
             "a wavelet arrived at a full queue without a reserved slot"
         );
-        let at = (queue.head + queue.len) % queue.cap;
+        let mut at = queue.head + queue.len;
+        if at >= queue.cap {
+            at -= queue.cap;
+        }
         queue.len += 1;
-        self.slots[(queue.base + at) as usize] = payload;
-        queue.len
+        let (held, slot) = (queue.len, queue.base + at);
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = payload;
+        }
+        held
     }
 
     /// Takes the oldest wavelet of queue `q`, which holds at least one.
     fn q_pop(&mut self, q: u32) -> u32 {
         let queue = &mut self.queues[q as usize];
         debug_assert!(queue.len > 0);
-        let payload = self.slots[(queue.base + queue.head) as usize];
-        queue.head = (queue.head + 1) % queue.cap;
+        let slot = queue.base + queue.head;
+        queue.head += 1;
+        if queue.head == queue.cap {
+            queue.head = 0;
+        }
         queue.len -= 1;
-        payload
+        // Timing-only: no slots, and every payload is 0.
+        self.slots.get(slot as usize).copied().unwrap_or(0)
     }
 
     fn find(&self, pe: u32, c: Colour) -> (u32, u32) {
@@ -1050,9 +1110,9 @@ impl<'p> Sim<'p> {
         if let Some(r) = &mut self.rec {
             r.occupancy(q, held);
         }
-        match queue.kind {
-            QueueKind::Router { .. } => self.kick_forward(q, t),
-            QueueKind::CeIn => {
+        match queue.router {
+            true => self.kick_forward(q, t),
+            false => {
                 let pe = queue.pe;
                 self.wake(q, t);
                 if self.ces[pe as usize].task.is_none() {
@@ -1068,9 +1128,10 @@ impl<'p> Sim<'p> {
         if queue.len == 0 {
             return;
         }
-        let QueueKind::Router { tx, targets } = queue.kind else {
+        if !queue.router {
             return;
-        };
+        }
+        let (tx, targets) = (queue.tx, queue.targets);
         let pe = queue.pe as usize;
         // Every outgoing link must be free this cycle...
         for d in tx.iter().filter(|d| *d != Dir::Ramp) {
@@ -1272,7 +1333,7 @@ impl<'p> Sim<'p> {
                 } => {
                     let (_, inq) = self.find(pe, colour);
                     if self.queues[inq as usize].len == 0 {
-                        self.queues[inq as usize].waiters.push(Waiter::Ce(pe));
+                        self.queues[inq as usize].wait(Waiter::Ce(pe));
                         self.record_wait(pe, t, Wait::Wavelet(colour));
                         return Ok(());
                     }
