@@ -606,8 +606,8 @@ struct Cursor {
     issued: bool,
 }
 
-#[derive(Clone, Copy, Default)]
-struct Ce {
+#[derive(Clone, Copy)]
+struct Ce<'p> {
     started: bool,
     pending: bool,
     task: Option<Cursor>,
@@ -615,6 +615,35 @@ struct Ce {
     /// A task has run: later picks pay the task switch (the launch's own
     /// entry into the first task is before any timer starts).
     entered: bool,
+    /// The running task's operations (one fetch per event instead of the
+    /// program's PE, task and operation lists in turn).
+    ops: &'p [Op],
+    /// The queues of the running task's operation `resolved_op` (a send's
+    /// output queue; a receive's input queue and the output queue it
+    /// forwards into, or `NONE`), looked up once per operation, not per
+    /// wavelet.
+    resolved_op: u32,
+    resolved: (u32, u32),
+}
+
+impl Default for Ce<'_> {
+    fn default() -> Self {
+        Ce {
+            started: false,
+            pending: false,
+            task: None,
+            activated: 0,
+            entered: false,
+            ops: &[],
+            resolved_op: NONE,
+            resolved: (NONE, NONE),
+        }
+    }
+}
+
+/// A PE's start and end cycles (end: its last task's completion).
+#[derive(Clone, Copy, Default)]
+struct Times {
     start: u64,
     end: u64,
 }
@@ -643,7 +672,8 @@ struct Sim<'p> {
     /// Per PE: (colour, router buffer, PE input queue or u32::MAX).
     lookup: Vec<Vec<(Colour, u32, u32)>>,
     link_free: Vec<u64>,
-    ces: Vec<Ce>,
+    ces: Vec<Ce<'p>>,
+    times: Vec<Times>,
     queue: Calendar,
     events: u64,
     hops: u64,
@@ -961,6 +991,7 @@ impl<'p> Sim<'p> {
             lookup,
             link_free: vec![0; n * 4],
             ces: vec![Ce::default(); n],
+            times: vec![Times::default(); n],
             queue: Calendar::new(),
             events: 0,
             hops: 0,
@@ -1013,8 +1044,7 @@ impl<'p> Sim<'p> {
                     self.hop * (x.abs_diff(x0) as u64 + y.abs_diff(y0) as u64)
                 }
             };
-            self.ces[pe as usize].start = start;
-            self.ces[pe as usize].end = start;
+            self.times[pe as usize] = Times { start, end: start };
             self.push(start, Ev::Start(pe));
         }
     }
@@ -1101,6 +1131,30 @@ impl<'p> Sim<'p> {
             .find(|e| e.0 == c)
             .expect("colours checked when the program was built");
         (e.1, e.2)
+    }
+
+    /// The queues of operation `index` (`op`) of the PE's running task: a
+    /// send's output queue; a receive's input queue and the output queue it
+    /// forwards into (or `NONE`).
+    fn resolve(&mut self, pe: u32, index: u32, op: &Op) -> (u32, u32) {
+        let ce = &self.ces[pe as usize];
+        if ce.resolved_op == index {
+            return ce.resolved;
+        }
+        let r = match *op {
+            Op::Send { colour, .. } => (self.find(pe, colour).0, NONE),
+            Op::Recv {
+                colour, forward, ..
+            } => (
+                self.find(pe, colour).1,
+                forward.map_or(NONE, |f| self.find(pe, f).0),
+            ),
+            _ => (NONE, NONE),
+        };
+        let ce = &mut self.ces[pe as usize];
+        ce.resolved_op = index;
+        ce.resolved = r;
+        r
     }
 
     fn arrive(&mut self, q: u32, payload: u32, t: u64) {
@@ -1251,6 +1305,8 @@ impl<'p> Sim<'p> {
                     return Ok(());
                 };
                 self.ces[p].activated &= !(1u64 << i);
+                self.ces[p].ops = &tasks[i].ops;
+                self.ces[p].resolved_op = NONE;
                 if let Some(r) = &mut self.rec {
                     r.task_begin(pe, t, i as u16);
                 }
@@ -1267,9 +1323,9 @@ impl<'p> Sim<'p> {
                 self.ces[p].task = Some(cur);
                 continue;
             };
-            let Some(op) = tasks[cur.task as usize].ops.get(cur.op as usize) else {
+            let Some(op) = self.ces[p].ops.get(cur.op as usize) else {
                 self.ces[p].task = None;
-                self.ces[p].end = t;
+                self.times[p].end = t;
                 if let Some(r) = &mut self.rec {
                     r.task_end(pe, t);
                 }
@@ -1311,7 +1367,7 @@ impl<'p> Sim<'p> {
                     return Ok(());
                 }
                 Op::Send { colour, first, .. } => {
-                    let (q, _) = self.find(pe, colour);
+                    let (q, _) = self.resolve(pe, cur.op, op);
                     let queue = &mut self.queues[q as usize];
                     if queue.full_then_wait(Waiter::Ce(pe)) {
                         self.record_wait(pe, t, Wait::Slot(colour));
@@ -1331,13 +1387,13 @@ impl<'p> Sim<'p> {
                     forward,
                     ..
                 } => {
-                    let (_, inq) = self.find(pe, colour);
+                    let (inq, o) = self.resolve(pe, cur.op, op);
                     if self.queues[inq as usize].len == 0 {
                         self.queues[inq as usize].wait(Waiter::Ce(pe));
                         self.record_wait(pe, t, Wait::Wavelet(colour));
                         return Ok(());
                     }
-                    let out = forward.map(|f| (f, self.find(pe, f).0));
+                    let out = forward.map(|f| (f, o));
                     if let Some((f, o)) = out {
                         if self.queues[o as usize].full_then_wait(Waiter::Ce(pe)) {
                             self.record_wait(pe, t, Wait::Slot(f));
@@ -1390,11 +1446,11 @@ impl<'p> Sim<'p> {
                 q.len, q.colour.0
             )));
         }
-        let pe_cycles: Vec<u64> = self.ces.iter().map(|c| c.end - c.start).collect();
+        let pe_cycles: Vec<u64> = self.times.iter().map(|c| c.end - c.start).collect();
         let n = pe_cycles.len() as f64;
         let mean = pe_cycles.iter().map(|&c| c as f64).sum::<f64>() / n;
-        let first = self.ces.iter().map(|c| c.start).min().unwrap_or(0);
-        let last = self.ces.iter().map(|c| c.end).max().unwrap_or(0);
+        let first = self.times.iter().map(|c| c.start).min().unwrap_or(0);
+        let last = self.times.iter().map(|c| c.end).max().unwrap_or(0);
         let run = FabricRun {
             pe_cycles,
             cycles: Cycles(mean),
