@@ -1548,6 +1548,62 @@ impl<'p> Sim<'p> {
 }
 
 #[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    /// A queue's waiters: each kept once, in the order each first waited,
+    /// and both kinds told apart through their one-word code.
+    #[test]
+    fn waiters_are_kept_once_in_first_wait_order() {
+        let mut q = Queue::new(3, Colour(1), 1, None);
+        q.reserved = 1;
+        assert!(q.full_then_wait(Waiter::Router(7)));
+        assert!(q.full_then_wait(Waiter::Router(7)));
+        q.wait(Waiter::Ce(7));
+        q.wait(Waiter::Router(7));
+        let n = q.n_waiters as usize;
+        let got: Vec<Waiter> = q.waiters[..n].iter().map(|&c| Waiter::of(c)).collect();
+        assert_eq!(got, vec![Waiter::Router(7), Waiter::Ce(7)]);
+        q.reserved = 0;
+        assert!(!q.full_then_wait(Waiter::Router(9)), "a free slot: no wait");
+        assert_eq!(q.n_waiters, 2);
+    }
+
+    /// The ring wraps without a division: three pushes and pops through a
+    /// two-slot queue hand the payloads back in order, timing-only (no slots)
+    /// as zeros.
+    #[test]
+    fn a_queue_ring_wraps_and_keeps_order() {
+        let spec = wafer_core::spec::wse3();
+        let mut prog = FabricProgram::new(2, 1, Packing::F32, 1);
+        let route = |rx, tx: &[Dir]| Route {
+            rx,
+            tx: DirSet::of(tx),
+        };
+        prog.routes[0].push((Colour(0), route(Dir::Ramp, &[Dir::East])));
+        prog.routes[1].push((Colour(0), route(Dir::West, &[Dir::Ramp])));
+        for values in [Some(vec![0.0; 2]), None] {
+            let opts = RunOptions {
+                values: values.clone(),
+                ..RunOptions::default()
+            };
+            let mut sim = Sim::build(&spec, &prog, &opts).unwrap();
+            // PE 1's router buffer on colour 0: two slots (the default).
+            let q = sim.lookup[1][0].1;
+            assert_eq!(sim.queues[q as usize].cap, 2);
+            for (push, pop) in [(11, None), (12, Some(11)), (13, Some(12)), (14, Some(13))] {
+                sim.q_push(q, push);
+                if let Some(want) = pop {
+                    let want = if values.is_some() { want } else { 0 };
+                    assert_eq!(sim.q_pop(q), want);
+                }
+            }
+            assert_eq!(sim.queues[q as usize].len, 1);
+        }
+    }
+}
+
+#[cfg(test)]
 mod calendar_tests {
     use super::*;
     use rand::{Rng, SeedableRng};
