@@ -9,9 +9,9 @@
 
 use std::time::Instant;
 use wafer_core::spec::wse3;
+use wafer_lower::cost::PlanOptions;
 use wafer_lower::estimate::{estimate, EstimateOptions};
 use wafer_lower::fabric::token_programs;
-use wafer_lower::cost::PlanOptions;
 use wafer_sim::fabric::{simulate_region, RunOptions};
 
 fn main() {
