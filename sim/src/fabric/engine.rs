@@ -518,6 +518,8 @@ struct Calendar {
     buckets: Vec<Vec<Ev>>,
     /// Events in the buckets, not yet taken.
     near: usize,
+    /// Large drained buckets kept for reuse (at most [`SPARE`]).
+    spare: Vec<Vec<Ev>>,
     far: BinaryHeap<Entry>,
     seq: u64,
 }
@@ -528,12 +530,16 @@ const WINDOW: u64 = 1 << 12;
 /// Events' room a drained bucket keeps.
 const BUCKET_KEEP: usize = 1 << 10;
 
+/// Drained buckets larger than that kept whole, for the next busy cycles.
+const SPARE: usize = 4;
+
 impl Calendar {
     fn new() -> Calendar {
         Calendar {
             now: 0,
             next: 0,
             buckets: (0..WINDOW).map(|_| Vec::new()).collect(),
+            spare: Vec::new(),
             near: 0,
             far: BinaryHeap::new(),
             seq: 0,
@@ -544,11 +550,25 @@ impl Calendar {
         &mut self.buckets[(at & (WINDOW - 1)) as usize]
     }
 
+    /// The bucket of cycle `at`, with room for one more event: a full one
+    /// moves into a spare large allocation when there is one (instead of
+    /// growing by reallocation, cycle after cycle).
+    fn room(&mut self, at: u64) -> &mut Vec<Ev> {
+        let b = &mut self.buckets[(at & (WINDOW - 1)) as usize];
+        if b.len() == b.capacity() {
+            if let Some(mut big) = self.spare.pop() {
+                big.extend_from_slice(b);
+                *b = big;
+            }
+        }
+        b
+    }
+
     /// Schedules `ev` at cycle `at` (never before the current cycle).
     fn push(&mut self, at: u64, ev: Ev) {
         let at = at.max(self.now);
         if at - self.now < WINDOW {
-            self.bucket(at).push(ev);
+            self.room(at).push(ev);
             self.near += 1;
         } else {
             self.seq += 1;
@@ -567,7 +587,7 @@ impl Calendar {
                 break;
             }
             let Entry { at, ev, .. } = self.far.pop().expect("peeked");
-            self.bucket(at).push(ev);
+            self.room(at).push(ev);
             self.near += 1;
         }
     }
@@ -594,8 +614,14 @@ impl Calendar {
             // A bucket keeps a modest allocation: a lockstep program fills
             // some cycles with an event per PE, and 4,096 buckets each
             // keeping their peak would hold gigabytes.
+            // Up to `SPARE` large ones are kept for the next busy cycles.
             if bucket.capacity() > BUCKET_KEEP {
-                bucket.shrink_to(BUCKET_KEEP);
+                if self.spare.len() < SPARE {
+                    let big = std::mem::take(self.bucket(now));
+                    self.spare.push(big);
+                } else {
+                    self.bucket(now).shrink_to(BUCKET_KEEP);
+                }
             }
             self.next = 0;
             if self.near == 0 {
