@@ -600,6 +600,13 @@ impl Calendar {
             .copied()
     }
 
+    /// Prefetches the current cycle's bucket `k` events past the next one.
+    fn prefetch_bucket(&self, k: usize) {
+        if let Some(ev) = self.buckets[(self.now & (WINDOW - 1)) as usize].get(self.next + k) {
+            prefetch(ev);
+        }
+    }
+
     fn pop(&mut self) -> Option<(u64, Ev)> {
         loop {
             let now = self.now;
@@ -729,6 +736,8 @@ const NONE: u32 = u32::MAX;
 /// point to: the targets of a buffer, the operation of a compute engine.
 const PREFETCH_FAR: usize = 16;
 const PREFETCH_NEAR: usize = 6;
+/// How many events ahead the run loop prefetches the cycle's bucket itself.
+const PREFETCH_BUCKET: usize = 64;
 
 /// Asks the memory system for the cache line holding `r`; no effect on
 /// anything but timing.
@@ -781,6 +790,7 @@ pub(crate) fn run_recorded(
         }
         // Fetch what the events a little further on will touch (the run is
         // bound by cache misses; this changes nothing else).
+        sim.queue.prefetch_bucket(PREFETCH_BUCKET);
         if let Some(ev) = sim.queue.ahead(PREFETCH_FAR) {
             sim.prefetch(ev);
         }
@@ -1099,6 +1109,11 @@ impl<'p> Sim<'p> {
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
+        // An event for the current cycle may be too near to be prefetched
+        // by the run loop: fetch its queue or engine now.
+        if at <= self.queue.now {
+            self.prefetch(ev);
+        }
         self.queue.push(at, ev);
     }
 
@@ -1117,6 +1132,13 @@ impl<'p> Sim<'p> {
             Ev::Forward(q) => {
                 let queue = &self.queues[q as usize];
                 prefetch(&self.link_free[queue.pe as usize * 4]);
+                // Whom a wavelet leaving wakes.
+                for &code in &queue.waiters[..queue.n_waiters as usize] {
+                    match Waiter::of(code) {
+                        Waiter::Router(b) => prefetch(&self.queues[b as usize]),
+                        Waiter::Ce(pe) => prefetch(&self.ces[pe as usize]),
+                    }
+                }
                 for d in queue.tx.iter() {
                     if let Some(t) = self.queues.get(queue.targets[d as usize] as usize) {
                         prefetch(t);
