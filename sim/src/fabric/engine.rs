@@ -32,6 +32,11 @@
 //! retries of blocked wavelets: it grows with wavelet-hops and tasks, not with
 //! PEs x cycles.
 //!
+//! Speed: a full-wafer run is bound by fetching the queue or compute engine
+//! each event names, so a queue is one cache line, a timing-only run keeps
+//! no payloads, and the run loop prefetches for the events a few places
+//! ahead in the cycle's bucket; none of it changes an event or its order.
+//!
 //! Tracing: a run started by [`super::trace::run_traced`] carries a recorder
 //! that a few hooks fill (task begin and end, each operation step, each wait,
 //! each link crossing, each queue arrival); [`run`] carries none, and each
@@ -364,47 +369,111 @@ pub fn ceil_cycles(c: Cycles) -> u64 {
     c.get().max(0.0).ceil() as u64
 }
 
-enum QueueKind {
-    /// A router's buffer for one colour; `targets[d]` the queue a wavelet
-    /// forwarded to port `d` lands in.
-    Router { tx: DirSet, targets: [u32; 5] },
-    /// A PE's input queue.
-    CeIn,
-}
-
+/// A router's buffer for one colour, or a PE's input queue: what every
+/// event touches, kept to one cache line (the engine's time goes mostly to
+/// fetching these).
+#[repr(align(64))]
 struct Queue {
-    pe: u32,
-    colour: Colour,
-    cap: u32,
     /// Wavelets held plus wavelets in flight toward this queue.
     reserved: u32,
+    cap: u32,
     /// The wavelets held: a ring of `cap` slots at `base` in the engine's
     /// one slot arena, `len` of them from `head` (never more than `cap`:
-    /// a wavelet is sent only into a reserved slot).
+    /// a wavelet is sent only into a reserved slot). A timing-only run keeps
+    /// the counts and no slots.
     base: u32,
     head: u32,
     len: u32,
-    waiters: Vec<Waiter>,
+    pe: u32,
+    /// A router buffer's: the queue a wavelet forwarded to port `d` lands in.
+    targets: [u32; 5],
+    /// Who waits on this queue, in the order each first waited
+    /// ([`Waiter::code`]).
+    waiters: [u32; 2],
+    n_waiters: u8,
     /// A `Forward` event is scheduled.
     pending: bool,
-    kind: QueueKind,
+    /// A router buffer (else a PE's input queue).
+    router: bool,
+    /// A router buffer's transmit set.
+    tx: DirSet,
+    colour: Colour,
 }
 
 impl Queue {
+    fn new(pe: u32, colour: Colour, cap: u32, router: Option<DirSet>) -> Queue {
+        Queue {
+            reserved: 0,
+            cap,
+            base: 0,
+            head: 0,
+            len: 0,
+            pe,
+            targets: [NONE; 5],
+            waiters: [0; 2],
+            n_waiters: 0,
+            pending: false,
+            router: router.is_some(),
+            tx: router.unwrap_or_default(),
+            colour,
+        }
+    }
+
     /// Whether every slot is taken; if so, `waiter` waits for one to free.
     fn full_then_wait(&mut self, waiter: Waiter) -> bool {
         let full = self.reserved >= self.cap;
         if full {
-            self.waiters.push(waiter);
+            self.wait(waiter);
         }
         full
     }
+
+    /// Adds `waiter` to the waiters, unless it waits already. At most two
+    /// distinct waiters ever wait on one queue: the one thing that feeds it
+    /// (the router buffer upstream on its colour, whose route has a single
+    /// receive port, or the PE's compute engine for an output queue) and, on
+    /// an input queue, the PE's compute engine waiting for a wavelet. A
+    /// waiter that waits again before it is woken is kept once: waking it
+    /// twice in a row schedules it once (it is then pending), so the order
+    /// of the events is that of one list of every wait.
+    fn wait(&mut self, waiter: Waiter) {
+        let code = waiter.code();
+        let n = self.n_waiters as usize;
+        if self.waiters[..n].contains(&code) {
+            return;
+        }
+        assert!(n < 2, "a third distinct waiter on one queue");
+        self.waiters[n] = code;
+        self.n_waiters += 1;
+    }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Waiter {
     Router(u32),
     Ce(u32),
+}
+
+/// The top bit of a waiter's code: a PE's compute engine (else a router buffer).
+const CE_BIT: u32 = 1 << 31;
+
+impl Waiter {
+    /// One word: the buffer's index, or the PE's with [`CE_BIT`] (both are
+    /// below 2^31, checked when the run is built).
+    fn code(self) -> u32 {
+        match self {
+            Waiter::Router(b) => b,
+            Waiter::Ce(pe) => pe | CE_BIT,
+        }
+    }
+
+    fn of(code: u32) -> Waiter {
+        if code & CE_BIT != 0 {
+            Waiter::Ce(code & !CE_BIT)
+        } else {
+            Waiter::Router(code)
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -449,6 +518,8 @@ struct Calendar {
     buckets: Vec<Vec<Ev>>,
     /// Events in the buckets, not yet taken.
     near: usize,
+    /// Large drained buckets kept for reuse (at most [`SPARE`]).
+    spare: Vec<Vec<Ev>>,
     far: BinaryHeap<Entry>,
     seq: u64,
 }
@@ -459,12 +530,16 @@ const WINDOW: u64 = 1 << 12;
 /// Events' room a drained bucket keeps.
 const BUCKET_KEEP: usize = 1 << 10;
 
+/// Drained buckets larger than that kept whole, for the next busy cycles.
+const SPARE: usize = 4;
+
 impl Calendar {
     fn new() -> Calendar {
         Calendar {
             now: 0,
             next: 0,
             buckets: (0..WINDOW).map(|_| Vec::new()).collect(),
+            spare: Vec::new(),
             near: 0,
             far: BinaryHeap::new(),
             seq: 0,
@@ -475,11 +550,25 @@ impl Calendar {
         &mut self.buckets[(at & (WINDOW - 1)) as usize]
     }
 
+    /// The bucket of cycle `at`, with room for one more event: a full one
+    /// moves into a spare large allocation when there is one (instead of
+    /// growing by reallocation, cycle after cycle).
+    fn room(&mut self, at: u64) -> &mut Vec<Ev> {
+        let b = &mut self.buckets[(at & (WINDOW - 1)) as usize];
+        if b.len() == b.capacity() {
+            if let Some(mut big) = self.spare.pop() {
+                big.extend_from_slice(b);
+                *b = big;
+            }
+        }
+        b
+    }
+
     /// Schedules `ev` at cycle `at` (never before the current cycle).
     fn push(&mut self, at: u64, ev: Ev) {
         let at = at.max(self.now);
         if at - self.now < WINDOW {
-            self.bucket(at).push(ev);
+            self.room(at).push(ev);
             self.near += 1;
         } else {
             self.seq += 1;
@@ -498,8 +587,23 @@ impl Calendar {
                 break;
             }
             let Entry { at, ev, .. } = self.far.pop().expect("peeked");
-            self.bucket(at).push(ev);
+            self.room(at).push(ev);
             self.near += 1;
+        }
+    }
+
+    /// The event `k` places after the next one of the current cycle, if the
+    /// current cycle holds that many more.
+    fn ahead(&self, k: usize) -> Option<Ev> {
+        self.buckets[(self.now & (WINDOW - 1)) as usize]
+            .get(self.next + k)
+            .copied()
+    }
+
+    /// Prefetches the current cycle's bucket `k` events past the next one.
+    fn prefetch_bucket(&self, k: usize) {
+        if let Some(ev) = self.buckets[(self.now & (WINDOW - 1)) as usize].get(self.next + k) {
+            prefetch(ev);
         }
     }
 
@@ -517,8 +621,14 @@ impl Calendar {
             // A bucket keeps a modest allocation: a lockstep program fills
             // some cycles with an event per PE, and 4,096 buckets each
             // keeping their peak would hold gigabytes.
+            // Up to `SPARE` large ones are kept for the next busy cycles.
             if bucket.capacity() > BUCKET_KEEP {
-                bucket.shrink_to(BUCKET_KEEP);
+                if self.spare.len() < SPARE {
+                    let big = std::mem::take(self.bucket(now));
+                    self.spare.push(big);
+                } else {
+                    self.bucket(now).shrink_to(BUCKET_KEEP);
+                }
             }
             self.next = 0;
             if self.near == 0 {
@@ -542,8 +652,8 @@ struct Cursor {
     issued: bool,
 }
 
-#[derive(Clone, Copy, Default)]
-struct Ce {
+#[derive(Clone, Copy)]
+struct Ce<'p> {
     started: bool,
     pending: bool,
     task: Option<Cursor>,
@@ -551,6 +661,35 @@ struct Ce {
     /// A task has run: later picks pay the task switch (the launch's own
     /// entry into the first task is before any timer starts).
     entered: bool,
+    /// The running task's operations (one fetch per event instead of the
+    /// program's PE, task and operation lists in turn).
+    ops: &'p [Op],
+    /// The queues of the running task's operation `resolved_op` (a send's
+    /// output queue; a receive's input queue and the output queue it
+    /// forwards into, or `NONE`), looked up once per operation, not per
+    /// wavelet.
+    resolved_op: u32,
+    resolved: (u32, u32),
+}
+
+impl Default for Ce<'_> {
+    fn default() -> Self {
+        Ce {
+            started: false,
+            pending: false,
+            task: None,
+            activated: 0,
+            entered: false,
+            ops: &[],
+            resolved_op: NONE,
+            resolved: (NONE, NONE),
+        }
+    }
+}
+
+/// A PE's start and end cycles (end: its last task's completion).
+#[derive(Clone, Copy, Default)]
+struct Times {
     start: u64,
     end: u64,
 }
@@ -579,7 +718,8 @@ struct Sim<'p> {
     /// Per PE: (colour, router buffer, PE input queue or u32::MAX).
     lookup: Vec<Vec<(Colour, u32, u32)>>,
     link_free: Vec<u64>,
-    ces: Vec<Ce>,
+    ces: Vec<Ce<'p>>,
+    times: Vec<Times>,
     queue: Calendar,
     events: u64,
     hops: u64,
@@ -590,6 +730,29 @@ struct Sim<'p> {
 }
 
 const NONE: u32 = u32::MAX;
+
+/// How many events ahead the run loop prefetches the queue or compute
+/// engine an event names, and (nearer, once that has arrived) what those
+/// point to: the targets of a buffer, the operation of a compute engine.
+const PREFETCH_FAR: usize = 16;
+const PREFETCH_NEAR: usize = 6;
+/// How many events ahead the run loop prefetches the cycle's bucket itself.
+const PREFETCH_BUCKET: usize = 64;
+
+/// Asks the memory system for the cache line holding `r`; no effect on
+/// anything but timing.
+#[inline(always)]
+fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults and reads nothing into
+    // the program's state; the address is a valid reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(r as *const T as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
 
 /// Runs `prog` on the fabric of `spec`.
 pub fn run(
@@ -624,6 +787,15 @@ pub(crate) fn run_recorded(
         if sim.rec.as_ref().is_some_and(|r| r.overflowed()) {
             // No point running on: the trace cannot be kept.
             return Err(FabricError::TooLarge(BUDGET_EXCEEDED.into()));
+        }
+        // Fetch what the events a little further on will touch (the run is
+        // bound by cache misses; this changes nothing else).
+        sim.queue.prefetch_bucket(PREFETCH_BUCKET);
+        if let Some(ev) = sim.queue.ahead(PREFETCH_FAR) {
+            sim.prefetch(ev);
+        }
+        if let Some(ev) = sim.queue.ahead(PREFETCH_NEAR) {
+            sim.prefetch_deep(ev);
         }
         match ev {
             Ev::Start(pe) => sim.start(pe, at),
@@ -716,21 +888,7 @@ impl<'p> Sim<'p> {
                     opts.params.router_buffer_wavelets
                 };
                 let buf = queues.len() as u32;
-                queues.push(Queue {
-                    pe: pe as u32,
-                    colour,
-                    cap,
-                    reserved: 0,
-                    base: 0,
-                    head: 0,
-                    len: 0,
-                    waiters: Vec::new(),
-                    pending: false,
-                    kind: QueueKind::Router {
-                        tx: route.tx,
-                        targets: [NONE; 5],
-                    },
-                });
+                queues.push(Queue::new(pe as u32, colour, cap, Some(route.tx)));
                 let mut inq = NONE;
                 if route.tx.contains(Dir::Ramp) {
                     let depth = queue_depth(&r.input_queue_depths, ins).ok_or_else(|| {
@@ -742,18 +900,7 @@ impl<'p> Sim<'p> {
                     })?;
                     ins += 1;
                     inq = queues.len() as u32;
-                    queues.push(Queue {
-                        pe: pe as u32,
-                        colour,
-                        cap: depth,
-                        reserved: 0,
-                        base: 0,
-                        head: 0,
-                        len: 0,
-                        waiters: Vec::new(),
-                        pending: false,
-                        kind: QueueKind::CeIn,
-                    });
+                    queues.push(Queue::new(pe as u32, colour, depth, None));
                 }
                 lookup[pe].push((colour, buf, inq));
             }
@@ -790,9 +937,7 @@ impl<'p> Sim<'p> {
                         }
                     };
                 }
-                if let QueueKind::Router { targets: t, .. } = &mut queues[buf as usize].kind {
-                    *t = targets;
-                }
+                queues[buf as usize].targets = targets;
             }
         }
         // Check every PE's tasks against its routes.
@@ -891,7 +1036,20 @@ impl<'p> Sim<'p> {
                 "{total} queue and buffer slots on a {w}x{h} fabric; at most {MAX_QUEUE_SLOTS}"
             )));
         }
-        let slots = vec![0u32; total as usize];
+        // Waiters are coded in 31 bits (`Waiter::code`).
+        if queues.len() as u64 >= CE_BIT as u64 || n as u64 >= CE_BIT as u64 {
+            return Err(FabricError::TooLarge(format!(
+                "{} queues and buffers on a {w}x{h} fabric; at most {}",
+                queues.len(),
+                CE_BIT - 1
+            )));
+        }
+        // A timing-only run keeps no wavelets, only their counts.
+        let slots = if values.is_some() {
+            vec![0u32; total as usize]
+        } else {
+            Vec::new()
+        };
         let vpw = prog.packing.values_per_wavelet();
         let dt = prog.packing.dtype();
         let costs = WaveletCosts {
@@ -911,6 +1069,7 @@ impl<'p> Sim<'p> {
             lookup,
             link_free: vec![0; n * 4],
             ces: vec![Ce::default(); n],
+            times: vec![Times::default(); n],
             queue: Calendar::new(),
             events: 0,
             hops: 0,
@@ -925,9 +1084,9 @@ impl<'p> Sim<'p> {
         self.queues
             .iter()
             .map(|q| {
-                let role = match q.kind {
-                    QueueKind::CeIn => QueueRole::Input,
-                    QueueKind::Router { .. } => {
+                let role = match q.router {
+                    false => QueueRole::Input,
+                    true => {
                         let rx = self.prog.routes[q.pe as usize]
                             .iter()
                             .find(|e| e.0 == q.colour)
@@ -950,7 +1109,65 @@ impl<'p> Sim<'p> {
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
+        // An event for the current cycle may be too near to be prefetched
+        // by the run loop: fetch its queue or engine now.
+        if at <= self.queue.now {
+            self.prefetch(ev);
+        }
         self.queue.push(at, ev);
+    }
+
+    /// Prefetches the queue or compute engine `ev` names.
+    fn prefetch(&self, ev: Ev) {
+        match ev {
+            Ev::Forward(q) | Ev::Arrive(q, _) => prefetch(&self.queues[q as usize]),
+            Ev::Ce(pe) | Ev::Start(pe) => prefetch(&self.ces[pe as usize]),
+        }
+    }
+
+    /// Prefetches what `ev` reaches through its queue or compute engine
+    /// (read from them: [`Sim::prefetch`] fetched them a few events before).
+    fn prefetch_deep(&self, ev: Ev) {
+        match ev {
+            Ev::Forward(q) => {
+                let queue = &self.queues[q as usize];
+                prefetch(&self.link_free[queue.pe as usize * 4]);
+                // Whom a wavelet leaving wakes.
+                for &code in &queue.waiters[..queue.n_waiters as usize] {
+                    match Waiter::of(code) {
+                        Waiter::Router(b) => prefetch(&self.queues[b as usize]),
+                        Waiter::Ce(pe) => prefetch(&self.ces[pe as usize]),
+                    }
+                }
+                for d in queue.tx.iter() {
+                    if let Some(t) = self.queues.get(queue.targets[d as usize] as usize) {
+                        prefetch(t);
+                    }
+                }
+            }
+            Ev::Arrive(q, _) => {
+                let queue = &self.queues[q as usize];
+                if !queue.router {
+                    prefetch(&self.ces[queue.pe as usize]);
+                }
+            }
+            Ev::Ce(pe) => {
+                let ce = &self.ces[pe as usize];
+                if let Some(cur) = ce.task {
+                    if let Some(op) = ce.ops.get(cur.op as usize) {
+                        prefetch(op);
+                    }
+                    if ce.resolved_op == cur.op {
+                        for q in [ce.resolved.0, ce.resolved.1] {
+                            if let Some(queue) = self.queues.get(q as usize) {
+                                prefetch(queue);
+                            }
+                        }
+                    }
+                }
+            }
+            Ev::Start(_) => {}
+        }
     }
 
     fn launch(&mut self, launch: Launch) {
@@ -963,8 +1180,7 @@ impl<'p> Sim<'p> {
                     self.hop * (x.abs_diff(x0) as u64 + y.abs_diff(y0) as u64)
                 }
             };
-            self.ces[pe as usize].start = start;
-            self.ces[pe as usize].end = start;
+            self.times[pe as usize] = Times { start, end: start };
             self.push(start, Ev::Start(pe));
         }
     }
@@ -1000,16 +1216,16 @@ impl<'p> Sim<'p> {
     }
 
     fn wake(&mut self, q: u32, t: u64) {
-        let mut waiters = std::mem::take(&mut self.queues[q as usize].waiters);
-        for &w in &waiters {
-            match w {
+        let queue = &mut self.queues[q as usize];
+        let (waiters, n) = (queue.waiters, queue.n_waiters as usize);
+        queue.n_waiters = 0;
+        // Kicks schedule events and add no waiter.
+        for &code in &waiters[..n] {
+            match Waiter::of(code) {
                 Waiter::Router(b) => self.kick_forward(b, t),
                 Waiter::Ce(pe) => self.kick_ce(pe, t),
             }
         }
-        // Kicks schedule events and add no waiter: keep the allocation.
-        waiters.clear();
-        self.queues[q as usize].waiters = waiters;
     }
 
     /// Appends a wavelet to queue `q`; returns how many it then holds.
@@ -1019,20 +1235,30 @@ impl<'p> Sim<'p> {
             queue.len < queue.cap,
             "a wavelet arrived at a full queue without a reserved slot"
         );
-        let at = (queue.head + queue.len) % queue.cap;
+        let mut at = queue.head + queue.len;
+        if at >= queue.cap {
+            at -= queue.cap;
+        }
         queue.len += 1;
-        self.slots[(queue.base + at) as usize] = payload;
-        queue.len
+        let (held, slot) = (queue.len, queue.base + at);
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = payload;
+        }
+        held
     }
 
     /// Takes the oldest wavelet of queue `q`, which holds at least one.
     fn q_pop(&mut self, q: u32) -> u32 {
         let queue = &mut self.queues[q as usize];
         debug_assert!(queue.len > 0);
-        let payload = self.slots[(queue.base + queue.head) as usize];
-        queue.head = (queue.head + 1) % queue.cap;
+        let slot = queue.base + queue.head;
+        queue.head += 1;
+        if queue.head == queue.cap {
+            queue.head = 0;
+        }
         queue.len -= 1;
-        payload
+        // Timing-only: no slots, and every payload is 0.
+        self.slots.get(slot as usize).copied().unwrap_or(0)
     }
 
     fn find(&self, pe: u32, c: Colour) -> (u32, u32) {
@@ -1043,6 +1269,30 @@ impl<'p> Sim<'p> {
         (e.1, e.2)
     }
 
+    /// The queues of operation `index` (`op`) of the PE's running task: a
+    /// send's output queue; a receive's input queue and the output queue it
+    /// forwards into (or `NONE`).
+    fn resolve(&mut self, pe: u32, index: u32, op: &Op) -> (u32, u32) {
+        let ce = &self.ces[pe as usize];
+        if ce.resolved_op == index {
+            return ce.resolved;
+        }
+        let r = match *op {
+            Op::Send { colour, .. } => (self.find(pe, colour).0, NONE),
+            Op::Recv {
+                colour, forward, ..
+            } => (
+                self.find(pe, colour).1,
+                forward.map_or(NONE, |f| self.find(pe, f).0),
+            ),
+            _ => (NONE, NONE),
+        };
+        let ce = &mut self.ces[pe as usize];
+        ce.resolved_op = index;
+        ce.resolved = r;
+        r
+    }
+
     fn arrive(&mut self, q: u32, payload: u32, t: u64) {
         let held = self.q_push(q, payload);
         let queue = &self.queues[q as usize];
@@ -1050,9 +1300,9 @@ impl<'p> Sim<'p> {
         if let Some(r) = &mut self.rec {
             r.occupancy(q, held);
         }
-        match queue.kind {
-            QueueKind::Router { .. } => self.kick_forward(q, t),
-            QueueKind::CeIn => {
+        match queue.router {
+            true => self.kick_forward(q, t),
+            false => {
                 let pe = queue.pe;
                 self.wake(q, t);
                 if self.ces[pe as usize].task.is_none() {
@@ -1068,9 +1318,10 @@ impl<'p> Sim<'p> {
         if queue.len == 0 {
             return;
         }
-        let QueueKind::Router { tx, targets } = queue.kind else {
+        if !queue.router {
             return;
-        };
+        }
+        let (tx, targets) = (queue.tx, queue.targets);
         let pe = queue.pe as usize;
         // Every outgoing link must be free this cycle...
         for d in tx.iter().filter(|d| *d != Dir::Ramp) {
@@ -1190,6 +1441,8 @@ impl<'p> Sim<'p> {
                     return Ok(());
                 };
                 self.ces[p].activated &= !(1u64 << i);
+                self.ces[p].ops = &tasks[i].ops;
+                self.ces[p].resolved_op = NONE;
                 if let Some(r) = &mut self.rec {
                     r.task_begin(pe, t, i as u16);
                 }
@@ -1206,9 +1459,9 @@ impl<'p> Sim<'p> {
                 self.ces[p].task = Some(cur);
                 continue;
             };
-            let Some(op) = tasks[cur.task as usize].ops.get(cur.op as usize) else {
+            let Some(op) = self.ces[p].ops.get(cur.op as usize) else {
                 self.ces[p].task = None;
-                self.ces[p].end = t;
+                self.times[p].end = t;
                 if let Some(r) = &mut self.rec {
                     r.task_end(pe, t);
                 }
@@ -1250,7 +1503,7 @@ impl<'p> Sim<'p> {
                     return Ok(());
                 }
                 Op::Send { colour, first, .. } => {
-                    let (q, _) = self.find(pe, colour);
+                    let (q, _) = self.resolve(pe, cur.op, op);
                     let queue = &mut self.queues[q as usize];
                     if queue.full_then_wait(Waiter::Ce(pe)) {
                         self.record_wait(pe, t, Wait::Slot(colour));
@@ -1270,13 +1523,13 @@ impl<'p> Sim<'p> {
                     forward,
                     ..
                 } => {
-                    let (_, inq) = self.find(pe, colour);
+                    let (inq, o) = self.resolve(pe, cur.op, op);
                     if self.queues[inq as usize].len == 0 {
-                        self.queues[inq as usize].waiters.push(Waiter::Ce(pe));
+                        self.queues[inq as usize].wait(Waiter::Ce(pe));
                         self.record_wait(pe, t, Wait::Wavelet(colour));
                         return Ok(());
                     }
-                    let out = forward.map(|f| (f, self.find(pe, f).0));
+                    let out = forward.map(|f| (f, o));
                     if let Some((f, o)) = out {
                         if self.queues[o as usize].full_then_wait(Waiter::Ce(pe)) {
                             self.record_wait(pe, t, Wait::Slot(f));
@@ -1329,11 +1582,11 @@ impl<'p> Sim<'p> {
                 q.len, q.colour.0
             )));
         }
-        let pe_cycles: Vec<u64> = self.ces.iter().map(|c| c.end - c.start).collect();
+        let pe_cycles: Vec<u64> = self.times.iter().map(|c| c.end - c.start).collect();
         let n = pe_cycles.len() as f64;
         let mean = pe_cycles.iter().map(|&c| c as f64).sum::<f64>() / n;
-        let first = self.ces.iter().map(|c| c.start).min().unwrap_or(0);
-        let last = self.ces.iter().map(|c| c.end).max().unwrap_or(0);
+        let first = self.times.iter().map(|c| c.start).min().unwrap_or(0);
+        let last = self.times.iter().map(|c| c.end).max().unwrap_or(0);
         let run = FabricRun {
             pe_cycles,
             cycles: Cycles(mean),
@@ -1344,6 +1597,62 @@ impl<'p> Sim<'p> {
             values: self.values,
         };
         Ok((run, self.rec))
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    /// A queue's waiters: each kept once, in the order each first waited,
+    /// and both kinds told apart through their one-word code.
+    #[test]
+    fn waiters_are_kept_once_in_first_wait_order() {
+        let mut q = Queue::new(3, Colour(1), 1, None);
+        q.reserved = 1;
+        assert!(q.full_then_wait(Waiter::Router(7)));
+        assert!(q.full_then_wait(Waiter::Router(7)));
+        q.wait(Waiter::Ce(7));
+        q.wait(Waiter::Router(7));
+        let n = q.n_waiters as usize;
+        let got: Vec<Waiter> = q.waiters[..n].iter().map(|&c| Waiter::of(c)).collect();
+        assert_eq!(got, vec![Waiter::Router(7), Waiter::Ce(7)]);
+        q.reserved = 0;
+        assert!(!q.full_then_wait(Waiter::Router(9)), "a free slot: no wait");
+        assert_eq!(q.n_waiters, 2);
+    }
+
+    /// The ring wraps without a division: three pushes and pops through a
+    /// two-slot queue hand the payloads back in order, timing-only (no slots)
+    /// as zeros.
+    #[test]
+    fn a_queue_ring_wraps_and_keeps_order() {
+        let spec = wafer_core::spec::wse3();
+        let mut prog = FabricProgram::new(2, 1, Packing::F32, 1);
+        let route = |rx, tx: &[Dir]| Route {
+            rx,
+            tx: DirSet::of(tx),
+        };
+        prog.routes[0].push((Colour(0), route(Dir::Ramp, &[Dir::East])));
+        prog.routes[1].push((Colour(0), route(Dir::West, &[Dir::Ramp])));
+        for values in [Some(vec![0.0; 2]), None] {
+            let opts = RunOptions {
+                values: values.clone(),
+                ..RunOptions::default()
+            };
+            let mut sim = Sim::build(&spec, &prog, &opts).unwrap();
+            // PE 1's router buffer on colour 0: two slots (the default).
+            let q = sim.lookup[1][0].1;
+            assert_eq!(sim.queues[q as usize].cap, 2);
+            for (push, pop) in [(11, None), (12, Some(11)), (13, Some(12)), (14, Some(13))] {
+                sim.q_push(q, push);
+                if let Some(want) = pop {
+                    let want = if values.is_some() { want } else { 0 };
+                    assert_eq!(sim.q_pop(q), want);
+                }
+            }
+            assert_eq!(sim.queues[q as usize].len, 1);
+        }
     }
 }
 
