@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Prefill and decode tokens/s and peak memory of `wafer generate` (reference engine) against
-llama.cpp on the same GGUF and the same prompt, run alternately (wafer, llama.cpp, wafer, ...) so
+llama.cpp on the same GGUF and the same prompts, run alternately (wafer, llama.cpp, wafer, ...) so
 that both see the same machine; each figure is the best of R runs, and the ratios are printed.
+Two workloads, as llama.cpp's own llama-bench measures them: prefill of a --prompt-tokens prompt
+(pp512) and decode of --gen tokens after a --decode-prompt-tokens prompt (tg128 starts from an
+empty context; a few prompt tokens here). The last column is each run's peak memory.
 
 Usage (from the repository root, after `cargo build --release`):
-    python3 scripts/bench-cpu.py [--gguf FILE] [--prompt-tokens 512] [--gen 64] [--runs 5]
-        [--threads 2] [--llama-python PYTHON] [--converted HF_DIR]
+    python3 scripts/bench-cpu.py [--gguf FILE] [--prompt-tokens 512] [--gen 128] [--runs 5]
+        [--decode-prompt-tokens 8] [--threads 2] [--llama-python PYTHON] [--converted HF_DIR]
 
 llama.cpp runs through llama-cpp-python (`CMAKE_ARGS="-DGGML_NATIVE=ON" pip install
 llama-cpp-python`; the default build is much slower), in a child process of PYTHON (default: this
@@ -23,7 +26,8 @@ ap.add_argument("--wafer", default="target/release/wafer")
 ap.add_argument("--gguf", default=None, help="the model's GGUF (default: `wafer fetch --gguf`'s)")
 ap.add_argument("--converted", default=None, help="also run this HF-style dir at f32 and f16")
 ap.add_argument("--prompt-tokens", type=int, default=512)
-ap.add_argument("--gen", type=int, default=64)
+ap.add_argument("--gen", type=int, default=128)
+ap.add_argument("--decode-prompt-tokens", type=int, default=8)
 ap.add_argument("--runs", type=int, default=5)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--llama-python", default=sys.executable)
@@ -82,14 +86,21 @@ def llama(mode, arg, n):
 raw = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
 raw.write(text)
 raw.close()
-try:
-    prompt_text = llama("prompt", raw.name, args.prompt_tokens)[0]["text"]
-except SystemExit as e:
-    sys.exit(f"llama.cpp is needed (CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python, "
-             f"or --llama-python): {e}")
-prompt = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
-prompt.write(prompt_text)
-prompt.close()
+
+
+def prompt_file(n):
+    try:
+        t = llama("prompt", raw.name, n)[0]["text"]
+    except SystemExit as e:
+        sys.exit(f"llama.cpp is needed (CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python, "
+                 f"or --llama-python): {e}")
+    f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+    f.write(t)
+    f.close()
+    return f.name
+
+
+long_prompt, short_prompt = prompt_file(args.prompt_tokens), prompt_file(args.decode_prompt_tokens)
 
 engines = [("wafer, GGUF as stored", args.gguf, None)]
 if args.converted:
@@ -99,35 +110,43 @@ env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
 best = {}
 
 
-def keep(label, n, pre, dec, rss):
-    b = best.get(label)
-    best[label] = (n, pre, dec, rss) if b is None else (n, max(b[1], pre), max(b[2], dec), max(b[3], rss))
+def keep(label, what, value, n, rss):
+    b = best.setdefault(label, {})
+    v, _, r = b.get(what, (0.0, n, 0.0))
+    b[what] = (max(v, value), n, max(r, rss))
 
 
 for r in range(args.runs):
-    for label, model, precision in engines:
-        cmd = [args.wafer, "generate", "--model", model, "--prompt-file", prompt.name, "--max-tokens",
-               str(args.gen), "--temperature", "0", "--ignore-eos", "--json"]
-        if precision:
-            cmd += ["--weight-precision", precision]
-        j, rss = child(cmd, env)
-        s = j["summary"]
-        keep(label, s["prompt_tokens"], s["prompt_tokens"] / (s["prefill_ms"] / 1e3),
-             s["decode_tokens_per_s"], rss)
-    j, rss = llama("run", prompt.name, args.gen)
-    keep("llama.cpp", j["prompt_tokens"], j["prefill_tok_s"], j["decode_tok_s"], rss)
+    for what, prompt, gen in [("prefill", long_prompt, 1), ("decode", short_prompt, args.gen)]:
+        for label, model, precision in engines:
+            cmd = [args.wafer, "generate", "--model", model, "--prompt-file", prompt, "--max-tokens",
+                   str(gen), "--temperature", "0", "--ignore-eos", "--json"]
+            if precision:
+                cmd += ["--weight-precision", precision]
+            j, rss = child(cmd, env)
+            s = j["summary"]
+            value = (s["prompt_tokens"] / (s["prefill_ms"] / 1e3) if what == "prefill"
+                     else s["decode_tokens_per_s"])
+            keep(label, what, value, s["prompt_tokens"], rss)
+        j, rss = llama("run", prompt, gen if what == "decode" else 2)
+        keep("llama.cpp", what, j["prefill_tok_s"] if what == "prefill" else j["decode_tok_s"],
+             j["prompt_tokens"], rss)
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}")
 print(f"gguf: {args.gguf}\n{args.threads} threads; best of {args.runs} alternating runs; "
-      f"{args.gen} generated tokens; load average before: {open('/proc/loadavg').read().split()[0]}\n")
-print(f"{'engine':26} {'prompt tok':>10} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak MB':>8}")
-for label, (n, pre, dec, rss) in best.items():
-    print(f"{label:26} {n:>10} {pre:>14.1f} {dec:>13.1f} {rss:>8.0f}")
-_, lpre, ldec, lrss = best["llama.cpp"]
-for label, (_, pre, dec, rss) in best.items():
+      f"load average after: {open('/proc/loadavg').read().split()[0]}\n")
+print(f"{'engine':26} {'workload':>16} {'tok/s':>8} {'peak MB':>8}")
+for label, b in best.items():
+    for what, (v, n, rss) in b.items():
+        w = f"pp{n}" if what == "prefill" else f"tg{args.gen} (after {n})"
+        print(f"{label:26} {w:>16} {v:>8.1f} {rss:>8.0f}")
+lb = best["llama.cpp"]
+for label, b in best.items():
     if label != "llama.cpp":
-        print(f"{label} / llama.cpp: prefill {pre / lpre:.2f}x, decode {dec / ldec:.2f}x, "
-              f"peak memory {rss / lrss:.2f}x")
+        print(f"{label} / llama.cpp: prefill {b['prefill'][0] / lb['prefill'][0]:.2f}x, decode "
+              f"{b['decode'][0] / lb['decode'][0]:.2f}x, peak memory "
+              f"{max(x[2] for x in b.values()) / max(x[2] for x in lb.values()):.2f}x")
 os.unlink(raw.name)
-os.unlink(prompt.name)
+os.unlink(long_prompt)
+os.unlink(short_prompt)
