@@ -31,7 +31,7 @@ struct KvCache {
 
 /// Buffers the one-token decode step reuses, so a step allocates nothing but
 /// the logits it returns (and the cache's amortised growth).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct Scratch {
     h: Vec<f32>,
     /// Each thread's normed input (`threads x hidden`).
@@ -48,6 +48,12 @@ struct Scratch {
     sin: Vec<f32>,
     /// Each thread's per-head norm scratch (`threads x head_dim`).
     normed: Vec<f32>,
+    /// Each layer's key and value cache, shared with the team for one step.
+    caches: Vec<(Shared, Shared)>,
+    /// The step's operations, as chunks per operation (`team::run_ops`).
+    op_chunks: Vec<usize>,
+    /// Which normalisation each thread's `x` holds (see `decode_one`).
+    normed_for: Vec<AtomicUsize>,
 }
 
 pub struct ReferenceModel {
@@ -234,17 +240,18 @@ impl ReferenceModel {
         self.weights.embed_tokens.rows_to_f32(t, t + 1, &mut s.h);
         rope::cos_sin(&self.inv_freq, pos, &mut s.cos, &mut s.sin);
         // The cache grows by this position's row, which the Q/K/V chunks fill.
-        let caches: Vec<(Shared, Shared)> = self
-            .cache
-            .k
-            .iter_mut()
-            .zip(self.cache.v.iter_mut())
-            .map(|(k, v)| {
-                k.resize(positions * kv_dim, 0.0);
-                v.resize(positions * kv_dim, 0.0);
-                (Shared::new(k), Shared::new(v))
-            })
-            .collect();
+        s.caches.clear();
+        s.caches.extend(
+            self.cache
+                .k
+                .iter_mut()
+                .zip(self.cache.v.iter_mut())
+                .map(|(k, v)| {
+                    k.resize(positions * kv_dim, 0.0);
+                    v.resize(positions * kv_dim, 0.0);
+                    (Shared::new(k), Shared::new(v))
+                }),
+        );
         let head = self.weights.lm_head();
         let mut logits = vec![0.0; head.rows];
         let [h, x, qkv, attn, o, gate_up, down, normed, scores, out] = [
@@ -263,10 +270,15 @@ impl ReferenceModel {
         let (cos, sin) = (&s.cos[..], &s.sin[..]);
         let weights = &self.weights;
         let layers = weights.layers.len();
-        let ops_chunks = vec![n; layers * LAYER_OPS + 1];
+        s.op_chunks.clear();
+        s.op_chunks.resize(layers * LAYER_OPS + 1, n);
         // Which normalisation each thread's `x` holds: 2l (layer l's input
         // norm), 2l + 1 (its post-attention norm), 2L (the final norm).
-        let normed_for: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(usize::MAX)).collect();
+        s.normed_for.resize_with(n, || AtomicUsize::new(0));
+        s.normed_for
+            .iter()
+            .for_each(|a| a.store(usize::MAX, Ordering::Relaxed));
+        let (caches, op_chunks, normed_for) = (&s.caches, &s.op_chunks, &s.normed_for);
         let add = |out: &mut [f32], b: Option<&[f32]>| {
             if let Some(b) = b {
                 out.iter_mut().zip(b).for_each(|(o, b)| *o += b);
@@ -278,7 +290,7 @@ impl ReferenceModel {
         // no chunk of its own operation writes (the residual `h` is written
         // only by the output and down projections, which read `attn` and
         // `gate_up`, and read only in the norms, which run in other operations).
-        let waited = team::run_ops(n, &ops_chunks, |tid, k, ci| unsafe {
+        let waited = team::run_ops(n, op_chunks, |tid, k, ci| unsafe {
             let x = x.part(tid * d..(tid + 1) * d);
             let norm = |which: usize, gain: &[f32], x: &mut [f32]| {
                 if normed_for[tid].swap(which, Ordering::Relaxed) != which {
@@ -361,6 +373,8 @@ impl ReferenceModel {
                 }
             }
         });
+        // The cache's rows may move when it next grows: keep no pointer to them.
+        self.scratch.caches.clear();
         if n > 1 && waited > started.elapsed() / 2 {
             self.solo_tokens = SOLO_TOKENS;
         }

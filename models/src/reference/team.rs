@@ -29,31 +29,27 @@ const SPINS_BEFORE_YIELD: u32 = 1 << 14;
 /// `f(tid, k, c)` runs chunk c of operation k on thread `tid`. Returns when all
 /// are done, with the time the caller spent waiting for other threads' chunks.
 pub fn run_ops(n: usize, chunks: &[usize], f: impl Fn(usize, usize, usize) + Sync) -> Duration {
-    let mut starts = Vec::with_capacity(chunks.len() + 1);
-    let mut total = 0;
-    for &c in chunks {
-        starts.push(total);
-        total += c;
-    }
-    starts.push(total);
+    let total: usize = chunks.iter().sum();
     let (claimed, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let work = |tid: usize| {
-        let mut k = 0;
+        // This thread's operation k, whose chunks start at index `start`.
+        let (mut k, mut start) = (0, 0);
         let mut waited = Duration::ZERO;
         loop {
             let i = claimed.fetch_add(1, Ordering::Relaxed);
             if i >= total {
                 return waited;
             }
-            while starts[k + 1] <= i {
+            while start + chunks[k] <= i {
+                start += chunks[k];
                 k += 1;
             }
             // Every chunk before operation k's first is done (none of k's
             // can finish before that, so the count is exactly theirs).
-            if done.load(Ordering::Acquire) < starts[k] {
+            if done.load(Ordering::Acquire) < start {
                 let t0 = Instant::now();
                 let mut spins = 0u32;
-                while done.load(Ordering::Acquire) < starts[k] {
+                while done.load(Ordering::Acquire) < start {
                     if spins < SPINS_BEFORE_YIELD {
                         spins += 1;
                         std::hint::spin_loop();
@@ -63,7 +59,7 @@ pub fn run_ops(n: usize, chunks: &[usize], f: impl Fn(usize, usize, usize) + Syn
                 }
                 waited += t0.elapsed();
             }
-            f(tid, k, i - starts[k]);
+            f(tid, k, i - start);
             done.fetch_add(1, Ordering::Release);
         }
     };
