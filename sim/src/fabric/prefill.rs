@@ -246,13 +246,21 @@ mod tests {
             assert_eq!(r.runs, 2);
             let err = (r.span as f64 - full.span as f64).abs() / full.span as f64;
             worst = worst.max(err);
-            assert!(err < 0.01, "p = {p}: {} extrapolated, {} simulated", r.span, full.span);
+            assert!(
+                err < 0.01,
+                "p = {p}: {} extrapolated, {} simulated",
+                r.span,
+                full.span
+            );
         }
         // Small squares fit whole: simulate_cannon runs every round.
         let step = gemm_step(16, 3);
         let r = simulate_cannon(&spec, &step, &opts).unwrap();
         let full = simulate_cannon_rounds(&spec, &step, 16, &opts).unwrap();
-        assert_eq!((r.span, r.full_steps, r.extrapolated_steps), (full.span, 1, 0));
+        assert_eq!(
+            (r.span, r.full_steps, r.extrapolated_steps),
+            (full.span, 1, 0)
+        );
         eprintln!("worst extrapolation error {:.3}%", 100.0 * worst);
     }
 
@@ -284,7 +292,10 @@ mod tests {
         let cannon = simulate_cannon_rounds(&spec, &g, 8, &opts).unwrap();
         let add = super::super::engine::ceil_cycles(Kernel::Add { n: 1000 }.cycles(&spec));
         assert_eq!(layer.span, 2 * cannon.span + add);
-        assert_eq!(layer.runs, 2, "one Cannon run (all 8 rounds) and one segment");
+        assert_eq!(
+            layer.runs, 2,
+            "one Cannon run (all 8 rounds) and one segment"
+        );
         assert_eq!(layer.full_steps, 1);
     }
 }
