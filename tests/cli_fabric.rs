@@ -165,4 +165,31 @@ fn estimate_on_the_fabric_reports_both_figures_and_memo_changes_nothing() {
     for key in ["ttft_cycles", "decode_tokens_per_s"] {
         assert!(num(&fabric, key) > 0.0, "{key}");
     }
+    // The prefill: simulated when its scheme can be (the analytic figure
+    // beside it), else analytic with the reason; the memo changes nothing.
+    assert_eq!(
+        num(&fabric, "analytic_ttft_cycles"),
+        num(&analytic, "ttft_cycles")
+    );
+    assert_eq!(num(&fabric, "ttft_cycles"), num(&every, "ttft_cycles"));
+    let gemm = est(&["--sim", "fabric", "--prefill-scheme", "gemm"]);
+    assert_eq!(gemm["ttft_source"], "fabric", "{gemm}");
+    let p = &gemm["fabric"]["prefill"];
+    assert_eq!(p["scheme"], "gemm");
+    let sum = num(p, "layer_cycles")
+        + num(p, "head_cycles")
+        + num(p, "transfer_cycles")
+        + num(p, "analytic_rest_cycles");
+    assert_eq!(num(&gemm, "ttft_cycles"), sum);
+    assert!(num(p, "events") > 0.0 && num(p, "wavelet_hops") > 0.0);
+    let tbt = est(&["--sim", "fabric", "--prefill-scheme", "token-by-token"]);
+    assert_eq!(tbt["ttft_source"], "analytic");
+    assert_eq!(num(&tbt, "ttft_cycles"), num(&tbt, "analytic_ttft_cycles"));
+    assert!(
+        tbt["ttft_note"]
+            .as_str()
+            .unwrap()
+            .contains("token_by_token"),
+        "{tbt}"
+    );
 }

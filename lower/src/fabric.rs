@@ -19,16 +19,29 @@
 //! (and one every identical transfer: same route, replication and lines);
 //! without one every layer and transfer is simulated, in parallel over both
 //! cores, and gives the same cycles (a test checks it).
+//!
+//! The prefill ([`fabric_prefill`]) likewise: every pass of the chosen scheme
+//! through every layer ([`wafer_sim::fabric::simulate_prefill_layer`]: the
+//! MeshGEMM scheme's Cannon steps and the steps between them; the streamed
+//! scheme's chunk passes as whole region programs), the hand-offs between
+//! regions, and the last position's final norm, LM head and argmax; the
+//! embedding lookups stay analytic.
 
-use crate::cost::{OpKind, PlanOptions};
+use crate::cost::{Chunking, OpKind, PlanOptions, PrefillScheme};
 use crate::layout::{Layout, Site};
-use crate::program::{decode_layer_program, model_steps, LayerProgram};
-use anyhow::{Context, Result};
+use crate::program::{
+    decode_layer_program, embedding_step, handoff, layer_pass_program, model_steps,
+    prefill_handoff, prefill_layer_program, LayerProgram,
+};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use wafer_core::{Cycles, WaferSpec};
 use wafer_models::config::ModelConfig;
-use wafer_sim::fabric::{simulate_region, simulate_transfer, FabricRun, RunOptions, TransferRun};
+use wafer_sim::fabric::{
+    simulate_prefill_layer, simulate_region, simulate_transfer, FabricRun, Launch, PrefillRun,
+    RunOptions, TransferRun,
+};
 use wafer_sim::program::{RegionProgram, Step, Transfer};
 
 /// One decode step's cycles from the fabric simulator.
@@ -72,12 +85,18 @@ pub struct FabricDecode {
 pub struct FabricMemo {
     runs: Vec<(LayerProgram, FabricRun)>,
     transfers: Vec<(TokenTransfer, TransferRun)>,
+    prefill_layers: Vec<(LayerProgram, PrefillRun)>,
 }
 
 impl FabricMemo {
     /// Distinct region programs simulated so far.
     pub fn len(&self) -> usize {
         self.runs.len()
+    }
+
+    /// Distinct prefill layer programs simulated so far.
+    pub fn prefill_layers(&self) -> usize {
+        self.prefill_layers.len()
     }
 
     /// Distinct transfers simulated so far.
@@ -341,4 +360,271 @@ fn region_of(w: u32, h: u32, steps: Vec<Step<OpKind>>) -> LayerProgram {
         buffer_bytes: 0,
         steps,
     }
+}
+
+/// A prefill up to its first token, timed on the fabric simulator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FabricPrefill {
+    pub scheme: PrefillScheme,
+    /// Passes of the prompt through the layers.
+    pub chunks: usize,
+    /// Time to first token: the layers, the head, the transfers and the
+    /// analytic rest, one after another.
+    pub cycles: Cycles,
+    /// Every pass through every layer, simulated (summed).
+    pub layer_cycles: Cycles,
+    /// The last position's final norm, LM head and argmax, simulated.
+    pub head_cycles: Cycles,
+    /// The hand-offs between regions and wafers of every pass, simulated.
+    pub transfer_cycles: Cycles,
+    pub analytic_transfer_cycles: Cycles,
+    /// The embedding lookups, priced analytically.
+    pub analytic_rest: Cycles,
+    /// Layer programs simulated by this call (the head's included when it
+    /// ran); with a memo, programs simulated before are not run again.
+    pub simulations: usize,
+    /// Fabric runs those simulations made (segments and Cannon steps).
+    pub fabric_runs: usize,
+    pub transfer_simulations: usize,
+    /// Cannon steps (of distinct programs simulated here) too large to run
+    /// every round, whose span was extrapolated from their first rounds.
+    pub extrapolated_cannon_steps: usize,
+    /// Cannon steps run round by round to the end.
+    pub full_cannon_steps: usize,
+    pub events: u64,
+    pub wavelet_hops: u64,
+    pub max_queue_occupancy: u32,
+}
+
+/// What a prefill runs on the fabric, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefillPrograms {
+    /// Every pass's every layer program, pass by pass, in layer order.
+    pub layers: Vec<LayerProgram>,
+    /// The head's final norm, LM head and argmax for the last position.
+    pub head: LayerProgram,
+    /// Every pass's hand-offs (the embedding's to layer 0, each layer's to
+    /// the next region or the head's).
+    pub transfers: Vec<TokenTransfer>,
+    /// The embedding lookups, priced analytically.
+    pub analytic_rest: Cycles,
+}
+
+/// The programs of the `scheme` prefill of `tokens` prompt tokens in
+/// `chunking`'s passes (as [`crate::cost::prefill`] lowers them); an error for
+/// the token-by-token scheme, which is not simulated.
+pub fn prefill_programs(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    tokens: usize,
+    scheme: PrefillScheme,
+    chunking: Chunking,
+    opts: &PlanOptions,
+) -> Result<PrefillPrograms> {
+    if scheme == PrefillScheme::TokenByToken {
+        bail!("the token-by-token prefill is not simulated on the fabric (only the gemm and stream schemes)");
+    }
+    let tokens = tokens.max(1);
+    if chunking.chunk_tokens == 0 || chunking.chunks != tokens.div_ceil(chunking.chunk_tokens) {
+        bail!(
+            "a chunking of {} chunks of {} tokens for a {tokens}-token prompt",
+            chunking.chunks,
+            chunking.chunk_tokens
+        );
+    }
+    let gemm = scheme == PrefillScheme::Gemm;
+    let d = cfg.hidden_size;
+    let act = spec.precision.activation_dtype.size_bytes();
+    let side = |s: &Site| s.region.width().min(s.region.height());
+    let first = layout.layers.first().copied().unwrap_or(layout.lm_head);
+    let mut out = PrefillPrograms {
+        layers: Vec::new(),
+        head: token_programs(spec, cfg, layout, tokens, opts)
+            .runs
+            .pop()
+            .context("the head's program")?
+            .1,
+        transfers: Vec::new(),
+        analytic_rest: Cycles::ZERO,
+    };
+    let mut moved = |t: Option<Transfer>, lines: u32| {
+        if let Some(transfer) = t {
+            out.transfers.push(TokenTransfer {
+                transfer,
+                lines: lines.max(1),
+                bytes_per_value: act,
+            });
+        }
+    };
+    let mut transfers = Vec::new();
+    let mut rest = Cycles::ZERO;
+    let mut layers = Vec::new();
+    for j in 0..chunking.chunks {
+        let start = j * chunking.chunk_tokens;
+        let n = chunking.chunk_tokens.min(tokens - start);
+        let keys = start + n;
+        // The embedding lookup (analytic) and its hand-off to layer 0.
+        if gemm {
+            let p0 = side(&first) as u64;
+            let work = (n as u64).div_ceil(p0) * (d as u64).div_ceil(p0);
+            rest += wafer_kernels::Kernel::Scale { n: work }.cycles(spec);
+            transfers.push((
+                prefill_handoff(spec, &layout.embedding, &first, n, d),
+                side(&layout.embedding),
+            ));
+        } else {
+            let mut e = embedding_step(spec, layout, d, n);
+            transfers.push((e.transfer.take(), first.region.height()));
+            rest += e.cost(spec).total();
+        }
+        for (l, site) in layout.layers.iter().enumerate() {
+            let (w, h) = (site.region.width(), site.region.height());
+            let next = layout.layers.get(l + 1).unwrap_or(&layout.lm_head);
+            if gemm {
+                layers.push(prefill_layer_program(spec, cfg, w, h, n, keys, opts));
+                transfers.push((prefill_handoff(spec, site, next, n, d), side(site)));
+            } else {
+                layers.push(layer_pass_program(spec, cfg, w, h, keys, n, opts));
+                transfers.push((
+                    handoff(spec, site, next, (n * d) as u64),
+                    next.region.height(),
+                ));
+            }
+        }
+    }
+    for (t, lines) in transfers {
+        moved(t, lines);
+    }
+    out.layers = layers;
+    out.analytic_rest = rest;
+    Ok(out)
+}
+
+/// The prefill of `tokens` prompt tokens by `scheme` in `chunking`'s passes
+/// on the fabric (see the module doc). With `memo`, each distinct layer
+/// program, head program and transfer runs once (across calls too); without
+/// it every one runs, in parallel.
+#[allow(clippy::too_many_arguments)]
+pub fn fabric_prefill(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+    tokens: usize,
+    scheme: PrefillScheme,
+    chunking: Chunking,
+    opts: &PlanOptions,
+    run: &RunOptions,
+    memo: Option<&mut FabricMemo>,
+) -> Result<FabricPrefill> {
+    let pre = prefill_programs(spec, cfg, layout, tokens, scheme, chunking, opts)?;
+    let mut memo = memo;
+    let mut todo: Vec<&LayerProgram> = Vec::new();
+    for p in &pre.layers {
+        let known =
+            |m: &FabricMemo| m.prefill_layers.iter().any(|(q, _)| q == p) || todo.contains(&p);
+        if !memo.as_deref().is_some_and(known) {
+            todo.push(p);
+        }
+    }
+    let fresh = todo
+        .par_iter()
+        .map(|p| {
+            simulate_prefill_layer(spec, *p, run).with_context(|| {
+                format!(
+                    "a prefill layer program of {} steps on a {}x{} region",
+                    p.steps.len(),
+                    p.width,
+                    p.height
+                )
+            })
+        })
+        .collect::<Result<Vec<PrefillRun>>>()?;
+    // The head: one decode head program (shared with decode's in a memo).
+    let head_known = memo.as_deref().and_then(|m| m.run_of(&pre.head).cloned());
+    let (head, head_fresh) = match head_known {
+        Some(r) => (r, None),
+        None => {
+            let r = simulate_region(spec, &pre.head, run).context("the LM head's program")?;
+            (r.clone(), Some(r))
+        }
+    };
+    let mut made = PrefillRun::default();
+    for r in &fresh {
+        made.span += r.span;
+        made.events += r.events;
+        made.wavelet_hops += r.wavelet_hops;
+        made.max_queue_occupancy = made.max_queue_occupancy.max(r.max_queue_occupancy);
+        made.runs += r.runs;
+        made.extrapolated_steps += r.extrapolated_steps;
+        made.full_steps += r.full_steps;
+    }
+    let simulations = fresh.len() + usize::from(head_fresh.is_some());
+    let spans: Vec<u64> = match memo.as_deref_mut() {
+        None => fresh.iter().map(|r| r.span).collect(),
+        Some(m) => {
+            m.prefill_layers
+                .extend(todo.into_iter().cloned().zip(fresh.iter().copied()));
+            if let Some(h) = &head_fresh {
+                m.runs.push((pre.head.clone(), h.clone()));
+            }
+            let m = &*m;
+            pre.layers
+                .iter()
+                .map(|p| {
+                    m.prefill_layers
+                        .iter()
+                        .find(|(q, _)| q == p)
+                        .map(|(_, r)| r.span)
+                })
+                .collect::<Option<_>>()
+                .context("a simulated prefill layer")?
+        }
+    };
+    let layer_cycles = Cycles(spans.iter().map(|&s| s as f64).sum());
+    let head_cycles = Cycles(head.span as f64);
+    // A transfer's lines share no link, router or PE and, launched together,
+    // run the same route at once: every line takes the one line's cycles, so
+    // one line is simulated (a prefill moves hundreds of wavelets per line).
+    let one_line = run.launch == Launch::Together;
+    let token = TokenPrograms {
+        runs: Vec::new(),
+        transfers: pre
+            .transfers
+            .iter()
+            .map(|t| TokenTransfer {
+                lines: if one_line { 1 } else { t.lines },
+                ..*t
+            })
+            .collect(),
+        analytic_rest: pre.analytic_rest,
+    };
+    let moved = token_transfers(spec, &token, run, memo)?;
+    let (head_events, head_hops, head_peak) = head_fresh.as_ref().map_or((0, 0, 0), |r| {
+        (r.events, r.wavelet_hops, r.max_queue_occupancy)
+    });
+    Ok(FabricPrefill {
+        scheme,
+        chunks: chunking.chunks,
+        cycles: layer_cycles + head_cycles + moved.cycles + pre.analytic_rest,
+        layer_cycles,
+        head_cycles,
+        transfer_cycles: moved.cycles,
+        analytic_transfer_cycles: pre
+            .transfers
+            .iter()
+            .fold(Cycles::ZERO, |a, t| a + t.transfer.cost(spec).total()),
+        analytic_rest: pre.analytic_rest,
+        simulations,
+        fabric_runs: made.runs + usize::from(head_fresh.is_some()),
+        transfer_simulations: moved.simulations,
+        extrapolated_cannon_steps: made.extrapolated_steps,
+        full_cannon_steps: made.full_steps,
+        events: made.events + head_events + moved.events,
+        wavelet_hops: made.wavelet_hops + head_hops + moved.wavelet_hops,
+        max_queue_occupancy: made
+            .max_queue_occupancy
+            .max(head_peak)
+            .max(moved.max_queue_occupancy),
+    })
 }

@@ -184,3 +184,305 @@ fn a_token_over_two_wafers_pays_the_offwafer_link_once_per_crossing() {
         every.transfer_cycles.get()
     );
 }
+
+mod prefill {
+    //! The prefill on the fabric: the reported time to first token is its
+    //! parts, each re-simulated here by another route (every Cannon step
+    //! round by round with `simulate_step`, every transfer on all its lines),
+    //! and the memo changes no cycle.
+
+    use super::{small_model, small_spec};
+    use wafer_core::{Cycles, WaferSpec};
+    use wafer_lower::cost::{
+        gemm_prefill_plan, stream_prefill_plan, Chunking, PlanOptions, PrefillScheme,
+    };
+    use wafer_lower::estimate::{placement_for, EstimateOptions};
+    use wafer_lower::fabric::{fabric_prefill, prefill_programs, FabricMemo, FabricPrefill};
+    use wafer_lower::layout::Layout;
+    use wafer_lower::placement::Strategy;
+    use wafer_lower::LayerProgram;
+    use wafer_models::ModelConfig;
+    use wafer_sim::fabric::{simulate_region, simulate_step, simulate_transfer, RunOptions};
+    use wafer_sim::program::RegionProgram;
+
+    fn layout(spec: &WaferSpec, cfg: &ModelConfig, tokens: usize) -> Layout {
+        let opts = EstimateOptions {
+            wafers: Some(1),
+            region: None,
+            strategy: Strategy::LayerPerRegion,
+            context: 64,
+            prompt_tokens: tokens,
+        };
+        placement_for(spec, cfg, &opts).unwrap().layout()
+    }
+
+    /// A prefill layer's span, step by step: runs of steps without Cannon
+    /// rounds as one region program, each Cannon step all its rounds.
+    fn layer_span(spec: &WaferSpec, p: &LayerProgram) -> u64 {
+        let (mut span, mut run) = (0, Vec::new());
+        let flush = |run: &mut Vec<_>| {
+            if run.is_empty() {
+                return 0;
+            }
+            let region = RegionProgram {
+                width: p.width,
+                height: p.height,
+                tiles: Vec::new(),
+                kv_bytes_per_position: 0,
+                buffer_bytes: 0,
+                steps: std::mem::take(run),
+            };
+            simulate_region(spec, &region, &RunOptions::default())
+                .unwrap()
+                .span
+        };
+        for s in &p.steps {
+            if s.cannon.is_some() {
+                span += flush(&mut run);
+                span += simulate_step(spec, p.width, p.height, s, &RunOptions::default())
+                    .unwrap()
+                    .span;
+            } else {
+                run.push(s.clone());
+            }
+        }
+        span + flush(&mut run)
+    }
+
+    /// The time to first token re-assembled from the programs' parts.
+    fn parts(
+        spec: &WaferSpec,
+        cfg: &ModelConfig,
+        layout: &Layout,
+        tokens: usize,
+        scheme: PrefillScheme,
+        chunking: Chunking,
+    ) -> f64 {
+        let pre = prefill_programs(
+            spec,
+            cfg,
+            layout,
+            tokens,
+            scheme,
+            chunking,
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(pre.layers.len(), chunking.chunks * layout.layers.len());
+        let layers: u64 = pre.layers.iter().map(|p| layer_span(spec, p)).sum();
+        let head = simulate_region(spec, &pre.head, &RunOptions::default())
+            .unwrap()
+            .span;
+        // Hand-offs on several lines (the prefill simulates one of them).
+        assert!(
+            pre.transfers.iter().any(|t| t.lines > 1),
+            "{:?}",
+            pre.transfers
+        );
+        let moved: u64 = pre
+            .transfers
+            .iter()
+            .map(|t| {
+                simulate_transfer(
+                    spec,
+                    &t.transfer,
+                    t.lines,
+                    t.bytes_per_value,
+                    &RunOptions::default(),
+                )
+                .unwrap()
+                .cycles
+            })
+            .sum();
+        (layers + head + moved) as f64 + pre.analytic_rest.get()
+    }
+
+    fn run(
+        spec: &WaferSpec,
+        cfg: &ModelConfig,
+        layout: &Layout,
+        tokens: usize,
+        scheme: PrefillScheme,
+        chunking: Chunking,
+        memo: Option<&mut FabricMemo>,
+    ) -> FabricPrefill {
+        fabric_prefill(
+            spec,
+            cfg,
+            layout,
+            tokens,
+            scheme,
+            chunking,
+            &PlanOptions::default(),
+            &RunOptions::default(),
+            memo,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_meshgemm_prefill_is_its_simulated_parts() {
+        let spec = small_spec();
+        let cfg = small_model(3);
+        let tokens = 24;
+        let layout = layout(&spec, &cfg, tokens);
+        let (_, one) = gemm_prefill_plan(&spec, &cfg, &layout, tokens, &PlanOptions::default())
+            .expect("the MeshGEMM prefill fits");
+        // The chunking the estimate picks, and the prompt in chunks of 8.
+        let eight = Chunking {
+            chunks: 3,
+            chunk_tokens: 8,
+        };
+        for chunking in [one, eight] {
+            let mut m = FabricMemo::default();
+            let memo = run(
+                &spec,
+                &cfg,
+                &layout,
+                tokens,
+                PrefillScheme::Gemm,
+                chunking,
+                Some(&mut m),
+            );
+            let every = run(
+                &spec,
+                &cfg,
+                &layout,
+                tokens,
+                PrefillScheme::Gemm,
+                chunking,
+                None,
+            );
+            assert_eq!(memo.cycles, every.cycles, "{chunking:?}");
+            assert_eq!(memo.layer_cycles, every.layer_cycles);
+            assert_eq!(memo.transfer_cycles, every.transfer_cycles);
+            // Without the memo every pass of every layer and the head run;
+            // with it, one per distinct program (the layers' regions share a
+            // shape, so one per pass).
+            assert_eq!(every.simulations, chunking.chunks * layout.layers.len() + 1);
+            assert!(memo.simulations < every.simulations, "{chunking:?}");
+            assert_eq!(
+                memo.extrapolated_cannon_steps, 0,
+                "small squares run every round"
+            );
+            assert!(memo.full_cannon_steps > 0);
+            // The figure is its parts, re-simulated another way.
+            let expect = parts(&spec, &cfg, &layout, tokens, PrefillScheme::Gemm, chunking);
+            assert_eq!(memo.cycles.get(), expect, "{chunking:?}");
+            assert_eq!(
+                memo.cycles,
+                memo.layer_cycles + memo.head_cycles + memo.transfer_cycles + memo.analytic_rest
+            );
+            // A second call with the memo runs nothing again.
+            let again = run(
+                &spec,
+                &cfg,
+                &layout,
+                tokens,
+                PrefillScheme::Gemm,
+                chunking,
+                Some(&mut m),
+            );
+            assert_eq!((again.simulations, again.transfer_simulations), (0, 0));
+            assert_eq!(again.cycles, memo.cycles);
+        }
+        // Three passes of 8 tokens cost more than their layers' one pass of 8.
+        let passes = run(
+            &spec,
+            &cfg,
+            &layout,
+            tokens,
+            PrefillScheme::Gemm,
+            eight,
+            None,
+        );
+        let first = run(
+            &spec,
+            &cfg,
+            &layout,
+            8,
+            PrefillScheme::Gemm,
+            Chunking {
+                chunks: 1,
+                chunk_tokens: 8,
+            },
+            None,
+        );
+        assert!(passes.layer_cycles.get() > 3.0 * first.layer_cycles.get() - 1.0);
+        assert!(passes.layer_cycles > first.layer_cycles);
+    }
+
+    #[test]
+    fn the_streamed_prefill_is_its_simulated_parts() {
+        let spec = small_spec();
+        let cfg = small_model(3);
+        let tokens = 12;
+        let layout = layout(&spec, &cfg, tokens);
+        let (_, chunking) =
+            stream_prefill_plan(&spec, &cfg, &layout, tokens, &PlanOptions::default())
+                .expect("the streamed prefill fits");
+        let mut m = FabricMemo::default();
+        let memo = run(
+            &spec,
+            &cfg,
+            &layout,
+            tokens,
+            PrefillScheme::Stream,
+            chunking,
+            Some(&mut m),
+        );
+        let every = run(
+            &spec,
+            &cfg,
+            &layout,
+            tokens,
+            PrefillScheme::Stream,
+            chunking,
+            None,
+        );
+        assert_eq!(memo.cycles, every.cycles);
+        assert_eq!(
+            memo.full_cannon_steps + memo.extrapolated_cannon_steps,
+            0,
+            "no Cannon step"
+        );
+        let expect = parts(
+            &spec,
+            &cfg,
+            &layout,
+            tokens,
+            PrefillScheme::Stream,
+            chunking,
+        );
+        assert_eq!(memo.cycles.get(), expect);
+        assert!(memo.cycles > Cycles::ZERO);
+    }
+
+    #[test]
+    fn the_token_by_token_prefill_and_a_wrong_chunking_are_refused() {
+        let spec = small_spec();
+        let cfg = small_model(2);
+        let layout = layout(&spec, &cfg, 8);
+        let go = |scheme, chunks, chunk_tokens| {
+            fabric_prefill(
+                &spec,
+                &cfg,
+                &layout,
+                8,
+                scheme,
+                Chunking {
+                    chunks,
+                    chunk_tokens,
+                },
+                &PlanOptions::default(),
+                &RunOptions::default(),
+                None,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(go(PrefillScheme::TokenByToken, 1, 8).contains("token-by-token"));
+        assert!(go(PrefillScheme::Gemm, 1, 4).contains("chunking"));
+        assert!(go(PrefillScheme::Stream, 1, 0).contains("chunking"));
+    }
+}

@@ -11,7 +11,7 @@ use serde_json::json;
 use wafer_core::RegionShape;
 use wafer_lower::cost::{Plan, PlanOptions, PrefillScheme};
 use wafer_lower::estimate::{estimate_for_users, Estimate, EstimateOptions};
-use wafer_lower::fabric::{fabric_decode, FabricDecode, FabricMemo};
+use wafer_lower::fabric::{fabric_decode, fabric_prefill, FabricDecode, FabricMemo, FabricPrefill};
 use wafer_lower::placement::MAX_USERS;
 use wafer_models::ModelConfig;
 use wafer_sim::fabric::RunOptions;
@@ -165,6 +165,7 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         let started = std::time::Instant::now();
+        let mut memo = FabricMemo::default();
         let f = fabric_decode(
             &spec,
             &cfg,
@@ -172,12 +173,42 @@ pub fn run(args: Args) -> Result<()> {
             args.context,
             &plan_opts,
             &RunOptions::default(),
-            (!args.no_memo).then_some(&mut FabricMemo::default()),
+            (!args.no_memo).then_some(&mut memo),
         )?;
         let wall = started.elapsed().as_secs_f64();
+        // The prefill of the chosen scheme; a scheme the simulator cannot run
+        // keeps the analytic figure, with the reason.
+        let started = std::time::Instant::now();
+        let chunking = match e.prefill_scheme {
+            PrefillScheme::Gemm => e.prefill_gemm_chunking,
+            PrefillScheme::Stream => e.prefill_stream_chunking,
+            PrefillScheme::TokenByToken => None,
+        };
+        let pre = match chunking {
+            None => Err(anyhow::anyhow!(
+                "the {} prefill is not simulated on the fabric (only the gemm and stream schemes)",
+                e.prefill_scheme.name()
+            )),
+            Some(c) => fabric_prefill(
+                &spec,
+                &cfg,
+                &e.layout,
+                args.prompt_tokens.max(1),
+                e.prefill_scheme,
+                c,
+                &plan_opts,
+                &RunOptions::default(),
+                (!args.no_memo).then_some(&mut memo),
+            ),
+        };
+        let prefill_wall = started.elapsed().as_secs_f64();
+        let pre = pre
+            .map(|p| (p, prefill_wall))
+            .map_err(|err| format!("{err:#}"));
         if args.json {
             let mut v = to_json(&e, cfg.num_hidden_layers);
             fabric_json(&mut v, &e, &f, spec.clock_hz, wall, !args.no_memo);
+            prefill_json(&mut v, &e, &pre, spec.clock_hz);
             println!("{}", serde_json::to_string(&v)?);
         } else {
             print_report(
@@ -187,6 +218,7 @@ pub fn run(args: Args) -> Result<()> {
                 forced.is_some(),
             );
             print_fabric(&e, &f, spec.clock_hz, wall);
+            print_prefill(&e, &pre, spec.clock_hz);
         }
         return Ok(());
     }
@@ -319,7 +351,8 @@ fn fabric_json(
     v["decode_tokens_per_s"] = json!(clock_hz / f.cycles.get());
     v["analytic_decode_cycles_per_token"] = json!(e.decode_cycles_per_token.get());
     v["analytic_decode_tokens_per_s"] = json!(e.decode_tokens_per_s);
-    // The prefill is not simulated yet: its figures are the analytic ones.
+    // Until the prefill is simulated (`prefill_json`), its figures are the
+    // analytic ones.
     v["ttft_source"] = json!("analytic");
     v["fabric"] = json!({
         "layer_cycles": f.layer_cycles.iter().map(|c| c.get()).collect::<Vec<_>>(),
@@ -340,6 +373,89 @@ fn fabric_json(
         "events_per_wall_s": f.events as f64 / wall_s.max(1e-9),
         "wavelet_hops_per_wall_s": f.wavelet_hops as f64 / wall_s.max(1e-9),
     });
+}
+
+/// `--sim fabric`: the time to first token from the simulated prefill (the
+/// analytic one beside it), or the analytic one and why (`ttft_note`).
+fn prefill_json(
+    v: &mut serde_json::Value,
+    e: &Estimate,
+    pre: &Result<(FabricPrefill, f64), String>,
+    clock_hz: f64,
+) {
+    v["analytic_ttft_cycles"] = json!(e.ttft_cycles.get());
+    v["analytic_ttft_ms"] = json!(e.ttft_ms);
+    v["analytic_prefill_tokens_per_s"] = json!(e.prefill_tokens_per_s);
+    let (p, wall) = match pre {
+        Err(why) => {
+            v["ttft_source"] = json!("analytic");
+            v["ttft_note"] = json!(why);
+            return;
+        }
+        Ok(p) => p,
+    };
+    let s = p.cycles.get() / clock_hz;
+    v["ttft_source"] = json!("fabric");
+    v["ttft_cycles"] = json!(p.cycles.get());
+    v["ttft_ms"] = json!(s * 1e3);
+    v["prefill_tokens_per_s"] = json!(e.prompt_tokens.max(1) as f64 / s);
+    if p.extrapolated_cannon_steps > 0 {
+        v["ttft_note"] = json!(format!(
+            "{} MeshGEMM step(s) too large to simulate every Cannon round were extrapolated from their first rounds (docs/fabric.md)",
+            p.extrapolated_cannon_steps
+        ));
+    }
+    v["fabric"]["prefill"] = json!({
+        "scheme": p.scheme.name(),
+        "chunks": p.chunks,
+        "layer_cycles": p.layer_cycles.get(),
+        "head_cycles": p.head_cycles.get(),
+        "transfer_cycles": p.transfer_cycles.get(),
+        "analytic_transfer_cycles": p.analytic_transfer_cycles.get(),
+        "analytic_rest_cycles": p.analytic_rest.get(),
+        "simulations": p.simulations,
+        "fabric_runs": p.fabric_runs,
+        "transfer_simulations": p.transfer_simulations,
+        "full_cannon_steps": p.full_cannon_steps,
+        "extrapolated_cannon_steps": p.extrapolated_cannon_steps,
+        "events": p.events,
+        "wavelet_hops": p.wavelet_hops,
+        "max_queue_occupancy": p.max_queue_occupancy,
+        "wall_s": wall,
+    });
+}
+
+fn print_prefill(e: &Estimate, pre: &Result<(FabricPrefill, f64), String>, clock_hz: f64) {
+    let a = e.ttft_cycles.get();
+    match pre {
+        Err(why) => println!("  prefill: not simulated ({why}); TTFT stays analytic"),
+        Ok((p, wall)) => {
+            let c = p.cycles.get();
+            println!(
+                "  prefill ({}, {} chunk(s)): TTFT {:.0} cycles = {:.3} ms (analytic {:.0}, {:+.1}%); layers {:.0}, head {:.0}, transfers {:.0}, embedding (analytic) {:.0}",
+                p.scheme.name(),
+                p.chunks,
+                c,
+                1e3 * c / clock_hz,
+                a,
+                100.0 * (c - a) / a,
+                p.layer_cycles.get(),
+                p.head_cycles.get(),
+                p.transfer_cycles.get(),
+                p.analytic_rest.get()
+            );
+            println!(
+                "  {} program(s) in {} fabric run(s) ({} Cannon step(s) in full, {} extrapolated): {} events, {} wavelet-hops, {:.2} s wall",
+                p.simulations,
+                p.fabric_runs,
+                p.full_cannon_steps,
+                p.extrapolated_cannon_steps,
+                p.events,
+                p.wavelet_hops,
+                wall
+            );
+        }
+    }
 }
 
 fn print_fabric(e: &Estimate, f: &FabricDecode, clock_hz: f64, wall_s: f64) {

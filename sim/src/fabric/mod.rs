@@ -23,6 +23,8 @@
 //! - [`layer`]: a whole region program (every step of a layer, in order, on
 //!   static routes shared by the collectives of one pattern) as one fabric
 //!   program, run timing-only.
+//! - [`prefill`]: a prefill layer's program (Cannon steps and the region
+//!   programs between them), timing-only.
 //! - [`trace`]: an optional recorder of a run (each PE's tasks, operations
 //!   and waits, each link's busy intervals, each queue's peak) and its Chrome
 //!   trace-event JSON (`docs/trace-tutorial.md`).
@@ -31,6 +33,7 @@
 
 pub mod engine;
 pub mod layer;
+pub mod prefill;
 pub mod programs;
 pub mod ring;
 pub mod trace;
@@ -41,6 +44,7 @@ pub use engine::{
     PeProgram, Route, RunOptions, Task, Trigger,
 };
 pub use layer::{region_fabric, simulate_region, RegionFabric};
+pub use prefill::{simulate_cannon, simulate_prefill_layer, PrefillRun};
 pub use programs::{column_allreduce_step, simulate_step, step_program, StepProgram};
 pub use ring::ring_allreduce_program;
 pub use transfer::{simulate_transfer, TransferRun};
