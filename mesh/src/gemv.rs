@@ -18,6 +18,8 @@
 //! format ([`Formats`]: the spec's `activation_dtype` and `accumulate_dtype`),
 //! and the result arrives in the wire format.
 
+#[cfg(target_arch = "x86_64")]
+use crate::fused;
 use crate::tiling::TiledMatrix;
 use half::f16;
 use rayon::prelude::*;
@@ -75,6 +77,32 @@ pub fn tiled_gemvs(
 /// One storage block: every PE's partial sums, then the line's reduction.
 #[allow(clippy::too_many_arguments)]
 fn gemv_block(
+    block: &[f16],
+    x_pad: &[f32],
+    nin: usize,
+    ti: usize,
+    schedule: &Schedule,
+    f: Formats,
+    parts: &mut Vec<f32>,
+    y_block: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fused::supports(f) {
+        let lines = schedule.lines_needed(nin);
+        parts.clear();
+        parts.resize(lines * y_block.len().max(fused::LANES), 0.0);
+        // SAFETY: the CPU has AVX and F16C (`supports` checked).
+        unsafe { fused::block(block, x_pad, nin, ti, schedule, f, parts, y_block) };
+        return;
+    }
+    gemv_block_blocked(block, x_pad, nin, ti, schedule, f, parts, y_block)
+}
+
+/// [`gemv_block`] as whole-block passes: every PE's partials for all the
+/// block's rows, then each transfer adding a whole row vector (any formats,
+/// any CPU).
+#[allow(clippy::too_many_arguments)]
+fn gemv_block_blocked(
     block: &[f16],
     x_pad: &[f32],
     nin: usize,
@@ -171,6 +199,60 @@ mod tests {
                     .collect();
                 let want = schedule.sum(&mut parts, 1, nin)[0];
                 assert_eq!(yo.to_bits(), want.to_bits(), "case {case} row {o}");
+            }
+        }
+    }
+
+    /// In every format pair the mesh runs (f32 or f16 on the wire and in the
+    /// running sums), each output row is bit-identical to its PE-by-PE
+    /// reduction: every PE's partial from its tile, then the schedule's
+    /// transfers with the formats' roundings (`Schedule::sum_in`).
+    #[test]
+    fn tiled_gemv_rounds_like_the_pe_by_pe_reduction_in_every_format() {
+        use wafer_core::DType;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let formats = [DType::F32, DType::F16, DType::BF16];
+        for case in 0..40 {
+            let f = Formats {
+                wire: formats[case % 3],
+                acc: formats[(case / 3) % 3],
+            };
+            let (out_dim, in_dim) = (rng.gen_range(1..200), rng.gen_range(1..100));
+            let (w, h) = (rng.gen_range(1..20), rng.gen_range(1..40));
+            let m = TiledMatrix::from_rows(
+                out_dim,
+                in_dim,
+                |o, row| {
+                    row.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, v)| *v = f16::from_f32(rng_value(case + 100, o * 1000 + i)))
+                },
+                w,
+                h,
+                Orientation::OutAlongColumns,
+            );
+            let x: Vec<f32> = (0..in_dim).map(|_| rng.gen_range(-4.0..4.0)).collect();
+            let tree = PlanOptions::with_reduce_k(rng.gen_range(1..4))
+                .unwrap()
+                .tree(h as u32);
+            let schedule = Schedule::reduce(m.in_split.parts as u32, tree).unwrap();
+            let mut y = vec![0.0; out_dim];
+            tiled_gemv(&m, &x, &mut y, &schedule, f);
+            let (to, ti) = (m.out_split.chunk, m.in_split.chunk);
+            let nin = m.in_split.used();
+            for (o, yo) in y.iter().enumerate() {
+                let mut parts: Vec<f32> = (0..schedule.lines_needed(nin))
+                    .map(|ib| {
+                        let mut acc = 0.0f32;
+                        for c in 0..ti * usize::from(ib < nin) {
+                            let xi = x.get(ib * ti + c).copied().unwrap_or(0.0);
+                            acc += m.tile_element(o / to, ib, o % to, c).to_f32() * xi;
+                        }
+                        acc
+                    })
+                    .collect();
+                let want = schedule.sum_in(&mut parts, 1, nin, f)[0];
+                assert_eq!(yo.to_bits(), want.to_bits(), "case {case} {f:?} row {o}");
             }
         }
     }
