@@ -7,11 +7,12 @@
 //! output axis (the broadcast the cost model charges); functionally each PE of an
 //! input line reads the same slice, so the broadcast is not copied.
 //!
-//! Work is batched per storage block of output lines (see `tiling`): one rayon
-//! task widens the block's tiles to f32 one input line at a time (a contiguous
+//! Work is batched per storage block of output lines (see `tiling`): one pass
+//! widens the block's tiles to f32 one input line at a time (a contiguous
 //! slice that stays in L1), accumulates every PE's partial sums for the block's
 //! rows (`parts[in line][row]`), then runs the line's reduction schedule with
-//! each transfer adding the sender's whole row vector into the receiver's. Every
+//! each transfer adding the sender's whole row vector into the receiver's
+//! (`crate::fused` on AVX+F16C hosts, the blocked whole-slice path otherwise). Every
 //! output row still sees exactly the additions, in exactly the order, of its own
 //! PE-by-PE reduction. Arithmetic is f32 inside a PE's tile; the partial sums
 //! travel in the reduction's wire format and are summed in its accumulation
@@ -24,6 +25,7 @@ use crate::tiling::TiledMatrix;
 use half::f16;
 use rayon::prelude::*;
 use wafer_kernels::format::{round_slice, Formats};
+use wafer_models::reference::team::Shared;
 use wafer_sim::schedule::{line_pair_mut, Schedule};
 
 /// `y = W x` with `W` held as `m`'s tiles; `schedule` reduces along the whole
@@ -34,14 +36,59 @@ pub fn tiled_gemv(m: &TiledMatrix, x: &[f32], y: &mut [f32], schedule: &Schedule
 }
 
 /// Several GEMVs over the same input and reduction lines (Q, K and V; gate and
-/// up), as one parallel pass over all their blocks: on the wafer they run side
-/// by side on the same PEs, and on the host one pass keeps both cores busy.
+/// up), as one parallel pass over all their blocks (rayon, in parts of
+/// consecutive blocks, [`tiled_gemvs_part`]): on the wafer they run side by
+/// side on the same PEs, and on the host one pass keeps both cores busy.
 pub fn tiled_gemvs(
     ms: &[&TiledMatrix],
     x: &[f32],
     ys: &mut [&mut [f32]],
     schedule: &Schedule,
     f: Formats,
+) {
+    let shared: Vec<Shared> = ys.iter_mut().map(|y| Shared::new(y)).collect();
+    let blocks: usize = ms
+        .iter()
+        .map(|m| m.out_dim().div_ceil(m.block_lines * m.out_split.chunk))
+        .sum();
+    let parts = blocks.min(GEMV_PARTS);
+    (0..parts)
+        .into_par_iter()
+        .for_each_init(GemvScratch::default, |scratch, part| {
+            // SAFETY: the parts write disjoint blocks of rows of `ys`, which
+            // outlive the pass; nothing else touches them meanwhile.
+            unsafe { tiled_gemvs_part(ms, x, &shared, schedule, f, part, parts, scratch) }
+        });
+}
+
+/// Parts one GEMV pass is cut into for rayon (a few per core).
+const GEMV_PARTS: usize = 16;
+
+/// A thread's reusable buffers for [`tiled_gemvs_part`].
+#[derive(Debug, Default)]
+pub struct GemvScratch {
+    parts: Vec<f32>,
+    x_pad: Vec<f32>,
+}
+
+/// Part `part` of `parts` near-equal parts of the blocks of [`tiled_gemvs`]
+/// (every matrix's storage blocks in order), each block computed exactly as
+/// the whole pass computes it.
+///
+/// # Safety
+/// `ys[i]` is `ms[i]`'s output; no other thread reads or writes the output
+/// rows of this part's blocks while it runs (other parts write other blocks),
+/// and the buffers outlive the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tiled_gemvs_part(
+    ms: &[&TiledMatrix],
+    x: &[f32],
+    ys: &[Shared],
+    schedule: &Schedule,
+    f: Formats,
+    part: usize,
+    parts: usize,
+    scratch: &mut GemvScratch,
 ) {
     assert_eq!(ms.len(), ys.len(), "one output per matrix");
     let Some(first) = ms.first() else { return };
@@ -55,23 +102,43 @@ pub fn tiled_gemvs(
     let (ti, nin) = (in_split.chunk, in_split.used());
     // The input padded to whole tile columns: the last line's padding
     // multiplies zeros, as the PE's padded tile does.
-    let mut x_pad = vec![0.0f32; nin * ti];
-    x_pad[..x.len()].copy_from_slice(x);
-    let mut tasks: Vec<(&mut [f32], &[f16])> = Vec::new();
-    for (m, y) in ms.iter().zip(ys.iter_mut()) {
+    scratch.x_pad.clear();
+    scratch.x_pad.resize(nin * ti, 0.0);
+    scratch.x_pad[..x.len()].copy_from_slice(x);
+    let blocks = |m: &TiledMatrix| m.out_dim().div_ceil(m.block_lines * m.out_split.chunk);
+    let total: usize = ms.iter().map(|m| blocks(m)).sum();
+    let mine = share(total, part, parts);
+    let mut first_block = 0;
+    for (m, y) in ms.iter().zip(ys) {
         assert_eq!(m.in_split, in_split, "matrices sharing an input split");
-        assert_eq!(y.len(), m.out_dim(), "gemv output length");
-        let full_rows = m.block_lines * m.out_split.chunk;
-        tasks.extend(
-            y.chunks_mut(full_rows)
-                .zip(m.data.chunks(full_rows * nin * ti)),
+        let nb = blocks(m);
+        let (lo, hi) = (
+            mine.start.clamp(first_block, first_block + nb) - first_block,
+            mine.end.clamp(first_block, first_block + nb) - first_block,
         );
+        first_block += nb;
+        let full_rows = m.block_lines * m.out_split.chunk;
+        let block_len = full_rows * nin * ti;
+        for b in lo..hi {
+            let rows = b * full_rows..((b + 1) * full_rows).min(m.out_dim());
+            let data = &m.data[b * block_len..((b + 1) * block_len).min(m.data.len())];
+            gemv_block(
+                data,
+                &scratch.x_pad,
+                nin,
+                ti,
+                schedule,
+                f,
+                &mut scratch.parts,
+                y.part(rows),
+            );
+        }
     }
-    tasks
-        .into_par_iter()
-        .for_each_init(Vec::<f32>::new, |parts, (y_block, block)| {
-            gemv_block(block, &x_pad, nin, ti, schedule, f, parts, y_block)
-        });
+}
+
+/// Part `c` of `parts` near-equal contiguous parts of `total` items.
+fn share(total: usize, c: usize, parts: usize) -> std::ops::Range<usize> {
+    wafer_models::reference::team::share(total, c, parts)
 }
 
 /// One storage block: every PE's partial sums, then the line's reduction.
