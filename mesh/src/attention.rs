@@ -265,15 +265,26 @@ pub fn attend(
 
     // Scores: per PE partial dots, reduced across each head's column segment,
     // a block of consecutive positions (one slot of up to 64 rows) per task.
+    // Short caches stay on the calling thread (the decode step's team runs
+    // this as one operation; a pass through rayon would only add a wake-up).
     let min_blocks = MIN_POSITIONS_PER_TASK.div_ceil(B);
-    scratch.scores[..need]
-        .par_chunks_mut(n_heads * B)
-        .zip(cache.k.par_chunks(kv_dim * B))
-        .enumerate()
-        .with_min_len(min_blocks)
-        .for_each(|(b, (scores, keys))| {
-            block_scores(geo, heads, keys, t_len - b * B, q, scale, nums, scores);
-        });
+    let one_block = |(b, (scores, keys)): (usize, (&mut [f32], &[f32]))| {
+        block_scores(geo, heads, keys, t_len - b * B, q, scale, nums, scores);
+    };
+    if blocks <= min_blocks {
+        scratch.scores[..need]
+            .chunks_mut(n_heads * B)
+            .zip(cache.k.chunks(kv_dim * B))
+            .enumerate()
+            .for_each(one_block);
+    } else {
+        scratch.scores[..need]
+            .par_chunks_mut(n_heads * B)
+            .zip(cache.k.par_chunks(kv_dim * B))
+            .enumerate()
+            .with_min_len(min_blocks)
+            .for_each(one_block);
+    }
     let scores = &scratch.scores[..need];
     let score = |t: usize, head: usize| scores[(t / B * n_heads + head) * B + t % B];
     // Each row's max over its positions, then along the columns (over rows).
@@ -297,29 +308,38 @@ pub fn attend(
         1
     };
     let rows_per_group = rows.div_ceil(groups);
-    sums[..rows * n_heads]
-        .par_chunks_mut(rows_per_group * n_heads)
-        .zip(scratch.values[..rows * q_dim].par_chunks_mut(rows_per_group * q_dim))
-        .enumerate()
-        .for_each(|(group, (sums, values))| {
-            let r0 = group * rows_per_group;
-            let r1 = (r0 + rows_per_group).min(rows);
-            let (mut p, mut s) = (vec![0.0f32; n_heads], vec![0.0f32; n_heads]);
-            for t in 0..t_len {
-                let r = t % h;
-                if r < r0 || r >= r1 {
-                    continue;
-                }
-                s.iter_mut()
-                    .enumerate()
-                    .for_each(|(head, x)| *x = score(t, head));
-                let row_sum = &mut sums[(r - r0) * n_heads..][..n_heads];
-                attention::softmax_weights(&s, global_max, &mut p, row_sum);
-                let row_values = &mut values[(r - r0) * q_dim..][..q_dim];
-                let val = &cache.v[t * kv_dim..(t + 1) * kv_dim];
-                attention::weighted_values(row_values, &p, val, hd, g);
+    let one_group = |(group, (sums, values)): (usize, (&mut [f32], &mut [f32]))| {
+        let r0 = group * rows_per_group;
+        let r1 = (r0 + rows_per_group).min(rows);
+        let (mut p, mut s) = (vec![0.0f32; n_heads], vec![0.0f32; n_heads]);
+        for t in 0..t_len {
+            let r = t % h;
+            if r < r0 || r >= r1 {
+                continue;
             }
-        });
+            s.iter_mut()
+                .enumerate()
+                .for_each(|(head, x)| *x = score(t, head));
+            let row_sum = &mut sums[(r - r0) * n_heads..][..n_heads];
+            attention::softmax_weights(&s, global_max, &mut p, row_sum);
+            let row_values = &mut values[(r - r0) * q_dim..][..q_dim];
+            let val = &cache.v[t * kv_dim..(t + 1) * kv_dim];
+            attention::weighted_values(row_values, &p, val, hd, g);
+        }
+    };
+    let (sums_used, values_used) = (
+        &mut sums[..rows * n_heads],
+        &mut scratch.values[..rows * q_dim],
+    );
+    if groups == 1 {
+        one_group((0, (sums_used, values_used)));
+    } else {
+        sums_used
+            .par_chunks_mut(rows_per_group * n_heads)
+            .zip(values_used.par_chunks_mut(rows_per_group * q_dim))
+            .enumerate()
+            .for_each(one_group);
+    }
     let total = geo.column.sum_in(sums, n_heads, rows, nums.sums());
     let values = geo
         .column

@@ -13,6 +13,8 @@
 
 pub mod attention;
 pub mod engine;
+#[cfg(target_arch = "x86_64")]
+mod fused;
 pub mod gemv;
 pub mod heads;
 pub mod report;
