@@ -107,11 +107,76 @@ impl FabricMemo {
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
     }
+}
 
-    /// The run of `program`, if it was simulated.
-    fn run_of(&self, program: &LayerProgram) -> Option<&FabricRun> {
-        self.runs.iter().find(|(q, _)| q == program).map(|(_, r)| r)
+/// What the token's figures need of one fabric run: its cycles (a region
+/// program's span, a transfer's cycles), events, wavelet-hops and peak queue.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    cycles: u64,
+    events: u64,
+    wavelet_hops: u64,
+    peak: u32,
+}
+
+impl Figures {
+    fn of_region(r: &FabricRun) -> Figures {
+        Figures {
+            cycles: r.span,
+            events: r.events,
+            wavelet_hops: r.wavelet_hops,
+            peak: r.max_queue_occupancy,
+        }
     }
+
+    fn of_transfer(r: &TransferRun) -> Figures {
+        Figures {
+            cycles: r.cycles,
+            events: r.events(),
+            wavelet_hops: r.wavelet_hops(),
+            peak: r.max_queue_occupancy(),
+        }
+    }
+}
+
+/// Every item's fabric run, in order, seen through `view`, and this call's
+/// fresh runs seen the same way. Without a memo table every item is
+/// simulated; with one, each item the table does not hold yet is simulated
+/// once and kept there. The simulations run in parallel.
+fn memoised<K, R, T>(
+    items: &[&K],
+    table: Option<&mut Vec<(K, R)>>,
+    simulate: impl Fn(&K) -> Result<R> + Sync,
+    view: impl Fn(&R) -> T,
+) -> Result<(Vec<T>, Vec<T>)>
+where
+    K: Clone + PartialEq + Sync,
+    R: Send,
+{
+    let mut todo: Vec<&K> = Vec::new();
+    for &k in items {
+        let held = |t: &Vec<(K, R)>| t.iter().any(|(q, _)| q == k) || todo.contains(&k);
+        if !table.as_deref().is_some_and(held) {
+            todo.push(k);
+        }
+    }
+    let fresh = todo
+        .par_iter()
+        .map(|k| simulate(k))
+        .collect::<Result<Vec<R>>>()?;
+    let fresh_view: Vec<T> = fresh.iter().map(&view).collect();
+    let each = match table {
+        None => fresh.iter().map(&view).collect(),
+        Some(t) => {
+            t.extend(todo.into_iter().cloned().zip(fresh));
+            items
+                .iter()
+                .map(|&k| t.iter().find(|(q, _)| q == k).map(|(_, r)| view(r)))
+                .collect::<Option<_>>()
+                .context("a simulated program")?
+        }
+    };
+    Ok((each, fresh_view))
 }
 
 /// The decode step at KV length `context` on `layout`, each layer and the head
@@ -128,19 +193,13 @@ pub fn fabric_decode(
     memo: Option<&mut FabricMemo>,
 ) -> Result<FabricDecode> {
     let token = token_programs(spec, cfg, layout, context, opts);
-    // What to simulate now: every run without a memo; with one, each program
-    // it does not hold yet, once.
-    let mut todo: Vec<&LayerProgram> = Vec::new();
-    for (_, p) in &token.runs {
-        let known = |m: &FabricMemo| m.run_of(p).is_some() || todo.contains(&p);
-        if !memo.as_deref().is_some_and(known) {
-            todo.push(p);
-        }
-    }
-    let fresh = todo
-        .par_iter()
-        .map(|p| {
-            simulate_region(spec, *p, run).with_context(|| {
+    let programs: Vec<&LayerProgram> = token.runs.iter().map(|(_, p)| p).collect();
+    let mut memo = memo;
+    let (runs, fresh) = memoised(
+        &programs,
+        memo.as_deref_mut().map(|m| &mut m.runs),
+        |p| {
+            simulate_region(spec, p, run).with_context(|| {
                 format!(
                     "a program of {} steps on a {}x{} region at KV length {context}",
                     p.steps.len(),
@@ -148,32 +207,12 @@ pub fn fabric_decode(
                     p.height
                 )
             })
-        })
-        .collect::<Result<Vec<FabricRun>>>()?;
-    let simulations = fresh.len();
-    let events: u64 = fresh.iter().map(|r| r.events).sum();
-    let wavelet_hops: u64 = fresh.iter().map(|r| r.wavelet_hops).sum();
-    let peak = fresh.iter().map(|r| r.max_queue_occupancy).max();
-    // Each run's result: its own without a memo, else the memo's.
-    let mut memo = memo;
-    let runs: Vec<&FabricRun> = match memo.as_deref_mut() {
-        None => fresh.iter().collect(),
-        Some(m) => {
-            m.runs.extend(todo.into_iter().cloned().zip(fresh));
-            let m = &*m;
-            token
-                .runs
-                .iter()
-                .map(|(_, p)| m.run_of(p))
-                .collect::<Option<_>>()
-                .context("a simulated program")?
-        }
-    };
+        },
+        Figures::of_region,
+    )?;
     let (head, layers) = runs.split_last().context("the head's program")?;
-    let span = |r: &FabricRun| Cycles(r.span as f64);
-    let layer_cycles: Vec<Cycles> = layers.iter().map(|r| span(r)).collect();
-    let head_cycles = span(head);
-    let token_wavelet_hops = runs.iter().map(|r| r.wavelet_hops).sum();
+    let layer_cycles: Vec<Cycles> = layers.iter().map(|r| Cycles(r.cycles as f64)).collect();
+    let head_cycles = Cycles(head.cycles as f64);
     let moved = token_transfers(spec, &token, run, memo)?;
     let rest = token.analytic_rest;
     Ok(FabricDecode {
@@ -186,13 +225,18 @@ pub fn fabric_decode(
             .transfers
             .iter()
             .fold(Cycles::ZERO, |a, t| a + t.transfer.cost(spec).total()),
-        simulations,
+        simulations: fresh.len(),
         transfer_simulations: moved.simulations,
-        events: events + moved.events,
-        wavelet_hops: wavelet_hops + moved.wavelet_hops,
-        token_wavelet_hops,
+        events: fresh.iter().map(|r| r.events).sum::<u64>() + moved.events,
+        wavelet_hops: fresh.iter().map(|r| r.wavelet_hops).sum::<u64>() + moved.wavelet_hops,
+        token_wavelet_hops: runs.iter().map(|r| r.wavelet_hops).sum(),
         transfer_wavelet_hops: moved.token_wavelet_hops,
-        max_queue_occupancy: peak.unwrap_or(0).max(moved.max_queue_occupancy),
+        max_queue_occupancy: fresh
+            .iter()
+            .map(|r| r.peak)
+            .max()
+            .unwrap_or(0)
+            .max(moved.max_queue_occupancy),
     })
 }
 
@@ -230,46 +274,24 @@ pub fn token_transfers(
     run: &RunOptions,
     memo: Option<&mut FabricMemo>,
 ) -> Result<TransferTiming> {
-    let known = |m: &FabricMemo, t: &TokenTransfer| m.transfers.iter().any(|(u, _)| u == t);
-    let mut todo: Vec<&TokenTransfer> = Vec::new();
-    for t in &token.transfers {
-        if !memo.as_deref().is_some_and(|m| known(m, t)) && (memo.is_none() || !todo.contains(&t)) {
-            todo.push(t);
-        }
-    }
-    let fresh = todo
-        .par_iter()
-        .map(|t| {
+    let transfers: Vec<&TokenTransfer> = token.transfers.iter().collect();
+    let (runs, fresh) = memoised(
+        &transfers,
+        memo.map(|m| &mut m.transfers),
+        |t| {
             simulate_transfer(spec, &t.transfer, t.lines, t.bytes_per_value, run)
                 .with_context(|| format!("the transfer {:?} on {} lines", t.transfer, t.lines))
-        })
-        .collect::<Result<Vec<TransferRun>>>()?;
-    let mut timing = TransferTiming {
+        },
+        Figures::of_transfer,
+    )?;
+    let timing = TransferTiming {
+        cycles: runs.iter().map(|r| Cycles(r.cycles as f64)).sum(),
         simulations: fresh.len(),
-        events: fresh.iter().map(TransferRun::events).sum(),
-        wavelet_hops: fresh.iter().map(TransferRun::wavelet_hops).sum(),
-        max_queue_occupancy: fresh
-            .iter()
-            .map(TransferRun::max_queue_occupancy)
-            .max()
-            .unwrap_or(0),
-        ..TransferTiming::default()
+        events: fresh.iter().map(|r| r.events).sum(),
+        wavelet_hops: fresh.iter().map(|r| r.wavelet_hops).sum(),
+        token_wavelet_hops: runs.iter().map(|r| r.wavelet_hops).sum(),
+        max_queue_occupancy: fresh.iter().map(|r| r.peak).max().unwrap_or(0),
     };
-    let runs: Vec<&TransferRun> = match memo {
-        None => fresh.iter().collect(),
-        Some(m) => {
-            m.transfers.extend(todo.into_iter().copied().zip(fresh));
-            let m = &*m;
-            token
-                .transfers
-                .iter()
-                .map(|t| m.transfers.iter().find(|(u, _)| u == t).map(|(_, r)| r))
-                .collect::<Option<_>>()
-                .context("a simulated transfer")?
-        }
-    };
-    timing.cycles = runs.iter().map(|r| Cycles(r.cycles as f64)).sum();
-    timing.token_wavelet_hops = runs.iter().map(|r| r.wavelet_hops()).sum();
     Ok(timing)
 }
 
@@ -519,18 +541,12 @@ pub fn fabric_prefill(
 ) -> Result<FabricPrefill> {
     let pre = prefill_programs(spec, cfg, layout, tokens, scheme, chunking, opts)?;
     let mut memo = memo;
-    let mut todo: Vec<&LayerProgram> = Vec::new();
-    for p in &pre.layers {
-        let known =
-            |m: &FabricMemo| m.prefill_layers.iter().any(|(q, _)| q == p) || todo.contains(&p);
-        if !memo.as_deref().is_some_and(known) {
-            todo.push(p);
-        }
-    }
-    let fresh = todo
-        .par_iter()
-        .map(|p| {
-            simulate_prefill_layer(spec, *p, run).with_context(|| {
+    let layers: Vec<&LayerProgram> = pre.layers.iter().collect();
+    let (each, fresh) = memoised(
+        &layers,
+        memo.as_deref_mut().map(|m| &mut m.prefill_layers),
+        |p| {
+            simulate_prefill_layer(spec, p, run).with_context(|| {
                 format!(
                     "a prefill layer program of {} steps on a {}x{} region",
                     p.steps.len(),
@@ -538,20 +554,18 @@ pub fn fabric_prefill(
                     p.height
                 )
             })
-        })
-        .collect::<Result<Vec<PrefillRun>>>()?;
+        },
+        |r: &PrefillRun| *r,
+    )?;
     // The head: one decode head program (shared with decode's in a memo).
-    let head_known = memo.as_deref().and_then(|m| m.run_of(&pre.head).cloned());
-    let (head, head_fresh) = match head_known {
-        Some(r) => (r, None),
-        None => {
-            let r = simulate_region(spec, &pre.head, run).context("the LM head's program")?;
-            (r.clone(), Some(r))
-        }
-    };
+    let (head, head_fresh) = memoised(
+        &[&pre.head],
+        memo.as_deref_mut().map(|m| &mut m.runs),
+        |p| simulate_region(spec, p, run).context("the LM head's program"),
+        Figures::of_region,
+    )?;
     let mut made = PrefillRun::default();
     for r in &fresh {
-        made.span += r.span;
         made.events += r.events;
         made.wavelet_hops += r.wavelet_hops;
         made.max_queue_occupancy = made.max_queue_occupancy.max(r.max_queue_occupancy);
@@ -559,30 +573,10 @@ pub fn fabric_prefill(
         made.extrapolated_steps += r.extrapolated_steps;
         made.full_steps += r.full_steps;
     }
-    let simulations = fresh.len() + usize::from(head_fresh.is_some());
-    let spans: Vec<u64> = match memo.as_deref_mut() {
-        None => fresh.iter().map(|r| r.span).collect(),
-        Some(m) => {
-            m.prefill_layers
-                .extend(todo.into_iter().cloned().zip(fresh.iter().copied()));
-            if let Some(h) = &head_fresh {
-                m.runs.push((pre.head.clone(), h.clone()));
-            }
-            let m = &*m;
-            pre.layers
-                .iter()
-                .map(|p| {
-                    m.prefill_layers
-                        .iter()
-                        .find(|(q, _)| q == p)
-                        .map(|(_, r)| r.span)
-                })
-                .collect::<Option<_>>()
-                .context("a simulated prefill layer")?
-        }
-    };
+    let simulations = fresh.len() + head_fresh.len();
+    let spans: Vec<u64> = each.iter().map(|r| r.span).collect();
     let layer_cycles = Cycles(spans.iter().map(|&s| s as f64).sum());
-    let head_cycles = Cycles(head.span as f64);
+    let head_cycles = Cycles(head[0].cycles as f64);
     // A transfer's lines share no link, router or PE and, launched together,
     // run the same route at once: every line takes the one line's cycles, so
     // one line is simulated (a prefill moves hundreds of wavelets per line).
@@ -600,9 +594,9 @@ pub fn fabric_prefill(
         analytic_rest: pre.analytic_rest,
     };
     let moved = token_transfers(spec, &token, run, memo)?;
-    let (head_events, head_hops, head_peak) = head_fresh.as_ref().map_or((0, 0, 0), |r| {
-        (r.events, r.wavelet_hops, r.max_queue_occupancy)
-    });
+    let (head_events, head_hops, head_peak) = head_fresh
+        .first()
+        .map_or((0, 0, 0), |r| (r.events, r.wavelet_hops, r.peak));
     Ok(FabricPrefill {
         scheme,
         chunks: chunking.chunks,
@@ -616,7 +610,7 @@ pub fn fabric_prefill(
             .fold(Cycles::ZERO, |a, t| a + t.transfer.cost(spec).total()),
         analytic_rest: pre.analytic_rest,
         simulations,
-        fabric_runs: made.runs + usize::from(head_fresh.is_some()),
+        fabric_runs: made.runs + head_fresh.len(),
         transfer_simulations: moved.simulations,
         extrapolated_cannon_steps: made.extrapolated_steps,
         full_cannon_steps: made.full_steps,
