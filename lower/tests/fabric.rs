@@ -5,10 +5,33 @@
 use wafer_core::WaferSpec;
 use wafer_lower::cost::PlanOptions;
 use wafer_lower::estimate::{placement_for, EstimateOptions};
-use wafer_lower::fabric::{fabric_decode, FabricMemo};
+use wafer_lower::fabric::{fabric_decode, FabricDecode, FabricMemo};
+use wafer_lower::layout::Layout;
 use wafer_lower::placement::Strategy;
 use wafer_models::{ModelConfig, RopeScaling};
 use wafer_sim::fabric::RunOptions;
+
+/// A decode step at KV length 40 on `layout`, with a fresh memo and without one.
+fn decode_with_and_without_memo(
+    spec: &WaferSpec,
+    cfg: &ModelConfig,
+    layout: &Layout,
+) -> (FabricDecode, FabricDecode) {
+    let run = |memo: bool| {
+        let mut m = FabricMemo::default();
+        fabric_decode(
+            spec,
+            cfg,
+            layout,
+            40,
+            &PlanOptions::default(),
+            &RunOptions::default(),
+            memo.then_some(&mut m),
+        )
+        .unwrap()
+    };
+    (run(true), run(false))
+}
 
 fn small_model(layers: usize) -> ModelConfig {
     ModelConfig {
@@ -54,20 +77,7 @@ fn one_simulation_per_region_shape_gives_every_layers_cycles() {
             prompt_tokens: 8,
         };
         let layout = placement_for(&spec, &cfg, &opts).unwrap().layout();
-        let run = |memo: bool| {
-            let mut m = FabricMemo::default();
-            fabric_decode(
-                &spec,
-                &cfg,
-                &layout,
-                40,
-                &PlanOptions::default(),
-                &RunOptions::default(),
-                memo.then_some(&mut m),
-            )
-            .unwrap()
-        };
-        let (memo, every) = (run(true), run(false));
+        let (memo, every) = decode_with_and_without_memo(&spec, &cfg, &layout);
         let mut shapes: Vec<_> = layout
             .layers
             .iter()
@@ -161,20 +171,7 @@ fn a_token_over_two_wafers_pays_the_offwafer_link_once_per_crossing() {
         .filter(|(a, b)| a.wafer != b.wafer)
         .count() as f64;
     assert!(crossings >= 1.0, "{layout:?}");
-    let run = |memo: bool| {
-        let mut m = FabricMemo::default();
-        fabric_decode(
-            &spec,
-            &cfg,
-            &layout,
-            40,
-            &PlanOptions::default(),
-            &RunOptions::default(),
-            memo.then_some(&mut m),
-        )
-        .unwrap()
-    };
-    let (memo, every) = (run(true), run(false));
+    let (memo, every) = decode_with_and_without_memo(&spec, &cfg, &layout);
     assert_eq!(memo.transfer_cycles, every.transfer_cycles);
     assert_eq!(memo.cycles, every.cycles);
     let latency = spec.system.offwafer_latency_s * spec.clock_hz;
