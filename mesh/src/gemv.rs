@@ -107,7 +107,7 @@ pub unsafe fn tiled_gemvs_part(
     scratch.x_pad[..x.len()].copy_from_slice(x);
     let blocks = |m: &TiledMatrix| m.out_dim().div_ceil(m.block_lines * m.out_split.chunk);
     let total: usize = ms.iter().map(|m| blocks(m)).sum();
-    let mine = share(total, part, parts);
+    let mine = wafer_models::reference::team::share(total, part, parts);
     let mut first_block = 0;
     for (m, y) in ms.iter().zip(ys) {
         assert_eq!(m.in_split, in_split, "matrices sharing an input split");
@@ -134,11 +134,6 @@ pub unsafe fn tiled_gemvs_part(
             );
         }
     }
-}
-
-/// Part `c` of `parts` near-equal contiguous parts of `total` items.
-fn share(total: usize, c: usize, parts: usize) -> std::ops::Range<usize> {
-    wafer_models::reference::team::share(total, c, parts)
 }
 
 /// One storage block: every PE's partial sums, then the line's reduction.
