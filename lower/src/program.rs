@@ -58,12 +58,23 @@ fn step(
     kernels: Vec<Kernel>,
     collective: Option<Collective>,
 ) -> Step<OpKind> {
+    handing_step(label, work_per_pe, kernels, collective, None)
+}
+
+/// A step that may end in a transfer to another region (no Cannon rounds).
+fn handing_step(
+    label: OpKind,
+    work_per_pe: u64,
+    kernels: Vec<Kernel>,
+    collective: Option<Collective>,
+    transfer: Option<Transfer>,
+) -> Step<OpKind> {
     Step {
         label,
         work_per_pe,
         kernels,
         collective,
-        transfer: None,
+        transfer,
         cannon: None,
     }
 }
@@ -594,14 +605,7 @@ pub fn model_steps(
 ) -> ModelSteps {
     let d = cfg.hidden_size;
     let div = |a: usize, b: u32| (a as u64).div_ceil(b.max(1) as u64);
-    let step = |label, work_per_pe, kernels, collective, transfer| Step {
-        label,
-        work_per_pe,
-        kernels,
-        collective,
-        transfer,
-        cannon: None,
-    };
+    let step = handing_step;
 
     let embedding = vec![embedding_step(spec, layout, d, 1)];
 
@@ -668,14 +672,7 @@ pub fn head_steps(
             bytes_per_value,
         ))
     };
-    let step = |label, work_per_pe, kernels, collective, transfer| Step {
-        label,
-        work_per_pe,
-        kernels,
-        collective,
-        transfer,
-        cannon: None,
-    };
+    let step = handing_step;
     let dtype = spec.precision.weight_dtype;
     let head = if n == 1 {
         Kernel::Gemv {
